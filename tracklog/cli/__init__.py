@@ -1,0 +1,99 @@
+"""The command-line layer: click commands that parse options, call the core, and render.
+
+`main` is the console script. It turns TracklogError into one line on stderr and its exit
+code; a traceback only with --debug. Commands live in the sibling modules, one per area.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from tracklog.config import Config, load_config
+from tracklog.errors import ExitCode, TracklogError
+
+
+@dataclass
+class App:
+    """What every command gets: settings (loaded on first use) and the stderr console."""
+
+    db_flag: str | None
+    config_flag: str | None
+    debug: bool
+    quiet: bool
+    err: Console
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_flag, self.db_flag)
+        return self._config
+
+    @property
+    def db(self) -> Path:
+        return self.config.db
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+class TracklogGroup(click.Group):
+    """Turns every failure into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except TracklogError as exc:
+            if debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(int(exc.exit_code))
+        except BrokenPipeError:
+            ctx.exit(int(ExitCode.OK))
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: one line unless --debug
+            if debug:
+                raise
+            click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+            ctx.exit(int(ExitCode.INTERNAL_ERROR))
+        return None
+
+
+@click.group(cls=TracklogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--db", metavar="PATH", help="DuckDB file [env TRACKLOG_DB; default ./tracklog.duckdb]")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="TOML config file [env TRACKLOG_CONFIG; default ./tracklog.toml when present]",
+)
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors on stderr.")
+@click.version_option(package_name="tracklog")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, config_file: str | None, debug: bool, quiet: bool) -> None:
+    """Email message tracking analytics from nginx access logs.
+
+    Ingest the tracking domain's access logs and the delivery manifests, then ask who
+    opened and clicked what: `tracklog recipient ID`, `tracklog report delivery ID`, ...
+    """
+    ctx.obj = App(db_flag=db, config_flag=config_file, debug=debug, quiet=quiet, err=stderr_console())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="tracklog")
+
+
+# Commands register themselves on `cli` when their module is imported.
+from tracklog.cli import ingest as _ingest  # noqa: E402,F401

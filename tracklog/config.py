@@ -1,0 +1,136 @@
+"""Settings in one place: command-line flags > TRACKLOG_* environment > tracklog.toml > defaults.
+
+The config file is TOML. Paths inside it (db, secret_file) are relative to the file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracklog.errors import ConfigError
+
+DEFAULT_DB = "tracklog.duckdb"
+DEFAULT_CONFIG = "tracklog.toml"
+DEFAULT_WAIT_SECONDS = 10.0
+DEFAULT_MAX_BAD_RATIO = 0.5
+
+_KNOWN_KEYS = {
+    "db",
+    "secret",
+    "secret_file",
+    "verify_signatures",
+    "log_format",
+    "log_formats",
+    "max_bad_ratio",
+    "wait",
+}
+
+
+@dataclass
+class Config:
+    db: Path = Path(DEFAULT_DB)
+    config_file: Path | None = None
+    secret: bytes | None = None
+    verify_signatures: bool = True
+    log_format: str = "combined"
+    log_formats: dict[str, str] = field(default_factory=dict)
+    max_bad_ratio: float = DEFAULT_MAX_BAD_RATIO
+    wait: float = DEFAULT_WAIT_SECONDS
+
+    def require_secret(self) -> bytes:
+        if self.secret is None:
+            raise ConfigError(
+                "no signing secret: set TRACKLOG_SECRET, or secret_file in the config file "
+                "(or verify_signatures = false if your tracked URLs carry no signature)"
+            )
+        return self.secret
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: invalid TOML ({exc})") from exc
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"config {path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_KEYS))})")
+    return data
+
+
+def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    value = data.get(key)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"config {path}: {key!r} has the wrong type (got {value!r})")
+    return value
+
+
+def _read_secret_file(path: Path) -> bytes:
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"secret file {path}: cannot read ({exc.strerror or exc})") from exc
+    if not secret:
+        raise ConfigError(f"secret file {path} is empty")
+    return secret
+
+
+def load_config(
+    config_file: str | None = None,
+    db: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Build the settings: `config_file`/`db` are the command-line flags (None when not given)."""
+    env = dict(os.environ) if env is None else env
+    cfg = Config()
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+    elif env.get("TRACKLOG_CONFIG"):
+        path = Path(env["TRACKLOG_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from TRACKLOG_CONFIG) not found")
+    elif Path(DEFAULT_CONFIG).is_file():
+        path = Path(DEFAULT_CONFIG)
+
+    if path is not None:
+        cfg.config_file = path
+        data = _read_toml(path)
+        base = path.parent
+        if (v := _typed(data, "db", str, path)) is not None:
+            cfg.db = base / v
+        if (v := _typed(data, "secret", str, path)) is not None:
+            cfg.secret = v.encode()
+        if (v := _typed(data, "secret_file", str, path)) is not None:
+            cfg.secret = _read_secret_file(base / v)
+        if (v := _typed(data, "verify_signatures", bool, path)) is not None:
+            cfg.verify_signatures = v
+        if (v := _typed(data, "log_format", str, path)) is not None:
+            cfg.log_format = v
+        if (v := _typed(data, "log_formats", dict, path)) is not None:
+            for name, fmt in v.items():
+                if not isinstance(fmt, str):
+                    raise ConfigError(f"config {path}: log_formats.{name} must be a string")
+            cfg.log_formats = dict(v)
+        if (v := _typed(data, "max_bad_ratio", (int, float), path)) is not None:
+            cfg.max_bad_ratio = float(v)
+        if (v := _typed(data, "wait", (int, float), path)) is not None:
+            cfg.wait = float(v)
+
+    if env.get("TRACKLOG_DB"):
+        cfg.db = Path(env["TRACKLOG_DB"])
+    if env.get("TRACKLOG_SECRET"):
+        cfg.secret = env["TRACKLOG_SECRET"].encode()
+    if db is not None:
+        cfg.db = Path(db)
+    if not 0.0 <= cfg.max_bad_ratio <= 1.0:
+        raise ConfigError(f"max_bad_ratio must be between 0 and 1 (got {cfg.max_bad_ratio})")
+    return cfg

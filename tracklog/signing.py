@@ -1,0 +1,46 @@
+"""Signed tracking URLs: SIG = base64url(HMAC-SHA256(secret, path)[:16]) without padding.
+
+`sign_path` and `verify_path` are the Python side (constant-time compare); `sql_expected_sig`
+is the same function as a DuckDB expression, so ingest verifies millions of hits vectorized.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+SIG_BYTES = 16
+SIG_CHARS = 22
+_BLOCK = 64  # SHA-256 block size
+
+
+def sign_path(secret: bytes, path: str) -> str:
+    """The signature of a tracked URL path such as '/c/NL-2026-11/hero/r000123'."""
+    digest = hmac.new(secret, path.encode("utf-8"), hashlib.sha256).digest()[:SIG_BYTES]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def verify_path(secret: bytes, path: str, sig: str | None) -> bool:
+    if not sig:
+        return False
+    return hmac.compare_digest(sign_path(secret, path), sig)
+
+
+def hmac_pads(secret: bytes) -> tuple[bytes, bytes]:
+    """The inner and outer padded keys of HMAC-SHA256 (RFC 2104), to bind as SQL parameters."""
+    key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+    key = key.ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def sql_expected_sig(path_expr: str, ipad_param: str, opad_param: str) -> str:
+    """A DuckDB expression computing SIG of the VARCHAR `path_expr`.
+
+    HMAC = sha256(opad || sha256(ipad || path)); the parameters are the BLOBs from hmac_pads().
+    Comparing in SQL is not constant-time, and need not be: ingest runs offline on logged
+    requests, so no sender can observe how long a comparison took.
+    """
+    inner = f"unhex(sha256({ipad_param} || encode({path_expr})))"
+    outer = f"unhex(substr(sha256({opad_param} || {inner}), 1, {SIG_BYTES * 2}))"
+    return f"replace(replace(rtrim(to_base64({outer}), '='), '+', '-'), '/', '_')"
