@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import duckdb
 
@@ -119,9 +119,19 @@ CREATE TABLE IF NOT EXISTS recipients (
 """
 
 
+def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple[Any, ...] | None:
+    """The first row of a query, with the result fully consumed.
+
+    DuckDB refuses register() and some other calls while a result is only partly fetched,
+    so never leave fetchone() results open on a shared connection.
+    """
+    rows = con.execute(sql, params).fetchall()
+    return tuple(rows[0]) if rows else None
+
+
 def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    row = fetch_one(con, "SELECT value FROM meta WHERE key = 'schema_version'")
     if row is None:
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     elif int(row[0]) > SCHEMA_VERSION:

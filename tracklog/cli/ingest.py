@@ -2,14 +2,151 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
 from tracklog.cli import App, cli, pass_app
+from tracklog.errors import DataError
+from tracklog.ingest.run import run_ingest
+from tracklog.render import FORMATS, json_value, render
+from tracklog.status import status_tables
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1)
+@click.argument("inputs", nargs=-1, metavar="[FILE|DIR|GLOB|-]...")
+@click.option(
+    "--manifest",
+    "manifests",
+    multiple=True,
+    metavar="FILE",
+    help="Delivery manifest (JSON) to load; repeatable, globs allowed.",
+)
+@click.option(
+    "--log-format",
+    metavar="NAME|SPEC",
+    help="combined (default), common, json, a name from the config file, or an nginx log_format string.",
+)
+@click.option(
+    "--max-bad-ratio",
+    type=click.FloatRange(0, 1),
+    help="Roll a new file back when more than this share of its first 1000 lines do not parse [0.5].",
+)
+@click.option("--wait", type=click.FloatRange(0), metavar="SECONDS", help="Wait this long for another ingest [10].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Print the run summary in this format (default: a table, only on a terminal).",
+)
 @pass_app
-def ingest(app: App, inputs: tuple[str, ...]) -> None:
-    """Ingest nginx access logs (FILE, DIR, GLOB or - for stdin) and delivery manifests."""
-    raise NotImplementedError
+def ingest(
+    app: App,
+    inputs: tuple[str, ...],
+    manifests: tuple[str, ...],
+    log_format: str | None,
+    max_bad_ratio: float | None,
+    wait: float | None,
+    fmt: str | None,
+) -> None:
+    """Ingest nginx access logs and delivery manifests into the database.
+
+    Each log is read from where the last run stopped (files are recognised by their
+    content, so rotated and gzipped copies are not read twice). Lines that are not
+    tracking hits are counted as ignored; lines that do not parse are quarantined.
+    """
+    config = app.config
+    if max_bad_ratio is not None:
+        config.max_bad_ratio = max_bad_ratio
+    if wait is not None:
+        config.wait = wait
+    if not inputs and not manifests:
+        raise click.UsageError("nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE")
+    show_progress = not app.quiet and app.err.is_terminal and sys.stdout.isatty()
+    with _progress_bar(app, show_progress) as progress:
+        report = run_ingest(config, list(inputs), list(manifests), log_format=log_format, progress=progress)
+    for line in report.errors:
+        click.echo(f"Error: {line}", err=True)
+    if not app.quiet and (fmt is not None or sys.stdout.isatty()):
+        if report.files:
+            render(report.summary_table(), fmt or "table", title="Ingest summary")
+        for m in report.manifests:
+            if m.ok and (fmt or "table") == "table":
+                click.echo(f"manifest {m.message}")
+    if report.failed:
+        raise DataError(f"{len(report.errors)} input(s) could not be ingested (see above)")
+
+
+class _progress_bar:
+    """A rich progress bar on stderr (bytes and lines per second), or nothing."""
+
+    def __init__(self, app: App, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self.app = app
+
+    def __enter__(self) -> _progress_bar | None:
+        if not self.enabled:
+            return None
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[lines]:,} lines"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=self.app.err,
+            transient=False,
+        )
+        self.bar.start()
+        return self
+
+    def __call__(self, name: str, done: int, lines: int) -> None:
+        assert self.bar is not None
+        task = self.tasks.get(name)
+        if task is None:
+            total = _size(name)
+            task = self.bar.add_task(name, total=total, lines=0, rate="")
+            self.tasks[name] = task
+        elapsed = self.bar.tasks[task].elapsed or 0.0
+        rate = f"{lines / elapsed:,.0f} lines/s" if elapsed > 0 else ""
+        self.bar.update(task, completed=done, lines=lines, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _size(name: str) -> int | None:
+    import os
+
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return None
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_app
+def status(app: App, fmt: str) -> None:
+    """What has been ingested: files, counts, quarantine by reason, orphans, last run."""
+    sections = status_tables(app.db, app.config.wait)
+    if fmt == "json":
+        data = {name: [{k: json_value(v) for k, v in r.items()} for r in t.to_pylist()] for name, t in sections}
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    for name, table in sections:
+        render(table, "table", title=name.replace("_", " ").capitalize())

@@ -1,0 +1,331 @@
+"""The ingest run: each log stream is read from where the last run stopped, parsed and routed
+in DuckDB, and committed together with its new read position in one transaction.
+
+Python only moves bytes (read, decompress, cut at the last newline); splitting lines is
+pyarrow's multithreaded CSV reader, and parsing, routing and signature checks are one
+vectorized SQL statement per chunk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from tracklog.errors import DataError, TracklogError
+from tracklog.ingest.formats import LogFormat
+from tracklog.ingest.routes import KINDS, routed_sql
+from tracklog.ingest.sources import FP_MAX, InputSpec, LogStream, display_name, fingerprint
+from tracklog.signing import hmac_pads, sql_expected_sig
+from tracklog.store import fetch_one
+
+RAW_MAX = 2048  # bytes of a quarantined line that are kept
+BAD_RATIO_LINES = 1000  # the wrong-format check looks at this many first lines of a new stream
+BAD_RATIO_MIN = 20  # ... and only when it has at least this many
+
+Progress = Callable[[str, int, int], None]  # (input name, bytes done on disk, lines done)
+
+
+@dataclass
+class FileResult:
+    """What one input contributed to the database (or why it could not)."""
+
+    name: str
+    status: str = "ok"  # ok | unchanged | empty | error
+    source_id: int | None = None
+    new_source: bool = False
+    resumed_at: int = 0
+    bytes: int = 0
+    lines: int = 0
+    hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    ignored: int = 0
+    quarantined: int = 0
+    rejected: int = 0
+    error: str | None = None
+
+    @property
+    def hit_count(self) -> int:
+        return sum(self.hits.values())
+
+
+class FormatMismatch(DataError):
+    pass
+
+
+@dataclass
+class Counts:
+    lines: int = 0
+    quarantined: int = 0
+    rejected: int = 0
+    hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+
+class Ingester:
+    """Ingests log inputs into an open writer connection, one transaction per input."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        log_format: LogFormat,
+        *,
+        secret: bytes | None,
+        verify_signatures: bool,
+        max_bad_ratio: float,
+        progress: Progress | None = None,
+    ) -> None:
+        self.con = con
+        self.fmt = log_format
+        self.verify = verify_signatures
+        self.max_bad_ratio = max_bad_ratio
+        self.progress = progress
+        self._params: dict[str, object] = {}
+        if verify_signatures:
+            if secret is None:
+                raise DataError("cannot verify tracking hits without a secret")
+            ipad, opad = hmac_pads(secret)
+            self._params = {"ipad": ipad, "opad": opad}
+        self._chunk_sql = self._compile_chunk_sql()
+
+    def _compile_chunk_sql(self) -> str:
+        if self.verify:
+            expected = sql_expected_sig("path", "$ipad", "$opad")
+            sig_status = f"""CASE WHEN kind IS NULL THEN NULL
+                WHEN sig IS NULL OR sig = '' THEN 'missing'
+                WHEN length(sig) <> 22 THEN 'invalid'
+                WHEN sig = {expected} THEN 'valid' ELSE 'invalid' END"""
+        else:
+            sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
+        parsed = f"({self.fmt.select_sql('tl_lines')})"
+        return f"CREATE OR REPLACE TEMP TABLE tl_chunk AS SELECT *, {sig_status} AS sig_status FROM ({routed_sql(parsed)})"
+
+    # -- one input ---------------------------------------------------------------------
+    def ingest(self, spec: InputSpec) -> FileResult:
+        result = FileResult(name=display_name(spec.name))
+        try:
+            stream = LogStream(spec)
+        except TracklogError as exc:
+            result.status, result.error = "error", str(exc)
+            return result
+        try:
+            self._ingest_stream(stream, result)
+        except TracklogError as exc:
+            self._rollback()
+            result.status, result.error = "error", str(exc)
+        except duckdb.Error as exc:
+            self._rollback()
+            result.status, result.error = "error", f"{result.name}: database error: {exc}"
+        finally:
+            stream.close()
+        return result
+
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+
+    def _find_source(self, head: bytes) -> tuple[int, int, int, int] | None:
+        """(source_id, byte_offset, lines, fp_len) of the known stream this head belongs to."""
+        best = None
+        lens = self.con.execute(
+            "SELECT DISTINCT fp_len FROM sources WHERE fp_len <= ? ORDER BY fp_len DESC", [len(head)]
+        ).fetchall()
+        for (length,) in lens:
+            row = fetch_one(
+                self.con,
+                "SELECT source_id, byte_offset, lines, fp_len FROM sources "
+                "WHERE fp_len = ? AND fingerprint = ? ORDER BY last_ingest DESC, source_id DESC LIMIT 1",
+                [length, fingerprint(head, length)],
+            )
+            if row is not None:
+                best = (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+                break
+        return best
+
+    def _ingest_stream(self, stream: LogStream, result: FileResult) -> None:
+        if not stream.head:
+            result.status = "empty"
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        known = self._find_source(stream.head)
+        if known is not None and stream.size_limit is not None and stream.size_limit < known[1]:
+            known = None  # the file is shorter than what we read of it: truncated and rewritten
+        if known is None:
+            row = fetch_one(self.con, "SELECT coalesce(max(source_id), 0) + 1 FROM sources")
+            source_id, offset, line_base = int(row[0]) if row else 1, 0, 0
+            result.new_source = True
+        else:
+            source_id, offset, line_base, _ = known
+        result.source_id, result.resumed_at = source_id, offset
+        counts = Counts()
+        first_chunk = True
+        end = offset
+        for chunk_offset, buf in stream.chunks(offset):
+            chunk_counts = self._ingest_chunk(source_id, chunk_offset, line_base + counts.lines, buf)
+            if first_chunk and result.new_source:
+                self._check_format(chunk_counts, line_base + 1, result.name)
+            first_chunk = False
+            counts.lines += chunk_counts.lines
+            counts.quarantined += chunk_counts.quarantined
+            counts.rejected += chunk_counts.rejected
+            for k, v in chunk_counts.hits.items():
+                counts.hits[k] += v
+            end = chunk_offset + len(buf)
+            if self.progress is not None:
+                self.progress(result.name, stream.disk_position(), counts.lines)
+        if counts.lines == 0 and not result.new_source:
+            self.con.execute("ROLLBACK")
+            result.status = "unchanged"
+            return
+        if counts.lines == 0:
+            self.con.execute("ROLLBACK")
+            result.status = "empty"  # nothing complete yet (no newline): fingerprint later
+            return
+        hits = sum(counts.hits.values())
+        ignored = counts.lines - hits - counts.quarantined
+        fp_len = min(FP_MAX, len(stream.head), end)
+        fp = fingerprint(stream.head, fp_len)
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        if result.new_source:
+            self.con.execute(
+                "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [source_id, fp, fp_len, result.name, stream.compressed, end, counts.lines, hits, ignored,
+                 counts.quarantined, self.fmt.name, now, now],
+            )
+        else:
+            self.con.execute(
+                "UPDATE sources SET fingerprint = ?, fp_len = ?, path = ?, compressed = ?, byte_offset = ?, "
+                "lines = lines + ?, hits = hits + ?, ignored = ignored + ?, quarantined = quarantined + ?, "
+                "last_ingest = ? WHERE source_id = ?",
+                [fp, fp_len, result.name, stream.compressed, end, counts.lines, hits, ignored,
+                 counts.quarantined, now, source_id],
+            )
+        self.con.execute("COMMIT")
+        result.bytes = end - offset
+        result.lines = counts.lines
+        result.hits = counts.hits
+        result.quarantined = counts.quarantined
+        result.ignored = ignored
+        result.rejected = counts.rejected
+
+    def _check_format(self, counts: Counts, first_line: int, name: str) -> None:
+        row = fetch_one(
+            self.con,
+            "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM tl_chunk WHERE line_no < ?",
+            [first_line + BAD_RATIO_LINES],
+        )
+        seen, bad = (int(row[0]), int(row[1])) if row else (0, 0)
+        if seen >= BAD_RATIO_MIN and bad / seen > self.max_bad_ratio:
+            raise FormatMismatch(
+                f"{name}: {bad} of the first {seen} lines do not parse as log format {self.fmt.name!r}; "
+                "nothing of this file was stored. Pass the nginx log_format with --log-format "
+                "(or name one in the config file), or raise --max-bad-ratio"
+            )
+
+    # -- one chunk ---------------------------------------------------------------------
+    def _ingest_chunk(self, source_id: int, chunk_offset: int, line_base: int, buf: bytes) -> Counts:
+        lines, raw = split_lines(buf, chunk_offset, line_base)
+        self.con.register("tl_lines", lines)
+        try:
+            self.con.execute(self._chunk_sql, self._params if self.verify else None)
+        finally:
+            self.con.unregister("tl_lines")
+        self.con.execute(
+            """INSERT INTO hits SELECT ?, line_no, byte_offset, ts, ip, method, path, query, status, bytes,
+                   referer, user_agent, uid, extra, kind, delivery_id, link_id, recipient_id, sig, sig_status
+               FROM tl_chunk WHERE kind IS NOT NULL""",
+            [source_id],
+        )
+        self._quarantine(source_id, buf, chunk_offset, raw)
+        row = fetch_one(
+            self.con,
+            "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL), "
+            "count(*) FILTER (WHERE sig_status IN ('invalid', 'missing')), "
+            + ", ".join(f"count(*) FILTER (WHERE kind = '{k}')" for k in KINDS)
+            + " FROM tl_chunk",
+        )
+        assert row is not None
+        return Counts(
+            lines=int(row[0]),
+            quarantined=int(row[1]),
+            rejected=int(row[2]),
+            hits={k: int(v) for k, v in zip(KINDS, row[3:], strict=True)},
+        )
+
+    def _quarantine(self, source_id: int, buf: bytes, chunk_offset: int, sanitized: bool) -> None:
+        if not sanitized:
+            self.con.execute(
+                f"""INSERT INTO quarantine SELECT ?, line_no, byte_offset, reason,
+                       encode(left(line, {RAW_MAX})) FROM tl_chunk WHERE reason IS NOT NULL""",
+                [source_id],
+            )
+            return
+        # lines were repaired (invalid UTF-8, NUL, CR): keep the original bytes
+        bad = self.con.execute(
+            "SELECT line_no, byte_offset, reason FROM tl_chunk WHERE reason IS NOT NULL"
+        ).fetchall()
+        rows = []
+        for line_no, byte_offset, reason in bad:
+            start = byte_offset - chunk_offset
+            stop = buf.find(b"\n", start)
+            rows.append((source_id, line_no, byte_offset, reason, buf[start : min(stop, start + RAW_MAX)]))
+        if rows:
+            self.con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+
+
+_LINE_READ = pcsv.ReadOptions(column_names=["line"], block_size=4 << 20)
+_LINE_PARSE = pcsv.ParseOptions(
+    delimiter="\x01", quote_char=False, escape_char=False, newlines_in_values=False, ignore_empty_lines=False
+)
+_LINE_CONVERT = pcsv.ConvertOptions(
+    column_types={"line": pa.large_string()}, strings_can_be_null=False, quoted_strings_can_be_null=False
+)
+
+
+def _is_clean(buf: bytes) -> bool:
+    """True when pyarrow's reader splits exactly at '\\n' and the text is valid UTF-8."""
+    if b"\x01" in buf or b"\r" in buf or b"\x00" in buf:
+        return False
+    if buf.isascii():
+        return True
+    try:
+        buf.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def split_lines(buf: bytes, chunk_offset: int, line_base: int) -> tuple[pa.Table, bool]:
+    """A table (line_no, byte_offset, line) of the '\\n'-terminated lines in `buf`.
+
+    Returns (table, sanitized): lines with invalid UTF-8, NUL or CR are repaired (U+FFFD,
+    CR stripped at the end) on a slower per-line path, flagged so quarantine keeps raw bytes.
+    """
+    if _is_clean(buf):
+        line = pcsv.read_csv(io.BytesIO(buf), _LINE_READ, _LINE_PARSE, _LINE_CONVERT).column(0)
+        line = line.combine_chunks() if line.num_chunks != 1 else line.chunk(0)
+        sanitized = False
+    else:
+        parts = buf.split(b"\n")[:-1]
+        texts = [
+            p.decode("utf-8", "replace").replace("\x00", "\ufffd").removesuffix("\r") for p in parts
+        ]
+        lens = pa.array([len(p) + 1 for p in parts], pa.int64())
+        line = pa.array(texts, pa.large_string())
+        offsets = pc.subtract(pc.cumulative_sum(lens), lens)
+        return _table(line, offsets, chunk_offset, line_base), True
+    lens = pc.add(pc.cast(pc.binary_length(line), pa.int64()), 1)
+    offsets = pc.subtract(pc.cumulative_sum(lens), lens)
+    return _table(line, offsets, chunk_offset, line_base), sanitized
+
+
+def _table(line: pa.Array, offsets: pa.Array, chunk_offset: int, line_base: int) -> pa.Table:
+    ones = pc.if_else(pc.is_valid(offsets), pa.scalar(1, pa.int64()), pa.scalar(0, pa.int64()))
+    line_no = pc.add(pc.cumulative_sum(ones), line_base)
+    return pa.table({"line_no": line_no, "byte_offset": pc.add(offsets, chunk_offset), "line": line})

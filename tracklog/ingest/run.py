@@ -1,0 +1,144 @@
+"""One `tracklog ingest` run: manifests and log inputs into the database under the writer lock,
+with a record in the runs table. Returns what happened; printing is the caller's job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from tracklog.config import Config
+from tracklog.errors import ConfigError
+from tracklog.ingest.engine import FileResult, Ingester, Progress
+from tracklog.ingest.formats import resolve_format
+from tracklog.ingest.routes import KINDS
+from tracklog.ingest.sources import expand_inputs
+from tracklog.store import fetch_one, open_writer
+
+
+@dataclass
+class ManifestLine:
+    name: str
+    ok: bool
+    message: str
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+    manifests: list[ManifestLine] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line each, in the order they happened
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+    @property
+    def lines(self) -> int:
+        return sum(f.lines for f in self.files)
+
+    def summary_table(self) -> pa.Table:
+        """One row per input plus a total row: the end-of-run summary."""
+        rows = [_row(f.name, f.status, [f]) for f in self.files]
+        ok = [f for f in self.files if f.status == "ok"]
+        rows.append(_row("total", f"{len(ok)} of {len(self.files)} read", self.files))
+        lines_per_s = self.lines / self.seconds if self.seconds > 0 else 0.0
+        rows[-1]["lines_per_s"] = int(lines_per_s)
+        for r in rows[:-1]:
+            r["lines_per_s"] = None
+        return pa.Table.from_pylist(rows)
+
+
+def _row(name: str, status: str, files: list[FileResult]) -> dict[str, object]:
+    row: dict[str, object] = {"input": name, "status": status, "lines": sum(f.lines for f in files)}
+    for k in KINDS:
+        row[k if k != "unsubscribe" else "unsubscribes"] = sum(f.hits[k] for f in files)
+    row["rejected"] = sum(f.rejected for f in files)
+    row["ignored"] = sum(f.ignored for f in files)
+    row["quarantined"] = sum(f.quarantined for f in files)
+    return row
+
+
+def run_ingest(
+    config: Config,
+    inputs: list[str],
+    manifests: list[str],
+    *,
+    log_format: str | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest `manifests` then the log `inputs`; errors of one input never stop the others."""
+    report = IngestReport()
+    fmt = resolve_format(log_format or config.log_format, config.log_formats)
+    specs, errors = expand_inputs(inputs)
+    report.errors.extend(errors)
+    if specs and config.verify_signatures and config.secret is None:
+        raise ConfigError(
+            "no signing secret, so tracking hits cannot be verified: set TRACKLOG_SECRET or secret_file "
+            "in the config file (or verify_signatures = false if your tracked URLs carry no signature)"
+        )
+    started = time.monotonic()
+    with open_writer(config.db, config.wait) as con:
+        run_id = _start_run(con)
+        if manifests:
+            from tracklog.manifest import expand_manifest_args, ingest_manifests
+
+            paths, missing = expand_manifest_args(manifests)
+            report.errors.extend(missing)
+            for outcome in ingest_manifests(con, paths):
+                report.manifests.append(ManifestLine(str(outcome.path), outcome.ok, outcome.message))
+                if not outcome.ok:
+                    report.errors.append(outcome.message)
+        if specs:
+            ingester = Ingester(
+                con,
+                fmt,
+                secret=config.secret,
+                verify_signatures=config.verify_signatures,
+                max_bad_ratio=config.max_bad_ratio,
+                progress=progress,
+            )
+            for spec in specs:
+                result = ingester.ingest(spec)
+                report.files.append(result)
+                if result.error:
+                    report.errors.append(result.error)
+        report.seconds = time.monotonic() - started
+        _finish_run(con, run_id, report)
+    return report
+
+
+def _start_run(con: duckdb.DuckDBPyConnection) -> int:
+    row = fetch_one(con, "SELECT coalesce(max(run_id), 0) + 1 FROM runs")
+    run_id = int(row[0]) if row else 1
+    con.execute("INSERT INTO runs (run_id, started_at) VALUES (?, ?)", [run_id, _now()])
+    return run_id
+
+
+def _finish_run(con: duckdb.DuckDBPyConnection, run_id: int, report: IngestReport) -> None:
+    files = report.files
+    con.execute(
+        "UPDATE runs SET finished_at = ?, files = ?, lines = ?, hits = ?, ignored = ?, quarantined = ?, "
+        "rejected = ?, errors = ?, exit_code = ? WHERE run_id = ?",
+        [
+            _now(),
+            len(files),
+            report.lines,
+            sum(f.hit_count for f in files),
+            sum(f.ignored for f in files),
+            sum(f.quarantined for f in files),
+            sum(f.rejected for f in files),
+            len(report.errors),
+            1 if report.failed else 0,
+            run_id,
+        ],
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

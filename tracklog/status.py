@@ -1,0 +1,41 @@
+"""What the database holds: ingested streams, quarantine by reason, rejected and orphan hits,
+manifests and the last runs. Each section is an Arrow table for the one output path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from tracklog.store import open_reader
+
+_SECTIONS = {
+    "sources": """
+        SELECT source_id, path, left(fingerprint, 16) AS fingerprint, fp_len, compressed,
+               byte_offset, lines, hits, ignored, quarantined, log_format, last_ingest
+        FROM sources ORDER BY source_id""",
+    "quarantine": """
+        SELECT reason, count(*) AS lines FROM quarantine GROUP BY reason ORDER BY lines DESC, reason""",
+    "signatures": """
+        SELECT sig_status, count(*) AS hits FROM hits GROUP BY sig_status ORDER BY sig_status""",
+    "deliveries": """
+        SELECT d.delivery_id, d.label, d.sent_at,
+               (SELECT count(*) FROM links l WHERE l.delivery_id = d.delivery_id) AS links,
+               (SELECT count(*) FROM recipients r WHERE r.delivery_id = d.delivery_id) AS recipients,
+               d.loaded_at
+        FROM deliveries d ORDER BY d.sent_at DESC""",
+    "last_runs": """
+        SELECT run_id, started_at, finished_at, files, lines, hits, ignored, quarantined, rejected, errors,
+               exit_code
+        FROM runs ORDER BY run_id DESC LIMIT 5""",
+}
+
+
+def status_tables(db: Path, wait: float) -> list[tuple[str, pa.Table]]:
+    from tracklog.metrics import orphans_sql
+
+    with open_reader(db, wait) as con:
+        out = [(name, con.execute(sql).fetch_arrow_table()) for name, sql in _SECTIONS.items()]
+        out.insert(3, ("orphans", con.execute(orphans_sql()).fetch_arrow_table()))
+    return out
