@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tracklog.metrics import orphan_counts
 from tracklog.store import open_reader
 
 _SECTIONS = {
@@ -33,9 +34,7 @@ _SECTIONS = {
 
 
 def status_tables(db: Path, wait: float) -> list[tuple[str, pa.Table]]:
-    from tracklog.metrics import orphans_sql
-
     with open_reader(db, wait) as con:
-        out = [(name, con.execute(sql).fetch_arrow_table()) for name, sql in _SECTIONS.items()]
-        out.insert(3, ("orphans", con.execute(orphans_sql()).fetch_arrow_table()))
+        out = [(name, con.sql(sql).to_arrow_table()) for name, sql in _SECTIONS.items()]
+        out.insert(3, ("orphans", orphan_counts(con)))
     return out

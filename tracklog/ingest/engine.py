@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -177,6 +179,7 @@ class Ingester:
             for k, v in chunk_counts.hits.items():
                 counts.hits[k] += v
             end = chunk_offset + len(buf)
+            _fault_point(counts.lines)
             if self.progress is not None:
                 self.progress(result.name, stream.disk_position(), counts.lines)
         if counts.lines == 0 and not result.new_source:
@@ -277,6 +280,14 @@ class Ingester:
             rows.append((source_id, line_no, byte_offset, reason, buf[start : min(stop, start + RAW_MAX)]))
         if rows:
             self.con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def _fault_point(lines_done: int) -> None:
+    """Crash tests: TRACKLOG_FAULT_KILL_AFTER_LINES=N makes the process SIGKILL itself mid-file,
+    inside the open transaction, once N lines of the current input have been processed."""
+    limit = os.environ.get("TRACKLOG_FAULT_KILL_AFTER_LINES")
+    if limit and lines_done >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 _LINE_READ = pcsv.ReadOptions(column_names=["line"], block_size=4 << 20)

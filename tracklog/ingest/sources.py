@@ -23,7 +23,7 @@ from typing import BinaryIO
 from tracklog.errors import DataError
 
 FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
-CHUNK = 32 << 20  # bytes read per step: bounds memory whatever the file size
+CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES", 32 << 20))  # bytes per step: bounds memory
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
 

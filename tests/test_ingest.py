@@ -1,0 +1,354 @@
+"""The ingest engine on real files and a real DuckDB file: idempotency, growth, rotation,
+copytruncate, torn lines, crashes (real SIGKILL), concurrent runs, bad input, odd lines."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from logmaker import SECRET, expected_counts, line, sig, tracking_lines
+from tracklog.cli import cli
+from tracklog.store import lock_path, open_writer
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "apache_logs"
+
+
+def run(db: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None):  # noqa: A002
+    runner = CliRunner()
+    full_env = {"TRACKLOG_SECRET": SECRET.decode(), "TRACKLOG_CONFIG": "", **(env or {})}
+    return runner.invoke(cli, ["--db", str(db), *args], input=input, env=full_env, catch_exceptions=False)
+
+
+def ingest_json(db: Path, *args: str, **kw):
+    res = run(db, "ingest", "--format", "json", *args, **kw)
+    return res, (json.loads(res.stdout) if res.stdout.strip() else [])
+
+
+def q(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def hit_counts(db: Path) -> dict[str, int]:
+    return dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY kind"))
+
+
+def write(path: Path, lines: list[str], mode: str = "w") -> None:
+    with path.open(mode) as fh:
+        fh.writelines(lines)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "t.duckdb"
+
+
+def test_ingest_counts_and_idempotency(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(500)
+    log = tmp_path / "access.log"
+    write(log, lines)
+    exp = expected_counts(lines)
+    res, summary = ingest_json(db, str(log))
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == ""
+    total = summary[-1]
+    assert (total["lines"], total["open"], total["click"], total["ignored"]) == (
+        500, exp["open"], exp["click"], exp["ignored"])
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+    res, summary = ingest_json(db, str(log))
+    assert res.exit_code == 0
+    assert summary[0]["status"] == "unchanged" and summary[-1]["lines"] == 0
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+    # byte offsets and line numbers point at the real lines
+    data = log.read_bytes()
+    for line_no, off, path in q(db, "SELECT line_no, byte_offset, path FROM hits USING SAMPLE 20 ROWS"):
+        assert data[off:].split(b"\n", 1)[0].decode() == lines[line_no - 1].rstrip("\n")
+        assert path.encode() in data[off:].split(b"\n", 1)[0]
+
+
+def test_growth_and_torn_last_line(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(300, seed=2)
+    log = tmp_path / "access.log"
+    write(log, lines[:100])
+    assert run(db, "ingest", str(log)).exit_code == 0
+    last = lines[200]
+    write(log, lines[100:200] + [last[:30]], mode="a")  # a line nginx is still writing
+    res, summary = ingest_json(db, str(log))
+    assert summary[0]["lines"] == 100
+    assert q(db, "SELECT lines, byte_offset FROM sources") == [(200, len("".join(lines[:200]).encode()))]
+    write(log, [last[30:]] + lines[201:], mode="a")
+    res, summary = ingest_json(db, str(log))
+    assert summary[0]["lines"] == 100
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+    assert q(db, "SELECT count(*), count(DISTINCT (source_id, line_no)) FROM hits")[0] == (
+        exp["open"] + exp["click"],) * 2
+
+
+def test_rotation_rename_then_gzip(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(600, seed=3)
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    log = logdir / "access.log"
+    write(log, lines[:200])
+    assert run(db, "ingest", str(logdir)).exit_code == 0
+    # logrotate renames; nginx keeps writing the renamed file until it reopens
+    log.rename(logdir / "access.log.1")
+    write(logdir / "access.log.1", lines[200:300], mode="a")
+    write(log, lines[300:400])
+    res, summary = ingest_json(db, str(logdir))
+    assert res.exit_code == 0, res.stderr
+    assert sorted((r["input"].rsplit("/", 1)[-1], r["lines"]) for r in summary[:-1]) == [
+        ("access.log", 100), ("access.log.1", 100)]
+    # next rotation: .1 is compressed to .2.gz (with lines we have not read yet), access.log -> .1
+    write(logdir / "access.log.1", lines[400:450], mode="a")
+    with (logdir / "access.log.1").open("rb") as src, gzip.open(logdir / "access.log.2.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    (logdir / "access.log.1").unlink()
+    log.rename(logdir / "access.log.1")
+    write(log, lines[450:])
+    res, summary = ingest_json(db, str(logdir / "*"))
+    assert res.exit_code == 0, res.stderr
+    assert sorted((r["input"].rsplit("/", 1)[-1], r["lines"]) for r in summary[:-1]) == [
+        ("access.log", 150), ("access.log.1", 0), ("access.log.2.gz", 50)]
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+    assert q(db, "SELECT count(*) FROM sources")[0][0] == 3
+
+
+def test_copytruncate_is_read_as_new(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(300, seed=4)
+    log = tmp_path / "access.log"
+    write(log, lines[:100])
+    assert run(db, "ingest", str(log)).exit_code == 0
+    shutil.copy(log, tmp_path / "access.log.1")
+    with log.open("r+") as fh:
+        fh.truncate(0)
+    write(log, lines[100:150])
+    res, summary = ingest_json(db, str(tmp_path / "access.log.1"), str(log))
+    assert res.exit_code == 0, res.stderr
+    by_name = {r["input"].rsplit("/", 1)[-1]: r for r in summary[:-1]}
+    assert by_name["access.log.1"]["status"] == "unchanged"
+    assert by_name["access.log"]["lines"] == 50
+    exp = expected_counts(lines[:150])
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+
+
+def test_stdin_plain_and_gzip(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(200, seed=5)
+    data = "".join(lines).encode()
+    res, summary = ingest_json(db, "-", input=data[:-1])  # stdin is complete: last line counts
+    assert res.exit_code == 0, res.stderr
+    assert summary[-1]["lines"] == 200
+    res, summary = ingest_json(db, "-", input=gzip.compress(data))
+    assert summary[-1]["lines"] == 0  # same content, recognised by its fingerprint
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+
+
+def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(20000, seed=6)
+    log = tmp_path / "access.log"
+    write(log, lines)
+    other = tmp_path / "other.log"
+    other_lines = tracking_lines(100, seed=7, delivery="NL-2")
+    write(other, other_lines)
+    assert run(db, "ingest", str(other)).exit_code == 0
+    env = {
+        **os.environ,
+        "TRACKLOG_SECRET": SECRET.decode(),
+        "TRACKLOG_CHUNK_BYTES": "100000",
+        "TRACKLOG_FAULT_KILL_AFTER_LINES": "5000",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", str(log)],
+        env=env, capture_output=True, timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr
+    # the killed run left the database as it was before that file
+    assert q(db, "SELECT count(*) FROM sources")[0][0] == 1
+    exp_other = expected_counts(other_lines)
+    assert hit_counts(db) == {"open": exp_other["open"], "click": exp_other["click"]}
+    res, summary = ingest_json(db, str(log))
+    assert res.exit_code == 0, res.stderr
+    assert summary[-1]["lines"] == 20000
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"] + exp_other["open"], "click": exp["click"] + exp_other["click"]}
+
+
+def test_lock_busy_exit_code_and_waiting(tmp_path: Path, db: Path) -> None:
+    log = tmp_path / "access.log"
+    write(log, tracking_lines(50, seed=8))
+    with open_writer(db, wait=0):
+        res = run(db, "ingest", "--wait", "0.3", str(log))
+    assert res.exit_code == 3
+    assert str(lock_path(db)) in res.stderr and "--wait" in res.stderr
+    assert res.stdout == ""
+
+    def hold() -> None:
+        with open_writer(db, wait=0):
+            time.sleep(1.0)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    time.sleep(0.2)
+    res = run(db, "ingest", "--wait", "30", str(log))
+    t.join()
+    assert res.exit_code == 0, res.stderr
+
+
+def test_two_concurrent_processes_count_once(tmp_path: Path, db: Path) -> None:
+    lines = tracking_lines(30000, seed=9)
+    log = tmp_path / "access.log"
+    write(log, lines)
+    env = {**os.environ, "TRACKLOG_SECRET": SECRET.decode(), "TRACKLOG_CHUNK_BYTES": "200000"}
+    cmd = [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", "--wait", "60", str(log)]
+    procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+
+
+def test_bad_inputs_do_not_stop_others(tmp_path: Path, db: Path) -> None:
+    good = tmp_path / "good.log"
+    lines = tracking_lines(100, seed=10)
+    write(good, lines)
+    bad_gz = tmp_path / "bad.log.gz"
+    bad_gz.write_bytes(gzip.compress("".join(tracking_lines(1000, seed=11)).encode())[:-200])
+    missing = tmp_path / "missing.log"
+    res = run(db, "ingest", str(missing), str(bad_gz), str(good))
+    assert res.exit_code == 1
+    err_lines = res.stderr.strip().splitlines()
+    assert any(str(missing) in x and "no such file" in x for x in err_lines)
+    assert any(str(bad_gz) in x and "gzip" in x for x in err_lines)
+    assert all(x.startswith("Error: ") for x in err_lines)
+    assert "Traceback" not in res.stderr
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}  # nothing of the bad gzip
+    assert q(db, "SELECT count(*) FROM sources")[0][0] == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_file(tmp_path: Path, db: Path) -> None:
+    f = tmp_path / "secret.log"
+    write(f, tracking_lines(5))
+    f.chmod(0)
+    res = run(db, "ingest", str(f))
+    assert res.exit_code == 1 and str(f) in res.stderr and "permission denied" in res.stderr
+
+
+def test_wrong_format_is_rolled_back(tmp_path: Path, db: Path) -> None:
+    log = tmp_path / "json.log"
+    write(log, [json.dumps({"remote_addr": "1.2.3.4", "request": "GET /o/a/b.gif HTTP/1.1"}) + "\n"] * 200)
+    res = run(db, "ingest", str(log))
+    assert res.exit_code == 1
+    assert "combined" in res.stderr and "--log-format" in res.stderr and str(log) in res.stderr
+    assert q(db, "SELECT count(*) FROM quarantine")[0][0] == 0
+    assert q(db, "SELECT count(*) FROM sources")[0][0] == 0
+
+
+def test_odd_lines_never_crash(tmp_path: Path, db: Path) -> None:
+    good = line("/o/NL-1/r1.gif")
+    tls = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xab\xcd\n"
+    odd = [
+        good.encode(),
+        tls,
+        b"\x00\x00\x00 nul bytes\n",
+        b"caf\xe9 latin-1 \xff\xfe\n",
+        b"A" * (1 << 20) + b"\n",
+        b"\n",
+        good.replace("r1", "r2").encode().replace(b"\n", b"\r\n"),
+        good.replace("r1", "r3").encode(),
+    ]
+    log = tmp_path / "odd.log"
+    log.write_bytes(b"".join(odd))
+    res, summary = ingest_json(db, "--max-bad-ratio", "1", str(log))
+    assert res.exit_code == 0, res.stderr
+    assert summary[-1]["lines"] == len(odd)
+    assert sorted(r[0] for r in q(db, "SELECT recipient_id FROM hits")) == ["r1", "r2", "r3"]
+    raws = {r[0]: bytes(r[1]) for r in q(db, "SELECT line_no, raw FROM quarantine")}
+    assert set(raws) == {2, 3, 4, 5, 6}
+    assert raws[2] == tls.rstrip(b"\n")  # the original bytes, not a repaired copy
+    assert len(raws[5]) == 2048
+
+
+def test_signatures_valid_invalid_missing(tmp_path: Path, db: Path) -> None:
+    p = "/c/NL-1/hero/r1"
+    lines = [
+        line(p),
+        line(p, query=f"s={sig(p)}&utm_source=x"),
+        line(p, query=f"utm_source=x&s={sig(p)}"),
+        line(p, query=None),
+        line(p, query="s=AAAAAAAAAAAAAAAAAAAAAA"),
+        line("/c/NL-1/hero/r2", query=f"s={sig(p)}"),  # signature of another path
+        line(p, query=f"s={sig(p, b'other-secret')}"),
+    ]
+    log = tmp_path / "a.log"
+    write(log, lines)
+    res, summary = ingest_json(db, str(log))
+    assert summary[-1]["rejected"] == 4
+    assert q(db, "SELECT line_no, sig_status FROM hits ORDER BY line_no") == [
+        (1, "valid"), (2, "valid"), (3, "valid"), (4, "missing"), (5, "invalid"), (6, "invalid"), (7, "invalid")]
+
+
+def test_no_secret_is_a_clear_config_error(tmp_path: Path, db: Path) -> None:
+    log = tmp_path / "a.log"
+    write(log, tracking_lines(3))
+    res = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(log)], env={"TRACKLOG_SECRET": "", "TRACKLOG_CONFIG": ""})
+    assert res.exit_code == 5
+    assert "TRACKLOG_SECRET" in res.stderr and res.stdout == ""
+    cfg = tmp_path / "tracklog.toml"
+    cfg.write_text("verify_signatures = false\n")
+    res = CliRunner().invoke(
+        cli, ["--db", str(db), "--config", str(cfg), "ingest", "--format", "json", str(log)],
+        env={"TRACKLOG_SECRET": ""},
+    )
+    assert res.exit_code == 0, res.stderr
+    assert {r[0] for r in q(db, "SELECT DISTINCT sig_status FROM hits")} == {"unchecked"}
+
+
+def test_real_world_corpus(db: Path) -> None:
+    """apache_logs: 10,000 real combined lines, none a tracking hit. Every well-formed line is
+    ignored; the one whose user agent lacks its closing quote is quarantined (not guessed at)."""
+    res, summary = ingest_json(db, str(CORPUS))
+    assert res.exit_code == 0, res.stderr
+    total = summary[-1]
+    assert (total["lines"], total["ignored"], total["quarantined"]) == (10000, 9999, 1)
+    [(raw,)] = q(db, "SELECT raw FROM quarantine")
+    assert bytes(raw).endswith(b"Googlebot/2.1; +http://www.google.com/bot.html")
+
+
+def test_status_reports_sources_and_quarantine(tmp_path: Path, db: Path) -> None:
+    log = tmp_path / "a.log"
+    write(log, tracking_lines(100, seed=12) + ["garbage line\n"])
+    run(db, "ingest", str(log))
+    res = run(db, "status", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["sources"][0]["lines"] == 101
+    assert data["sources"][0]["quarantined"] == 1
+    assert data["quarantine"][0]["lines"] == 1
+    assert data["last_runs"][0]["files"] == 1
+
+
+def test_usage_errors(db: Path) -> None:
+    res = run(db, "ingest")
+    assert res.exit_code == 2 and "nothing to ingest" in res.stderr
+    res = run(db, "ingest", "--log-format", "nosuchformat", "x.log")
+    assert res.exit_code == 2 and "nosuchformat" in res.stderr
