@@ -104,7 +104,12 @@ class Ingester:
         else:
             sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
         parsed = f"({self.fmt.select_sql('tl_lines')})"
-        return f"CREATE OR REPLACE TEMP TABLE tl_chunk AS SELECT *, {sig_status} AS sig_status FROM ({routed_sql(parsed)})"
+        # the raw line is only kept for quarantined rows: copying every line would double the work
+        return f"""CREATE OR REPLACE TEMP TABLE tl_chunk AS
+            SELECT line_no, byte_offset, reason, CASE WHEN reason IS NOT NULL THEN line END AS line,
+                ts, ip, method, path, query, status, bytes, referer, user_agent, uid, extra,
+                kind, delivery_id, link_id, recipient_id, sig, {sig_status} AS sig_status
+            FROM ({routed_sql(parsed)})"""
 
     # -- one input ---------------------------------------------------------------------
     def ingest(self, spec: InputSpec) -> FileResult:
