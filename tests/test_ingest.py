@@ -67,7 +67,11 @@ def test_ingest_counts_and_idempotency(tmp_path: Path, db: Path) -> None:
     assert res.stderr == ""
     total = summary[-1]
     assert (total["lines"], total["open"], total["click"], total["ignored"]) == (
-        500, exp["open"], exp["click"], exp["ignored"])
+        500,
+        exp["open"],
+        exp["click"],
+        exp["ignored"],
+    )
     assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
     res, summary = ingest_json(db, str(log))
     assert res.exit_code == 0
@@ -95,8 +99,10 @@ def test_growth_and_torn_last_line(tmp_path: Path, db: Path) -> None:
     assert summary[0]["lines"] == 100
     exp = expected_counts(lines)
     assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
-    assert q(db, "SELECT count(*), count(DISTINCT (source_id, line_no)) FROM hits")[0] == (
-        exp["open"] + exp["click"],) * 2
+    assert (
+        q(db, "SELECT count(*), count(DISTINCT (source_id, line_no)) FROM hits")[0]
+        == (exp["open"] + exp["click"],) * 2
+    )
 
 
 def test_rotation_rename_then_gzip(tmp_path: Path, db: Path) -> None:
@@ -113,7 +119,9 @@ def test_rotation_rename_then_gzip(tmp_path: Path, db: Path) -> None:
     res, summary = ingest_json(db, str(logdir))
     assert res.exit_code == 0, res.stderr
     assert sorted((r["input"].rsplit("/", 1)[-1], r["lines"]) for r in summary[:-1]) == [
-        ("access.log", 100), ("access.log.1", 100)]
+        ("access.log", 100),
+        ("access.log.1", 100),
+    ]
     # next rotation: .1 is compressed to .2.gz (with lines we have not read yet), access.log -> .1
     write(logdir / "access.log.1", lines[400:450], mode="a")
     with (logdir / "access.log.1").open("rb") as src, gzip.open(logdir / "access.log.2.gz", "wb") as dst:
@@ -124,7 +132,10 @@ def test_rotation_rename_then_gzip(tmp_path: Path, db: Path) -> None:
     res, summary = ingest_json(db, str(logdir / "*"))
     assert res.exit_code == 0, res.stderr
     assert sorted((r["input"].rsplit("/", 1)[-1], r["lines"]) for r in summary[:-1]) == [
-        ("access.log", 150), ("access.log.1", 0), ("access.log.2.gz", 50)]
+        ("access.log", 150),
+        ("access.log.1", 0),
+        ("access.log.2.gz", 50),
+    ]
     exp = expected_counts(lines)
     assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
     assert q(db, "SELECT count(*) FROM sources")[0][0] == 3
@@ -176,7 +187,9 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
     }
     proc = subprocess.run(
         [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", str(log)],
-        env=env, capture_output=True, timeout=120,
+        env=env,
+        capture_output=True,
+        timeout=120,
     )
     assert proc.returncode == -9, proc.stderr
     # the killed run left the database as it was before that file
@@ -187,7 +200,10 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
     assert res.exit_code == 0, res.stderr
     assert summary[-1]["lines"] == 20000
     exp = expected_counts(lines)
-    assert hit_counts(db) == {"open": exp["open"] + exp_other["open"], "click": exp["click"] + exp_other["click"]}
+    assert hit_counts(db) == {
+        "open": exp["open"] + exp_other["open"],
+        "click": exp["click"] + exp_other["click"],
+    }
 
 
 def test_lock_busy_exit_code_and_waiting(tmp_path: Path, db: Path) -> None:
@@ -304,19 +320,29 @@ def test_signatures_valid_invalid_missing(tmp_path: Path, db: Path) -> None:
     res, summary = ingest_json(db, str(log))
     assert summary[-1]["rejected"] == 4
     assert q(db, "SELECT line_no, sig_status FROM hits ORDER BY line_no") == [
-        (1, "valid"), (2, "valid"), (3, "valid"), (4, "missing"), (5, "invalid"), (6, "invalid"), (7, "invalid")]
+        (1, "valid"),
+        (2, "valid"),
+        (3, "valid"),
+        (4, "missing"),
+        (5, "invalid"),
+        (6, "invalid"),
+        (7, "invalid"),
+    ]
 
 
 def test_no_secret_is_a_clear_config_error(tmp_path: Path, db: Path) -> None:
     log = tmp_path / "a.log"
     write(log, tracking_lines(3))
-    res = CliRunner().invoke(cli, ["--db", str(db), "ingest", str(log)], env={"TRACKLOG_SECRET": "", "TRACKLOG_CONFIG": ""})
+    res = CliRunner().invoke(
+        cli, ["--db", str(db), "ingest", str(log)], env={"TRACKLOG_SECRET": "", "TRACKLOG_CONFIG": ""}
+    )
     assert res.exit_code == 5
     assert "TRACKLOG_SECRET" in res.stderr and res.stdout == ""
     cfg = tmp_path / "tracklog.toml"
     cfg.write_text("verify_signatures = false\n")
     res = CliRunner().invoke(
-        cli, ["--db", str(db), "--config", str(cfg), "ingest", "--format", "json", str(log)],
+        cli,
+        ["--db", str(db), "--config", str(cfg), "ingest", "--format", "json", str(log)],
         env={"TRACKLOG_SECRET": ""},
     )
     assert res.exit_code == 0, res.stderr

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracklog.errors import ConfigError
+from tracklog.errors import ConfigError, UsageError
 
 DEFAULT_DB = "tracklog.duckdb"
 DEFAULT_CONFIG = "tracklog.toml"
@@ -60,7 +60,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config {path}: invalid TOML ({exc})") from exc
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
-        raise ConfigError(f"config {path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_KEYS))})")
+        raise ConfigError(
+            f"config {path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KNOWN_KEYS))})"
+        )
     return data
 
 
@@ -106,8 +108,15 @@ def load_config(
         data = _read_toml(path)
         base = path.parent
         if (v := _typed(data, "db", str, path)) is not None:
+            if not v:
+                raise ConfigError(
+                    f"config {path}: 'db' is empty (name the DuckDB file, e.g. db = \"{DEFAULT_DB}\")"
+                )
             cfg.db = base / v
         if (v := _typed(data, "secret", str, path)) is not None:
+            # An empty key would still "verify" hits, ones anybody can forge: refuse it.
+            if not v.strip():
+                raise ConfigError(f"config {path}: 'secret' is empty (set a secret, or use TRACKLOG_SECRET)")
             cfg.secret = v.encode()
         if (v := _typed(data, "secret_file", str, path)) is not None:
             cfg.secret = _read_secret_file(base / v)
@@ -121,8 +130,12 @@ def load_config(
                     raise ConfigError(f"config {path}: log_formats.{name} must be a string")
             cfg.log_formats = dict(v)
         if (v := _typed(data, "max_bad_ratio", (int, float), path)) is not None:
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"config {path}: 'max_bad_ratio' must be between 0 and 1 (got {v!r})")
             cfg.max_bad_ratio = float(v)
         if (v := _typed(data, "wait", (int, float), path)) is not None:
+            if v < 0:
+                raise ConfigError(f"config {path}: 'wait' must be 0 or more seconds (got {v!r})")
             cfg.wait = float(v)
 
     if env.get("TRACKLOG_DB"):
@@ -130,7 +143,7 @@ def load_config(
     if env.get("TRACKLOG_SECRET"):
         cfg.secret = env["TRACKLOG_SECRET"].encode()
     if db is not None:
+        if not db:
+            raise UsageError("--db is empty: name the DuckDB file")
         cfg.db = Path(db)
-    if not 0.0 <= cfg.max_bad_ratio <= 1.0:
-        raise ConfigError(f"max_bad_ratio must be between 0 and 1 (got {cfg.max_bad_ratio})")
     return cfg

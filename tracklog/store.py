@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import duckdb
 
+from tracklog import metrics
 from tracklog.errors import DataError, LockBusyError
 
 SCHEMA_VERSION = 1
@@ -199,6 +200,7 @@ def open_writer(db: Path, wait: float = 10.0, threads: int | None = None) -> Ite
             if threads:
                 con.execute(f"SET threads = {int(threads)}")
             _apply_schema(con)
+            metrics.ensure_views(con)
             yield con
         finally:
             con.close()
@@ -213,6 +215,7 @@ def open_reader(db: Path, wait: float = 10.0) -> Iterator[duckdb.DuckDBPyConnect
         con = duckdb.connect(":memory:")
         try:
             _apply_schema(con)
+            metrics.ensure_views(con)
             yield con
         finally:
             con.close()
