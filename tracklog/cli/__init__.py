@@ -97,3 +97,5 @@ def main() -> None:
 
 # Commands register themselves on `cli` when their module is imported.
 from tracklog.cli import ingest as _ingest  # noqa: E402,F401
+from tracklog.cli import link as _link  # noqa: E402,F401
+from tracklog.cli import reports as _reports  # noqa: E402,F401

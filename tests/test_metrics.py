@@ -1,0 +1,130 @@
+"""The metric definitions (tracklog.metrics) against an independent plain-Python model."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import DataSet, Hit, Model, build_db, half_up_tenths, store_manifests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracklog import metrics
+from tracklog.reports.common import Window
+from tracklog.reports.delivery import delivery_indicators
+from tracklog.store import open_writer
+
+
+@pytest.mark.parametrize("delivery", ["NL1", "NL2"])
+def test_indicators_match_the_model(reader: duckdb.DuckDBPyConnection, model: Model, delivery: str) -> None:
+    got = delivery_indicators(reader, delivery).to_pylist()
+    assert got == [model.indicators(delivery)]
+
+
+def test_indicators_have_the_issue_field_names(reader: duckdb.DuckDBPyConnection) -> None:
+    names = delivery_indicators(reader, "NL1").column_names
+    assert names == ["delivery", "label", "subject", "sent_at", *metrics.INDICATORS]
+
+
+def test_indicators_within_a_window(reader: duckdb.DuckDBPyConnection, model: Model) -> None:
+    since, until = dt.datetime(2026, 11, 3, 9, 7), dt.datetime(2026, 11, 3, 11, 0)
+    got = delivery_indicators(reader, "NL1", Window(since, until)).to_pylist()
+    assert got == [model.indicators("NL1", since, until)]
+
+
+def test_hand_checked_figures(reader: duckdb.DuckDBPyConnection) -> None:
+    """A few figures worked out by hand from conftest's comments, as a check on the model."""
+    row = delivery_indicators(reader, "NL1").to_pylist()[0]
+    assert (
+        row["opens_unique"] == 6
+    )  # r1 r2 r3 (click) r4 (mirror) r5 (unchecked open) r6; not r5's POST alone
+    assert row["clicks_total"] == 7  # trap, 404, unsigned and orphan clicks excluded
+    assert row["persons_clicked"] == 4  # u1, (ip2, chrome), (ip9, android), u3
+    assert row["forwards_estimate"] == 1
+    assert row["unsubscribes"] == 2 and row["optout_clicks"] == 1
+    assert (row["rejected_hits"], row["failed_hits"]) == (2, 2)
+    assert (row["machine_opens"], row["bot_clicks"]) == (0, 0)
+
+
+def test_orphans_are_counted_per_delivery_id(reader: duckdb.DuckDBPyConnection, model: Model) -> None:
+    counts = {r["delivery_id"]: r for r in metrics.orphan_counts(reader).to_pylist()}
+    expected: dict[str, int] = {}
+    for h in model.orphans():
+        expected[h.delivery] = expected.get(h.delivery, 0) + 1
+    assert {k: v["orphan_hits"] for k, v in counts.items()} == expected
+    assert counts["NL1"]["unknown_recipient"] == 1 and counts["NL1"]["unknown_link"] == 1
+    assert counts["NL9"]["unknown_delivery"] == 1 and counts["NL9"]["delivery_known"] is False
+
+
+def test_hits_before_their_manifest_resolve_once_it_is_stored(
+    tmp_path: Path, dataset: DataSet, model: Model
+) -> None:
+    db = build_db(tmp_path / "late.duckdb", dataset, manifests=False)
+    with open_writer(db) as con:
+        metrics.ensure_views(con)
+        assert con.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
+        accepted = [h for h in dataset.hits if model.accepted(h) and not model.is_trap(h)]
+        orphan_total = con.execute("SELECT sum(orphan_hits) FROM orphan_counts").fetchall()[0][0]
+        # before the manifests every accepted hit is an orphan (trap clicks too: nothing says trap yet)
+        assert orphan_total == len(accepted) + sum(
+            1 for h in dataset.hits if model.accepted(h) and model.is_trap(h)
+        )
+        store_manifests(con, dataset)
+        assert delivery_indicators(con, "NL1").to_pylist() == [model.indicators("NL1")]
+
+
+def test_views_are_persistent_on_a_writer_and_temporary_on_a_reader(tracking_db: Path) -> None:
+    with open_writer(tracking_db) as con:
+        metrics.ensure_views(con)
+    con = duckdb.connect(str(tracking_db), read_only=True)
+    try:
+        persistent = {
+            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()
+        }
+        assert set(metrics.VIEWS) <= persistent
+        metrics.ensure_views(con)
+        temporary = {
+            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()
+        }
+        assert set(metrics.VIEWS) <= temporary
+    finally:
+        con.close()
+
+
+def test_unknown_status_counts_and_4xx_does_not(tmp_path: Path, dataset: DataSet) -> None:
+    sent = dt.datetime(2026, 11, 3, 9, 0)
+    hits = [Hit("NL1", "r1", "open", sent, status=399), Hit("NL1", "r2", "open", sent, status=400)]
+    db = build_db(tmp_path / "s.duckdb", DataSet(dataset.deliveries, hits))
+    with open_writer(db) as con:
+        con.execute("UPDATE hits SET status = NULL WHERE recipient_id = 'r1'")
+        row = delivery_indicators(con, "NL1").to_pylist()[0]
+    assert (row["opens_total"], row["failed_hits"]) == (1, 1)
+
+
+_MEMORY = duckdb.connect()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=0, max_value=10**9))
+def test_percentages_round_half_up_like_the_model(num: int, den: int) -> None:
+    sql = f"SELECT {metrics.pct_sql('t.num', 't.den')} FROM (SELECT CAST(? AS BIGINT) AS num, CAST(? AS BIGINT) AS den) t"
+    got = _MEMORY.execute(sql, [num, den]).fetchall()[0][0]
+    assert got == half_up_tenths(100 * num, den)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=12))
+def test_shares_add_up_to_100_and_stay_within_a_tenth(values: list[int]) -> None:
+    rows = " UNION ALL ".join(f"SELECT {k} AS k, CAST({n} AS BIGINT) AS n" for k, n in enumerate(values))
+    sql = metrics.with_shares_sql(rows, ["k", "n"], "n", "k") + " ORDER BY k"
+    shares = [r[2] for r in _MEMORY.execute(sql).fetchall()]
+    total = sum(values)
+    if total == 0:
+        assert shares == [0.0] * len(values)
+        return
+    assert sum(round(s * 10) for s in shares) == 1000
+    for share, n in zip(shares, values, strict=True):
+        assert abs(Fraction(share).limit_denominator(10) - Fraction(100 * n, total)) < Fraction(1, 10)

@@ -1,0 +1,195 @@
+"""The report commands through click: exit codes, stdout and stderr, and golden files.
+
+Golden files live in tests/golden/<case>.<txt|csv|json>; regenerate them with
+TRACKLOG_REGEN_GOLDEN=1 pytest tests/test_reports_cli.py and review the diff.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tracklog.cli import cli
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = os.environ.get("TRACKLOG_REGEN_GOLDEN") == "1"
+EXTENSIONS = {"table": "txt", "csv": "csv", "json": "json"}
+
+CASES = {
+    "delivery": ["report", "delivery", "NL1"],
+    "deliveries": ["report", "deliveries"],
+    "hot_clicks": ["report", "hot-clicks", "--delivery", "NL1"],
+    "urls": ["report", "urls"],
+    "urls_by_category": ["report", "urls", "--by", "category"],
+    "streams": ["report", "streams", "--delivery", "NL1"],
+    "stats": ["report", "stats", "--delivery", "NL1", "--bucket", "3h"],
+    "stats_by_browser": ["report", "stats", "--by", "browser"],
+    "stats_by_domain": ["report", "stats", "--by", "domain"],
+    "recipient": ["recipient", "r1"],
+}
+
+
+def run(db: Path, *args: str) -> Result:
+    env = {"TRACKLOG_CONFIG": "", "TRACKLOG_DB": "", "NO_COLOR": "1", "COLUMNS": "200"}
+    return CliRunner().invoke(cli, ["--db", str(db), *args], env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("fmt", list(EXTENSIONS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_golden(tracking_db: Path, case: str, fmt: str) -> None:
+    result = run(tracking_db, *CASES[case], "--format", fmt)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    path = GOLDEN / f"{case}.{EXTENSIONS[fmt]}"
+    if REGEN:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(result.stdout, encoding="utf-8")
+    assert result.stdout == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", ["deliveries", "hot_clicks", "urls", "stats_by_domain", "recipient"])
+def test_table_and_csv_agree_cell_for_cell(tracking_db: Path, case: str) -> None:
+    rows = list(csv.reader(io.StringIO(run(tracking_db, *CASES[case], "--format", "csv").stdout)))
+    table = run(tracking_db, *CASES[case], "--format", "table").stdout
+    body = [line for line in table.splitlines() if line.startswith("│")]
+    header = next(line for line in table.splitlines() if line.startswith("┃"))
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in body]
+    assert [c.strip() for c in header.strip("┃").split("┃")][: len(rows[0])] == rows[0]
+    assert [r[: len(rows[0])] for r in cells] == rows[1:]
+
+
+def test_json_one_delivery_is_an_object_with_the_issue_fields(tracking_db: Path) -> None:
+    data = json.loads(run(tracking_db, "report", "delivery", "NL1", "--format", "json").stdout)
+    assert isinstance(data, dict)
+    for name in (
+        "sent",
+        "delivered",
+        "opens_total",
+        "opens_unique",
+        "clicks_total",
+        "clicks_unique",
+        "persons_clicked",
+        "forwards_estimate",
+        "open_rate",
+        "click_rate",
+        "raw_reactivity",
+        "mirror_views",
+        "optout_clicks",
+        "unsubscribes",
+        "rejected_hits",
+        "failed_hits",
+        "machine_opens",
+        "bot_clicks",
+    ):
+        assert name in data
+    assert data["sent_at"] == "2026-11-03T09:00:00Z"
+
+
+def test_recipient_json_fields(tracking_db: Path) -> None:
+    data = json.loads(run(tracking_db, "recipient", "r4", "--format", "json").stdout)
+    assert [list(d) for d in data] == [
+        ["ts", "type", "delivery", "delivery_label", "link_id", "label", "url"]
+    ] * 3
+    assert data[0]["type"] == "unsubscribe" and data[0]["url"] is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "delivery", "NOPE"],
+        ["report", "hot-clicks", "--delivery", "NOPE"],
+        ["report", "streams", "--delivery", "NOPE"],
+        ["report", "stats", "--delivery", "NOPE"],
+        ["report", "urls", "--delivery", "NOPE"],
+        ["recipient", "nobody"],
+    ],
+)
+def test_unknown_ids_exit_4_with_one_line(tracking_db: Path, args: list[str]) -> None:
+    result = run(tracking_db, *args)
+    assert result.exit_code == 4
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert "not in" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["report", "deliveries", "--format", "json"], "[]\n"),
+        (["report", "urls", "--format", "csv"], "url,clicks,clickers,deliveries,share\n"),
+        (["report", "stats", "--by", "os", "--format", "json"], "[]\n"),
+        (["report", "stats", "--format", "json"], '{\n  "buckets": [],\n  "reach": []\n}\n'),
+    ],
+)
+def test_empty_database_gives_an_empty_report(empty_db: Path, args: list[str], expected: str) -> None:
+    result = run(empty_db, *args)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, expected, "")
+    assert not empty_db.exists()  # a reader never creates the file
+
+
+def test_empty_database_table_and_unknown_delivery(empty_db: Path) -> None:
+    result = run(empty_db, "report", "deliveries")
+    assert (
+        result.exit_code == 0 and "delivery" in result.stdout and "Not counted: 0 rejected" in result.stdout
+    )
+    assert run(empty_db, "report", "delivery", "NL1").exit_code == 4
+
+
+def test_bad_options_are_usage_errors(tracking_db: Path) -> None:
+    result = run(tracking_db, "report", "deliveries", "--since", "yesterday")
+    assert result.exit_code == 2 and "not a date" in result.stderr and result.stdout == ""
+    result = run(tracking_db, "report", "stats", "--bucket", "2h")
+    assert result.exit_code == 2 and result.stdout == ""
+
+
+def test_tz_changes_table_times_not_json(tracking_db: Path) -> None:
+    table = run(tracking_db, "recipient", "r1", "--tz", "Europe/Paris", "--format", "csv").stdout
+    assert "2026-12-01T11:03:00+01:00" in table
+    data = json.loads(run(tracking_db, "recipient", "r1", "--tz", "Europe/Paris", "--format", "json").stdout)
+    assert data[0]["ts"] == "2026-12-01T10:03:00Z"
+
+
+def test_since_until_restrict_the_events(tracking_db: Path) -> None:
+    data = json.loads(
+        run(
+            tracking_db,
+            "recipient",
+            "r1",
+            "--since",
+            "2026-11-03T09:06:00Z",
+            "--until",
+            "2026-11-03",
+            "--format",
+            "json",
+        ).stdout
+    )
+    assert [d["ts"] for d in data] == [
+        "2026-11-03T10:05:00Z",
+        "2026-11-03T09:08:00Z",
+        "2026-11-03T09:07:00Z",
+        "2026-11-03T09:06:00Z",
+    ]
+
+
+def test_hot_clicks_html_writes_the_page_and_says_so_on_stderr(tracking_db: Path, tmp_path: Path) -> None:
+    page = tmp_path / "hot.html"
+    result = run(
+        tracking_db, "report", "hot-clicks", "--delivery", "NL1", "--html", str(page), "--format", "csv"
+    )
+    assert result.exit_code == 0
+    assert result.stdout.startswith("position,link_id,label,url,clicks,clickers,share\n")
+    assert "Wrote" in result.stderr and 'data-link-id="hero"' in page.read_text()
+    result = run(tracking_db, "report", "hot-clicks", "--delivery", "NL2", "--html", str(tmp_path / "x.html"))
+    assert result.exit_code == 1 and "no HTML content" in result.stderr
+
+
+def test_every_report_has_help() -> None:
+    for args in (["report"], *[c[:2] for c in CASES.values() if c[0] == "report"], ["recipient"]):
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.stdout

@@ -1,0 +1,39 @@
+"""Hot clicks: the links of one delivery in message order with their clicks, clickers and share.
+
+Trap links are never shown; shares are of the delivery's clicks_total, so they add up to 100.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from tracklog import metrics
+from tracklog.reports.common import ALL_TIME, Window, limit_clause, prepare, query, require_delivery
+
+COLUMNS = ["position", "link_id", "label", "url", "clicks", "clickers"]
+
+
+def hot_clicks(
+    con: duckdb.DuckDBPyConnection,
+    delivery_id: str,
+    window: Window = ALL_TIME,
+    limit: int | None = None,
+) -> pa.Table:
+    """Columns position, link_id, label, url, clicks, clickers, share."""
+    prepare(con)
+    require_delivery(con, delivery_id)
+    inner = f"""
+SELECT l.position, l.link_id, l.label, l.url,
+    coalesce(c.clicks, 0) AS clicks, coalesce(c.clickers, 0) AS clickers
+FROM links l
+LEFT JOIN (
+    SELECT e.link_id, count(*) AS clicks, count(DISTINCT e.recipient_id) AS clickers
+    FROM events e
+    WHERE e.type = 'click' AND e.delivery_id = ? AND e.ts >= ? AND e.ts < ?
+    GROUP BY e.link_id
+) c ON c.link_id = l.link_id
+WHERE l.delivery_id = ? AND coalesce(l.category, '') <> '{metrics.TRAP_CATEGORY}'
+"""
+    sql = metrics.with_shares_sql(inner, COLUMNS, "clicks", "position") + " ORDER BY position"
+    return query(con, sql + limit_clause(limit), [delivery_id, *window.params(), delivery_id])
