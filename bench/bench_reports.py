@@ -73,7 +73,7 @@ SELECT 1, i + 1, i * 200,
     [{agents}][1 + CAST((r + hash(i, 6) % 2) % {len(USER_AGENTS)} AS INTEGER)],
     CASE WHEN r % 2 = 0 THEN 'uid' || r END, NULL, kind, {ids},
     CASE WHEN kind = 'click' THEN 'l' || least(CAST(pow(hash(i, 7) % 1000 / 1000.0, 2) * {LINKS_PER_DELIVERY} AS BIGINT), {LINKS_PER_DELIVERY - 1}) END,
-    'r' || lpad(CAST(r AS VARCHAR), 7, '0'), 'x',
+    'r' || lpad(CAST(r AS VARCHAR), 7, '0'),
     CASE WHEN hash(i, 8) % 100 = 0 THEN 'invalid' ELSE 'valid' END
 FROM (
     SELECT i, i % {DELIVERIES} AS d,

@@ -253,12 +253,11 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: list[Hit]) -> None:
             h.delivery,
             h.link,
             h.recipient,
-            (h.query or "")[2:] or None,
             h.sig,
         ]
         for i, h in enumerate(hits, start=1)
     ]
-    con.executemany("INSERT INTO hits VALUES (" + ", ".join(["?"] * 20) + ")", rows)
+    con.executemany("INSERT INTO hits VALUES (" + ", ".join(["?"] * 19) + ")", rows)
 
 
 def build_db(path: Path, data: DataSet, *, manifests: bool = True, hits: bool = True) -> Path:

@@ -192,13 +192,19 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == -9, proc.stderr
-    # the killed run left the database as it was before that file
-    assert q(db, "SELECT count(*) FROM sources")[0][0] == 1
+    # The killed run committed whole chunks only: the stored read position of the file and
+    # the rows stored for it agree exactly (nothing of the chunk in flight is left behind).
+    [(lines_done, offset)] = q(db, "SELECT lines, byte_offset FROM sources WHERE path = '%s'" % log)
+    assert 0 < lines_done < 20000
+    assert offset == len("".join(lines[:lines_done]).encode())
+    done = expected_counts(lines[:lines_done])
     exp_other = expected_counts(other_lines)
-    assert hit_counts(db) == {"open": exp_other["open"], "click": exp_other["click"]}
+    assert hit_counts(db) == {"open": exp_other["open"] + done["open"], "click": exp_other["click"] + done["click"]}
+    assert q(db, "SELECT max(line_no) <= %d FROM hits h JOIN sources s USING (source_id) WHERE s.path = '%s'"
+             % (lines_done, log))[0][0]
     res, summary = ingest_json(db, str(log))
     assert res.exit_code == 0, res.stderr
-    assert summary[-1]["lines"] == 20000
+    assert summary[-1]["lines"] == 20000 - lines_done
     exp = expected_counts(lines)
     assert hit_counts(db) == {
         "open": exp["open"] + exp_other["open"],

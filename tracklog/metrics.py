@@ -138,19 +138,24 @@ def indicators_sql(
     hit_where: str = "TRUE",
     recipient_where: str = "TRUE",
     delivery_where: str = "TRUE",
+    all_time: bool = False,
 ) -> str:
     """One row per delivery (columns delivery, label, subject, sent_at, then INDICATORS).
 
     The where-clauses come from code (values are bound parameters, in the order event_where,
     hit_where, recipient_where, delivery_where): `e` is `events`, `h` is `hits_classified`,
-    `r` is `recipients`, `d` is `deliveries`.
+    `r` is `recipients`, `d` is `deliveries`. `all_time`: the events and hits of every time
+    (between EARLIEST and LATEST, as a report without --since/--until) from the
+    `delivery_totals` view instead; event_where and hit_where are then not used.
     """
     ev = ",\n        ".join(f"{sql} AS {name}" for name, sql in EVENT_AGGREGATES.items())
     ex = ",\n        ".join(f"{sql} AS {name}" for name, sql in EXCLUDED_AGGREGATES.items())
     counted = ", ".join(f"coalesce(ev.{n}, 0) AS {n}" for n in EVENT_AGGREGATES)
     excluded = ", ".join(f"coalesce(ex.{n}, 0) AS {n}" for n in EXCLUDED_AGGREGATES)
-    return f"""
-WITH ev AS (
+    if all_time:
+        aggregates = "ev AS (SELECT * FROM delivery_totals), ex AS (SELECT * FROM delivery_totals)"
+    else:
+        aggregates = f"""ev AS (
     SELECT e.delivery_id,
         {ev}
     FROM events e WHERE {event_where}
@@ -160,7 +165,9 @@ WITH ev AS (
         {ex}
     FROM hits_classified h WHERE {hit_where}
     GROUP BY h.delivery_id
-), rc AS (
+)"""
+    return f"""
+WITH {aggregates}, rc AS (
     SELECT r.delivery_id, count(*) AS sent, count(*) FILTER (WHERE r.status = 'sent') AS delivered
     FROM recipients r WHERE {recipient_where} GROUP BY r.delivery_id
 ), base AS (
@@ -185,53 +192,99 @@ FROM base
 """
 
 
-VIEWS: dict[str, str] = {
-    # Every stored hit with its event type and verdict.
-    "hits_classified": f"""
-SELECT h.*, {TYPE_SQL} AS type, {VERDICT_SQL} AS verdict
-FROM hits h
-""",
-    # Accepted hits with what the manifests say about them (NULLs where nothing matches yet:
-    # the join happens at query time, so a manifest stored after the logs resolves them).
-    "accepted_hits": """
-SELECT h.ts, h.type, h.delivery_id, h.recipient_id, h.link_id, h.ip, h.user_agent, h.uid,
+# Every stored hit resolved against the manifests: its event type and verdict, what the
+# manifests say about it (NULLs where nothing matches) and its `resolution`: the verdict when
+# the hit is not accepted, else the first id that failed to match ('delivery', 'recipient',
+# 'link': an orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event
+# (an accepted hit of a manifest recipient of its delivery; a click on a manifest link that is
+# not a trap). The joins are what make reports slow, so refresh_derived() stores this relation
+# in the `hit_facts` table; the views read it when it is current, else this query.
+HIT_FACTS_SQL = f"""
+SELECT h.source_id, h.line_no, h.ts, h.type, h.verdict, h.delivery_id, h.recipient_id, h.link_id,
+    h.ip, h.user_agent, h.uid,
     d.delivery_id IS NOT NULL AS delivery_known,
     r.recipient_id IS NOT NULL AS recipient_known,
     l.link_id IS NOT NULL AS link_known,
     d.label AS delivery_label, d.sent_at,
     r.email, r.status AS recipient_status,
-    l.label AS link_label, l.url AS link_url, l.category AS link_category, l.position AS link_position
+    l.label AS link_label, l.url AS link_url, l.category AS link_category, l.position AS link_position,
+    CASE WHEN h.verdict <> 'accepted' THEN h.verdict
+         WHEN d.delivery_id IS NULL THEN 'delivery'
+         WHEN r.recipient_id IS NULL THEN 'recipient'
+         WHEN h.type = 'click' AND l.link_id IS NULL THEN 'link'
+         WHEN h.type = 'click' AND coalesce(l.category, '') = '{TRAP_CATEGORY}' THEN 'trap'
+         ELSE 'event' END AS resolution
 FROM hits_classified h
 LEFT JOIN deliveries d ON d.delivery_id = h.delivery_id
 LEFT JOIN recipients r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
 LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
-WHERE h.verdict = 'accepted'
+"""
+
+ORPHAN_REASONS = ("delivery", "recipient", "link")
+
+# Hit times are bounded by these in the all-time figures, as in a report without --since/--until.
+EARLIEST = "TIMESTAMP '1970-01-01 00:00:00'"
+LATEST = "TIMESTAMP '9999-12-31 00:00:00'"
+
+
+def totals_sql(only_touched: bool = False) -> str:
+    """All-time aggregates per delivery id: EVENT_AGGREGATES over events, EXCLUDED_AGGREGATES
+    over hits_classified (the inner part of indicators_sql without --since/--until);
+    `only_touched`: just the deliveries in the temp table _touched (for refresh_derived)."""
+    touched = " AND {a}.delivery_id IN (SELECT delivery_id FROM _touched)" if only_touched else ""
+    return f"""
+SELECT coalesce(ev.delivery_id, ex.delivery_id) AS delivery_id,
+    {", ".join(f"coalesce(ev.{n}, 0) AS {n}" for n in EVENT_AGGREGATES)},
+    {", ".join(f"coalesce(ex.{n}, 0) AS {n}" for n in EXCLUDED_AGGREGATES)}
+FROM (
+    SELECT e.delivery_id, {", ".join(f"{sql} AS {name}" for name, sql in EVENT_AGGREGATES.items())}
+    FROM events e WHERE e.ts >= {EARLIEST} AND e.ts < {LATEST} {touched.format(a='e')} GROUP BY e.delivery_id
+) ev
+FULL JOIN (
+    SELECT h.delivery_id, {", ".join(f"{sql} AS {name}" for name, sql in EXCLUDED_AGGREGATES.items())}
+    FROM hits_classified h WHERE h.ts >= {EARLIEST} AND h.ts < {LATEST} {touched.format(a='h')} GROUP BY h.delivery_id
+) ex ON ex.delivery_id = ev.delivery_id
+"""
+
+
+def views(facts: str) -> dict[str, str]:
+    """The view definitions, reading the resolved hits from `facts` (the `hit_facts` table, or
+    HIT_FACTS_SQL as a subquery)."""
+    return {
+        # Every stored hit with its event type and verdict.
+        "hits_classified": f"""
+SELECT h.*, {TYPE_SQL} AS type, {VERDICT_SQL} AS verdict
+FROM hits h
 """,
-    # The counted tracking events: accepted hits of a manifest recipient of their delivery
-    # (clicks: on a manifest link that is not a trap).
-    "events": f"""
-SELECT h.ts, h.type, h.delivery_id, d.label AS delivery_label, d.sent_at,
-    h.recipient_id, r.email, r.status AS recipient_status,
-    h.link_id, l.label AS link_label, l.url AS link_url, l.category AS link_category,
-    l.position AS link_position,
-    h.ip, h.user_agent, h.uid
-FROM hits_classified h
-JOIN deliveries d ON d.delivery_id = h.delivery_id
-JOIN recipients r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
-LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
-WHERE h.verdict = 'accepted'
-    AND (h.type <> 'click' OR (l.link_id IS NOT NULL AND coalesce(l.category, '') <> '{TRAP_CATEGORY}'))
+        # Accepted hits with what the manifests say about them (NULLs where nothing matches yet:
+        # resolved against the manifests as they are now, so a manifest stored after the logs
+        # resolves them).
+        "accepted_hits": f"""
+SELECT f.ts, f.type, f.delivery_id, f.recipient_id, f.link_id, f.ip, f.user_agent, f.uid,
+    f.delivery_known, f.recipient_known, f.link_known, f.delivery_label, f.sent_at,
+    f.email, f.recipient_status, f.link_label, f.link_url, f.link_category, f.link_position
+FROM {facts} f
+WHERE f.verdict = 'accepted'
 """,
-    # Accepted hits that no manifest explains, with the first id that failed to match.
-    "orphans": """
-SELECT a.*,
-    CASE WHEN NOT a.delivery_known THEN 'delivery'
-         WHEN NOT a.recipient_known THEN 'recipient'
-         ELSE 'link' END AS orphan_reason
-FROM accepted_hits a
-WHERE NOT a.delivery_known OR NOT a.recipient_known OR (a.type = 'click' AND NOT a.link_known)
+        # The counted tracking events.
+        "events": f"""
+SELECT f.ts, f.type, f.delivery_id, f.delivery_label, f.sent_at,
+    f.recipient_id, f.email, f.recipient_status,
+    f.link_id, f.link_label, f.link_url, f.link_category, f.link_position,
+    f.ip, f.user_agent, f.uid
+FROM {facts} f
+WHERE f.resolution = 'event'
 """,
-    "orphan_counts": """
+        # Accepted hits that no manifest explains, with the first id that failed to match.
+        "orphans": f"""
+SELECT f.ts, f.type, f.delivery_id, f.recipient_id, f.link_id, f.ip, f.user_agent, f.uid,
+    f.delivery_known, f.recipient_known, f.link_known, f.delivery_label, f.sent_at,
+    f.email, f.recipient_status, f.link_label, f.link_url, f.link_category, f.link_position,
+    f.resolution AS orphan_reason
+FROM {facts} f
+WHERE f.resolution IN ({", ".join(f"'{r}'" for r in ORPHAN_REASONS)})
+""",
+        "orphan_counts": """
 SELECT o.delivery_id,
     bool_or(o.delivery_known) AS delivery_known,
     count(*) AS orphan_hits,
@@ -241,8 +294,15 @@ SELECT o.delivery_id,
 FROM orphans o
 GROUP BY o.delivery_id
 """,
-    "delivery_indicators": indicators_sql(),
-}
+        # All-time per-delivery aggregates (the slow part of `report deliveries`), stored by
+        # refresh_derived() in `delivery_totals` when current.
+        "delivery_totals": totals_sql() if facts != "hit_facts" else "SELECT * FROM delivery_totals_stored",
+        "delivery_indicators": indicators_sql(),
+    }
+
+
+# The views as they resolve hits at query time (the definitions; what runs elsewhere, e.g. Spark).
+VIEWS: dict[str, str] = views(f"({HIT_FACTS_SQL})")
 
 
 def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
@@ -252,15 +312,110 @@ def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(rows and rows[0][0])
 
 
+# What refresh_derived() maintains: the resolved hits, the all-time aggregates per delivery,
+# and the state they were computed from (hit count, each delivery's manifest version).
+DERIVED_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS hit_facts AS SELECT * FROM ({HIT_FACTS_SQL}) f LIMIT 0;
+CREATE TABLE IF NOT EXISTS delivery_totals_stored AS SELECT * FROM ({totals_sql()}) t LIMIT 0;
+CREATE TABLE IF NOT EXISTS derived_state (hits BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS derived_manifests (
+    delivery_id VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL
+);
+"""
+
+_STALE_MANIFESTS = """
+SELECT delivery_id FROM (
+    (SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries
+     EXCEPT SELECT delivery_id, manifest_sha256, loaded_at FROM derived_manifests)
+    UNION ALL
+    (SELECT delivery_id, manifest_sha256, loaded_at FROM derived_manifests
+     EXCEPT SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries)
+) x
+"""
+
+
+def derived_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `hit_facts` and `delivery_totals_stored` reflect every stored hit and manifest
+    (a few milliseconds: row counts and the small deliveries table)."""
+    tables = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            " AND schema_name = 'main'"
+        ).fetchall()
+    }
+    if not {"hit_facts", "delivery_totals_stored", "derived_state", "derived_manifests"} <= tables:
+        return False
+    state = con.execute("SELECT hits FROM derived_state").fetchall()
+    hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
+    if len(state) != 1 or state[0][0] != hits:
+        return False
+    return not con.execute(f"SELECT 1 FROM ({_STALE_MANIFESTS}) s LIMIT 1").fetchall()
+
+
+def refresh_derived(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring `hit_facts` and `delivery_totals_stored` up to date, incrementally and idempotently:
+    hits not yet resolved are added, a delivery whose manifest was stored or replaced since has
+    its hits resolved again, and the totals of every delivery touched are recomputed. One
+    transaction; a no-op when nothing changed. Needs a writable connection; call it after an
+    ingest run has stored its hits and after manifests are stored.
+    """
+    ensure_views(con)
+    con.execute(DERIVED_SCHEMA)
+    if derived_is_current(con):
+        ensure_views(con)
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS {_STALE_MANIFESTS}")
+        con.execute("DELETE FROM hit_facts WHERE delivery_id IN (SELECT delivery_id FROM _changed)")
+        # Sources with hits not resolved yet (hits are only ever appended).
+        con.execute("""
+CREATE OR REPLACE TEMP TABLE _sources AS
+SELECT h.source_id FROM (SELECT source_id, count(*) AS n FROM hits GROUP BY source_id) h
+LEFT JOIN (SELECT source_id, count(*) AS n FROM hit_facts GROUP BY source_id) f ON f.source_id = h.source_id
+WHERE f.n IS NULL OR f.n <> h.n""")
+        new_hits = """
+SELECT * FROM hits_classified h
+WHERE h.source_id IN (SELECT source_id FROM _sources)
+    AND NOT EXISTS (SELECT 1 FROM hit_facts f WHERE f.source_id = h.source_id AND f.line_no = h.line_no)
+"""
+        con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _touched AS
+SELECT delivery_id FROM _changed
+UNION SELECT DISTINCT h.delivery_id FROM ({new_hits}) h""")
+        # Sorted by delivery and time so that zone maps skip most row groups of a filtered scan.
+        facts = HIT_FACTS_SQL.replace("FROM hits_classified h", f"FROM ({new_hits}) h")
+        con.execute(f"INSERT INTO hit_facts SELECT * FROM ({facts}) f ORDER BY f.delivery_id, f.ts")
+        con.execute("DELETE FROM derived_state")
+        con.execute("INSERT INTO derived_state SELECT count(*) FROM hits")
+        con.execute("DELETE FROM derived_manifests")
+        con.execute("INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries")
+        ensure_views(con)
+        con.execute(
+            "DELETE FROM delivery_totals_stored WHERE delivery_id IN (SELECT delivery_id FROM _touched)"
+        )
+        con.execute(f"INSERT INTO delivery_totals_stored {totals_sql(only_touched=True)}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS _changed; DROP TABLE IF EXISTS _sources; DROP TABLE IF EXISTS _touched")
+    ensure_views(con)
+
+
 def ensure_views(con: duckdb.DuckDBPyConnection) -> None:
     """Create (or refresh) the metric views.
 
     On a writable connection they are persistent, so ad-hoc SQL on the file sees them; on a
     read-only one they are TEMP views (DuckDB allows those), which take precedence over any
-    persistent ones, so a reader always uses this version's definitions.
+    persistent ones, so a reader always uses this version's definitions. They read the stored
+    `hit_facts` when it is current, else resolve the hits at query time (same results, slower).
     """
     temp = "TEMP " if is_read_only(con) else ""
-    for name, sql in VIEWS.items():
+    facts = "hit_facts" if derived_is_current(con) else f"({HIT_FACTS_SQL})"
+    for name, sql in views(facts).items():
         con.execute(f"CREATE OR REPLACE {temp}VIEW {name} AS {sql}")
 
 

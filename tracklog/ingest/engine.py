@@ -55,6 +55,14 @@ class FileResult:
     def hit_count(self) -> int:
         return sum(self.hits.values())
 
+    def add(self, counts: Counts) -> None:
+        self.lines += counts.lines
+        self.quarantined += counts.quarantined
+        self.rejected += counts.rejected
+        for kind, n in counts.hits.items():
+            self.hits[kind] += n
+        self.ignored += counts.lines - sum(counts.hits.values()) - counts.quarantined
+
 
 class FormatMismatch(DataError):
     pass
@@ -108,7 +116,7 @@ class Ingester:
         return f"""CREATE OR REPLACE TEMP TABLE tl_chunk AS
             SELECT line_no, byte_offset, reason, CASE WHEN reason IS NOT NULL THEN line END AS line,
                 ts, ip, method, path, query, status, bytes, referer, user_agent, uid, extra,
-                kind, delivery_id, link_id, recipient_id, sig, {sig_status} AS sig_status
+                kind, delivery_id, link_id, recipient_id, {sig_status} AS sig_status
             FROM ({routed_sql(parsed)})"""
 
     # -- one input ---------------------------------------------------------------------
@@ -159,7 +167,6 @@ class Ingester:
         if not stream.head:
             result.status = "empty"
             return
-        self.con.execute("BEGIN TRANSACTION")
         known = self._find_source(stream.head)
         if known is not None and stream.size_limit is not None and stream.size_limit < known[1]:
             known = None  # the file is shorter than what we read of it: truncated and rewritten
@@ -170,59 +177,51 @@ class Ingester:
         else:
             source_id, offset, line_base, _ = known
         result.source_id, result.resumed_at = source_id, offset
-        counts = Counts()
-        first_chunk = True
-        end = offset
+        stored = not result.new_source  # does the sources row exist yet?
         for chunk_offset, buf in stream.chunks(offset):
-            chunk_counts = self._ingest_chunk(source_id, chunk_offset, line_base + counts.lines, buf)
-            if first_chunk and result.new_source:
-                self._check_format(chunk_counts, line_base + 1, result.name)
-            first_chunk = False
-            counts.lines += chunk_counts.lines
-            counts.quarantined += chunk_counts.quarantined
-            counts.rejected += chunk_counts.rejected
-            for k, v in chunk_counts.hits.items():
-                counts.hits[k] += v
+            # One transaction per chunk: its rows and the new read position commit together,
+            # so a crash loses at most the chunk in flight and memory stays bounded.
+            self.con.execute("BEGIN TRANSACTION")
+            counts = self._ingest_chunk(source_id, chunk_offset, line_base + result.lines, buf)
+            if not stored:
+                self._check_format(line_base + 1, result.name)
             end = chunk_offset + len(buf)
-            _fault_point(counts.lines)
+            self._save_position(source_id, stream, result.name, end, counts, insert=not stored)
+            _fault_point(result.lines + counts.lines)
+            self.con.execute("COMMIT")
+            stored = True
+            result.add(counts)
+            result.bytes = end - offset
             if self.progress is not None:
-                self.progress(result.name, stream.disk_position(), counts.lines)
-        if counts.lines == 0 and not result.new_source:
-            self.con.execute("ROLLBACK")
-            result.status = "unchanged"
-            return
-        if counts.lines == 0:
-            self.con.execute("ROLLBACK")
-            result.status = "empty"  # nothing complete yet (no newline): fingerprint later
-            return
-        hits = sum(counts.hits.values())
-        ignored = counts.lines - hits - counts.quarantined
+                self.progress(result.name, stream.disk_position(), result.lines)
+        if result.lines == 0:
+            # nothing new, or no complete line yet (a new file is fingerprinted once it has one)
+            result.status = "empty" if result.new_source else "unchanged"
+
+    def _save_position(
+        self, source_id: int, stream: LogStream, name: str, end: int, counts: Counts, *, insert: bool
+    ) -> None:
         fp_len = min(FP_MAX, len(stream.head), end)
         fp = fingerprint(stream.head, fp_len)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        if result.new_source:
+        hits = sum(counts.hits.values())
+        ignored = counts.lines - hits - counts.quarantined
+        if insert:
             self.con.execute(
                 "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [source_id, fp, fp_len, result.name, stream.compressed, end, counts.lines, hits, ignored,
+                [source_id, fp, fp_len, name, stream.compressed, end, counts.lines, hits, ignored,
                  counts.quarantined, self.fmt.name, now, now],
             )
-        else:
-            self.con.execute(
-                "UPDATE sources SET fingerprint = ?, fp_len = ?, path = ?, compressed = ?, byte_offset = ?, "
-                "lines = lines + ?, hits = hits + ?, ignored = ignored + ?, quarantined = quarantined + ?, "
-                "last_ingest = ? WHERE source_id = ?",
-                [fp, fp_len, result.name, stream.compressed, end, counts.lines, hits, ignored,
-                 counts.quarantined, now, source_id],
-            )
-        self.con.execute("COMMIT")
-        result.bytes = end - offset
-        result.lines = counts.lines
-        result.hits = counts.hits
-        result.quarantined = counts.quarantined
-        result.ignored = ignored
-        result.rejected = counts.rejected
+            return
+        self.con.execute(
+            "UPDATE sources SET fingerprint = ?, fp_len = ?, path = ?, compressed = ?, byte_offset = ?, "
+            "lines = lines + ?, hits = hits + ?, ignored = ignored + ?, quarantined = quarantined + ?, "
+            "last_ingest = ? WHERE source_id = ?",
+            [fp, fp_len, name, stream.compressed, end, counts.lines, hits, ignored, counts.quarantined,
+             now, source_id],
+        )
 
-    def _check_format(self, counts: Counts, first_line: int, name: str) -> None:
+    def _check_format(self, first_line: int, name: str) -> None:
         row = fetch_one(
             self.con,
             "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL) FROM tl_chunk WHERE line_no < ?",
@@ -246,7 +245,7 @@ class Ingester:
             self.con.unregister("tl_lines")
         self.con.execute(
             """INSERT INTO hits SELECT ?, line_no, byte_offset, ts, ip, method, path, query, status, bytes,
-                   referer, user_agent, uid, extra, kind, delivery_id, link_id, recipient_id, sig, sig_status
+                   referer, user_agent, uid, extra, kind, delivery_id, link_id, recipient_id, sig_status
                FROM tl_chunk WHERE kind IS NOT NULL""",
             [source_id],
         )
@@ -325,8 +324,7 @@ def split_lines(buf: bytes, chunk_offset: int, line_base: int) -> tuple[pa.Table
     """
     if _is_clean(buf):
         line = pcsv.read_csv(io.BytesIO(buf), _LINE_READ, _LINE_PARSE, _LINE_CONVERT).column(0)
-        line = line.combine_chunks() if line.num_chunks != 1 else line.chunk(0)
-        sanitized = False
+        sanitized = False  # keep the reader's blocks: DuckDB scans Arrow chunks in parallel
     else:
         parts = buf.split(b"\n")[:-1]
         texts = [

@@ -30,6 +30,11 @@ def delivery_indicators(
     """One row: delivery, label, subject, sent_at, then the indicators; events within `window`."""
     prepare(con)
     require_delivery(con, delivery_id)
+    if window == ALL_TIME:
+        sql = metrics.indicators_sql(
+            recipient_where="r.delivery_id = ?", delivery_where="d.delivery_id = ?", all_time=True
+        )
+        return query(con, sql, [delivery_id, delivery_id])
     sql = metrics.indicators_sql(
         event_where="e.delivery_id = ? AND e.ts >= ? AND e.ts < ?",
         hit_where="h.delivery_id = ? AND h.ts >= ? AND h.ts < ?",
@@ -46,7 +51,7 @@ def deliveries(
     """One row per delivery sent within `window` (by sent_at), newest first."""
     prepare(con)
     sql = (
-        f"SELECT {', '.join(LIST_COLUMNS)} FROM ({metrics.indicators_sql(delivery_where='d.sent_at >= ? AND d.sent_at < ?')}) i"
+        f"SELECT {', '.join(LIST_COLUMNS)} FROM ({metrics.indicators_sql(delivery_where='d.sent_at >= ? AND d.sent_at < ?', all_time=True)}) i"
         f" ORDER BY sent_at DESC, delivery{limit_clause(limit)}"
     )
     return query(con, sql, window.params())
