@@ -23,7 +23,7 @@ import pyarrow.csv as pcsv
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.routes import KINDS, routed_sql
-from tracklog.ingest.sources import FP_MAX, InputSpec, LogStream, display_name, fingerprint
+from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.signing import hmac_pads, sql_expected_sig
 from tracklog.store import fetch_one
 
@@ -204,6 +204,7 @@ class Ingester:
         fp_len = min(FP_MAX, len(stream.head), end)
         fp = fingerprint(stream.head, fp_len)
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        name = name if stream.name == STDIN else os.path.abspath(stream.name)  # cron runs anywhere
         hits = sum(counts.hits.values())
         ignored = counts.lines - hits - counts.quarantined
         if insert:
