@@ -16,15 +16,15 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
-
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
+
 from tracklog.cli import cli
 from tracklog.store import lock_path, open_writer
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "apache_logs"
 
 
-def run(db: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None):  # noqa: A002
+def run(db: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None):
     runner = CliRunner()
     full_env = {"TRACKLOG_SECRET": SECRET.decode(), "TRACKLOG_CONFIG": "", **(env or {})}
     return runner.invoke(cli, ["--db", str(db), *args], input=input, env=full_env, catch_exceptions=False)
@@ -91,11 +91,11 @@ def test_growth_and_torn_last_line(tmp_path: Path, db: Path) -> None:
     assert run(db, "ingest", str(log)).exit_code == 0
     last = lines[200]
     write(log, lines[100:200] + [last[:30]], mode="a")  # a line nginx is still writing
-    res, summary = ingest_json(db, str(log))
+    _, summary = ingest_json(db, str(log))
     assert summary[0]["lines"] == 100
     assert q(db, "SELECT lines, byte_offset FROM sources") == [(200, len("".join(lines[:200]).encode()))]
     write(log, [last[30:]] + lines[201:], mode="a")
-    res, summary = ingest_json(db, str(log))
+    _res, summary = ingest_json(db, str(log))
     assert summary[0]["lines"] == 100
     exp = expected_counts(lines)
     assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
@@ -185,7 +185,7 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
         "TRACKLOG_CHUNK_BYTES": "100000",
         "TRACKLOG_FAULT_KILL_AFTER_LINES": "5000",
     }
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit status is the point of the test
         [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", str(log)],
         env=env,
         capture_output=True,
@@ -194,14 +194,17 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
     assert proc.returncode == -9, proc.stderr
     # The killed run committed whole chunks only: the stored read position of the file and
     # the rows stored for it agree exactly (nothing of the chunk in flight is left behind).
-    [(lines_done, offset)] = q(db, "SELECT lines, byte_offset FROM sources WHERE path = '%s'" % log)
+    [(lines_done, offset)] = q(db, f"SELECT lines, byte_offset FROM sources WHERE path = '{log}'")
     assert 0 < lines_done < 20000
     assert offset == len("".join(lines[:lines_done]).encode())
     done = expected_counts(lines[:lines_done])
     exp_other = expected_counts(other_lines)
-    assert hit_counts(db) == {"open": exp_other["open"] + done["open"], "click": exp_other["click"] + done["click"]}
-    assert q(db, "SELECT max(line_no) <= %d FROM hits h JOIN sources s USING (source_id) WHERE s.path = '%s'"
-             % (lines_done, log))[0][0]
+    assert hit_counts(db) == {
+        "open": exp_other["open"] + done["open"],
+        "click": exp_other["click"] + done["click"],
+    }
+    sql = f"SELECT max(line_no) FROM hits JOIN sources USING (source_id) WHERE path = '{log}'"
+    assert q(db, sql)[0][0] <= lines_done
     res, summary = ingest_json(db, str(log))
     assert res.exit_code == 0, res.stderr
     assert summary[-1]["lines"] == 20000 - lines_done
@@ -323,7 +326,7 @@ def test_signatures_valid_invalid_missing(tmp_path: Path, db: Path) -> None:
     ]
     log = tmp_path / "a.log"
     write(log, lines)
-    res, summary = ingest_json(db, str(log))
+    _res, summary = ingest_json(db, str(log))
     assert summary[-1]["rejected"] == 4
     assert q(db, "SELECT line_no, sig_status FROM hits ORDER BY line_no") == [
         (1, "valid"),

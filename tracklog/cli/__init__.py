@@ -69,7 +69,9 @@ class TracklogGroup(click.Group):
         return None
 
 
-@click.group(cls=TracklogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=TracklogGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.option("--db", metavar="PATH", help="DuckDB file [env TRACKLOG_DB; default ./tracklog.duckdb]")
 @click.option(
     "--config",
@@ -96,6 +98,6 @@ def main() -> None:
 
 
 # Commands register themselves on `cli` when their module is imported.
-from tracklog.cli import ingest as _ingest  # noqa: E402,F401
-from tracklog.cli import link as _link  # noqa: E402,F401
-from tracklog.cli import reports as _reports  # noqa: E402,F401
+from tracklog.cli import ingest as _ingest  # noqa: F401
+from tracklog.cli import link as _link  # noqa: F401
+from tracklog.cli import reports as _reports  # noqa: F401

@@ -203,23 +203,47 @@ class Ingester:
     ) -> None:
         fp_len = min(FP_MAX, len(stream.head), end)
         fp = fingerprint(stream.head, fp_len)
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         name = name if stream.name == STDIN else os.path.abspath(stream.name)  # cron runs anywhere
         hits = sum(counts.hits.values())
         ignored = counts.lines - hits - counts.quarantined
         if insert:
             self.con.execute(
                 "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [source_id, fp, fp_len, name, stream.compressed, end, counts.lines, hits, ignored,
-                 counts.quarantined, self.fmt.name, now, now],
+                [
+                    source_id,
+                    fp,
+                    fp_len,
+                    name,
+                    stream.compressed,
+                    end,
+                    counts.lines,
+                    hits,
+                    ignored,
+                    counts.quarantined,
+                    self.fmt.name,
+                    now,
+                    now,
+                ],
             )
             return
         self.con.execute(
             "UPDATE sources SET fingerprint = ?, fp_len = ?, path = ?, compressed = ?, byte_offset = ?, "
             "lines = lines + ?, hits = hits + ?, ignored = ignored + ?, quarantined = quarantined + ?, "
             "last_ingest = ? WHERE source_id = ?",
-            [fp, fp_len, name, stream.compressed, end, counts.lines, hits, ignored, counts.quarantined,
-             now, source_id],
+            [
+                fp,
+                fp_len,
+                name,
+                stream.compressed,
+                end,
+                counts.lines,
+                hits,
+                ignored,
+                counts.quarantined,
+                now,
+                source_id,
+            ],
         )
 
     def _check_format(self, first_line: int, name: str) -> None:
@@ -328,9 +352,7 @@ def split_lines(buf: bytes, chunk_offset: int, line_base: int) -> tuple[pa.Table
         sanitized = False  # keep the reader's blocks: DuckDB scans Arrow chunks in parallel
     else:
         parts = buf.split(b"\n")[:-1]
-        texts = [
-            p.decode("utf-8", "replace").replace("\x00", "\ufffd").removesuffix("\r") for p in parts
-        ]
+        texts = [p.decode("utf-8", "replace").replace("\x00", "\ufffd").removesuffix("\r") for p in parts]
         lens = pa.array([len(p) + 1 for p in parts], pa.int64())
         line = pa.array(texts, pa.large_string())
         offsets = pc.subtract(pc.cumulative_sum(lens), lens)

@@ -141,4 +141,4 @@ def _finish_run(con: duckdb.DuckDBPyConnection, run_id: int, report: IngestRepor
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from tracklog.errors import DataError
 
 FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
-CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES", 32 << 20))  # bytes per step: bounds memory
+CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 32 << 20)  # bytes per step: bounds memory
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
 
@@ -99,7 +99,7 @@ class LogStream:
         self.compressed = False
         self.size_limit: int | None = None  # plain files: bytes present when opened
         self._raw: BinaryIO
-        self._fh: BinaryIO
+        self._fh: BinaryIO | gzip.GzipFile
         self._pending = b""  # bytes read ahead (head of stdin) not yet handed out
         self._pos = 0
         try:
