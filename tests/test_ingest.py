@@ -203,7 +203,7 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
         "open": exp_other["open"] + done["open"],
         "click": exp_other["click"] + done["click"],
     }
-    sql = f"SELECT max(line_no) FROM hits JOIN sources USING (source_id) WHERE path = '{log}'"
+    sql = f"SELECT max(h.line_no) FROM hits h JOIN sources s USING (source_id) WHERE s.path = '{log}'"
     assert q(db, sql)[0][0] <= lines_done
     res, summary = ingest_json(db, str(log))
     assert res.exit_code == 0, res.stderr
