@@ -365,6 +365,8 @@ def refresh_derived(con: duckdb.DuckDBPyConnection) -> None:
     if derived_is_current(con):
         ensure_views(con)
         return
+    # stderr belongs to the caller's progress and warnings, not DuckDB's progress bar
+    con.execute("SET enable_progress_bar = false")
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS {_STALE_MANIFESTS}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
+from tracklog import metrics
 from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
@@ -109,6 +110,8 @@ def run_ingest(
                 if result.error:
                     report.errors.append(result.error)
         report.seconds = time.monotonic() - started
+        # resolve the new hits against the manifests once, here, so reports need not per query
+        metrics.refresh_derived(con)
         _finish_run(con, run_id, report)
     return report
 

@@ -91,14 +91,21 @@ def reach(
         f" AS hours_to_{p}"
         for p in REACH_PERCENTS
     )
+    # Counted per minute first, then a running sum: the first minute whose running count reaches
+    # p% is the minute of the event that does (minutes grow with the time since the send).
     sql = f"""
-SELECT CASE WHEN r.type = 'open' THEN 'opens' ELSE 'clicks' END AS metric, max(r.total) AS total, {cols}
+SELECT CASE WHEN r.type = 'open' THEN 'opens' ELSE 'clicks' END AS metric,
+    CAST(max(r.total) AS BIGINT) AS total, {cols}
 FROM (
-    SELECT e.type, {_ELAPSED_MINUTES} AS minutes,
-        row_number() OVER (PARTITION BY e.type ORDER BY e.ts - e.sent_at) AS n,
-        count(*) OVER (PARTITION BY e.type) AS total
-    FROM events e
-    WHERE {where} AND e.type IN ('open', 'click')
+    SELECT m.type, m.minutes,
+        sum(m.n) OVER (PARTITION BY m.type ORDER BY m.minutes) AS n,
+        sum(m.n) OVER (PARTITION BY m.type) AS total
+    FROM (
+        SELECT e.type, {_ELAPSED_MINUTES} AS minutes, count(*) AS n
+        FROM events e
+        WHERE {where} AND e.type IN ('open', 'click')
+        GROUP BY ALL
+    ) m
 ) r
 GROUP BY r.type
 ORDER BY metric DESC
@@ -123,15 +130,21 @@ def breakdown(
     where, params = _scope(con, delivery_id, window)
     con.register(_UA_VIEW, _parsed_agents(con, where, params))
     try:
+        # readers: distinct (delivery, recipient) pairs, summed over per-delivery distinct counts.
         inner = f"""
-SELECT coalesce(u.{by}, '{"other" if by == "device" else UNKNOWN}') AS {by},
-    count(*) FILTER (WHERE e.type = 'open') AS opens,
-    count(*) FILTER (WHERE e.type = 'click') AS clicks,
-    count(DISTINCT (e.delivery_id, e.recipient_id)) AS readers
-FROM events e
-LEFT JOIN {_UA_VIEW} u ON u.user_agent = e.user_agent
-WHERE {where} AND e.type IN ('open', 'click')
-GROUP BY ALL
+SELECT p.{by}, CAST(sum(p.opens) AS BIGINT) AS opens, CAST(sum(p.clicks) AS BIGINT) AS clicks,
+    CAST(sum(p.readers) AS BIGINT) AS readers
+FROM (
+    SELECT coalesce(u.{by}, '{"other" if by == "device" else UNKNOWN}') AS {by}, e.delivery_id,
+        count(*) FILTER (WHERE e.type = 'open') AS opens,
+        count(*) FILTER (WHERE e.type = 'click') AS clicks,
+        count(DISTINCT e.recipient_id) AS readers
+    FROM events e
+    LEFT JOIN {_UA_VIEW} u ON u.user_agent = e.user_agent
+    WHERE {where} AND e.type IN ('open', 'click')
+    GROUP BY ALL
+) p
+GROUP BY p.{by}
 """
         sql = metrics.with_shares_sql(inner, [by, "opens", "clicks", "readers"], "opens", by)
         return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
