@@ -62,3 +62,26 @@ def expected_counts(lines: list[str]) -> dict[str, int]:
     opens = sum(1 for x in lines if '"GET /o/' in x)
     clicks = sum(1 for x in lines if '"GET /c/' in x)
     return {"open": opens, "click": clicks, "ignored": len(lines) - opens - clicks}
+
+
+# The indicator field names of issue 4, in order: the spec, written out independently of the code.
+ISSUE4_FIELDS = [
+    "sent",
+    "delivered",
+    "opens_total",
+    "opens_unique",
+    "clicks_total",
+    "clicks_unique",
+    "persons_clicked",
+    "forwards_estimate",
+    "open_rate",
+    "click_rate",
+    "raw_reactivity",
+    "mirror_views",
+    "optout_clicks",
+    "unsubscribes",
+    "rejected_hits",
+    "failed_hits",
+    "machine_opens",
+    "bot_clicks",
+]

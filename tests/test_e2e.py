@@ -12,32 +12,12 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
-from logmaker import SECRET, line, sig
+from logmaker import ISSUE4_FIELDS, SECRET, line, sig
 
 from tracklog.cli import cli
 
 # The JSON field names of the Tracking indicators, as listed in issue 4 (plus the delivery's own
 # id, label, subject and sent date, which the report shows too).
-ISSUE4_FIELDS = [
-    "sent",
-    "delivered",
-    "opens_total",
-    "opens_unique",
-    "clicks_total",
-    "clicks_unique",
-    "persons_clicked",
-    "forwards_estimate",
-    "open_rate",
-    "click_rate",
-    "raw_reactivity",
-    "mirror_views",
-    "optout_clicks",
-    "unsubscribes",
-    "rejected_hits",
-    "failed_hits",
-    "machine_opens",
-    "bot_clicks",
-]
 HEADER_FIELDS = ["delivery", "label", "subject", "sent_at"]
 
 HERO = "https://shop.example.com/sale"

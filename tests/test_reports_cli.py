@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from logmaker import ISSUE4_FIELDS
 
 from tracklog.cli import cli
 
@@ -67,26 +68,7 @@ def test_table_and_csv_agree_cell_for_cell(tracking_db: Path, case: str) -> None
 def test_json_one_delivery_is_an_object_with_the_issue_fields(tracking_db: Path) -> None:
     data = json.loads(run(tracking_db, "report", "delivery", "NL1", "--format", "json").stdout)
     assert isinstance(data, dict)
-    for name in (
-        "sent",
-        "delivered",
-        "opens_total",
-        "opens_unique",
-        "clicks_total",
-        "clicks_unique",
-        "persons_clicked",
-        "forwards_estimate",
-        "open_rate",
-        "click_rate",
-        "raw_reactivity",
-        "mirror_views",
-        "optout_clicks",
-        "unsubscribes",
-        "rejected_hits",
-        "failed_hits",
-        "machine_opens",
-        "bot_clicks",
-    ):
+    for name in ISSUE4_FIELDS:
         assert name in data
     assert data["sent_at"] == "2026-11-03T09:00:00Z"
 

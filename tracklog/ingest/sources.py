@@ -23,7 +23,7 @@ from typing import BinaryIO
 from tracklog.errors import DataError
 
 FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
-CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 32 << 20)  # bytes per step: bounds memory
+CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 64 << 20)  # bytes per step: bounds memory
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
 
