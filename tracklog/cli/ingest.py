@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -118,7 +119,7 @@ class _progress_bar:
         task = self.tasks.get(name)
         if task is None:
             total = _size(name)
-            task = self.bar.add_task(name, total=total, lines=0, rate="")
+            task = self.bar.add_task(os.path.basename(name) or name, total=total, lines=0, rate="")
             self.tasks[name] = task
         elapsed = self.bar.tasks[task].elapsed or 0.0
         rate = f"{lines / elapsed:,.0f} lines/s" if elapsed > 0 else ""
@@ -130,8 +131,6 @@ class _progress_bar:
 
 
 def _size(name: str) -> int | None:
-    import os
-
     try:
         return os.stat(name).st_size
     except OSError:

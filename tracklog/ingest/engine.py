@@ -178,6 +178,8 @@ class Ingester:
             source_id, offset, line_base, _ = known
         result.source_id, result.resumed_at = source_id, offset
         stored = not result.new_source  # does the sources row exist yet?
+        if self.progress is not None:
+            self.progress(result.name, 0, 0)
         for chunk_offset, buf in stream.chunks(offset):
             # One transaction per chunk: its rows and the new read position commit together,
             # so a crash loses at most the chunk in flight and memory stays bounded.
