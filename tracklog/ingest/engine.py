@@ -209,26 +209,11 @@ class Ingester:
         name = name if stream.name == STDIN else os.path.abspath(stream.name)  # cron runs anywhere
         hits = sum(counts.hits.values())
         ignored = counts.lines - hits - counts.quarantined
-        if insert:
+        if insert:  # a new stream starts at zero; the UPDATE below adds this chunk
             self.con.execute(
-                "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    source_id,
-                    fp,
-                    fp_len,
-                    name,
-                    stream.compressed,
-                    end,
-                    counts.lines,
-                    hits,
-                    ignored,
-                    counts.quarantined,
-                    self.fmt.name,
-                    now,
-                    now,
-                ],
+                "INSERT INTO sources VALUES (?, '', 0, ?, ?, 0, 0, 0, 0, 0, ?, ?, ?)",
+                [source_id, name, stream.compressed, self.fmt.name, now, now],
             )
-            return
         self.con.execute(
             "UPDATE sources SET fingerprint = ?, fp_len = ?, path = ?, compressed = ?, byte_offset = ?, "
             "lines = lines + ?, hits = hits + ?, ignored = ignored + ?, quarantined = quarantined + ?, "
