@@ -90,16 +90,16 @@ FROM (
 EVENT_AGGREGATES: dict[str, str] = {
     "opens_total": "count(*) FILTER (WHERE e.type = 'open')",
     "opens_unique": (
-        "count(DISTINCT e.recipient_id) FILTER (WHERE e.type IN ("
+        "count(DISTINCT e.recipient_key) FILTER (WHERE e.type IN ("
         + ", ".join(f"'{t}'" for t in OPENING_TYPES)
         + "))"
     ),
     "clicks_total": "count(*) FILTER (WHERE e.type = 'click')",
-    "clicks_unique": "count(DISTINCT e.recipient_id) FILTER (WHERE e.type = 'click')",
+    "clicks_unique": "count(DISTINCT e.recipient_key) FILTER (WHERE e.type = 'click')",
     "persons_clicked": f"count(DISTINCT {BROWSER_SQL}) FILTER (WHERE e.type = 'click')",
     "mirror_views": "count(*) FILTER (WHERE e.type = 'mirror')",
     "optout_clicks": "count(*) FILTER (WHERE e.type = 'optout')",
-    "unsubscribes": "count(DISTINCT e.recipient_id) FILTER (WHERE e.type = 'unsubscribe')",
+    "unsubscribes": "count(DISTINCT e.recipient_key) FILTER (WHERE e.type = 'unsubscribe')",
 }
 
 # Per-delivery counts of the hits that are shown but never counted, over `hits_classified AS h`.
@@ -192,14 +192,42 @@ FROM base
 """
 
 
-# Every stored hit resolved against the manifests: its event type and verdict, what the
-# manifests say about it (NULLs where nothing matches) and its `resolution`: the verdict when
-# the hit is not accepted, else the first id that failed to match ('delivery', 'recipient',
-# 'link': an orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event
-# (an accepted hit of a manifest recipient of its delivery; a click on a manifest link that is
-# not a trap). The joins are what make reports slow, so refresh_derived() stores this relation
-# in the `hit_facts` table; the views read it when it is current, else this query.
-HIT_FACTS_SQL = f"""
+# A recipient's email domain, as the domain breakdown groups them.
+def email_domain_sql(email: str) -> str:
+    return f"lower(split_part({email}, '@', 2))"
+
+
+# Distinct recipients are counted on `recipient_key`, an integer per (delivery, recipient),
+# unique across deliveries, and deliveries on `delivery_key`: integers hash and compare far
+# faster than the text ids, and a key unique across deliveries needs no per-delivery grouping.
+# Only their distinctness matters: the stored hit_facts numbers deliveries once and for all in
+# `delivery_keys` (so the keys of other deliveries stay valid when a manifest is stored), the
+# query-time definition numbers them by id; the counts are the same either way.
+QUERY_TIME_DELIVERY_KEYS = (
+    "(SELECT delivery_id, dense_rank() OVER (ORDER BY delivery_id) AS delivery_key FROM deliveries)"
+)
+_RECIPIENT_KEYS = """(
+    SELECT r.delivery_id, r.recipient_id, r.email, r.status,
+        CAST(dk.delivery_key AS BIGINT) * 4294967296
+            + dense_rank() OVER (PARTITION BY r.delivery_id ORDER BY r.recipient_id) AS recipient_key
+    FROM recipients r LEFT JOIN {delivery_keys} dk ON dk.delivery_id = r.delivery_id
+    WHERE {recipient_where}
+)"""
+
+
+def hit_facts_sql(delivery_keys: str = QUERY_TIME_DELIVERY_KEYS, recipient_where: str = "TRUE") -> str:
+    """Every stored hit resolved against the manifests: its event type and verdict, what the
+    manifests say about it (NULLs where nothing matches) and its `resolution`: the verdict when
+    the hit is not accepted, else the first id that failed to match ('delivery', 'recipient',
+    'link': an orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event
+    (an accepted hit of a manifest recipient of its delivery; a click on a manifest link that is
+    not a trap). The joins are what make reports slow, so refresh_derived() stores this relation
+    in the `hit_facts` table; the views read it when it is current, else this query.
+    `delivery_keys` (delivery_id, delivery_key) numbers the deliveries; `recipient_where` (on
+    `r`, from code) limits the recipients numbered, for refresh_derived.
+    """
+    recipients = _RECIPIENT_KEYS.format(delivery_keys=delivery_keys, recipient_where=recipient_where)
+    return f"""
 SELECT h.source_id, h.line_no, h.ts, h.type, h.verdict, h.delivery_id, h.recipient_id, h.link_id,
     h.ip, h.user_agent, h.uid,
     d.delivery_id IS NOT NULL AS delivery_known,
@@ -213,12 +241,20 @@ SELECT h.source_id, h.line_no, h.ts, h.type, h.verdict, h.delivery_id, h.recipie
          WHEN r.recipient_id IS NULL THEN 'recipient'
          WHEN h.type = 'click' AND l.link_id IS NULL THEN 'link'
          WHEN h.type = 'click' AND coalesce(l.category, '') = '{TRAP_CATEGORY}' THEN 'trap'
-         ELSE 'event' END AS resolution
+         ELSE 'event' END AS resolution,
+    CAST(dk.delivery_key AS INTEGER) AS delivery_key, r.recipient_key,
+    {email_domain_sql("r.email")} AS email_domain
 FROM hits_classified h
 LEFT JOIN deliveries d ON d.delivery_id = h.delivery_id
-LEFT JOIN recipients r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
+LEFT JOIN {delivery_keys} dk ON dk.delivery_id = h.delivery_id
+LEFT JOIN {recipients} r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
 LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
 """
+
+
+HIT_FACTS_SQL = hit_facts_sql()
+# The columns of hit_facts added after it was first stored (see refresh_derived).
+FACTS_KEY_COLUMNS = ("delivery_key", "recipient_key", "email_domain")
 
 ORPHAN_REASONS = ("delivery", "recipient", "link")
 
@@ -238,11 +274,11 @@ SELECT coalesce(ev.delivery_id, ex.delivery_id) AS delivery_id,
     {", ".join(f"coalesce(ex.{n}, 0) AS {n}" for n in EXCLUDED_AGGREGATES)}
 FROM (
     SELECT e.delivery_id, {", ".join(f"{sql} AS {name}" for name, sql in EVENT_AGGREGATES.items())}
-    FROM events e WHERE e.ts >= {EARLIEST} AND e.ts < {LATEST} {touched.format(a='e')} GROUP BY e.delivery_id
+    FROM events e WHERE e.ts >= {EARLIEST} AND e.ts < {LATEST} {touched.format(a="e")} GROUP BY e.delivery_id
 ) ev
 FULL JOIN (
     SELECT h.delivery_id, {", ".join(f"{sql} AS {name}" for name, sql in EXCLUDED_AGGREGATES.items())}
-    FROM hits_classified h WHERE h.ts >= {EARLIEST} AND h.ts < {LATEST} {touched.format(a='h')} GROUP BY h.delivery_id
+    FROM hits_classified h WHERE h.ts >= {EARLIEST} AND h.ts < {LATEST} {touched.format(a="h")} GROUP BY h.delivery_id
 ) ex ON ex.delivery_id = ev.delivery_id
 """
 
@@ -271,7 +307,7 @@ WHERE f.verdict = 'accepted'
 SELECT f.ts, f.type, f.delivery_id, f.delivery_label, f.sent_at,
     f.recipient_id, f.email, f.recipient_status,
     f.link_id, f.link_label, f.link_url, f.link_category, f.link_position,
-    f.ip, f.user_agent, f.uid
+    f.ip, f.user_agent, f.uid, f.delivery_key, f.recipient_key, f.email_domain
 FROM {facts} f
 WHERE f.resolution = 'event'
 """,
@@ -313,15 +349,25 @@ def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 # What refresh_derived() maintains: the resolved hits, the all-time aggregates per delivery,
-# and the state they were computed from (hit count, each delivery's manifest version).
+# the delivery numbering (never renumbered) and the state they were computed from (hit count,
+# each delivery's manifest version).
 DERIVED_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS hit_facts AS SELECT * FROM ({HIT_FACTS_SQL}) f LIMIT 0;
+CREATE TABLE IF NOT EXISTS delivery_keys (delivery_id VARCHAR NOT NULL, delivery_key INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS delivery_totals_stored AS SELECT * FROM ({totals_sql()}) t LIMIT 0;
 CREATE TABLE IF NOT EXISTS derived_state (hits BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS derived_manifests (
     delivery_id VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL
 );
 """
+
+DERIVED_TABLES = (
+    "hit_facts",
+    "delivery_totals_stored",
+    "derived_state",
+    "derived_manifests",
+    "delivery_keys",
+)
 
 _STALE_MANIFESTS = """
 SELECT delivery_id FROM (
@@ -344,7 +390,9 @@ def derived_is_current(con: duckdb.DuckDBPyConnection) -> bool:
             " AND schema_name = 'main'"
         ).fetchall()
     }
-    if not {"hit_facts", "delivery_totals_stored", "derived_state", "derived_manifests"} <= tables:
+    if not set(DERIVED_TABLES) <= tables:
+        return False
+    if not set(FACTS_KEY_COLUMNS) <= _facts_columns(con):
         return False
     state = con.execute("SELECT hits FROM derived_state").fetchall()
     hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
@@ -360,6 +408,7 @@ def refresh_derived(con: duckdb.DuckDBPyConnection) -> None:
     transaction; a no-op when nothing changed. Needs a writable connection; call it after an
     ingest run has stored its hits and after manifests are stored.
     """
+    _drop_outdated_facts(con)
     ensure_views(con)
     con.execute(DERIVED_SCHEMA)
     if derived_is_current(con):
@@ -371,6 +420,11 @@ def refresh_derived(con: duckdb.DuckDBPyConnection) -> None:
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS {_STALE_MANIFESTS}")
         con.execute("DELETE FROM hit_facts WHERE delivery_id IN (SELECT delivery_id FROM _changed)")
+        con.execute("""
+INSERT INTO delivery_keys
+SELECT d.delivery_id, (SELECT coalesce(max(delivery_key), 0) FROM delivery_keys)
+    + row_number() OVER (ORDER BY d.delivery_id)
+FROM deliveries d WHERE d.delivery_id NOT IN (SELECT delivery_id FROM delivery_keys)""")
         # Sources with hits not resolved yet (hits are only ever appended).
         con.execute("""
 CREATE OR REPLACE TEMP TABLE _sources AS
@@ -387,12 +441,16 @@ CREATE OR REPLACE TEMP TABLE _touched AS
 SELECT delivery_id FROM _changed
 UNION SELECT DISTINCT h.delivery_id FROM ({new_hits}) h""")
         # Sorted by delivery and time so that zone maps skip most row groups of a filtered scan.
-        facts = HIT_FACTS_SQL.replace("FROM hits_classified h", f"FROM ({new_hits}) h")
+        facts = hit_facts_sql("delivery_keys", "r.delivery_id IN (SELECT delivery_id FROM _touched)").replace(
+            "FROM hits_classified h", f"FROM ({new_hits}) h"
+        )
         con.execute(f"INSERT INTO hit_facts SELECT * FROM ({facts}) f ORDER BY f.delivery_id, f.ts")
         con.execute("DELETE FROM derived_state")
         con.execute("INSERT INTO derived_state SELECT count(*) FROM hits")
         con.execute("DELETE FROM derived_manifests")
-        con.execute("INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries")
+        con.execute(
+            "INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries"
+        )
         ensure_views(con)
         con.execute(
             "DELETE FROM delivery_totals_stored WHERE delivery_id IN (SELECT delivery_id FROM _touched)"
@@ -403,8 +461,30 @@ UNION SELECT DISTINCT h.delivery_id FROM ({new_hits}) h""")
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _changed; DROP TABLE IF EXISTS _sources; DROP TABLE IF EXISTS _touched")
+        con.execute(
+            "DROP TABLE IF EXISTS _changed; DROP TABLE IF EXISTS _sources; DROP TABLE IF EXISTS _touched"
+        )
     ensure_views(con)
+
+
+def _facts_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database()"
+            " AND schema_name = 'main' AND table_name = 'hit_facts'"
+        ).fetchall()
+    }
+
+
+def _drop_outdated_facts(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the derived tables when `hit_facts` predates a column of hit_facts_sql() (a
+    database of an earlier version), so that refresh_derived() rebuilds them from the hits:
+    a full rebuild, as long as a first build (some 30 s on 10 million hits)."""
+    columns = _facts_columns(con)
+    if columns and not set(FACTS_KEY_COLUMNS) <= columns:
+        con.execute("DROP TABLE IF EXISTS hit_facts; DROP TABLE IF EXISTS delivery_totals_stored")
+        con.execute("DROP TABLE IF EXISTS derived_state; DROP TABLE IF EXISTS derived_manifests")
 
 
 def ensure_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -28,7 +28,7 @@ SELECT l.position, l.link_id, l.label, l.url,
     coalesce(c.clicks, 0) AS clicks, coalesce(c.clickers, 0) AS clickers
 FROM links l
 LEFT JOIN (
-    SELECT e.link_id, count(*) AS clicks, count(DISTINCT e.recipient_id) AS clickers
+    SELECT e.link_id, count(*) AS clicks, count(DISTINCT e.recipient_key) AS clickers
     FROM events e
     WHERE e.type = 'click' AND e.delivery_id = ? AND e.ts >= ? AND e.ts < ?
     GROUP BY e.link_id

@@ -30,19 +30,13 @@ def urls(
         require_delivery(con, delivery_id)
         where += " AND e.delivery_id = ?"
         params.append(delivery_id)
-    # Distinct (delivery, recipient) pairs are the sum over deliveries of distinct recipients:
-    # counting per (value, delivery) first avoids a slow distinct count of tuples.
+    # recipient_key identifies a (delivery, recipient) pair across deliveries (metrics.py).
     inner = f"""
-SELECT p.{by}, CAST(sum(p.clicks) AS BIGINT) AS clicks, CAST(sum(p.clickers) AS BIGINT) AS clickers,
-    count(*) AS deliveries
-FROM (
-    SELECT e.{GROUPINGS[by]} AS {by}, e.delivery_id, count(*) AS clicks,
-        count(DISTINCT e.recipient_id) AS clickers
-    FROM events e
-    WHERE {where}
-    GROUP BY e.{GROUPINGS[by]}, e.delivery_id
-) p
-GROUP BY p.{by}
+SELECT e.{GROUPINGS[by]} AS {by}, count(*) AS clicks, count(DISTINCT e.recipient_key) AS clickers,
+    count(DISTINCT e.delivery_key) AS deliveries
+FROM events e
+WHERE {where}
+GROUP BY e.{GROUPINGS[by]}
 """
     columns = [by, "clicks", "clickers", "deliveries"]
     sql = metrics.with_shares_sql(inner, columns, "clicks", f"{by} NULLS LAST")
