@@ -116,7 +116,9 @@ def main() -> int:
         if not metrics.derived_is_current(wcon):
             start = time.perf_counter()
             metrics.refresh_derived(wcon)
-            err.print(f"refresh_derived (hit_facts, delivery_totals) in {time.perf_counter() - start:.1f}s")
+            err.print(
+                f"refresh_derived (hit_facts, delivery_totals, breakdowns) in {time.perf_counter() - start:.1f}s"
+            )
     if args.at_query_time:
         metrics.derived_is_current = lambda con: False
     con = duckdb.connect(str(args.db), read_only=True)

@@ -33,6 +33,8 @@ CASES = {
     "streams": ["report", "streams", "--delivery", "NL1"],
     "stats": ["report", "stats", "--delivery", "NL1", "--bucket", "3h"],
     "stats_by_browser": ["report", "stats", "--by", "browser"],
+    "stats_by_os": ["report", "stats", "--by", "os"],
+    "stats_by_device": ["report", "stats", "--by", "device"],
     "stats_by_domain": ["report", "stats", "--by", "domain"],
     "recipient": ["recipient", "r1"],
 }
@@ -195,3 +197,26 @@ def test_derived_tables_give_the_same_figures(refreshed_db: Path, case: str, fmt
     result = run(refreshed_db, *CASES[case], "--format", fmt)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == (GOLDEN / f"{case}.{EXTENSIONS[fmt]}").read_text(encoding="utf-8")
+
+
+def test_stats_breakdowns_are_the_same_before_and_after_refresh(tracking_db: Path) -> None:
+    """--by browser|os|device|domain read the stored breakdowns once refreshed (and again after
+    a ua-parser version change): the same figures as the events path."""
+    dimensions = ["browser", "os", "device", "domain"]
+
+    def outputs() -> list[str]:
+        return [
+            run(tracking_db, "report", "stats", "--by", by, "--format", "json").stdout for by in dimensions
+        ]
+
+    before = outputs()
+    with open_writer(tracking_db) as con:
+        metrics.refresh_derived(con)
+        assert con.execute("SELECT count(*) FROM delivery_breakdowns").fetchall()[0][0] > 0
+    assert outputs() == before
+    with open_writer(tracking_db) as con:
+        con.execute("UPDATE derived_state SET agents_version = 'ua-parser 0.0'")
+        assert not metrics.derived_is_current(con)
+        metrics.refresh_derived(con)
+        assert metrics.derived_is_current(con)
+    assert outputs() == before

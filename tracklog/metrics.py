@@ -10,6 +10,8 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from tracklog import useragent
+
 # The one place where machine opens (mail-client prefetch) and bot clicks (link scanners) will
 # be recognised. Until classification exists nothing is flagged: machine_opens and bot_clicks
 # are present and 0. The expression sees one row of `hits` as `h`.
@@ -197,6 +199,90 @@ def email_domain_sql(email: str) -> str:
     return f"lower(split_part({email}, '@', 2))"
 
 
+# The dimensions of `report stats --by` parsed from the user agent (joined as `u`, a table of
+# user_agent, browser, os, device), and the value of an event whose agent did not parse.
+AGENT_DIMENSIONS = ("browser", "os", "device")
+# The dimensions of `report urls --by`: the events column each groups on.
+LINK_DIMENSIONS = {"url": "link_url", "label": "link_label", "category": "link_category"}
+
+
+def agent_breakdown_sql(by: str, event_where: str, agents: str, per_delivery: bool = False) -> str:
+    """Opens, clicks and readers per `by` value (one of AGENT_DIMENSIONS) of the events `e` in
+    `event_where`, the agents parsed in the table `agents`; per delivery (column delivery_id
+    first) for the stored breakdowns. readers: distinct (delivery, recipient) pairs, which
+    recipient_key identifies, so per-delivery readers add up across deliveries. Grouped per
+    reader first, then counted: faster than mixing count(DISTINCT ...) with other aggregates,
+    which DuckDB plans as two passes over the events."""
+    default = "other" if by == "device" else useragent.UNKNOWN
+    delivery = "e.delivery_id, " if per_delivery else ""
+    return f"""
+SELECT {delivery.replace("e.", "p.")}p.{by}, CAST(sum(p.opens) AS BIGINT) AS opens,
+    CAST(sum(p.clicks) AS BIGINT) AS clicks, count(*) AS readers
+FROM (
+    SELECT {delivery}coalesce(u.{by}, '{default}') AS {by}, e.recipient_key,
+        count(*) FILTER (WHERE e.type = 'open') AS opens,
+        count(*) FILTER (WHERE e.type = 'click') AS clicks
+    FROM events e
+    LEFT JOIN {agents} u ON u.user_agent = e.user_agent
+    WHERE {event_where} AND e.type IN ('open', 'click')
+    GROUP BY ALL
+) p
+GROUP BY ALL
+"""
+
+
+def link_clicks_sql(by: str, event_where: str, per_delivery: bool = False) -> str:
+    """Clicks, clickers (distinct delivery and recipient) and deliveries per `by` value (a key
+    of LINK_DIMENSIONS) of the counted clicks `e` in `event_where`; per delivery (column
+    delivery_id first, deliveries then 1) for the stored breakdowns."""
+    column = LINK_DIMENSIONS[by]
+    delivery = "e.delivery_id, " if per_delivery else ""
+    return f"""
+SELECT {delivery}e.{column} AS {by}, count(*) AS clicks, count(DISTINCT e.recipient_key) AS clickers,
+    count(DISTINCT e.delivery_key) AS deliveries
+FROM events e
+WHERE {event_where} AND e.type = 'click'
+GROUP BY {delivery}e.{column}
+"""
+
+
+def domain_figures_sql(recipient_where: str, event_where: str, per_delivery: bool = False) -> str:
+    """Per recipient email domain (column `domain`; per delivery, column delivery_id first, for
+    the stored breakdowns): sent and delivered among the recipients `r` in `recipient_where`,
+    opens_unique and clicks_unique among the events `e` in `event_where` (every event is of a
+    manifest recipient), each recipient reduced to two flags first. Bound parameters: those of
+    recipient_where, then event_where."""
+    opening = ", ".join(f"'{t}'" for t in OPENING_TYPES)
+    rd = "r.delivery_id, " if per_delivery else ""
+    ed = "e.delivery_id, " if per_delivery else ""
+    fd = "f.delivery_id, " if per_delivery else ""
+    on = "a.delivery_id = t.delivery_id AND " if per_delivery else ""
+    return f"""
+SELECT {fd.replace("f.", "t.")}t.domain, t.sent, t.delivered,
+    coalesce(a.opens_unique, 0) AS opens_unique, coalesce(a.clicks_unique, 0) AS clicks_unique
+FROM (
+    SELECT {rd}{email_domain_sql("r.email")} AS domain, count(*) AS sent,
+        count(*) FILTER (WHERE r.status = 'sent') AS delivered
+    FROM recipients r
+    WHERE {recipient_where}
+    GROUP BY ALL
+) t
+LEFT JOIN (
+    SELECT {fd}f.email_domain, count(*) FILTER (WHERE f.opened = 1) AS opens_unique,
+        count(*) FILTER (WHERE f.clicked = 1) AS clicks_unique
+    FROM (
+        SELECT {ed}e.email_domain, e.recipient_key,
+            max(CASE WHEN e.type IN ({opening}) THEN 1 ELSE 0 END) AS opened,
+            max(CASE WHEN e.type = 'click' THEN 1 ELSE 0 END) AS clicked
+        FROM events e
+        WHERE {event_where}
+        GROUP BY {ed}e.email_domain, e.recipient_key
+    ) f
+    GROUP BY {fd}f.email_domain
+) a ON {on}a.email_domain IS NOT DISTINCT FROM t.domain
+"""
+
+
 # Distinct recipients are counted on `recipient_key`, an integer per (delivery, recipient),
 # unique across deliveries, and deliveries on `delivery_key`: integers hash and compare far
 # faster than the text ids, and a key unique across deliveries needs no per-delivery grouping.
@@ -349,8 +435,9 @@ def is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 # What refresh_derived() maintains: the resolved hits, the all-time aggregates per delivery,
-# the delivery numbering (never renumbered) and the state they were computed from (hit count,
-# each delivery's manifest version).
+# the delivery numbering (never renumbered), the all-time breakdowns per delivery (by agent and
+# link dimension: `dimension`, `value`; by email domain), the parsed user agents, and the state
+# they were computed from (hit count, ua-parser version, each delivery's manifest version).
 DERIVED_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS hit_facts AS SELECT * FROM ({HIT_FACTS_SQL}) f LIMIT 0;
 CREATE TABLE IF NOT EXISTS delivery_keys (delivery_id VARCHAR NOT NULL, delivery_key INTEGER NOT NULL);
@@ -359,6 +446,15 @@ CREATE TABLE IF NOT EXISTS derived_state (hits BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS derived_manifests (
     delivery_id VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL
 );
+ALTER TABLE derived_state ADD COLUMN IF NOT EXISTS agents_version VARCHAR;
+CREATE TABLE IF NOT EXISTS user_agent_families (
+    user_agent VARCHAR NOT NULL, browser VARCHAR, os VARCHAR, device VARCHAR
+);
+CREATE TABLE IF NOT EXISTS delivery_breakdowns (
+    delivery_id VARCHAR NOT NULL, dimension VARCHAR NOT NULL, value VARCHAR,
+    opens BIGINT NOT NULL, clicks BIGINT NOT NULL, readers BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivery_domains AS SELECT * FROM ({domain_figures_sql("FALSE", "FALSE", True)}) d LIMIT 0;
 """
 
 DERIVED_TABLES = (
@@ -367,6 +463,9 @@ DERIVED_TABLES = (
     "derived_state",
     "derived_manifests",
     "delivery_keys",
+    "user_agent_families",
+    "delivery_breakdowns",
+    "delivery_domains",
 )
 
 _STALE_MANIFESTS = """
@@ -381,8 +480,8 @@ SELECT delivery_id FROM (
 
 
 def derived_is_current(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether `hit_facts` and `delivery_totals_stored` reflect every stored hit and manifest
-    (a few milliseconds: row counts and the small deliveries table)."""
+    """Whether the derived tables reflect every stored hit and manifest and this version of
+    ua-parser (a few milliseconds: row counts and the small deliveries table)."""
     tables = {
         r[0]
         for r in con.execute(
@@ -392,19 +491,22 @@ def derived_is_current(con: duckdb.DuckDBPyConnection) -> bool:
     }
     if not set(DERIVED_TABLES) <= tables:
         return False
-    if not set(FACTS_KEY_COLUMNS) <= _facts_columns(con):
+    if not set(FACTS_KEY_COLUMNS) <= _columns(con, "hit_facts"):
         return False
-    state = con.execute("SELECT hits FROM derived_state").fetchall()
+    if "agents_version" not in _columns(con, "derived_state"):
+        return False
+    state = con.execute("SELECT hits, agents_version FROM derived_state").fetchall()
     hits = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
-    if len(state) != 1 or state[0][0] != hits:
+    if len(state) != 1 or state[0] != (hits, useragent.PARSER_VERSION):
         return False
     return not con.execute(f"SELECT 1 FROM ({_STALE_MANIFESTS}) s LIMIT 1").fetchall()
 
 
 def refresh_derived(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring `hit_facts` and `delivery_totals_stored` up to date, incrementally and idempotently:
-    hits not yet resolved are added, a delivery whose manifest was stored or replaced since has
-    its hits resolved again, and the totals of every delivery touched are recomputed. One
+    """Bring the derived tables up to date, incrementally and idempotently: hits not yet
+    resolved are added, a delivery whose manifest was stored or replaced since has its hits
+    resolved again, and the totals and breakdowns of every delivery touched are recomputed
+    (the breakdowns of every delivery when they were never built or ua-parser changed). One
     transaction; a no-op when nothing changed. Needs a writable connection; call it after an
     ingest run has stored its hits and after manifests are stored.
     """
@@ -418,6 +520,8 @@ def refresh_derived(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET enable_progress_bar = false")
     con.execute("BEGIN TRANSACTION")
     try:
+        state = con.execute("SELECT agents_version FROM derived_state").fetchall()
+        agents_changed = [r[0] for r in state] != [useragent.PARSER_VERSION]
         con.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS {_STALE_MANIFESTS}")
         con.execute("DELETE FROM hit_facts WHERE delivery_id IN (SELECT delivery_id FROM _changed)")
         con.execute("""
@@ -446,7 +550,10 @@ UNION SELECT DISTINCT h.delivery_id FROM ({new_hits}) h""")
         )
         con.execute(f"INSERT INTO hit_facts SELECT * FROM ({facts}) f ORDER BY f.delivery_id, f.ts")
         con.execute("DELETE FROM derived_state")
-        con.execute("INSERT INTO derived_state SELECT count(*) FROM hits")
+        con.execute(
+            "INSERT INTO derived_state (hits, agents_version) SELECT count(*), ? FROM hits",
+            [useragent.PARSER_VERSION],
+        )
         con.execute("DELETE FROM derived_manifests")
         con.execute(
             "INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries"
@@ -456,23 +563,65 @@ UNION SELECT DISTINCT h.delivery_id FROM ({new_hits}) h""")
             "DELETE FROM delivery_totals_stored WHERE delivery_id IN (SELECT delivery_id FROM _touched)"
         )
         con.execute(f"INSERT INTO delivery_totals_stored {totals_sql(only_touched=True)}")
+        _refresh_breakdowns(con, every_delivery=agents_changed)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     finally:
         con.execute(
-            "DROP TABLE IF EXISTS _changed; DROP TABLE IF EXISTS _sources; DROP TABLE IF EXISTS _touched"
+            "DROP TABLE IF EXISTS _changed; DROP TABLE IF EXISTS _sources; DROP TABLE IF EXISTS _touched;"
+            " DROP TABLE IF EXISTS _rebreak"
         )
     ensure_views(con)
 
 
-def _facts_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
+def _refresh_breakdowns(con: duckdb.DuckDBPyConnection, every_delivery: bool) -> None:
+    """Recompute the stored breakdowns of the deliveries in _touched (of every delivery when
+    `every_delivery`, the parsed user agents then parsed again), with the definitions the
+    reports use at query time, over all-time events as in totals_sql()."""
+    if every_delivery:
+        con.execute("DELETE FROM user_agent_families")
+        con.execute("""
+CREATE OR REPLACE TEMP TABLE _rebreak AS
+SELECT delivery_id FROM deliveries UNION SELECT delivery_id FROM delivery_breakdowns
+UNION SELECT delivery_id FROM delivery_domains""")
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE _rebreak AS SELECT delivery_id FROM _touched")
+    scope = f"e.ts >= {EARLIEST} AND e.ts < {LATEST} AND e.delivery_id IN (SELECT delivery_id FROM _rebreak)"
+    # Only user agents never seen are parsed (in Python, once per distinct string).
+    unseen = con.execute(f"""
+SELECT DISTINCT e.user_agent FROM events e
+WHERE {scope} AND e.user_agent IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM user_agent_families u WHERE u.user_agent = e.user_agent)""").fetchall()
+    con.register("_new_agents", useragent.agents_table([r[0] for r in unseen]))
+    try:
+        con.execute("INSERT INTO user_agent_families SELECT * FROM _new_agents")
+    finally:
+        con.unregister("_new_agents")
+    for table in ("delivery_breakdowns", "delivery_domains"):
+        con.execute(f"DELETE FROM {table} WHERE delivery_id IN (SELECT delivery_id FROM _rebreak)")
+    for by in AGENT_DIMENSIONS:
+        con.execute(f"""
+INSERT INTO delivery_breakdowns
+SELECT b.delivery_id, '{by}', b.{by}, b.opens, b.clicks, b.readers
+FROM ({agent_breakdown_sql(by, scope, "user_agent_families", per_delivery=True)}) b""")
+    for by in LINK_DIMENSIONS:
+        con.execute(f"""
+INSERT INTO delivery_breakdowns
+SELECT b.delivery_id, '{by}', b.{by}, 0, b.clicks, b.clickers
+FROM ({link_clicks_sql(by, scope, per_delivery=True)}) b""")
+    recipients = "r.delivery_id IN (SELECT delivery_id FROM _rebreak)"
+    con.execute(f"INSERT INTO delivery_domains {domain_figures_sql(recipients, scope, per_delivery=True)}")
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {
         r[0]
         for r in con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database()"
-            " AND schema_name = 'main' AND table_name = 'hit_facts'"
+            " AND schema_name = 'main' AND table_name = ?",
+            [table],
         ).fetchall()
     }
 
@@ -481,7 +630,7 @@ def _drop_outdated_facts(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the derived tables when `hit_facts` predates a column of hit_facts_sql() (a
     database of an earlier version), so that refresh_derived() rebuilds them from the hits:
     a full rebuild, as long as a first build (some 30 s on 10 million hits)."""
-    columns = _facts_columns(con)
+    columns = _columns(con, "hit_facts")
     if columns and not set(FACTS_KEY_COLUMNS) <= columns:
         con.execute("DROP TABLE IF EXISTS hit_facts; DROP TABLE IF EXISTS delivery_totals_stored")
         con.execute("DROP TABLE IF EXISTS derived_state; DROP TABLE IF EXISTS derived_manifests")

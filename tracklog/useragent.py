@@ -8,8 +8,10 @@ parsed OS and device family, because ua-parser has no such field.
 from __future__ import annotations
 
 import functools
+from importlib import metadata
 from typing import NamedTuple
 
+import pyarrow as pa
 import ua_parser
 
 UNKNOWN = "Other"
@@ -18,6 +20,20 @@ _DESKTOP_OS = frozenset(
     {"Windows", "Mac OS X", "macOS", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian", "FreeBSD", "OpenBSD"}
 )
 _TABLET_DEVICES = ("iPad", "Kindle", "Tablet", "Tab")
+
+
+def _parser_version() -> str:
+    versions = []
+    for package in ("ua-parser", "ua-parser-builtins"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} none")
+    return ", ".join(versions)
+
+
+# Stored with the parsed user agents (metrics.refresh_derived): another version parses again.
+PARSER_VERSION = _parser_version()
 
 
 class Agent(NamedTuple):
@@ -49,3 +65,16 @@ def device_type(os_family: str, device_family: str, user_agent: str) -> str:
     if os_family in _DESKTOP_OS:
         return "desktop"
     return "other"
+
+
+def agents_table(agents: list[str]) -> pa.Table:
+    """Columns user_agent, browser, os, device: the given user agents parsed."""
+    parsed = [parse_agent(a) for a in agents]
+    return pa.table(
+        {
+            "user_agent": pa.array(agents, pa.string()),
+            "browser": pa.array([p.browser for p in parsed], pa.string()),
+            "os": pa.array([p.os for p in parsed], pa.string()),
+            "device": pa.array([p.device for p in parsed], pa.string()),
+        }
+    )

@@ -82,6 +82,11 @@ def prepare(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def stored_breakdowns(con: duckdb.DuckDBPyConnection, window: Window) -> bool:
+    """Whether a report reads the breakdowns refresh_derived() stores: they are all-time."""
+    return window.since is None and window.until is None and metrics.derived_is_current(con)
+
+
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
     return con.sql(sql, params=params or []).to_arrow_table()
 

@@ -11,8 +11,16 @@ import pyarrow as pa
 
 from tracklog import metrics
 from tracklog.errors import UsageError
-from tracklog.reports.common import ALL_TIME, Window, limit_clause, prepare, query, require_delivery
-from tracklog.useragent import UNKNOWN, parse_agent
+from tracklog.reports.common import (
+    ALL_TIME,
+    Window,
+    limit_clause,
+    prepare,
+    query,
+    require_delivery,
+    stored_breakdowns,
+)
+from tracklog.useragent import agents_table
 
 BUCKETS = {"1h": 60, "3h": 180, "1d": 1440}  # bucket -> minutes
 BREAKDOWNS = ("browser", "os", "device", "domain")
@@ -128,25 +136,22 @@ def breakdown(
     if by == "domain":
         return _by_domain(con, delivery_id, window, limit)
     where, params = _scope(con, delivery_id, window)
+    if stored_breakdowns(con, window):
+        # All time: the per-delivery breakdowns refresh_derived() stored, summed (exact: a
+        # reader is one delivery's recipient).
+        inner = f"""
+SELECT b.value AS {by}, CAST(sum(b.opens) AS BIGINT) AS opens, CAST(sum(b.clicks) AS BIGINT) AS clicks,
+    CAST(sum(b.readers) AS BIGINT) AS readers
+FROM delivery_breakdowns b
+WHERE b.dimension = '{by}'{"" if delivery_id is None else " AND b.delivery_id = ?"}
+GROUP BY b.value
+"""
+        params = [] if delivery_id is None else [delivery_id]
+        sql = metrics.with_shares_sql(inner, [by, "opens", "clicks", "readers"], "opens", by)
+        return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
     con.register(_UA_VIEW, _parsed_agents(con, where, params))
     try:
-        # readers: distinct (delivery, recipient) pairs, which recipient_key identifies (metrics.py).
-        # Grouped per reader first, then counted: faster than mixing count(DISTINCT ...) with
-        # other aggregates, which DuckDB plans as two passes over the events.
-        inner = f"""
-SELECT p.{by}, CAST(sum(p.opens) AS BIGINT) AS opens, CAST(sum(p.clicks) AS BIGINT) AS clicks,
-    count(*) AS readers
-FROM (
-    SELECT coalesce(u.{by}, '{"other" if by == "device" else UNKNOWN}') AS {by}, e.recipient_key,
-        count(*) FILTER (WHERE e.type = 'open') AS opens,
-        count(*) FILTER (WHERE e.type = 'click') AS clicks
-    FROM events e
-    LEFT JOIN {_UA_VIEW} u ON u.user_agent = e.user_agent
-    WHERE {where} AND e.type IN ('open', 'click')
-    GROUP BY ALL
-) p
-GROUP BY p.{by}
-"""
+        inner = metrics.agent_breakdown_sql(by, where, _UA_VIEW)
         sql = metrics.with_shares_sql(inner, [by, "opens", "clicks", "readers"], "opens", by)
         return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
     finally:
@@ -155,21 +160,10 @@ GROUP BY p.{by}
 
 def _parsed_agents(con: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> pa.Table:
     """The distinct user agents in scope with their parsed browser, os and device type."""
-    agents = [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT e.user_agent FROM events e WHERE {where} AND e.user_agent IS NOT NULL", params
-        ).fetchall()
-    ]
-    parsed = [parse_agent(a) for a in agents]
-    return pa.table(
-        {
-            "user_agent": pa.array(agents, pa.string()),
-            "browser": pa.array([p.browser for p in parsed], pa.string()),
-            "os": pa.array([p.os for p in parsed], pa.string()),
-            "device": pa.array([p.device for p in parsed], pa.string()),
-        }
-    )
+    agents = con.execute(
+        f"SELECT DISTINCT e.user_agent FROM events e WHERE {where} AND e.user_agent IS NOT NULL", params
+    ).fetchall()
+    return agents_table([r[0] for r in agents])
 
 
 def _by_domain(
@@ -177,35 +171,25 @@ def _by_domain(
 ) -> pa.Table:
     where, params = _scope(con, delivery_id, window)
     rwhere = "TRUE" if delivery_id is None else "r.delivery_id = ?"
-    opening = ", ".join(f"'{t}'" for t in metrics.OPENING_TYPES)
-    # Per domain: the manifest's recipients, and those among them with counted events (every
-    # event is of a manifest recipient), each recipient reduced to two flags first.
+    rparams: list[object] = [] if delivery_id is None else [delivery_id]
+    if stored_breakdowns(con, window):
+        # All time: the per-delivery figures refresh_derived() stored, summed.
+        dwhere = "" if delivery_id is None else " WHERE d.delivery_id = ?"
+        figures = f"""
+SELECT d.domain, CAST(sum(d.sent) AS BIGINT) AS sent, CAST(sum(d.delivered) AS BIGINT) AS delivered,
+    CAST(sum(d.opens_unique) AS BIGINT) AS opens_unique, CAST(sum(d.clicks_unique) AS BIGINT) AS clicks_unique
+FROM delivery_domains d{dwhere}
+GROUP BY d.domain
+"""
+        params = rparams
+    else:
+        figures = metrics.domain_figures_sql(rwhere, where)
+        params = rparams + params
     sql = f"""
-SELECT t.domain, t.sent, t.delivered,
-    coalesce(a.opens_unique, 0) AS opens_unique, coalesce(a.clicks_unique, 0) AS clicks_unique,
-    {metrics.pct_sql("coalesce(a.opens_unique, 0)", "t.delivered")} AS open_rate,
-    {metrics.pct_sql("coalesce(a.clicks_unique, 0)", "t.delivered")} AS click_rate
-FROM (
-    SELECT {metrics.email_domain_sql("r.email")} AS domain, count(*) AS sent,
-        count(*) FILTER (WHERE r.status = 'sent') AS delivered
-    FROM recipients r
-    WHERE {rwhere}
-    GROUP BY ALL
-) t
-LEFT JOIN (
-    SELECT f.email_domain, count(*) FILTER (WHERE f.opened = 1) AS opens_unique,
-        count(*) FILTER (WHERE f.clicked = 1) AS clicks_unique
-    FROM (
-        SELECT e.email_domain, e.recipient_key,
-            max(CASE WHEN e.type IN ({opening}) THEN 1 ELSE 0 END) AS opened,
-            max(CASE WHEN e.type = 'click' THEN 1 ELSE 0 END) AS clicked
-        FROM events e
-        WHERE {where}
-        GROUP BY e.email_domain, e.recipient_key
-    ) f
-    GROUP BY f.email_domain
-) a ON a.email_domain IS NOT DISTINCT FROM t.domain
+SELECT t.domain, t.sent, t.delivered, t.opens_unique, t.clicks_unique,
+    {metrics.pct_sql("t.opens_unique", "t.delivered")} AS open_rate,
+    {metrics.pct_sql("t.clicks_unique", "t.delivered")} AS click_rate
+FROM ({figures}) t
 ORDER BY t.delivered DESC, t.sent DESC, t.domain NULLS LAST
 """
-    rparams = [] if delivery_id is None else [delivery_id]
-    return query(con, sql + limit_clause(limit), rparams + params)
+    return query(con, sql + limit_clause(limit), params)

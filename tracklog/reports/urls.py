@@ -7,10 +7,17 @@ import pyarrow as pa
 
 from tracklog import metrics
 from tracklog.errors import UsageError
-from tracklog.reports.common import ALL_TIME, Window, limit_clause, prepare, query, require_delivery
+from tracklog.reports.common import (
+    ALL_TIME,
+    Window,
+    limit_clause,
+    prepare,
+    query,
+    require_delivery,
+    stored_breakdowns,
+)
 
-# --by value -> the events column it groups on
-GROUPINGS = {"url": "link_url", "label": "link_label", "category": "link_category"}
+GROUPINGS = metrics.LINK_DIMENSIONS
 
 
 def urls(
@@ -25,19 +32,24 @@ def urls(
         raise UsageError(f"--by must be one of {', '.join(GROUPINGS)} (got {by!r})")
     prepare(con)
     params: list[object] = [*window.params()]
-    where = "e.type = 'click' AND e.ts >= ? AND e.ts < ?"
+    where = "e.ts >= ? AND e.ts < ?"
     if delivery_id is not None:
         require_delivery(con, delivery_id)
         where += " AND e.delivery_id = ?"
         params.append(delivery_id)
-    # recipient_key identifies a (delivery, recipient) pair across deliveries (metrics.py).
-    inner = f"""
-SELECT e.{GROUPINGS[by]} AS {by}, count(*) AS clicks, count(DISTINCT e.recipient_key) AS clickers,
-    count(DISTINCT e.delivery_key) AS deliveries
-FROM events e
-WHERE {where}
-GROUP BY e.{GROUPINGS[by]}
+    if stored_breakdowns(con, window):
+        # All time: the per-delivery clicks refresh_derived() stored, summed (exact: a clicker is
+        # one delivery's recipient, and each stored row is one delivery with clicks).
+        inner = f"""
+SELECT b.value AS {by}, CAST(sum(b.clicks) AS BIGINT) AS clicks, CAST(sum(b.readers) AS BIGINT) AS clickers,
+    count(*) AS deliveries
+FROM delivery_breakdowns b
+WHERE b.dimension = '{by}'{"" if delivery_id is None else " AND b.delivery_id = ?"}
+GROUP BY b.value
 """
+        params = [] if delivery_id is None else [delivery_id]
+    else:
+        inner = metrics.link_clicks_sql(by, where)
     columns = [by, "clicks", "clickers", "deliveries"]
     sql = metrics.with_shares_sql(inner, columns, "clicks", f"{by} NULLS LAST")
     sql += f" ORDER BY clicks DESC, {by} NULLS LAST"
