@@ -387,3 +387,24 @@ def test_usage_errors(db: Path) -> None:
     assert res.exit_code == 2 and "nothing to ingest" in res.stderr
     res = run(db, "ingest", "--log-format", "nosuchformat", "x.log")
     assert res.exit_code == 2 and "nosuchformat" in res.stderr
+
+
+def test_failed_cache_refresh_is_a_warning_not_a_lost_run(tmp_path: Path, db: Path) -> None:
+    """The hits of a run are committed before the report caches are refreshed: if the refresh
+    fails (here the cache table was replaced by hand), the run keeps its hits and says so."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    write(first, tracking_lines(50, seed=13))
+    write(second, tracking_lines(50, seed=14, delivery="NL-2"))
+    assert run(db, "ingest", str(first)).exit_code == 0
+    con = duckdb.connect(str(db))
+    con.execute("DROP TABLE hit_facts")
+    con.execute("CREATE VIEW hit_facts AS SELECT 1 AS x")
+    con.close()
+    res = run(db, "ingest", str(second))
+    assert res.exit_code == 0
+    assert res.stderr.startswith("Warning: could not refresh the report caches")
+    exp = expected_counts(second.read_text().splitlines(keepends=True))
+    assert dict(q(db, "SELECT kind, count(*) FROM hits WHERE delivery_id = 'NL-2' GROUP BY kind")) == {
+        "open": exp["open"],
+        "click": exp["click"],
+    }

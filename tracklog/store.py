@@ -191,7 +191,9 @@ def _connect_retrying(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPy
 
 
 @contextmanager
-def open_writer(db: Path, wait: float = 10.0, threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_writer(
+    db: Path, wait: float = 10.0, threads: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """The single writer: holds `<db>.lock` for as long as the connection is open."""
     if db.parent and not db.parent.exists():
         raise DataError(f"database {db}: folder {db.parent} does not exist")

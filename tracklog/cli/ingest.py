@@ -43,7 +43,9 @@ from tracklog.status import status_tables
     type=click.FloatRange(0, 1),
     help="Roll a new file back when more than this share of its first 1000 lines do not parse [0.5].",
 )
-@click.option("--wait", type=click.FloatRange(0), metavar="SECONDS", help="Wait this long for another ingest [10].")
+@click.option(
+    "--wait", type=click.FloatRange(0), metavar="SECONDS", help="Wait this long for another ingest [10]."
+)
 @click.option(
     "--format",
     "fmt",
@@ -72,12 +74,16 @@ def ingest(
     if wait is not None:
         config.wait = wait
     if not inputs and not manifests:
-        raise click.UsageError("nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE")
+        raise click.UsageError(
+            "nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE"
+        )
     show_progress = not app.quiet and app.err.is_terminal and sys.stdout.isatty()
     with _progress_bar(app, show_progress) as progress:
         report = run_ingest(config, list(inputs), list(manifests), log_format=log_format, progress=progress)
     for line in report.errors:
         click.echo(f"Error: {line}", err=True)
+    for line in report.warnings:
+        click.echo(f"Warning: {line}", err=True)
     if not app.quiet and (fmt is not None or sys.stdout.isatty()):
         if report.files:
             render(report.summary_table(), fmt or "table", title="Ingest summary")
@@ -144,7 +150,9 @@ def status(app: App, fmt: str) -> None:
     """What has been ingested: files, counts, quarantine by reason, orphans, last run."""
     sections = status_tables(app.db, app.config.wait)
     if fmt == "json":
-        data = {name: [{k: json_value(v) for k, v in r.items()} for r in t.to_pylist()] for name, t in sections}
+        data = {
+            name: [{k: json_value(v) for k, v in r.items()} for r in t.to_pylist()] for name, t in sections
+        }
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     for name, table in sections:

@@ -33,6 +33,7 @@ class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     manifests: list[ManifestLine] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one line each, in the order they happened
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -111,7 +112,13 @@ def run_ingest(
                     report.errors.append(result.error)
         report.seconds = time.monotonic() - started
         # resolve the new hits against the manifests once, here, so reports need not per query
-        metrics.refresh_derived(con)
+        try:
+            metrics.refresh_derived(con)
+        except duckdb.Error as exc:  # the hits are committed; reports fall back to query time
+            report.warnings.append(
+                f"could not refresh the report caches ({str(exc).splitlines()[0]}); reports compute "
+                "from the hits (slower, same figures) until the next ingest refreshes them"
+            )
         _finish_run(con, run_id, report)
     return report
 
