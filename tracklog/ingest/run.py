@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import duckdb
@@ -47,8 +48,8 @@ class IngestReport:
     def summary_table(self) -> pa.Table:
         """One row per input plus a total row: the end-of-run summary."""
         rows = [_row(f.name, f.status, [f]) for f in self.files]
-        ok = [f for f in self.files if f.status == "ok"]
-        rows.append(_row("total", f"{len(ok)} of {len(self.files)} read", self.files))
+        by_status = Counter(f.status for f in self.files)
+        rows.append(_row("total", ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())), self.files))
         lines_per_s = self.lines / self.seconds if self.seconds > 0 else 0.0
         rows[-1]["lines_per_s"] = int(lines_per_s)
         for r in rows[:-1]:
