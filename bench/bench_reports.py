@@ -23,7 +23,7 @@ from rich.table import Table
 
 from tracklog import metrics
 from tracklog.reports import common, delivery, hot_clicks, recipient, stats, streams, urls
-from tracklog.store import open_writer
+from tracklog.store import HIT_COLUMNS, open_writer
 
 DELIVERIES = 10
 RECIPIENTS_PER_DELIVERY = 200_000
@@ -66,12 +66,12 @@ FROM range({DELIVERIES}) a(d), range({RECIPIENTS_PER_DELIVERY}) b(r)""")
         )
         agents = ", ".join("'" + ua.replace("'", "''") + "'" for ua in USER_AGENTS)
         con.execute(f"""
-INSERT INTO hits
+INSERT INTO hits ({", ".join(HIT_COLUMNS)})
 SELECT 1, i + 1, i * 200,
     TIMESTAMP '2026-01-05 09:00:00' + INTERVAL (7 * d) DAY
         + INTERVAL (CAST(pow(hash(i, 3) % 1000 / 1000.0, 3) * 259200 AS BIGINT)) SECOND,
     '198.51.' || (r % 250) || '.' || (r % 200), CASE WHEN kind = 'unsubscribe' AND hash(i, 4) % 2 = 0 THEN 'POST' ELSE 'GET' END,
-    '/' || kind[1] || '/' || {ids} || '/r' || lpad(CAST(r AS VARCHAR), 7, '0'), 's=x',
+    's=x',
     CASE WHEN hash(i, 5) % 100 = 0 THEN 404 ELSE 200 END, 43, NULL,
     [{agents}][1 + CAST((r + hash(i, 6) % 2) % {len(USER_AGENTS)} AS INTEGER)],
     CASE WHEN r % 2 = 0 THEN 'uid' || r END, NULL, kind, {ids},

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from tracklog.signing import sign_path
-from tracklog.store import open_writer
+from tracklog.store import HIT_COLUMNS, open_writer
 
 SECRET = b"test-secret"
 # combined + the userid cookie, as a user would configure nginx for persons_clicked
@@ -241,7 +241,6 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: list[Hit]) -> None:
             h.ts,
             h.ip,
             h.method,
-            h.path,
             h.query,
             h.status,
             43,
@@ -257,7 +256,8 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: list[Hit]) -> None:
         ]
         for i, h in enumerate(hits, start=1)
     ]
-    con.executemany("INSERT INTO hits VALUES (" + ", ".join(["?"] * 19) + ")", rows)
+    columns = ", ".join(HIT_COLUMNS)
+    con.executemany(f"INSERT INTO hits ({columns}) VALUES ({', '.join(['?'] * len(HIT_COLUMNS))})", rows)
 
 
 def build_db(path: Path, data: DataSet, *, manifests: bool = True, hits: bool = True) -> Path:

@@ -408,3 +408,38 @@ def test_failed_cache_refresh_is_a_warning_not_a_lost_run(tmp_path: Path, db: Pa
         "open": exp["open"],
         "click": exp["click"],
     }
+
+
+def test_schema_1_database_is_migrated_with_path_computed(tmp_path: Path, db: Path) -> None:
+    """A database of schema 1 stored `path`; opening it for writing rebuilds `hits` with the
+    path computed from kind and ids, keeping every row, and ingest goes on from there."""
+    log = tmp_path / "access.log"
+    lines = [
+        line("/o/NL-1/r1.gif"),
+        line("/c/NL-1/hero/r2"),
+        line("/u/NL-1/r3", method="POST"),
+        line("/m/NL-1/r4"),
+    ]
+    write(log, lines[:2])
+    assert run(db, "ingest", str(log)).exit_code == 0
+    # Turn it into what schema 1 wrote: the same rows with a stored path column.
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE hits_v1 AS SELECT * FROM hits")
+    con.execute("DROP TABLE hits")
+    con.execute("ALTER TABLE hits_v1 RENAME TO hits")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    [(ddl,)] = con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'hits'").fetchall()
+    assert "GENERATED" not in ddl
+    con.close()
+
+    write(log, lines[2:], mode="a")
+    assert run(db, "ingest", str(log)).exit_code == 0
+    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert q(db, "SELECT line_no, path, kind FROM hits ORDER BY line_no") == [
+        (1, "/o/NL-1/r1.gif", "open"),
+        (2, "/c/NL-1/hero/r2", "click"),
+        (3, "/u/NL-1/r3", "unsubscribe"),
+        (4, "/m/NL-1/r4", "mirror"),
+    ]
+    [(ddl,)] = q(db, "SELECT sql FROM duckdb_tables() WHERE table_name = 'hits'")
+    assert "path VARCHAR GENERATED ALWAYS AS" in ddl

@@ -401,8 +401,8 @@ def test_missing_manifest_file(tmp_path: Path) -> None:
 
 def test_reingest_is_idempotent_and_leaves_hits_alone(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
-        "INSERT INTO hits (source_id, line_no, byte_offset, ts, path, kind, delivery_id, recipient_id, sig_status)"
-        " VALUES (1, 1, 0, TIMESTAMP '2026-11-03 10:00:00', '/o/NL-2026-11/r000001.gif', 'open', 'NL-2026-11',"
+        "INSERT INTO hits (source_id, line_no, byte_offset, ts, kind, delivery_id, recipient_id, sig_status)"
+        " VALUES (1, 1, 0, TIMESTAMP '2026-11-03 10:00:00', 'open', 'NL-2026-11',"
         " 'r000001', 'valid')"
     )
     path = write(tmp_path, manifest_doc())

@@ -19,11 +19,67 @@ import duckdb
 
 from tracklog import metrics
 from tracklog.errors import DataError, LockBusyError
+from tracklog.ingest.routes import PATH_SQL
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hits.path became a virtual column (computed from the route and ids)
 WRITER_MEMORY_LIMIT = "512MB"
 
-SCHEMA = """
+# The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
+HIT_COLUMNS = (
+    "source_id",
+    "line_no",
+    "byte_offset",
+    "ts",
+    "ip",
+    "method",
+    "query",
+    "status",
+    "bytes",
+    "referer",
+    "user_agent",
+    "uid",
+    "extra",
+    "kind",
+    "delivery_id",
+    "link_id",
+    "recipient_id",
+    "sig_status",
+)
+
+
+def _hits_ddl(table: str) -> str:
+    return f"""
+-- every parsed line that hit a tracking route
+CREATE TABLE IF NOT EXISTS {table} (
+    source_id    INTEGER NOT NULL,
+    line_no      BIGINT NOT NULL,       -- 1-based line number in the decompressed source
+    byte_offset  BIGINT NOT NULL,       -- offset of the line's first byte in the decompressed source
+    ts           TIMESTAMP NOT NULL,    -- UTC
+    ip           VARCHAR,
+    method       VARCHAR,
+    -- The request path: computed from kind and ids, which the route match took from it
+    -- exactly, so nothing is lost and no ingest pays for storing it twice.
+    path         VARCHAR GENERATED ALWAYS AS ({PATH_SQL}) VIRTUAL,
+    query        VARCHAR USING COMPRESSION uncompressed,  -- without the '?'; NULL when absent.
+                                        -- Mostly the random ?s= signature: compressing it costs
+                                        -- a third of the insert time and saves almost nothing
+    status       SMALLINT,
+    bytes        BIGINT,
+    referer      VARCHAR,
+    user_agent   VARCHAR,
+    uid          VARCHAR,               -- nginx userid cookie ($uid_got, else $uid_set) when logged
+    extra        VARCHAR,               -- JSON object of the other log_format variables, NULL if none
+    kind         VARCHAR NOT NULL,      -- open | click | mirror | unsubscribe
+    delivery_id  VARCHAR NOT NULL,
+    link_id      VARCHAR,               -- clicks only
+    recipient_id VARCHAR NOT NULL,
+    sig_status   VARCHAR NOT NULL       -- the ?s= signature: valid | invalid | missing | unchecked
+);
+"""
+
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 
 -- one row per log stream, recognised by the fingerprint of its first bytes (decompressed)
@@ -43,31 +99,9 @@ CREATE TABLE IF NOT EXISTS sources (
     last_ingest  TIMESTAMP NOT NULL
 );
 
--- every parsed line that hit a tracking route
-CREATE TABLE IF NOT EXISTS hits (
-    source_id    INTEGER NOT NULL,
-    line_no      BIGINT NOT NULL,       -- 1-based line number in the decompressed source
-    byte_offset  BIGINT NOT NULL,       -- offset of the line's first byte in the decompressed source
-    ts           TIMESTAMP NOT NULL,    -- UTC
-    ip           VARCHAR,
-    method       VARCHAR,
-    path         VARCHAR NOT NULL,
-    query        VARCHAR USING COMPRESSION uncompressed,  -- without the '?'; NULL when absent.
-                                        -- Mostly the random ?s= signature: compressing it costs
-                                        -- a third of the insert time and saves almost nothing
-    status       SMALLINT,
-    bytes        BIGINT,
-    referer      VARCHAR,
-    user_agent   VARCHAR,
-    uid          VARCHAR,               -- nginx userid cookie ($uid_got, else $uid_set) when logged
-    extra        VARCHAR,               -- JSON object of the other log_format variables, NULL if none
-    kind         VARCHAR NOT NULL,      -- open | click | mirror | unsubscribe
-    delivery_id  VARCHAR NOT NULL,
-    link_id      VARCHAR,               -- clicks only
-    recipient_id VARCHAR NOT NULL,
-    sig_status   VARCHAR NOT NULL       -- the ?s= signature: valid | invalid | missing | unchecked
-);
-
+"""
+    + _hits_ddl("hits")
+    + """
 -- lines that did not parse
 CREATE TABLE IF NOT EXISTS quarantine (
     source_id    INTEGER NOT NULL,
@@ -120,6 +154,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     attributes   VARCHAR                -- JSON object of the other columns, NULL if none
 );
 """
+)
 
 
 def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple[Any, ...] | None:
@@ -141,6 +176,25 @@ def _apply_schema(con: duckdb.DuckDBPyConnection) -> None:
         raise DataError(
             f"database was written by a newer tracklog (schema {row[0]}, this one knows {SCHEMA_VERSION})"
         )
+    elif int(row[0]) < 2:
+        _migrate_path_column(con)
+
+
+def _migrate_path_column(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 1 -> 2: rebuild `hits` with `path` computed instead of stored (one transaction;
+    a rewrite of the table, once). The views are created again by the caller."""
+    columns = ", ".join(HIT_COLUMNS)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(_hits_ddl("hits_v2"))
+        con.execute(f"INSERT INTO hits_v2 ({columns}) SELECT {columns} FROM hits")
+        con.execute("DROP TABLE hits")
+        con.execute("ALTER TABLE hits_v2 RENAME TO hits")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def lock_path(db: Path) -> Path:

@@ -25,7 +25,7 @@ from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.routes import KINDS, routed_sql
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.signing import hmac_pads, sql_expected_sig
-from tracklog.store import fetch_one
+from tracklog.store import HIT_COLUMNS, fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
 BAD_RATIO_LINES = 1000  # the wrong-format check looks at this many first lines of a new stream
@@ -256,9 +256,8 @@ class Ingester:
         finally:
             self.con.unregister("tl_lines")
         self.con.execute(
-            """INSERT INTO hits SELECT ?, line_no, byte_offset, ts, ip, method, path, query, status, bytes,
-                   referer, user_agent, uid, extra, kind, delivery_id, link_id, recipient_id, sig_status
-               FROM tl_chunk WHERE kind IS NOT NULL""",
+            f"INSERT INTO hits ({', '.join(HIT_COLUMNS)}) SELECT ?, {', '.join(HIT_COLUMNS[1:])} "
+            "FROM tl_chunk WHERE kind IS NOT NULL",
             [source_id],
         )
         self._quarantine(source_id, buf, chunk_offset, raw)

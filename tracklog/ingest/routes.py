@@ -14,6 +14,14 @@ ID_RE = r"[A-Za-z0-9._~-]{1,128}"
 ROUTE_RE = rf"/(o/{ID_RE}/{ID_RE}\.gif|c/{ID_RE}/{ID_RE}/{ID_RE}|[mu]/{ID_RE}/{ID_RE})"
 KINDS = ("open", "click", "mirror", "unsubscribe")
 
+# The path of a hit from its kind and ids: the inverse of the route match (which takes each id
+# whole from a path of this exact shape), so `hits` computes it rather than storing it.
+PATH_SQL = (
+    "CASE kind WHEN 'open' THEN '/o/' || delivery_id || '/' || recipient_id || '.gif' "
+    "WHEN 'click' THEN '/c/' || delivery_id || '/' || link_id || '/' || recipient_id "
+    "ELSE '/' || left(kind, 1) || '/' || delivery_id || '/' || recipient_id END"
+)
+
 
 def routed_sql(parsed: str) -> str:
     """A SELECT over `parsed` (the format's columns) adding path, query, kind, ids and sig.
