@@ -443,3 +443,28 @@ def test_schema_1_database_is_migrated_with_path_computed(tmp_path: Path, db: Pa
     ]
     [(ddl,)] = q(db, "SELECT sql FROM duckdb_tables() WHERE table_name = 'hits'")
     assert "path VARCHAR GENERATED ALWAYS AS" in ddl
+
+
+def test_profile_prints_phases_to_stderr_only(tmp_path: Path, db: Path) -> None:
+    log = tmp_path / "access.log"
+    write(log, [line("/o/NL-1/r1.gif"), line("/c/NL-1/hero/r2")])
+    res, rows = ingest_json(db, "--profile", str(log))
+    assert res.exit_code == 0
+    assert rows[-1]["input"] == "total" and rows[-1]["lines"] == 2  # stdout: the summary, still JSON
+    phases = [
+        "open database",
+        "read (and gunzip)",
+        "split lines",
+        "parse, route, verify",
+        "insert hits",
+        "quarantine, counts",
+        "commit",
+        "refresh report caches",
+        "close database (checkpoint)",
+        "total",
+    ]
+    err = res.stderr
+    assert "Where the time went" in err
+    positions = [err.index(p) for p in phases]
+    assert positions == sorted(positions)
+    assert "Where the time went" not in run(db, "ingest", str(log)).stderr

@@ -20,6 +20,7 @@ from rich.progress import (
 from tracklog.cli import App, cli, pass_app
 from tracklog.errors import DataError
 from tracklog.ingest.run import run_ingest
+from tracklog.profiling import Phases
 from tracklog.render import FORMATS, json_value, render
 from tracklog.status import status_tables
 
@@ -52,6 +53,11 @@ from tracklog.status import status_tables
     type=click.Choice(FORMATS),
     help="Print the run summary in this format (default: a table, only on a terminal).",
 )
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Print where the time went (wall and CPU seconds per phase) to stderr at the end.",
+)
 @pass_app
 def ingest(
     app: App,
@@ -61,6 +67,7 @@ def ingest(
     max_bad_ratio: float | None,
     wait: float | None,
     fmt: str | None,
+    profile: bool,
 ) -> None:
     """Ingest nginx access logs and delivery manifests into the database.
 
@@ -78,8 +85,11 @@ def ingest(
             "nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE"
         )
     show_progress = not app.quiet and app.err.is_terminal and sys.stdout.isatty()
+    phases = Phases() if profile else None
     with _progress_bar(app, show_progress) as progress:
-        report = run_ingest(config, list(inputs), list(manifests), log_format=log_format, progress=progress)
+        report = run_ingest(
+            config, list(inputs), list(manifests), log_format=log_format, progress=progress, phases=phases
+        )
     for line in report.errors:
         click.echo(f"Error: {line}", err=True)
     for line in report.warnings:
@@ -90,6 +100,10 @@ def ingest(
         for m in report.manifests:
             if m.ok and (fmt or "table") == "table":
                 click.echo(f"manifest {m.message}")
+    if phases is not None:
+        render(
+            phases.table(), "table", out=sys.stderr, title="Where the time went (seconds)", console=app.err
+        )
     if report.failed:
         raise DataError(f"{len(report.errors)} input(s) could not be ingested (see above)")
 

@@ -24,6 +24,7 @@ from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.routes import KINDS, routed_sql
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
+from tracklog.profiling import NoPhases, Phases
 from tracklog.signing import hmac_pads, sql_expected_sig
 from tracklog.store import HIT_COLUMNS, fetch_one
 
@@ -88,8 +89,10 @@ class Ingester:
         verify_signatures: bool,
         max_bad_ratio: float,
         progress: Progress | None = None,
+        phases: Phases | None = None,
     ) -> None:
         self.con = con
+        self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
         self.max_bad_ratio = max_bad_ratio
@@ -180,7 +183,13 @@ class Ingester:
         stored = not result.new_source  # does the sources row exist yet?
         if self.progress is not None:
             self.progress(result.name, 0, 0)
-        for chunk_offset, buf in stream.chunks(offset):
+        chunks = stream.chunks(offset)
+        while True:
+            with self.phases.phase("read (and gunzip)"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            chunk_offset, buf = chunk
             # One transaction per chunk: its rows and the new read position commit together,
             # so a crash loses at most the chunk in flight and memory stays bounded.
             self.con.execute("BEGIN TRANSACTION")
@@ -190,7 +199,8 @@ class Ingester:
             end = chunk_offset + len(buf)
             self._save_position(source_id, stream, result.name, end, counts, insert=not stored)
             _fault_point(result.lines + counts.lines)
-            self.con.execute("COMMIT")
+            with self.phases.phase("commit"):
+                self.con.execute("COMMIT")
             stored = True
             result.add(counts)
             result.bytes = end - offset
@@ -249,17 +259,27 @@ class Ingester:
 
     # -- one chunk ---------------------------------------------------------------------
     def _ingest_chunk(self, source_id: int, chunk_offset: int, line_base: int, buf: bytes) -> Counts:
-        lines, raw = split_lines(buf, chunk_offset, line_base)
+        with self.phases.phase("split lines"):
+            lines, raw = split_lines(buf, chunk_offset, line_base)
         self.con.register("tl_lines", lines)
         try:
-            self.con.execute(self._chunk_sql, self._params if self.verify else None)
+            with self.phases.phase("parse, route, verify"):
+                self.con.execute(self._chunk_sql, self._params if self.verify else None)
         finally:
             self.con.unregister("tl_lines")
+        with self.phases.phase("insert hits"):
+            self._insert_hits(source_id)
+        with self.phases.phase("quarantine, counts"):
+            return self._quarantine_and_count(source_id, buf, chunk_offset, raw)
+
+    def _insert_hits(self, source_id: int) -> None:
         self.con.execute(
             f"INSERT INTO hits ({', '.join(HIT_COLUMNS)}) SELECT ?, {', '.join(HIT_COLUMNS[1:])} "
             "FROM tl_chunk WHERE kind IS NOT NULL",
             [source_id],
         )
+
+    def _quarantine_and_count(self, source_id: int, buf: bytes, chunk_offset: int, raw: bool) -> Counts:
         self._quarantine(source_id, buf, chunk_offset, raw)
         row = fetch_one(
             self.con,

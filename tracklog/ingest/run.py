@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import duckdb
@@ -19,6 +20,7 @@ from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import resolve_format
 from tracklog.ingest.routes import KINDS
 from tracklog.ingest.sources import expand_inputs
+from tracklog.profiling import NoPhases, Phases
 from tracklog.store import fetch_one, open_writer
 
 
@@ -74,9 +76,12 @@ def run_ingest(
     *,
     log_format: str | None = None,
     progress: Progress | None = None,
+    phases: Phases | None = None,
 ) -> IngestReport:
-    """Ingest `manifests` then the log `inputs`; errors of one input never stop the others."""
+    """Ingest `manifests` then the log `inputs`; errors of one input never stop the others.
+    `phases`, when given, collects where the time went."""
     report = IngestReport()
+    phases = phases if phases is not None else NoPhases()
     fmt = resolve_format(log_format or config.log_format, config.log_formats)
     specs, errors = expand_inputs(inputs)
     report.errors.extend(errors)
@@ -86,17 +91,13 @@ def run_ingest(
             "in the config file (or verify_signatures = false if your tracked URLs carry no signature)"
         )
     started = time.monotonic()
-    with open_writer(config.db, config.wait) as con:
+    with ExitStack() as stack:
+        with phases.phase("open database"):
+            con = stack.enter_context(open_writer(config.db, config.wait))
         run_id = _start_run(con)
         if manifests:
-            from tracklog.manifest import expand_manifest_args, ingest_manifests
-
-            paths, missing = expand_manifest_args(manifests)
-            report.errors.extend(missing)
-            for outcome in ingest_manifests(con, paths):
-                report.manifests.append(ManifestLine(str(outcome.path), outcome.ok, outcome.message))
-                if not outcome.ok:
-                    report.errors.append(outcome.message)
+            with phases.phase("manifests"):
+                _ingest_manifests(con, manifests, report)
         if specs:
             ingester = Ingester(
                 con,
@@ -105,6 +106,7 @@ def run_ingest(
                 verify_signatures=config.verify_signatures,
                 max_bad_ratio=config.max_bad_ratio,
                 progress=progress,
+                phases=phases,
             )
             for spec in specs:
                 result = ingester.ingest(spec)
@@ -114,14 +116,29 @@ def run_ingest(
         report.seconds = time.monotonic() - started
         # resolve the new hits against the manifests once, here, so reports need not per query
         try:
-            metrics.refresh_derived(con)
+            with phases.phase("refresh report caches"):
+                metrics.refresh_derived(con)
         except duckdb.Error as exc:  # the hits are committed; reports fall back to query time
             report.warnings.append(
                 f"could not refresh the report caches ({str(exc).splitlines()[0]}); reports compute "
                 "from the hits (slower, same figures) until the next ingest refreshes them"
             )
         _finish_run(con, run_id, report)
+        closing = stack.pop_all()  # closed below, timed: the checkpoint happens there
+    with phases.phase("close database (checkpoint)"):
+        closing.close()
     return report
+
+
+def _ingest_manifests(con: duckdb.DuckDBPyConnection, manifests: list[str], report: IngestReport) -> None:
+    from tracklog.manifest import expand_manifest_args, ingest_manifests
+
+    paths, missing = expand_manifest_args(manifests)
+    report.errors.extend(missing)
+    for outcome in ingest_manifests(con, paths):
+        report.manifests.append(ManifestLine(str(outcome.path), outcome.ok, outcome.message))
+        if not outcome.ok:
+            report.errors.append(outcome.message)
 
 
 def _start_run(con: duckdb.DuckDBPyConnection) -> int:

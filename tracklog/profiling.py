@@ -1,0 +1,50 @@
+"""Where an ingest run spends its time: wall and CPU seconds per phase (`ingest --profile`).
+
+CPU time is the whole process's (every DuckDB and Arrow thread), so on a busy machine it is the
+steadier figure, and CPU/wall shows how well a phase uses the cores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+
+@dataclass
+class Phases:
+    """Accumulated (wall, cpu) seconds per phase name, in first-seen order."""
+
+    seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            w, c = self.seconds.get(name, (0.0, 0.0))
+            self.seconds[name] = (w + time.perf_counter() - wall, c + time.process_time() - cpu)
+
+    def table(self) -> pa.Table:
+        names = list(self.seconds)
+        wall = [round(self.seconds[n][0], 3) for n in names]
+        cpu = [round(self.seconds[n][1], 3) for n in names]
+        return pa.table(
+            {
+                "phase": [*names, "total"],
+                "wall_s": [*wall, round(sum(wall), 3)],
+                "cpu_s": [*cpu, round(sum(cpu), 3)],
+            }
+        )
+
+
+class NoPhases(Phases):
+    """The default: measuring nothing costs nothing."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        yield
