@@ -453,8 +453,7 @@ def test_profile_prints_phases_to_stderr_only(tmp_path: Path, db: Path) -> None:
     assert rows[-1]["input"] == "total" and rows[-1]["lines"] == 2  # stdout: the summary, still JSON
     phases = [
         "open database",
-        "read (and gunzip)",
-        "split lines",
+        "read, gunzip, split (waiting for)",
         "parse, route, verify",
         "insert hits",
         "quarantine, counts",

@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -22,6 +22,7 @@ import pyarrow.csv as pcsv
 
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.formats import LogFormat
+from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.routes import KINDS, routed_sql
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.profiling import NoPhases, Phases
@@ -183,32 +184,38 @@ class Ingester:
         stored = not result.new_source  # does the sources row exist yet?
         if self.progress is not None:
             self.progress(result.name, 0, 0)
-        chunks = stream.chunks(offset)
-        while True:
-            with self.phases.phase("read (and gunzip)"):
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            chunk_offset, buf = chunk
-            # One transaction per chunk: its rows and the new read position commit together,
-            # so a crash loses at most the chunk in flight and memory stays bounded.
-            self.con.execute("BEGIN TRANSACTION")
-            counts = self._ingest_chunk(source_id, chunk_offset, line_base + result.lines, buf)
-            if not stored:
-                self._check_format(line_base + 1, result.name)
-            end = chunk_offset + len(buf)
-            self._save_position(source_id, stream, result.name, end, counts, insert=not stored)
-            _fault_point(result.lines + counts.lines)
-            with self.phases.phase("commit"):
-                self.con.execute("COMMIT")
-            stored = True
-            result.add(counts)
-            result.bytes = end - offset
-            if self.progress is not None:
-                self.progress(result.name, stream.disk_position(), result.lines)
+        with ReadAhead(_split_chunks(stream, offset, line_base)) as chunks:
+            while True:
+                with self.phases.phase("read, gunzip, split (waiting for)"):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                self._ingest_one(stream, result, chunk, offset, line_base, stored)
+                stored = True
         if result.lines == 0:
             # nothing new, or no complete line yet (a new file is fingerprinted once it has one)
             result.status = "empty" if result.new_source else "unchanged"
+
+    def _ingest_one(
+        self, stream: LogStream, result: FileResult, chunk: Chunk, offset: int, line_base: int, stored: bool
+    ) -> None:
+        source_id = result.source_id
+        assert source_id is not None
+        # One transaction per chunk: its rows and the new read position commit together,
+        # so a crash loses at most the chunk in flight and memory stays bounded.
+        self.con.execute("BEGIN TRANSACTION")
+        counts = self._ingest_chunk(source_id, chunk)
+        if not stored:
+            self._check_format(line_base + 1, result.name)
+        end = chunk.offset + chunk.size
+        self._save_position(source_id, stream, result.name, end, counts, insert=not stored)
+        _fault_point(result.lines + counts.lines)
+        with self.phases.phase("commit"):
+            self.con.execute("COMMIT")
+        result.add(counts)
+        result.bytes = end - offset
+        if self.progress is not None:
+            self.progress(result.name, stream.disk_position(), result.lines)
 
     def _save_position(
         self, source_id: int, stream: LogStream, name: str, end: int, counts: Counts, *, insert: bool
@@ -258,10 +265,8 @@ class Ingester:
             )
 
     # -- one chunk ---------------------------------------------------------------------
-    def _ingest_chunk(self, source_id: int, chunk_offset: int, line_base: int, buf: bytes) -> Counts:
-        with self.phases.phase("split lines"):
-            lines, raw = split_lines(buf, chunk_offset, line_base)
-        self.con.register("tl_lines", lines)
+    def _ingest_chunk(self, source_id: int, chunk: Chunk) -> Counts:
+        self.con.register("tl_lines", chunk.lines)
         try:
             with self.phases.phase("parse, route, verify"):
                 self.con.execute(self._chunk_sql, self._params if self.verify else None)
@@ -270,7 +275,7 @@ class Ingester:
         with self.phases.phase("insert hits"):
             self._insert_hits(source_id)
         with self.phases.phase("quarantine, counts"):
-            return self._quarantine_and_count(source_id, buf, chunk_offset, raw)
+            return self._quarantine_and_count(source_id, chunk)
 
     def _insert_hits(self, source_id: int) -> None:
         self.con.execute(
@@ -279,8 +284,8 @@ class Ingester:
             [source_id],
         )
 
-    def _quarantine_and_count(self, source_id: int, buf: bytes, chunk_offset: int, raw: bool) -> Counts:
-        self._quarantine(source_id, buf, chunk_offset, raw)
+    def _quarantine_and_count(self, source_id: int, chunk: Chunk) -> Counts:
+        self._quarantine(source_id, chunk)
         row = fetch_one(
             self.con,
             "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL), "
@@ -296,8 +301,9 @@ class Ingester:
             hits={k: int(v) for k, v in zip(KINDS, row[3:], strict=True)},
         )
 
-    def _quarantine(self, source_id: int, buf: bytes, chunk_offset: int, sanitized: bool) -> None:
-        if not sanitized:
+    def _quarantine(self, source_id: int, chunk: Chunk) -> None:
+        buf = chunk.original
+        if buf is None:
             self.con.execute(
                 f"""INSERT INTO quarantine SELECT ?, line_no, byte_offset, reason,
                        encode(left(line, {RAW_MAX})) FROM tl_chunk WHERE reason IS NOT NULL""",
@@ -310,11 +316,31 @@ class Ingester:
         ).fetchall()
         rows = []
         for line_no, byte_offset, reason in bad:
-            start = byte_offset - chunk_offset
+            start = byte_offset - chunk.offset
             stop = buf.find(b"\n", start)
             rows.append((source_id, line_no, byte_offset, reason, buf[start : min(stop, start + RAW_MAX)]))
         if rows:
             self.con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Complete lines of a stream, split and numbered."""
+
+    offset: int  # of the first byte, in the decompressed stream
+    size: int  # bytes
+    lines: pa.Table  # split_lines()
+    original: bytes | None  # the bytes when some lines were repaired (quarantine keeps them raw)
+
+
+def _split_chunks(stream: LogStream, offset: int, line_base: int) -> Iterator[Chunk]:
+    """The stream's chunks from `offset`, split into numbered lines (run ahead, in a thread)."""
+    for chunk_offset, buf in stream.chunks(offset):
+        lines, repaired = split_lines(buf, chunk_offset, line_base)
+        line_base += lines.num_rows
+        chunk = Chunk(chunk_offset, len(buf), lines, buf if repaired else None)
+        del buf, lines  # held only by the chunk, which the consumer drops when done with it
+        yield chunk
 
 
 def _fault_point(lines_done: int) -> None:

@@ -187,12 +187,15 @@ class LogStream:
             if not data:
                 break
             buf = carry + data if carry else data
+            del data
             cut = buf.rfind(b"\n") + 1
             if cut == 0:
                 carry = buf  # a line longer than CHUNK: keep reading until it ends
                 continue
             carry = buf[cut:]
-            yield offset, buf[:cut]
+            lines = buf[:cut]  # no copy when the chunk ends at a newline (a whole-bytes slice)
+            del buf  # while suspended, hold only what was handed out
+            yield offset, lines
             offset += cut
         if carry and self.complete:
             yield offset, carry + b"\n"
