@@ -13,6 +13,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import json
 import random
 import sys
 import time
@@ -250,6 +251,40 @@ def lines(n: int, secret: bytes, seed: int) -> Iterator[str]:
             yield f'{ip}{stamp} "{method} {target[:30]}'
             continue
         yield f'{ip}{stamp} "{method} {target} HTTP/1.1" {status} {size} "-" "{ua}"'
+
+
+def write_manifests(folder: Path) -> list[Path]:
+    """One manifest per delivery of the log (JSON + recipients CSV): all RECIPIENTS of each
+    (about 1% failed), its links in message order, the last one the trap. Returns the JSON paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    domains = ("gmail.com", "yahoo.fr", "orange.fr", "outlook.com", "example.org")
+    paths = []
+    for d_id, links in DELIVERIES.items():
+        csv_name = f"{d_id.lower()}.recipients.csv"
+        with (folder / csv_name).open("w") as fh:
+            fh.write("recipient_id,email,status\n")
+            for i in range(1, RECIPIENTS + 1):
+                status = "failed" if i % 97 == 0 else "sent"
+                fh.write(f"r{i:06d},user{i}@{domains[i % len(domains)]},{status}\n")
+        doc = {
+            "delivery": d_id,
+            "label": d_id.replace("-", " ").title(),
+            "sent_at": START.isoformat().replace("+00:00", "Z"),
+            "links": [
+                {
+                    "id": link,
+                    "url": f"https://shop.example.com/{d_id.lower()}/{link}",
+                    "label": link,
+                    **({"category": "trap"} if link == "trap" else {}),
+                }
+                for link in links
+            ],
+            "recipients": csv_name,
+        }
+        path = folder / f"{d_id}.json"
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        paths.append(path)
+    return paths
 
 
 def write_log(path: Path, n: int, secret: bytes, seed: int = 1, compress: bool = False) -> int:

@@ -23,6 +23,7 @@ BENCH_SECRET = "bench-secret-not-for-production"
 @dataclass(frozen=True)
 class Run:
     wall_s: float
+    cpu_s: float  # user + system, every thread of the child
     peak_rss_mb: float
 
 
@@ -54,7 +55,7 @@ def run_tracklog(args: Sequence[str], cwd: Path) -> Run:
                 f"command failed with exit code {child.returncode}: {' '.join(cmd)}\n--- its stderr ---\n{stderr}"
             )
     rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss  # macOS counts bytes
-    return Run(wall_s=wall, peak_rss_mb=rss_kb / 1024)
+    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=rss_kb / 1024)
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -463,7 +463,7 @@ def test_profile_prints_phases_to_stderr_only(tmp_path: Path, db: Path) -> None:
         "total",
     ]
     err = res.stderr
-    assert "Where the time went" in err
+    assert "Where the time went" in err and "peak_rss_mb" in err
     positions = [err.index(p) for p in phases]
     assert positions == sorted(positions)
     assert "Where the time went" not in run(db, "ingest", str(log)).stderr

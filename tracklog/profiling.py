@@ -1,11 +1,15 @@
-"""Where an ingest run spends its time: wall and CPU seconds per phase (`ingest --profile`).
+"""Where an ingest run spends its time: wall and CPU seconds per phase (`ingest --profile`),
+and the process's peak memory when the phase last ended.
 
 CPU time is the whole process's (every DuckDB and Arrow thread), so on a busy machine it is the
-steadier figure, and CPU/wall shows how well a phase uses the cores.
+steadier figure, and CPU/wall shows how well a phase uses the cores. The peak RSS is a running
+maximum: the first phase where it jumps is the one that needed the memory.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +23,7 @@ class Phases:
     """Accumulated (wall, cpu) seconds per phase name, in first-seen order."""
 
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -28,6 +33,7 @@ class Phases:
         finally:
             w, c = self.seconds.get(name, (0.0, 0.0))
             self.seconds[name] = (w + time.perf_counter() - wall, c + time.process_time() - cpu)
+            self.peak_rss_mb[name] = _peak_rss_mb()
 
     def table(self) -> pa.Table:
         names = list(self.seconds)
@@ -38,6 +44,7 @@ class Phases:
                 "phase": [*names, "total"],
                 "wall_s": [*wall, round(sum(wall), 3)],
                 "cpu_s": [*cpu, round(sum(cpu), 3)],
+                "peak_rss_mb": [*(round(self.peak_rss_mb[n]) for n in names), round(_peak_rss_mb())],
             }
         )
 
@@ -48,3 +55,8 @@ class NoPhases(Phases):
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         yield
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
