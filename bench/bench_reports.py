@@ -85,7 +85,8 @@ FROM (
         CASE WHEN hash(i, 2) % 100 < 60 THEN 'open' WHEN hash(i, 2) % 100 < 95 THEN 'click'
              WHEN hash(i, 2) % 100 < 98 THEN 'mirror' ELSE 'unsubscribe' END AS kind
     FROM range({hits}) t(i)
-)""")
+)
+ORDER BY 4  -- by time, as a log appends them (refresh_derived keeps that order in hit_facts)""")
         con.execute("CHECKPOINT")
 
 
