@@ -2,8 +2,8 @@
 in DuckDB, and committed together with its new read position in one transaction.
 
 Python only moves bytes (read, decompress, cut at the last newline); splitting lines is
-pyarrow's multithreaded CSV reader, and parsing, routing and signature checks are one
-vectorized SQL statement per chunk.
+pyarrow's multithreaded CSV reader, both one chunk ahead in a thread (prefetch.ReadAhead);
+parsing, routing and signature checks are one vectorized SQL statement per chunk.
 """
 
 from __future__ import annotations
