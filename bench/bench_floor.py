@@ -34,7 +34,7 @@ from gen_log import DEFAULT_LINES
 from measure import BENCH_SECRET, print_table
 
 from tracklog.signing import hmac_pads, sql_expected_sig
-from tracklog.store import HIT_COLUMNS, _hits_ddl
+from tracklog.store import HIT_COLUMNS, hits_ddl
 
 
 def timed(
@@ -99,7 +99,7 @@ FROM parsed WHERE regexp_matches(target, '^/[ocmu]/')""")
             f"SELECT count(*) FILTER (WHERE {sql_expected_sig('path', '$ipad', '$opad')} = '') FROM hit_rows",
             {"ipad": ipad, "opad": opad},
         )
-        con.execute(_hits_ddl("hits"))
+        con.execute(hits_ddl("hits"))
         columns = ", ".join(HIT_COLUMNS)
         store = timed(con, f"INSERT INTO hits ({columns}) SELECT {columns} FROM hit_rows", runs=1)
         # For comparison, another storage: the same rows written as Parquet by Arrow.

@@ -50,7 +50,7 @@ HIT_COLUMNS = (
 )
 
 
-def _hits_ddl(table: str) -> str:
+def hits_ddl(table: str) -> str:
     return f"""
 -- every parsed line that hit a tracking route
 CREATE TABLE IF NOT EXISTS {table} (
@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS sources (
 );
 
 """
-    + _hits_ddl("hits")
+    + hits_ddl("hits")
     + """
 -- lines that did not parse
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -189,7 +189,7 @@ def _migrate_path_column(con: duckdb.DuckDBPyConnection) -> None:
     columns = ", ".join(HIT_COLUMNS)
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(_hits_ddl("hits_v2"))
+        con.execute(hits_ddl("hits_v2"))
         con.execute(f"INSERT INTO hits_v2 ({columns}) SELECT {columns} FROM hits")
         con.execute("DROP TABLE hits")
         con.execute("ALTER TABLE hits_v2 RENAME TO hits")
