@@ -33,8 +33,8 @@ from bench_ingest import log_files
 from gen_log import DEFAULT_LINES
 from measure import BENCH_SECRET, print_table
 
+from tracklog.schema import HIT_COLUMNS, hits_ddl
 from tracklog.signing import hmac_pads, sql_expected_sig
-from tracklog.store import HIT_COLUMNS, hits_ddl
 
 
 def timed(

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from tracklog import metrics
 from tracklog.reports import common, delivery, hot_clicks, recipient, stats, streams, urls
-from tracklog.store import HIT_COLUMNS, open_writer
+from tracklog.schema import HIT_COLUMNS
+from tracklog.store import open_writer
 
 DELIVERIES = 10
 RECIPIENTS_PER_DELIVERY = 200_000

@@ -19,8 +19,9 @@ from typing import Any
 import duckdb
 import pytest
 
+from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import sign_path
-from tracklog.store import HIT_COLUMNS, open_writer
+from tracklog.store import open_writer
 
 SECRET = b"test-secret"
 # combined + the userid cookie, as a user would configure nginx for persons_clicked

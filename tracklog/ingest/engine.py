@@ -26,8 +26,9 @@ from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.routes import KINDS, routed_sql
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.profiling import NoPhases, Phases
+from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import hmac_pads, sql_expected_sig
-from tracklog.store import HIT_COLUMNS, fetch_one
+from tracklog.store import fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
 BAD_RATIO_LINES = 1000  # the wrong-format check looks at this many first lines of a new stream
