@@ -12,7 +12,7 @@ from conftest import DataSet, Hit, Model, build_db, half_up_tenths, store_manife
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracklog import metrics
+from tracklog import derived, metrics
 from tracklog.reports.common import Window
 from tracklog.reports.delivery import delivery_indicators
 from tracklog.store import open_writer
@@ -50,7 +50,7 @@ def test_hand_checked_figures(reader: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_orphans_are_counted_per_delivery_id(reader: duckdb.DuckDBPyConnection, model: Model) -> None:
-    counts = {r["delivery_id"]: r for r in metrics.orphan_counts(reader).to_pylist()}
+    counts = {r["delivery_id"]: r for r in reader.sql("SELECT * FROM orphan_counts").to_arrow_table().to_pylist()}
     expected: dict[str, int] = {}
     for h in model.orphans():
         expected[h.delivery] = expected.get(h.delivery, 0) + 1
@@ -64,7 +64,7 @@ def test_hits_before_their_manifest_resolve_once_it_is_stored(
 ) -> None:
     db = build_db(tmp_path / "late.duckdb", dataset, manifests=False)
     with open_writer(db) as con:
-        metrics.ensure_views(con)
+        derived.sync(con)
         assert con.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
         accepted = [h for h in dataset.hits if model.accepted(h) and not model.is_trap(h)]
         orphan_total = con.execute("SELECT sum(orphan_hits) FROM orphan_counts").fetchall()[0][0]
@@ -73,23 +73,23 @@ def test_hits_before_their_manifest_resolve_once_it_is_stored(
             1 for h in dataset.hits if model.accepted(h) and model.is_trap(h)
         )
         store_manifests(con, dataset)
+        derived.sync(con)
         assert delivery_indicators(con, "NL1").to_pylist() == [model.indicators("NL1")]
 
 
-def test_views_are_persistent_on_a_writer_and_temporary_on_a_reader(tracking_db: Path) -> None:
+def test_views_are_persistent_and_readers_use_them(tracking_db: Path) -> None:
+    """The views are created once by the writer that brings the derived tables up to date;
+    a reader opens them as they are (no views are created per report)."""
     with open_writer(tracking_db) as con:
-        metrics.ensure_views(con)
+        derived.sync(con)
     con = duckdb.connect(str(tracking_db), read_only=True)
     try:
+        assert derived.is_current(con)
         persistent = {
             r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()
         }
-        assert set(metrics.VIEWS) <= persistent
-        metrics.ensure_views(con)
-        temporary = {
-            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()
-        }
-        assert set(metrics.VIEWS) <= temporary
+        assert set(metrics.views("hit_facts")) <= persistent
+        assert not con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()
     finally:
         con.close()
 
@@ -100,6 +100,7 @@ def test_unknown_status_counts_and_4xx_does_not(tmp_path: Path, dataset: DataSet
     db = build_db(tmp_path / "s.duckdb", DataSet(dataset.deliveries, hits))
     with open_writer(db) as con:
         con.execute("UPDATE hits SET status = NULL WHERE recipient_id = 'r1'")
+        derived.sync(con)
         row = delivery_indicators(con, "NL1").to_pylist()[0]
     assert (row["opens_total"], row["failed_hits"]) == (1, 1)
 

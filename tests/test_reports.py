@@ -14,7 +14,7 @@ from conftest import NL1_SENT, Model, pct
 from tracklog.errors import NotFoundError, UsageError
 from tracklog.reports import delivery, hot_clicks, recipient, stats, streams, urls
 from tracklog.reports.common import Window, make_window, parse_tz
-from tracklog.store import open_reader
+from tracklog.derived import open_reader
 from tracklog.useragent import parse_agent
 
 
@@ -192,7 +192,7 @@ def test_unknown_ids_raise_not_found(reader: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_empty_database_gives_empty_reports(empty_db: Path) -> None:
-    with open_reader(empty_db) as con:
+    with open_reader(empty_db, wait=10) as con:
         assert delivery.deliveries(con).num_rows == 0
         assert urls.urls(con).num_rows == 0
         assert stats.timeline(con).num_rows == 0

@@ -5,12 +5,16 @@ SCHEMA_VERSION. Pure DDL: no definitions of metrics live here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import duckdb
 
 from tracklog.errors import DataError
-from tracklog.ingest.routes import PATH_SQL
+from tracklog.routes import PATH_SQL
 
-SCHEMA_VERSION = 2  # 2: hits.path became a virtual column (computed from the route and ids)
+# 2: hits.path became a virtual column (computed from the route and ids)
+# 3: the derived tables of tracklog.derived, merged per commit (replacing the caches of schema 2)
+SCHEMA_VERSION = 3
 
 # The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
 HIT_COLUMNS = (
@@ -145,32 +149,163 @@ CREATE TABLE IF NOT EXISTS recipients (
 )
 
 
-def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(SCHEMA)
+# The derived tables: what tracklog.derived keeps of the hits, the manifests and the metric
+# definitions, merged at every commit of new hits (so the cost follows the new hits). All of
+# it can be rebuilt from the tables above; never exported.
+DERIVED_SCHEMA = """
+-- every stored hit resolved against the manifests (metrics.resolve_sql): the `events` view
+CREATE TABLE IF NOT EXISTS hit_facts (
+    source_id INTEGER NOT NULL, line_no BIGINT NOT NULL, ts TIMESTAMP NOT NULL,
+    type VARCHAR NOT NULL, verdict VARCHAR NOT NULL,
+    delivery_id VARCHAR NOT NULL, recipient_id VARCHAR NOT NULL, link_id VARCHAR,
+    ip VARCHAR, user_agent VARCHAR, uid VARCHAR,
+    delivery_known BOOLEAN NOT NULL, recipient_known BOOLEAN NOT NULL, link_known BOOLEAN NOT NULL,
+    delivery_label VARCHAR, sent_at TIMESTAMP, email VARCHAR, recipient_status VARCHAR,
+    link_label VARCHAR, link_url VARCHAR, link_category VARCHAR, link_position INTEGER,
+    resolution VARCHAR NOT NULL,            -- event | trap | delivery | recipient | link | rejected | failed | automated
+    delivery_key INTEGER, recipient_key BIGINT, email_domain VARCHAR
+);
+-- deliveries numbered once and for all (a key is never reused, so stored keys stay valid)
+CREATE TABLE IF NOT EXISTS delivery_keys (delivery_id VARCHAR NOT NULL, delivery_key INTEGER NOT NULL);
+-- each delivery's recipients numbered (metrics.recipient_keys_sql), renumbered with its manifest
+CREATE TABLE IF NOT EXISTS recipient_keys (
+    delivery_id VARCHAR NOT NULL, recipient_id VARCHAR NOT NULL, email VARCHAR, status VARCHAR NOT NULL,
+    recipient_key BIGINT NOT NULL
+);
+-- all-time figures per delivery id (metrics.delivery_totals_sql)
+CREATE TABLE IF NOT EXISTS delivery_totals (
+    delivery_id VARCHAR NOT NULL,
+    opens_total BIGINT NOT NULL, clicks_total BIGINT NOT NULL, mirror_views BIGINT NOT NULL,
+    optout_clicks BIGINT NOT NULL, opens_unique BIGINT NOT NULL, clicks_unique BIGINT NOT NULL,
+    unsubscribes BIGINT NOT NULL, persons_clicked BIGINT NOT NULL,
+    rejected_hits BIGINT NOT NULL, failed_hits BIGINT NOT NULL, machine_opens BIGINT NOT NULL,
+    bot_clicks BIGINT NOT NULL
+);
+-- all-time figures per delivery and dimension value (metrics.dimension_figures_sql)
+CREATE TABLE IF NOT EXISTS delivery_dimensions (
+    delivery_id VARCHAR NOT NULL, dimension VARCHAR NOT NULL, value VARCHAR,
+    opens BIGINT NOT NULL, clicks BIGINT NOT NULL, readers BIGINT NOT NULL
+);
+-- all-time figures per delivery and recipient email domain (metrics.domain_figures_sql)
+CREATE TABLE IF NOT EXISTS delivery_domains (
+    delivery_id VARCHAR NOT NULL, domain VARCHAR, sent BIGINT NOT NULL, delivered BIGINT NOT NULL,
+    opens_unique BIGINT NOT NULL, clicks_unique BIGINT NOT NULL
+);
+-- the sets behind the unique counts, so that new events merge instead of recounting:
+-- each reader with an event and its flags (metrics.READER_FLAGS) ...
+CREATE TABLE IF NOT EXISTS readers (
+    recipient_key BIGINT NOT NULL, delivery_id VARCHAR NOT NULL, email_domain VARCHAR,
+    opened BOOLEAN NOT NULL, clicked BOOLEAN NOT NULL, unsubscribed BOOLEAN NOT NULL
+);
+-- ... each (reader, dimension value) seen, the values numbered in dimension_values ...
+CREATE TABLE IF NOT EXISTS dimension_values (value_key INTEGER NOT NULL, dimension VARCHAR NOT NULL, value VARCHAR);
+CREATE TABLE IF NOT EXISTS reader_values (recipient_key BIGINT NOT NULL, value_key INTEGER NOT NULL);
+-- ... and each browser (metrics.BROWSER_COLUMNS) that clicked, per delivery
+CREATE TABLE IF NOT EXISTS click_browsers (delivery_id VARCHAR NOT NULL, uid VARCHAR, ip VARCHAR, user_agent VARCHAR);
+-- each distinct user agent of an event, parsed once (useragent.parse_agent)
+CREATE TABLE IF NOT EXISTS user_agent_families (user_agent VARCHAR NOT NULL, browser VARCHAR, os VARCHAR, device VARCHAR);
+-- what the derived tables were made from: hits merged, the ua-parser and definitions versions,
+-- and each delivery's manifest version
+CREATE TABLE IF NOT EXISTS derived_state (hits BIGINT NOT NULL, agents_version VARCHAR NOT NULL, definitions VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS derived_manifests (
+    delivery_id VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL
+);
+"""
+
+DERIVED_TABLES = (
+    "hit_facts",
+    "delivery_keys",
+    "recipient_keys",
+    "delivery_totals",
+    "delivery_dimensions",
+    "delivery_domains",
+    "readers",
+    "dimension_values",
+    "reader_values",
+    "click_browsers",
+    "user_agent_families",
+    "derived_state",
+    "derived_manifests",
+)
+# The caches of schema 2, which schema 3 replaces (the derived tables are then built anew).
+_SCHEMA_2_CACHES = (
+    "hit_facts",
+    "delivery_totals_stored",
+    "derived_state",
+    "derived_manifests",
+    "delivery_keys",
+    "user_agent_families",
+    "delivery_breakdowns",
+    "delivery_domains",
+)
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version of the database, None when it has none yet (new or not tracklog's)."""
+    tables = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'meta'"
+    ).fetchall()
+    if not tables[0][0]:
+        return None
     rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    row = rows[0] if rows else None
-    if row is None:
-        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
-    elif int(row[0]) > SCHEMA_VERSION:
+    return int(rows[0][0]) if rows else None
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables of a new database, or bring an older one up to SCHEMA_VERSION: each
+    step of the ladder runs in its own transaction, in order."""
+    version = schema_version(con)
+    if version is not None and version > SCHEMA_VERSION:
         raise DataError(
-            f"database was written by a newer tracklog (schema {row[0]}, this one knows {SCHEMA_VERSION})"
+            f"database was written by a newer tracklog (schema {version}, this one knows {SCHEMA_VERSION})"
         )
-    elif int(row[0]) < 2:
-        _migrate_path_column(con)
+    con.execute(SCHEMA)
+    if version is None:
+        con.execute(DERIVED_SCHEMA)
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        return
+    for step, migrate in _LADDER.items():
+        if version < step:
+            _in_transaction(con, migrate, step)
+    con.execute(DERIVED_SCHEMA)
 
 
-def _migrate_path_column(con: duckdb.DuckDBPyConnection) -> None:
-    """Schema 1 -> 2: rebuild `hits` with `path` computed instead of stored (one transaction;
-    a rewrite of the table, once). The views are created again by the caller."""
-    columns = ", ".join(HIT_COLUMNS)
+def _in_transaction(
+    con: duckdb.DuckDBPyConnection, migrate: Callable[[duckdb.DuckDBPyConnection], None], step: int
+) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(hits_ddl("hits_v2"))
-        con.execute(f"INSERT INTO hits_v2 ({columns}) SELECT {columns} FROM hits")
-        con.execute("DROP TABLE hits")
-        con.execute("ALTER TABLE hits_v2 RENAME TO hits")
-        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        migrate(con)
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(step)])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def _migrate_path_column(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 1 -> 2: rebuild `hits` with `path` computed instead of stored (a rewrite of the
+    table, once)."""
+    columns = ", ".join(HIT_COLUMNS)
+    con.execute(hits_ddl("hits_v2"))
+    con.execute(f"INSERT INTO hits_v2 ({columns}) SELECT {columns} FROM hits")
+    con.execute("DROP TABLE hits")
+    con.execute("ALTER TABLE hits_v2 RENAME TO hits")
+
+
+def _replace_caches(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 2 -> 3: drop the caches of schema 2 (and the views that read them); the derived
+    tables are created empty and tracklog.derived builds them from the hits."""
+    views = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal"
+    ).fetchall()
+    for (view,) in views:
+        con.execute(f'DROP VIEW IF EXISTS "{view}"')
+    for table in _SCHEMA_2_CACHES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+_LADDER: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
+    2: _migrate_path_column,
+    3: _replace_caches,
+}

@@ -33,6 +33,12 @@ class Window:
     def params(self) -> list[dt.datetime]:
         return [self.since or _EARLIEST, self.until or _LATEST]
 
+    def bounds(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """The window as derived.Bounds: None for all time (the stored figures)."""
+        if self.since is None and self.until is None:
+            return None
+        return self.since or _EARLIEST, self.until or _LATEST
+
 
 ALL_TIME = Window()
 
@@ -75,16 +81,6 @@ def make_window(since: str | None, until: str | None, tz: dt.tzinfo = dt.UTC) ->
     if window.since and window.until and window.since >= window.until:
         raise UsageError(f"--since {since} is not before --until {until}")
     return window
-
-
-def prepare(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    metrics.ensure_views(con)
-    return con
-
-
-def stored_breakdowns(con: duckdb.DuckDBPyConnection, window: Window) -> bool:
-    """Whether a report reads the breakdowns refresh_derived() stores: they are all-time."""
-    return window.since is None and window.until is None and metrics.derived_is_current(con)
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:

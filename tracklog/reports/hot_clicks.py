@@ -8,8 +8,8 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from tracklog import metrics
-from tracklog.reports.common import ALL_TIME, Window, limit_clause, prepare, query, require_delivery
+from tracklog import derived, metrics
+from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
 
 COLUMNS = ["position", "link_id", "label", "url", "clicks", "clickers"]
 
@@ -21,19 +21,14 @@ def hot_clicks(
     limit: int | None = None,
 ) -> pa.Table:
     """Columns position, link_id, label, url, clicks, clickers, share."""
-    prepare(con)
     require_delivery(con, delivery_id)
+    links, params = derived.dimensions("link", window.bounds())
     inner = f"""
 SELECT l.position, l.link_id, l.label, l.url,
-    coalesce(c.clicks, 0) AS clicks, coalesce(c.clickers, 0) AS clickers
+    coalesce(c.clicks, 0) AS clicks, coalesce(c.readers, 0) AS clickers
 FROM links l
-LEFT JOIN (
-    SELECT e.link_id, count(*) AS clicks, count(DISTINCT e.recipient_key) AS clickers
-    FROM events e
-    WHERE e.type = 'click' AND e.delivery_id = ? AND e.ts >= ? AND e.ts < ?
-    GROUP BY e.link_id
-) c ON c.link_id = l.link_id
+LEFT JOIN ({links}) c ON c.delivery_id = l.delivery_id AND c.value = l.link_id
 WHERE l.delivery_id = ? AND coalesce(l.category, '') <> '{metrics.TRAP_CATEGORY}'
 """
     sql = metrics.with_shares_sql(inner, COLUMNS, "clicks", "position") + " ORDER BY position"
-    return query(con, sql + limit_clause(limit), [delivery_id, *window.params(), delivery_id])
+    return query(con, sql + limit_clause(limit), [*params, delivery_id])

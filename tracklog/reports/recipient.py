@@ -11,7 +11,6 @@ from tracklog.reports.common import (
     Window,
     fetch_one,
     limit_clause,
-    prepare,
     query,
     require_delivery,
 )
@@ -25,7 +24,6 @@ def recipient_events(
     limit: int | None = None,
 ) -> pa.Table:
     """Columns ts, type, delivery, delivery_label, link_id, label, url (NULL where not a click)."""
-    prepare(con)
     where = "r.recipient_id = ?"
     params: list[object] = [recipient_id]
     if delivery_id is not None:

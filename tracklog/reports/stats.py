@@ -9,18 +9,15 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from tracklog import metrics
+from tracklog import derived, metrics
 from tracklog.errors import UsageError
 from tracklog.reports.common import (
     ALL_TIME,
     Window,
     limit_clause,
-    prepare,
     query,
     require_delivery,
-    stored_breakdowns,
 )
-from tracklog.useragent import agents_table
 
 BUCKETS = {"1h": 60, "3h": 180, "1d": 1440}  # bucket -> minutes
 BREAKDOWNS = ("browser", "os", "device", "domain")
@@ -32,7 +29,6 @@ _ELAPSED_MINUTES = (
     "(extract(DAY FROM e.ts - e.sent_at) * 1440 + extract(HOUR FROM e.ts - e.sent_at) * 60"
     " + extract(MINUTE FROM e.ts - e.sent_at))"
 )
-_UA_VIEW = "tracklog_user_agents"
 
 
 def _scope(
@@ -56,7 +52,6 @@ def timeline(
     """Columns bucket ('+3h'), hours (since the send, bucket start), opens, clicks; empty buckets included."""
     if bucket not in BUCKETS:
         raise UsageError(f"--bucket must be one of {', '.join(BUCKETS)} (got {bucket!r})")
-    prepare(con)
     where, params = _scope(con, delivery_id, window)
     minutes = BUCKETS[bucket]
     sql = f"""
@@ -92,7 +87,6 @@ def reach(
     con: duckdb.DuckDBPyConnection, delivery_id: str | None = None, window: Window = ALL_TIME
 ) -> pa.Table:
     """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_95 (one decimal)."""
-    prepare(con)
     where, params = _scope(con, delivery_id, window)
     cols = ", ".join(
         f"{metrics.tenths_sql(f'min(CASE WHEN 100 * r.n >= {p} * r.total THEN r.minutes END)', '60')}"
@@ -132,64 +126,40 @@ def breakdown(
     --by domain: domain, sent, delivered, opens_unique, clicks_unique, open_rate, click_rate."""
     if by not in BREAKDOWNS:
         raise UsageError(f"--by must be one of {', '.join(BREAKDOWNS)} (got {by!r})")
-    prepare(con)
+    if delivery_id is not None:
+        require_delivery(con, delivery_id)
     if by == "domain":
         return _by_domain(con, delivery_id, window, limit)
-    where, params = _scope(con, delivery_id, window)
-    if stored_breakdowns(con, window):
-        # All time: the per-delivery breakdowns refresh_derived() stored, summed (exact: a
-        # reader is one delivery's recipient).
-        inner = f"""
+    figures, params = derived.dimensions(by, window.bounds())
+    where = "" if delivery_id is None else " WHERE b.delivery_id = ?"
+    params = params if delivery_id is None else [*params, delivery_id]
+    # A reader is one delivery's recipient, so the readers of deliveries add up.
+    inner = f"""
 SELECT b.value AS {by}, CAST(sum(b.opens) AS BIGINT) AS opens, CAST(sum(b.clicks) AS BIGINT) AS clicks,
     CAST(sum(b.readers) AS BIGINT) AS readers
-FROM delivery_breakdowns b
-WHERE b.dimension = '{by}'{"" if delivery_id is None else " AND b.delivery_id = ?"}
+FROM ({figures}) b{where}
 GROUP BY b.value
 """
-        params = [] if delivery_id is None else [delivery_id]
-        sql = metrics.with_shares_sql(inner, [by, "opens", "clicks", "readers"], "opens", by)
-        return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
-    con.register(_UA_VIEW, _parsed_agents(con, where, params))
-    try:
-        inner = metrics.agent_breakdown_sql(by, where, _UA_VIEW)
-        sql = metrics.with_shares_sql(inner, [by, "opens", "clicks", "readers"], "opens", by)
-        return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
-    finally:
-        con.unregister(_UA_VIEW)
-
-
-def _parsed_agents(con: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> pa.Table:
-    """The distinct user agents in scope with their parsed browser, os and device type."""
-    agents = con.execute(
-        f"SELECT DISTINCT e.user_agent FROM events e WHERE {where} AND e.user_agent IS NOT NULL", params
-    ).fetchall()
-    return agents_table([r[0] for r in agents])
+    sql = metrics.with_shares_sql(inner, [by, "opens", "clicks", "readers"], "opens", by)
+    return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
 
 
 def _by_domain(
     con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window, limit: int | None
 ) -> pa.Table:
-    where, params = _scope(con, delivery_id, window)
-    rwhere = "TRUE" if delivery_id is None else "r.delivery_id = ?"
-    rparams: list[object] = [] if delivery_id is None else [delivery_id]
-    if stored_breakdowns(con, window):
-        # All time: the per-delivery figures refresh_derived() stored, summed.
-        dwhere = "" if delivery_id is None else " WHERE d.delivery_id = ?"
-        figures = f"""
-SELECT d.domain, CAST(sum(d.sent) AS BIGINT) AS sent, CAST(sum(d.delivered) AS BIGINT) AS delivered,
-    CAST(sum(d.opens_unique) AS BIGINT) AS opens_unique, CAST(sum(d.clicks_unique) AS BIGINT) AS clicks_unique
-FROM delivery_domains d{dwhere}
-GROUP BY d.domain
-"""
-        params = rparams
-    else:
-        figures = metrics.domain_figures_sql(rwhere, where)
-        params = rparams + params
+    figures, params = derived.domains(window.bounds())
+    where = "" if delivery_id is None else " WHERE d.delivery_id = ?"
+    params = params if delivery_id is None else [*params, delivery_id]
+    rates = ", ".join(f"{metrics.rate_sql(name, 't')} AS {name}" for name in ("open_rate", "click_rate"))
     sql = f"""
-SELECT t.domain, t.sent, t.delivered, t.opens_unique, t.clicks_unique,
-    {metrics.pct_sql("t.opens_unique", "t.delivered")} AS open_rate,
-    {metrics.pct_sql("t.clicks_unique", "t.delivered")} AS click_rate
-FROM ({figures}) t
+SELECT t.domain, t.sent, t.delivered, t.opens_unique, t.clicks_unique, {rates}
+FROM (
+    SELECT d.domain, CAST(sum(d.sent) AS BIGINT) AS sent, CAST(sum(d.delivered) AS BIGINT) AS delivered,
+        CAST(sum(d.opens_unique) AS BIGINT) AS opens_unique,
+        CAST(sum(d.clicks_unique) AS BIGINT) AS clicks_unique
+    FROM ({figures}) d{where}
+    GROUP BY d.domain
+) t
 ORDER BY t.delivered DESC, t.sent DESC, t.domain NULLS LAST
 """
     return query(con, sql + limit_clause(limit), params)

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from tracklog import metrics
-from tracklog.reports.common import ALL_TIME, Window, limit_clause, prepare, query, require_delivery
+from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
 
 MAX_STEPS = 6
 SEPARATOR = " > "
@@ -30,7 +30,6 @@ def sequences(
     con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME, limit: int | None = None
 ) -> pa.Table:
     """Columns sequence (link ids joined by ' > '), recipients, share; most common first."""
-    prepare(con)
     require_delivery(con, delivery_id)
     steps = ", ".join(f"max(CASE WHEN c.step = {i} THEN c.link_id END)" for i in range(1, MAX_STEPS + 1))
     inner = f"""
@@ -53,7 +52,6 @@ def transitions(
     con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME, limit: int | None = None
 ) -> pa.Table:
     """Columns from_link, from_label, to_link, to_label, count; most frequent first."""
-    prepare(con)
     require_delivery(con, delivery_id)
     sql = f"""
 SELECT c.link_id AS from_link, c.link_label AS from_label, c.next_link AS to_link,

@@ -1,0 +1,202 @@
+"""The derived tables: hits merged commit by commit, in any batches, with manifests arriving at
+any point, give exactly what the metric definitions compute over all the events at once; and a
+database of schema 2 is upgraded with the same figures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from click.testing import CliRunner
+from conftest import DataSet, Hit, Model, build_db, store_manifests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tracklog import derived, metrics
+from tracklog.cli import cli
+from tracklog.reports.delivery import delivery_indicators
+from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, apply_schema
+from tracklog.store import open_writer
+
+SAMPLE = Path(__file__).parent.parent / "sample_logs"
+ALL_TIME_WINDOW = (dt.datetime(1970, 1, 1), dt.datetime(9999, 12, 31))
+
+
+def _rows(con: duckdb.DuckDBPyConnection, relation: derived.Relation) -> list[tuple[Any, ...]]:
+    sql, params = relation
+    return sorted(con.execute(f"SELECT * FROM ({sql}) r", params).fetchall(), key=repr)
+
+
+def stored_and_defined(con: duckdb.DuckDBPyConnection) -> list[tuple[list[Any], list[Any]]]:
+    """Each derived figure as stored (merged at every commit) and as the definitions compute it
+    over all the events in one query."""
+    pairs = [(derived.totals(), derived.totals(ALL_TIME_WINDOW))]
+    pairs += [(derived.dimensions(d), derived.dimensions(d, ALL_TIME_WINDOW)) for d in metrics.DIMENSIONS]
+    pairs.append((derived.domains(), derived.domains(ALL_TIME_WINDOW)))
+    return [(_rows(con, stored), _rows(con, defined)) for stored, defined in pairs]
+
+
+def insert_hits(con: duckdb.DuckDBPyConnection, hits: list[tuple[int, Hit]]) -> None:
+    """Hits as an ingest stores them: (line number, hit), one source."""
+    rows = [
+        [1, n, 0, h.ts, h.ip, h.method, h.query, h.status, 43, None, h.ua, h.uid, None, h.kind, h.delivery]
+        + [h.link, h.recipient, h.sig]
+        for n, h in hits
+    ]
+    if not rows:
+        return
+    columns = ", ".join(HIT_COLUMNS)
+    con.executemany(f"INSERT INTO hits ({columns}) VALUES ({', '.join(['?'] * len(HIT_COLUMNS))})", rows)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_merging_in_any_batches_gives_the_definitions(
+    dataset: DataSet, model: Model, data: st.DataObject
+) -> None:
+    numbered = list(enumerate(dataset.hits, start=1))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(numbered)), max_size=5), label="cuts"))
+    batches = [numbered[a:b] for a, b in zip([0, *cuts], [*cuts, len(numbered)], strict=True)]
+    manifests_at = data.draw(st.integers(0, len(batches)), label="manifests before batch")
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        derived.sync(con)  # as every ingest run does before its first chunk
+        for i, batch in enumerate(batches):
+            if i == manifests_at:
+                store_manifests(con, dataset)
+                derived.sync(con)
+            con.execute("BEGIN TRANSACTION")
+            insert_hits(con, batch)
+            first, last = (batch[0][0], batch[-1][0]) if batch else (0, -1)
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW batch AS SELECT * FROM hits WHERE line_no BETWEEN {first} AND {last}"
+            )
+            derived.absorb(con, "batch")  # as the ingest of a chunk does, in its transaction
+            con.execute("COMMIT")
+            assert derived.is_current(con)
+        if manifests_at == len(batches):
+            store_manifests(con, dataset)
+        derived.sync(con)
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+        for delivery in ("NL1", "NL2"):
+            assert delivery_indicators(con, delivery).to_pylist() == [model.indicators(delivery)]
+    finally:
+        con.close()
+
+
+def run(db: Path, *args: str) -> str:
+    result = CliRunner().invoke(
+        cli,
+        ["--db", str(db), *args],
+        env={"TRACKLOG_CONFIG": str(SAMPLE / "tracklog.toml"), "TRACKLOG_DB": None},
+    )
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every derived table, in a canonical order (keys numbered by value, so that two histories
+    that numbered things in another order compare equal)."""
+    queries = {
+        "facts": "SELECT * EXCLUDE (delivery_key, recipient_key) FROM hit_facts",
+        "totals": "SELECT * FROM delivery_totals",
+        "dimensions": "SELECT * FROM delivery_dimensions",
+        "domains": "SELECT * FROM delivery_domains",
+        "readers": "SELECT k.recipient_id, r.* EXCLUDE (recipient_key) FROM readers r "
+        "JOIN recipient_keys k USING (recipient_key)",
+        "reader_values": "SELECT k.recipient_id, k.delivery_id, v.dimension, v.value FROM reader_values m "
+        "JOIN recipient_keys k USING (recipient_key) JOIN dimension_values v USING (value_key)",
+        "browsers": "SELECT * FROM click_browsers",
+        "agents": "SELECT * FROM user_agent_families",
+    }
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {name: sorted(con.execute(sql).fetchall(), key=repr) for name, sql in queries.items()}
+    finally:
+        con.close()
+
+
+def test_sample_ingested_piece_by_piece_equals_one_run_and_a_rebuild(tmp_path: Path) -> None:
+    """The bundled sample, its log appended and ingested in five pieces (five runs, each
+    merging only its new lines, manifests last), against one run of everything, and against a
+    rebuild of the derived tables from the stored hits."""
+    logs = [gzip.decompress((SAMPLE / "access.log.2.gz").read_bytes())]
+    logs += [(SAMPLE / name).read_bytes() for name in ("access.log.1", "access.log")]
+    lines = b"".join(logs).splitlines(keepends=True)
+    manifests = str(SAMPLE / "manifests" / "*.json")
+
+    whole = tmp_path / "whole.duckdb"
+    (tmp_path / "all.log").write_bytes(b"".join(lines))
+    run(whole, "ingest", "--manifest", manifests, str(tmp_path / "all.log"))
+
+    pieces = tmp_path / "pieces.duckdb"
+    growing = tmp_path / "growing.log"
+    step = len(lines) // 4 + 1
+    for start in range(0, len(lines), step):
+        with growing.open("ab") as out:
+            out.write(b"".join(lines[start : start + step]))
+        run(pieces, "ingest", str(growing))
+    run(pieces, "ingest", "--manifest", manifests)
+
+    expected = snapshot(whole)
+    assert snapshot(pieces) == expected
+    assert run(pieces, "report", "deliveries", "--format", "json") == run(
+        whole, "report", "deliveries", "--format", "json"
+    )
+    with open_writer(pieces) as con:
+        con.execute("UPDATE derived_state SET definitions = 'an earlier version'")
+        derived.sync(con)  # everything built anew from the stored hits
+    assert snapshot(pieces) == expected
+
+
+def test_a_schema_2_database_is_upgraded_with_the_same_figures(
+    tmp_path: Path, dataset: DataSet, model: Model
+) -> None:
+    """A database as tracklog wrote it before the derived tables (schema 2: caches refreshed
+    at the end of a run, views over them) opens, is upgraded once, and reports the same figures."""
+    db = build_db(tmp_path / "v2.duckdb", dataset)
+    with open_writer(db) as con:
+        for table in DERIVED_TABLES:
+            con.execute(f"DROP TABLE {table}")
+        # what schema 2 had beside the base tables: its caches and views over them
+        con.execute("CREATE TABLE hit_facts AS SELECT 1 AS source_id, 1 AS line_no")
+        con.execute("CREATE TABLE delivery_totals_stored AS SELECT 'NL1' AS delivery_id, 999 AS opens_total")
+        con.execute(
+            "CREATE TABLE delivery_breakdowns (delivery_id VARCHAR, dimension VARCHAR, value VARCHAR)"
+        )
+        con.execute("CREATE TABLE derived_state (hits BIGINT)")
+        con.execute("CREATE OR REPLACE VIEW events AS SELECT * FROM hit_facts")
+        con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with derived.open_reader(db, wait=10) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        for delivery in ("NL1", "NL2"):
+            assert delivery_indicators(con, delivery).to_pylist() == [model.indicators(delivery)]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert not tables & {"delivery_totals_stored", "delivery_breakdowns"}
+
+
+def test_a_replaced_manifest_resolves_its_delivery_again(
+    tmp_path: Path, dataset: DataSet, model: Model
+) -> None:
+    db = build_db(tmp_path / "m.duckdb", dataset)
+    with derived.open_reader(db, wait=10) as con:
+        before = delivery_indicators(con, "NL1").to_pylist()
+    with open_writer(db) as con:
+        con.execute("DELETE FROM recipients WHERE delivery_id = 'NL1'")
+        con.execute("UPDATE deliveries SET loaded_at = loaded_at + INTERVAL 1 DAY WHERE delivery_id = 'NL1'")
+        derived.sync(con)
+        # no recipients any more: every NL1 hit is an orphan, nothing counts
+        row = delivery_indicators(con, "NL1").to_pylist()[0]
+        assert (row["opens_unique"], row["clicks_total"], row["sent"]) == (0, 0, 0)
+        con.execute("DELETE FROM deliveries WHERE delivery_id = 'NL1'")
+        con.execute("DELETE FROM links WHERE delivery_id = 'NL1'")
+        nl1 = DataSet([d for d in dataset.deliveries if d.delivery_id == "NL1"], [])
+        store_manifests(con, nl1)
+        derived.sync(con)
+    with derived.open_reader(db, wait=10) as con:
+        assert delivery_indicators(con, "NL1").to_pylist() == before == [model.indicators("NL1")]

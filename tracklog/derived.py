@@ -1,0 +1,429 @@
+"""Derived state: the hits resolved against the manifests (`hit_facts`, read by the `events`
+view) and the all-time figures per delivery, kept current at every commit by merging the new
+hits' contribution, so the cost of an ingest follows its new hits, not the database.
+
+Unique counts do not add up, so the sets behind them are kept too (`readers` with their flags,
+`reader_values`, `click_browsers`): a new event counts once more only if its reader (or browser,
+or reader and value) is not in the set yet. Reports get a figure's relation from here: the stored
+rows for all time, the definition of `tracklog.metrics` over the events for a time window; both
+have the same columns. Tables: `schema.DERIVED_SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from tracklog import metrics, store, useragent
+from tracklog.schema import DERIVED_TABLES, SCHEMA_VERSION, schema_version
+
+Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit times; None: all time
+Relation = tuple[str, list[object]]  # SQL text and its bound parameters
+
+CATCH_UP_BATCH = 1_000_000  # hits resolved per statement when catching up (bounds the memory)
+_KEY_SPAN = 4294967296  # recipient keys of delivery k are k * 2^32 + rank
+
+
+def _definitions_text() -> str:
+    parts = [metrics.resolve_sql("hits"), metrics.delivery_totals_sql(), metrics.domain_figures_sql()]
+    parts += [metrics.dimension_figures_sql(d) for d in metrics.DIMENSIONS]
+    parts += list(metrics.views("hit_facts").values())
+    return "\n".join(parts)
+
+
+# Stored in derived_state: when a definition changes, the derived tables are built anew.
+DEFINITIONS = hashlib.sha256(_definitions_text().encode()).hexdigest()[:16]
+
+_STALE_MANIFESTS = """
+SELECT delivery_id FROM (
+    (SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries
+     EXCEPT SELECT delivery_id, manifest_sha256, loaded_at FROM derived_manifests)
+    UNION ALL
+    (SELECT delivery_id, manifest_sha256, loaded_at FROM derived_manifests
+     EXCEPT SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries)
+) x
+"""
+
+
+# -- what reports read -----------------------------------------------------------------------
+
+
+def _window(bounds: Bounds, alias: str) -> tuple[str, list[object]]:
+    assert bounds is not None
+    return f"{alias}.ts >= ? AND {alias}.ts < ?", [bounds[0], bounds[1]]
+
+
+def totals(bounds: Bounds = None) -> Relation:
+    """Per delivery id: metrics.TOTAL_COLUMNS, of all time (stored) or within `bounds`."""
+    if bounds is None:
+        return "SELECT * FROM delivery_totals", []
+    (ew, ep), (hw, hp) = _window(bounds, "e"), _window(bounds, "h")
+    return metrics.delivery_totals_sql(ew, hw), ep + hp
+
+
+def dimensions(dimension: str, bounds: Bounds = None) -> Relation:
+    """Per delivery and value of `dimension`: opens, clicks, readers (metrics.dimension_figures_sql)."""
+    if bounds is None:
+        return f"SELECT * FROM delivery_dimensions WHERE dimension = '{dimension}'", []
+    where, params = _window(bounds, "e")
+    return metrics.dimension_figures_sql(dimension, where), params
+
+
+def domains(bounds: Bounds = None) -> Relation:
+    """Per delivery and email domain: sent, delivered, opens_unique, clicks_unique."""
+    if bounds is None:
+        return "SELECT * FROM delivery_domains", []
+    where, params = _window(bounds, "e")
+    return metrics.domain_figures_sql(where), params
+
+
+# -- opening the database --------------------------------------------------------------------
+
+
+def is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the derived tables reflect every stored hit and manifest, with this version's
+    schema, definitions and ua-parser (a few milliseconds: counts and the small tables)."""
+    if schema_version(con) != SCHEMA_VERSION:
+        return False
+    state = con.execute("SELECT hits, agents_version, definitions FROM derived_state").fetchall()
+    if len(state) != 1 or state[0][1:] != (useragent.PARSER_VERSION, DEFINITIONS):
+        return False
+    if state[0][0] != con.execute("SELECT count(*) FROM hits").fetchall()[0][0]:
+        return False
+    return not con.execute(f"SELECT 1 FROM ({_STALE_MANIFESTS}) s LIMIT 1").fetchall()
+
+
+@contextmanager
+def open_reader(
+    db: Path, wait: float, on_wait: Callable[[str | None], None] | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection whose derived tables are current. A database written by an
+    earlier version (or whose hits were stored without merging) is brought up to date first,
+    once, as a writer."""
+    with store.open_reader(db, wait=wait, on_wait=on_wait) as con:
+        if is_current(con):
+            yield con
+            return
+        if not _is_read_only(con):  # no database file: an empty one in memory
+            sync(con)
+            yield con
+            return
+    with store.open_writer(db, wait=wait) as writer:
+        sync(writer)
+    with store.open_reader(db, wait=wait, on_wait=on_wait) as con:
+        yield con
+
+
+def _is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return bool(rows and rows[0][0])
+
+
+# -- keeping it current ----------------------------------------------------------------------
+
+
+def sync(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the derived tables up to date on a writable connection: the views of this
+    version, a full rebuild when the definitions or ua-parser changed, the hits of deliveries
+    whose manifest was stored or replaced resolved again, and hits not merged yet merged. Each
+    step in its own transaction; a no-op when nothing changed."""
+    if is_current(con):
+        return
+    con.execute("SET enable_progress_bar = false")  # stderr belongs to the caller
+    state = con.execute("SELECT agents_version, definitions FROM derived_state").fetchall()
+    if state != [(useragent.PARSER_VERSION, DEFINITIONS)]:
+        _transaction(con, _reset)
+    _transaction(con, _rebuild_changed_deliveries)
+    _catch_up(con)
+
+
+def absorb(con: duckdb.DuckDBPyConnection, hits: str, *, new: bool = True) -> None:
+    """Merge the hits of the relation `hits` (columns of the `hits` table, none merged yet) into
+    the derived tables, inside the caller's transaction. `new`: they are newly stored hits (the
+    count of merged hits grows), not stored hits of a delivery being resolved again."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _nf AS {metrics.resolve_sql(hits)}")
+    try:
+        con.execute("INSERT INTO hit_facts BY NAME SELECT * FROM _nf")
+        con.execute("CREATE OR REPLACE TEMP VIEW _ev AS SELECT * FROM _nf e WHERE e.resolution = 'event'")
+        _parse_new_agents(con)
+        readers = _merge_readers(con)
+        browsers = _merge_browsers(con)
+        _merge_totals(con, readers, browsers)
+        _merge_dimensions(con)
+        _merge_domains(con)
+        if new:
+            con.execute("UPDATE derived_state SET hits = hits + (SELECT count(*) FROM _nf)")
+    finally:
+        con.execute(
+            "DROP VIEW IF EXISTS _ev; DROP TABLE IF EXISTS _nf; DROP TABLE IF EXISTS _rd;"
+            " DROP TABLE IF EXISTS _nb; DROP TABLE IF EXISTS _dv"
+        )
+
+
+def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        step(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _reset(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty every derived table and install this version's views: everything is built anew."""
+    for table in DERIVED_TABLES:
+        con.execute(f"DELETE FROM {table}")
+    con.execute("INSERT INTO derived_state VALUES (0, ?, ?)", [useragent.PARSER_VERSION, DEFINITIONS])
+    for name, sql in metrics.views("hit_facts").items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+def _rebuild_changed_deliveries(con: duckdb.DuckDBPyConnection) -> None:
+    """Deliveries whose manifest was stored or replaced: their derived rows are dropped, their
+    recipients numbered again and their stored hits resolved and merged again."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _changed AS {_STALE_MANIFESTS}")
+    try:
+        if not con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]:
+            return
+        changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
+        con.execute(f"""
+DELETE FROM reader_values WHERE CAST(floor(recipient_key / {_KEY_SPAN}) AS INTEGER) IN (
+    SELECT delivery_key FROM delivery_keys WHERE {changed})""")
+        for table in ("hit_facts", "readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
+            con.execute(f"DELETE FROM {table} WHERE {changed}")
+        for table in ("delivery_domains", "recipient_keys", "derived_manifests"):
+            con.execute(f"DELETE FROM {table} WHERE {changed}")
+        con.execute("""
+INSERT INTO delivery_keys
+SELECT d.delivery_id, (SELECT coalesce(max(delivery_key), 0) FROM delivery_keys)
+    + row_number() OVER (ORDER BY d.delivery_id)
+FROM deliveries d WHERE d.delivery_id NOT IN (SELECT delivery_id FROM delivery_keys)""")
+        con.execute(
+            "INSERT INTO recipient_keys BY NAME "
+            + metrics.recipient_keys_sql("delivery_keys", f"r.{changed}")
+        )
+        con.execute(
+            "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
+            f"FROM ({metrics.domain_recipients_sql(f'r.{changed}')}) t"
+        )
+        con.execute(
+            "INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries "
+            f"WHERE {changed}"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _rehits AS SELECT * FROM hits WHERE {changed}")
+        absorb(con, "_rehits", new=False)
+        con.execute("DROP VIEW _rehits")
+    finally:
+        con.execute("DROP TABLE IF EXISTS _changed")
+
+
+def _catch_up(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge the stored hits that are not in hit_facts yet (hits stored by an earlier version,
+    or straight into the table), in batches of line numbers so memory stays bounded."""
+    pending = con.execute("""
+SELECT h.source_id, min(h.line_no), max(h.line_no)
+FROM hits h ANTI JOIN hit_facts f ON f.source_id = h.source_id AND f.line_no = h.line_no
+GROUP BY h.source_id ORDER BY h.source_id""").fetchall()
+    for source_id, first, last in pending:
+        for start in range(int(first), int(last) + 1, CATCH_UP_BATCH):
+            con.execute(f"""
+CREATE OR REPLACE TEMP VIEW _catch AS
+SELECT h.* FROM hits h ANTI JOIN hit_facts f ON f.source_id = h.source_id AND f.line_no = h.line_no
+WHERE h.source_id = {int(source_id)} AND h.line_no >= {start} AND h.line_no < {start + CATCH_UP_BATCH}""")
+            _transaction(con, lambda c: absorb(c, "_catch"))
+    con.execute("DROP VIEW IF EXISTS _catch")
+    # the count of merged hits is exact again whatever happened before (e.g. a rebuilt delivery)
+    con.execute("UPDATE derived_state SET hits = (SELECT count(*) FROM hits)")
+
+
+def _parse_new_agents(con: duckdb.DuckDBPyConnection) -> None:
+    """User agents of counted events never seen are parsed (in Python, once per distinct string)."""
+    unseen = con.execute(f"""
+SELECT DISTINCT e.user_agent FROM _ev e
+WHERE {metrics.AGENT_EVENTS_SQL} AND e.user_agent IS NOT NULL
+    AND e.user_agent NOT IN (SELECT user_agent FROM user_agent_families)""").fetchall()
+    if not unseen:
+        return
+    con.register("_new_agents", useragent.agents_table([r[0] for r in unseen]))
+    try:
+        con.execute("INSERT INTO user_agent_families SELECT * FROM _new_agents")
+    finally:
+        con.unregister("_new_agents")
+
+
+Part = tuple[str, tuple[str, ...]]  # a per-key SELECT and the value columns it gives
+
+
+def _merge_readers(con: duckdb.DuckDBPyConnection) -> Part:
+    """Merge the new events' reader flags into `readers`; returns the per-delivery SELECT of
+    the unique counts they add (readers whose flag was not set yet)."""
+    flags = metrics.READER_FLAGS
+    new_flags = ", ".join(f"bool_or({sql}) AS {flag}" for flag, sql in flags.items())
+    # existing readers come from an inner join, which builds on the small side (the new events)
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _rd AS
+WITH n AS (
+    SELECT e.recipient_key, e.delivery_id, e.email_domain, {new_flags}
+    FROM _ev e GROUP BY e.recipient_key, e.delivery_id, e.email_domain
+), old AS (
+    SELECT r.* FROM readers r JOIN n ON n.recipient_key = r.recipient_key
+)
+SELECT n.recipient_key, n.delivery_id, n.email_domain, old.recipient_key IS NOT NULL AS known,
+    {", ".join(f"n.{f} AND NOT coalesce(old.{f}, FALSE) AS new_{f}" for f in flags)},
+    {", ".join(f"n.{f} OR coalesce(old.{f}, FALSE) AS {f}" for f in flags)}
+FROM n LEFT JOIN old ON old.recipient_key = n.recipient_key""")
+    changed = " OR ".join(f"d.new_{f}" for f in flags)
+    con.execute(f"""
+UPDATE readers SET {", ".join(f"{f} = d.{f}" for f in flags)}
+FROM _rd d WHERE readers.recipient_key = d.recipient_key AND d.known AND ({changed})""")
+    con.execute(
+        f"INSERT INTO readers SELECT recipient_key, delivery_id, email_domain, {', '.join(flags)} "
+        "FROM _rd WHERE NOT known"
+    )
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE d.new_{flag}) AS {name}" for name, flag in metrics.UNIQUE_OF_FLAG.items()
+    )
+    return f"SELECT d.delivery_id, {counts} FROM _rd d GROUP BY d.delivery_id", tuple(metrics.UNIQUE_OF_FLAG)
+
+
+def _merge_browsers(con: duckdb.DuckDBPyConnection) -> Part:
+    """Merge the browsers of the new clicks into `click_browsers`; returns the per-delivery
+    SELECT of the persons_clicked they add."""
+    cols = metrics.BROWSER_COLUMNS
+    same = " AND ".join(
+        ["b.delivery_id = n.delivery_id"] + [f"b.{c} IS NOT DISTINCT FROM n.{c}" for c in cols]
+    )
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _nb AS
+WITH n AS (
+    SELECT DISTINCT e.delivery_id, {", ".join(f"{sql} AS {c}" for c, sql in cols.items())}
+    FROM _ev e WHERE e.type = 'click'
+), old AS (SELECT n.* FROM n JOIN click_browsers b ON {same})
+SELECT * FROM n EXCEPT SELECT * FROM old""")
+    con.execute("INSERT INTO click_browsers BY NAME SELECT * FROM _nb")
+    return "SELECT n.delivery_id, count(*) AS persons_clicked FROM _nb n GROUP BY n.delivery_id", (
+        "persons_clicked",
+    )
+
+
+def _merge_totals(con: duckdb.DuckDBPyConnection, readers: Part, browsers: Part) -> None:
+    counts = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EVENT_COUNTS.items())
+    excluded = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
+    # the counts add up; the unique counts add what the sets did not hold yet
+    parts = [
+        (f"SELECT e.delivery_id, {counts} FROM _ev e GROUP BY e.delivery_id", tuple(metrics.EVENT_COUNTS)),
+        (
+            f"SELECT h.delivery_id, {excluded} FROM _nf h GROUP BY h.delivery_id",
+            tuple(metrics.EXCLUDED_AGGREGATES),
+        ),
+        readers,
+        browsers,
+    ]
+    _add_rows(con, "delivery_totals", ("delivery_id",), metrics.TOTAL_COLUMNS, parts)
+
+
+def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
+    """Opens and clicks add up per (delivery, dimension, value); readers add the (reader, value)
+    pairs not in `reader_values` yet."""
+    per_reader = " UNION ALL ".join(
+        f"""SELECT e.delivery_id, '{d}' AS dimension, {sql} AS value, e.recipient_key,
+    {metrics.EVENT_COUNTS["opens_total"]} AS opens, {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
+FROM _ev e LEFT JOIN user_agent_families u ON u.user_agent = e.user_agent
+WHERE {metrics.dimension_events_sql(d)}
+GROUP BY e.delivery_id, {sql}, e.recipient_key"""
+        for d, sql in metrics.DIMENSIONS.items()
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _dv AS {per_reader}")
+    con.execute("""
+INSERT INTO dimension_values
+SELECT (SELECT coalesce(max(value_key), 0) FROM dimension_values) + row_number() OVER (ORDER BY dimension, value),
+    dimension, value
+FROM (SELECT DISTINCT dimension, value FROM _dv EXCEPT SELECT dimension, value FROM dimension_values) n""")
+    con.execute("""
+CREATE OR REPLACE TEMP TABLE _nm AS
+WITH n AS (
+    SELECT DISTINCT d.delivery_id, d.dimension, d.value, d.recipient_key, v.value_key
+    FROM _dv d JOIN dimension_values v ON v.dimension = d.dimension AND v.value IS NOT DISTINCT FROM d.value
+), old AS (
+    SELECT n.* FROM n JOIN reader_values m ON m.recipient_key = n.recipient_key AND m.value_key = n.value_key
+)
+SELECT * FROM n EXCEPT SELECT * FROM old""")
+    try:
+        con.execute("INSERT INTO reader_values SELECT recipient_key, value_key FROM _nm")
+        parts = [
+            (
+                "SELECT d.delivery_id, d.dimension, d.value, sum(d.opens) AS opens, sum(d.clicks) AS clicks"
+                + " FROM _dv d GROUP BY ALL",
+                ("opens", "clicks"),
+            ),
+            (
+                "SELECT n.delivery_id, n.dimension, n.value, count(*) AS readers FROM _nm n GROUP BY ALL",
+                ("readers",),
+            ),
+        ]
+        _add_rows(
+            con,
+            "delivery_dimensions",
+            ("delivery_id", "dimension", "value"),
+            ("opens", "clicks", "readers"),
+            parts,
+        )
+    finally:
+        con.execute("DROP TABLE IF EXISTS _nm")
+
+
+def _merge_domains(con: duckdb.DuckDBPyConnection) -> None:
+    uniques = ("opens_unique", "clicks_unique")
+    counts = ", ".join(f"count(*) FILTER (WHERE d.new_{metrics.UNIQUE_OF_FLAG[n]}) AS {n}" for n in uniques)
+    parts = [(f"SELECT d.delivery_id, d.email_domain AS domain, {counts} FROM _rd d GROUP BY ALL", uniques)]
+    _add_rows(
+        con,
+        "delivery_domains",
+        ("delivery_id", "domain"),
+        ("sent", "delivered", "opens_unique", "clicks_unique"),
+        parts,
+    )
+
+
+def _add_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    parts: list[Part],
+) -> None:
+    """Add the `values` of the SELECTs `parts` (each with the `keys` and some of the values) to
+    the rows of `table` with the same keys (NULL keys match NULL), creating rows as needed. The
+    tables merged this way are small (a row per delivery and value), so the touched rows are
+    replaced by their sums."""
+    union = " UNION ALL ".join(
+        f"SELECT {', '.join(keys)}, "
+        + ", ".join(f"CAST({v if v in given else 0} AS BIGINT) AS {v}" for v in values)
+        + f" FROM ({sql}) p"
+        for sql, given in parts
+    )
+    same = " AND ".join(f"t.{k} IS NOT DISTINCT FROM d.{k}" for k in keys)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _delta AS {union}")
+    try:
+        con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _sums AS
+SELECT {", ".join(keys)}, {", ".join(f"CAST(sum({v}) AS BIGINT) AS {v}" for v in values)}
+FROM (
+    SELECT {", ".join(keys)}, {", ".join(values)} FROM _delta
+    UNION ALL
+    SELECT {", ".join(f"t.{c}" for c in (*keys, *values))} FROM {table} t
+    WHERE EXISTS (SELECT 1 FROM _delta d WHERE {same})
+) s
+GROUP BY {", ".join(keys)}""")
+        con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _delta d WHERE {same})")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _sums")
+    finally:
+        con.execute("DROP TABLE IF EXISTS _delta; DROP TABLE IF EXISTS _sums")
