@@ -17,13 +17,13 @@ import pytest
 from tracklog.errors import DataError
 from tracklog.manifest import (
     expand_manifest_args,
-    id_problem,
     ingest_manifests,
     load_manifest,
     load_recipients,
     store_manifest,
 )
-from tracklog.store import SCHEMA
+from tracklog.routes import id_problem
+from tracklog.schema import SCHEMA
 
 CSV = "recipient_id,email,status,city\nr000001,a@example.com,sent,Paris\nr000002,,failed,\nr000003,c@example.com,,Lyon\n"
 

@@ -23,10 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracklog.errors import DataError, TracklogError
+from tracklog.routes import ID_CHARS, ID_MAX, id_problem
 
-ID_MAX = 128
-ID_CHARS = "A-Za-z0-9._~-"
-ID_RE = re.compile(f"[{ID_CHARS}]{{1,{ID_MAX}}}")
 TRAP_CATEGORY = "trap"
 STATUSES = ("sent", "failed")
 
@@ -117,17 +115,6 @@ class ManifestOutcome:
             f"{self.path}: delivery {r.delivery_id} {'replaced' if r.replaced else 'stored'}: "
             f"{r.links} links (traps: {r.traps}), {r.recipients} recipients (sent: {r.sent}, failed: {r.failed})"
         )
-
-
-def id_problem(value: str) -> str | None:
-    """Why `value` is not a valid delivery, link or recipient id, or None when it is."""
-    if not value:
-        return "is empty"
-    if len(value) > ID_MAX:
-        return f"is longer than {ID_MAX} characters"
-    if not ID_RE.fullmatch(value):
-        return f"has characters outside [{ID_CHARS}]"
-    return None
 
 
 def _shown(value: Any) -> str:

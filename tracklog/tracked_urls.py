@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import duckdb
 import pyarrow as pa
 
+from tracklog import routes
 from tracklog.errors import NotFoundError, UsageError
-from tracklog.manifest import id_problem
 from tracklog.signing import hmac_pads, sign_path, sql_expected_sig
 
-KINDS = ("click", "open", "mirror", "unsubscribe")
-_PREFIX = {"click": "c", "open": "o", "mirror": "m", "unsubscribe": "u"}
+# The URL types in the order a recipient's URLs are listed: the clicks (in message order) first.
+KINDS = ("click", *(k for k in routes.KINDS if k != "click"))
 ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058
 
 
@@ -43,12 +43,11 @@ def target(kind: str, delivery: str, link: str | None = None) -> Target:
     check_id("delivery", delivery)
     if link is not None:
         check_id("link", link)
-        return Target(kind, link, f"/c/{delivery}/{link}/", "")
-    return Target(kind, None, f"/{_PREFIX[kind]}/{delivery}/", ".gif" if kind == "open" else "")
+    return Target(kind, link, *routes.path_affixes(kind, delivery, link))
 
 
 def check_id(what: str, value: str) -> None:
-    if (problem := id_problem(value)) is not None:
+    if (problem := routes.id_problem(value)) is not None:
         raise UsageError(f"{what} id {value!r} {problem}")
 
 

@@ -23,9 +23,9 @@ import pyarrow.csv as pcsv
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
-from tracklog.ingest.routes import KINDS, routed_sql
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.profiling import NoPhases, Phases
+from tracklog.routes import KINDS, routed_sql
 from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import hmac_pads, sql_expected_sig
 from tracklog.store import fetch_one

@@ -18,9 +18,9 @@ from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import resolve_format
-from tracklog.ingest.routes import KINDS
 from tracklog.ingest.sources import expand_inputs
 from tracklog.profiling import NoPhases, Phases
+from tracklog.routes import KINDS
 from tracklog.store import fetch_one, open_writer
 
 

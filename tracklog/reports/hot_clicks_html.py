@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from tracklog import metrics
+from tracklog import metrics, routes
 from tracklog.errors import DataError
 from tracklog.reports.common import fetch_one
 
@@ -48,7 +48,7 @@ def annotate(
 ) -> str:
     """`content` with a badge after each <a> that points at one of `rows`, a grey badge after
     any other link, and none after the trap links (`traps`: their URLs), which nobody sees."""
-    tracked = re.compile(r"/c/" + re.escape(delivery_id) + r"/([A-Za-z0-9._~-]+)(?:[/?#]|$)")
+    tracked = routes.click_link_re(delivery_id)
     by_id = {r.link_id: r for r in rows}
     by_url = {_norm(r.url): r for r in rows}
     hidden = {_norm(url) for url in traps}
@@ -97,8 +97,8 @@ def _badge(row: LinkFigures, top: float) -> str:
 def _untracked_badge(href: str, delivery_id: str) -> str:
     """Grey: the mirror page and unsubscribe routes (not link clicks), or a plain link."""
     kind = "not tracked"
-    for route, name in (("m", "mirror page"), ("u", "unsubscribe")):
-        if f"/{route}/{delivery_id}/" in href:
+    for route, name in (("mirror", "mirror page"), ("unsubscribe", "unsubscribe")):
+        if routes.delivery_prefix(route, delivery_id) in href:
             kind = name
     return f'<span class="{BADGE_CLASS} untracked" data-link-id="" title="{html.escape(href)}">{kind}</span>'
 
@@ -160,7 +160,7 @@ class _AnchorFinder(HTMLParser):
             self.anchors.append(anchor)
 
     def pixels(self, delivery_id: str) -> list[tuple[tuple[int, int], str]]:
-        marker = f"/o/{delivery_id}/"
+        marker = routes.delivery_prefix("open", delivery_id)
         return [(pos, text) for pos, src, text in self._imgs if marker in src]
 
 
