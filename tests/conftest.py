@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from tracklog import derived
 from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import sign_path
 from tracklog.store import open_writer
@@ -438,9 +439,7 @@ def empty_db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def reader(tracking_db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to tracking_db, as the reports get it."""
-    con = duckdb.connect(str(tracking_db), read_only=True)
-    try:
+    """A read-only connection to tracking_db, as the reports get it (the derived tables brought
+    up to date first: the fixture stores its hits straight into `hits`)."""
+    with derived.open_reader(tracking_db, wait=10) as con:
         yield con
-    finally:
-        con.close()

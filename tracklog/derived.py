@@ -1,10 +1,11 @@
-"""Derived state: the hits resolved against the manifests (`hit_facts`, read by the `events`
-view) and the all-time figures per delivery, kept current at every commit by merging the new
-hits' contribution, so the cost of an ingest follows its new hits, not the database.
+"""Derived state: each hit resolved against the manifests as it is stored (the resolution
+columns of `hits`, read by the `events` view) and the all-time figures per delivery, kept
+current at every commit by merging the new hits' contribution, so the cost of an ingest follows
+its new hits, not the database.
 
-Unique counts do not add up, so the sets behind them are kept too (`readers` with their flags,
-`reader_values`, `click_browsers`): a new event counts once more only if its reader (or browser,
-or reader and value) is not in the set yet. Reports get a figure's relation from here: the stored
+Unique counts do not add up, so the sets behind them are kept too (`readers` with their flags
+and the dimension values each was seen with, `click_browsers`): a new event counts once more
+only if its reader (or browser, or reader and value) is not in the set yet. Reports get a figure's relation from here: the stored
 rows for all time, the definition of `tracklog.metrics` over the events for a time window; both
 have the same columns. Tables: `schema.DERIVED_SCHEMA`.
 """
@@ -20,19 +21,18 @@ from pathlib import Path
 import duckdb
 
 from tracklog import metrics, store, useragent
-from tracklog.schema import DERIVED_TABLES, SCHEMA_VERSION, schema_version
+from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
 
 Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit times; None: all time
 Relation = tuple[str, list[object]]  # SQL text and its bound parameters
 
 CATCH_UP_BATCH = 1_000_000  # hits resolved per statement when catching up (bounds the memory)
-_KEY_SPAN = 4294967296  # recipient keys of delivery k are k * 2^32 + rank
 
 
 def _definitions_text() -> str:
     parts = [metrics.resolve_sql("hits"), metrics.delivery_totals_sql(), metrics.domain_figures_sql()]
     parts += [metrics.dimension_figures_sql(d) for d in metrics.DIMENSIONS]
-    parts += list(metrics.views("hit_facts").values())
+    parts += list(metrics.views().values())
     return "\n".join(parts)
 
 
@@ -144,27 +144,54 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     _catch_up(con)
 
 
-def absorb(con: duckdb.DuckDBPyConnection, hits: str, *, new: bool = True) -> None:
-    """Merge the hits of the relation `hits` (columns of the `hits` table, none merged yet) into
-    the derived tables, inside the caller's transaction. `new`: they are newly stored hits (the
-    count of merged hits grows), not stored hits of a delivery being resolved again."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _nf AS {metrics.resolve_sql(hits)}")
+def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
+    """Store the new hits of the relation `hits` (the log columns of `hits`) resolved, and merge
+    them into the derived tables, inside the caller's transaction (an ingest's chunk)."""
+    _resolve(con, hits)
     try:
-        con.execute("INSERT INTO hit_facts BY NAME SELECT * FROM _nf")
-        con.execute("CREATE OR REPLACE TEMP VIEW _ev AS SELECT * FROM _nf e WHERE e.resolution = 'event'")
-        _parse_new_agents(con)
-        readers = _merge_readers(con)
-        browsers = _merge_browsers(con)
-        _merge_totals(con, readers, browsers)
-        _merge_dimensions(con)
-        _merge_domains(con)
-        if new:
-            con.execute("UPDATE derived_state SET hits = hits + (SELECT count(*) FROM _nf)")
+        columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
+        con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM _nf")
+        _merge(con)
     finally:
+        _drop_batch(con)
+
+
+def _resolve_stored(con: duckdb.DuckDBPyConnection, where: str) -> None:
+    """Resolve the stored hits in `where` (on `h`, from code) that are not resolved yet, and
+    merge them, inside the caller's transaction."""
+    _resolve(con, f"(SELECT * FROM hits h WHERE h.resolution IS NULL AND {where})")
+    try:
+        updates = ", ".join(f"{c} = n.{c}" for c in RESOLUTION_COLUMNS)
         con.execute(
-            "DROP VIEW IF EXISTS _ev; DROP TABLE IF EXISTS _nf; DROP TABLE IF EXISTS _rd;"
-            " DROP TABLE IF EXISTS _nb; DROP TABLE IF EXISTS _dv"
+            f"UPDATE hits SET {updates} FROM _nf n WHERE hits.source_id = n.source_id AND hits.line_no = n.line_no"
         )
+        _merge(con)
+    finally:
+        _drop_batch(con)
+
+
+def _resolve(con: duckdb.DuckDBPyConnection, hits: str) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _nf AS {metrics.resolve_sql(hits)}")
+
+
+def _merge(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge the resolved hits in _nf into the derived tables."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _ev AS {metrics.views('_nf')['events']}")
+    _parse_new_agents(con)
+    _reader_values(con)
+    readers = _merge_readers(con)
+    browsers = _merge_browsers(con)
+    _merge_totals(con, readers, browsers)
+    _merge_dimensions(con)
+    _merge_domains(con)
+    con.execute("UPDATE derived_state SET hits = hits + (SELECT count(*) FROM _nf)")
+
+
+def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
+    for view in ("_ev",):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    for table in ("_nf", "_rd", "_nb", "_ra", "_agents", "_links", "_dv"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
@@ -178,11 +205,13 @@ def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPy
 
 
 def _reset(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty every derived table and install this version's views: everything is built anew."""
+    """Empty every derived table, forget every hit's resolution and install this version's
+    views: everything is built anew."""
     for table in DERIVED_TABLES:
         con.execute(f"DELETE FROM {table}")
+    con.execute(f"UPDATE hits SET {', '.join(f'{c} = NULL' for c in RESOLUTION_COLUMNS)}")
     con.execute("INSERT INTO derived_state VALUES (0, ?, ?)", [useragent.PARSER_VERSION, DEFINITIONS])
-    for name, sql in metrics.views("hit_facts").items():
+    for name, sql in metrics.views().items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
 
@@ -194,10 +223,7 @@ def _rebuild_changed_deliveries(con: duckdb.DuckDBPyConnection) -> None:
         if not con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]:
             return
         changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
-        con.execute(f"""
-DELETE FROM reader_values WHERE CAST(floor(recipient_key / {_KEY_SPAN}) AS INTEGER) IN (
-    SELECT delivery_key FROM delivery_keys WHERE {changed})""")
-        for table in ("hit_facts", "readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
+        for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
             con.execute(f"DELETE FROM {table} WHERE {changed}")
         for table in ("delivery_domains", "recipient_keys", "derived_manifests"):
             con.execute(f"DELETE FROM {table} WHERE {changed}")
@@ -218,30 +244,27 @@ FROM deliveries d WHERE d.delivery_id NOT IN (SELECT delivery_id FROM delivery_k
             "INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries "
             f"WHERE {changed}"
         )
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _rehits AS SELECT * FROM hits WHERE {changed}")
-        absorb(con, "_rehits", new=False)
-        con.execute("DROP VIEW _rehits")
+        # the delivery's hits are resolved again, as any hit not resolved yet (_catch_up)
+        unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
+        con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
+        con.execute(
+            "UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)"
+        )
     finally:
         con.execute("DROP TABLE IF EXISTS _changed")
 
 
 def _catch_up(con: duckdb.DuckDBPyConnection) -> None:
-    """Merge the stored hits that are not in hit_facts yet (hits stored by an earlier version,
-    or straight into the table), in batches of line numbers so memory stays bounded."""
+    """Resolve and merge the stored hits not resolved yet (hits of a delivery whose manifest
+    changed, of a database of an earlier version, or stored straight into the table), in
+    batches of line numbers so that memory stays bounded; each batch commits on its own."""
     pending = con.execute("""
-SELECT h.source_id, min(h.line_no), max(h.line_no)
-FROM hits h ANTI JOIN hit_facts f ON f.source_id = h.source_id AND f.line_no = h.line_no
+SELECT h.source_id, min(h.line_no), max(h.line_no) FROM hits h WHERE h.resolution IS NULL
 GROUP BY h.source_id ORDER BY h.source_id""").fetchall()
     for source_id, first, last in pending:
         for start in range(int(first), int(last) + 1, CATCH_UP_BATCH):
-            con.execute(f"""
-CREATE OR REPLACE TEMP VIEW _catch AS
-SELECT h.* FROM hits h ANTI JOIN hit_facts f ON f.source_id = h.source_id AND f.line_no = h.line_no
-WHERE h.source_id = {int(source_id)} AND h.line_no >= {start} AND h.line_no < {start + CATCH_UP_BATCH}""")
-            _transaction(con, lambda c: absorb(c, "_catch"))
-    con.execute("DROP VIEW IF EXISTS _catch")
-    # the count of merged hits is exact again whatever happened before (e.g. a rebuilt delivery)
-    con.execute("UPDATE derived_state SET hits = (SELECT count(*) FROM hits)")
+            batch = f"h.source_id = {int(source_id)} AND h.line_no >= {start} AND h.line_no < {start + CATCH_UP_BATCH}"
+            _transaction(con, lambda c, where=batch: _resolve_stored(c, where))
 
 
 def _parse_new_agents(con: duckdb.DuckDBPyConnection) -> None:
@@ -262,31 +285,101 @@ WHERE {metrics.AGENT_EVENTS_SQL} AND e.user_agent IS NOT NULL
 Part = tuple[str, tuple[str, ...]]  # a per-key SELECT and the value columns it gives
 
 
+def _reader_values(con: duckdb.DuckDBPyConnection) -> None:
+    """_dv: per reader and dimension value of the new events (values numbered in
+    dimension_values, new ones added), with their opens and clicks. The events are grouped per
+    reader, agent and link first; each distinct agent and link is mapped to its values once."""
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _ra AS
+SELECT e.delivery_id, e.recipient_key, e.user_agent, e.link_id,
+    {metrics.EVENT_COUNTS["opens_total"]} AS opens, {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
+FROM _ev e WHERE {metrics.AGENT_EVENTS_SQL}
+GROUP BY e.delivery_id, e.recipient_key, e.user_agent, e.link_id""")
+    agent_values = ", ".join(f"{metrics.DIMENSIONS[d]} AS {d}" for d in metrics.AGENT_DIMENSIONS)
+    link_values = ", ".join(f"x.{column} AS {d}" for d, column in metrics.LINK_COLUMNS.items())
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _agents AS
+SELECT a.user_agent, {agent_values}
+FROM (SELECT DISTINCT user_agent FROM _ra) a LEFT JOIN user_agent_families u ON u.user_agent = a.user_agent""")
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _links AS
+SELECT x.delivery_id, x.link_id AS clicked_link, {link_values}
+FROM (SELECT DISTINCT r.delivery_id, r.link_id, l.url AS link_url, l.label AS link_label,
+        l.category AS link_category
+      FROM _ra r LEFT JOIN links l ON l.delivery_id = r.delivery_id AND l.link_id = r.link_id
+      WHERE r.clicks > 0) x""")
+    pairs = " UNION ".join(
+        f"SELECT '{d}' AS dimension, {d} AS value FROM {'_agents' if d in metrics.AGENT_DIMENSIONS else '_links'}"
+        for d in metrics.DIMENSIONS
+    )
+    con.execute(f"""
+INSERT INTO dimension_values
+SELECT (SELECT coalesce(max(value_key), 0) FROM dimension_values) + row_number() OVER (ORDER BY dimension, value),
+    dimension, value
+FROM (({pairs}) EXCEPT SELECT dimension, value FROM dimension_values) n""")
+    # each agent (link) with the keys of its values, then every (reader, agent, link) row of _ra
+    # joined once to them and unpivoted into (reader, value key) rows
+    for table, dims in (("_agents", metrics.AGENT_DIMENSIONS), ("_links", tuple(metrics.LINK_COLUMNS))):
+        keys = ", ".join(f"v_{d}.value_key AS key_{d}" for d in dims)
+        joins = " ".join(
+            f"JOIN dimension_values v_{d} ON v_{d}.dimension = '{d}' AND v_{d}.value IS NOT DISTINCT FROM t.{d}"
+            for d in dims
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT t.*, {keys} FROM {table} t {joins}")
+    agent_keys = ", ".join(f"a.key_{d}" for d in metrics.AGENT_DIMENSIONS)
+    link_keys = ", ".join(f"l.key_{d}" for d in metrics.LINK_COLUMNS)
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _ra AS
+SELECT r.delivery_id, r.recipient_key, r.opens, r.clicks, {agent_keys}, {link_keys}
+FROM _ra r
+JOIN _agents a ON a.user_agent IS NOT DISTINCT FROM r.user_agent
+LEFT JOIN _links l ON l.delivery_id = r.delivery_id AND l.clicked_link = r.link_id AND r.clicks > 0""")
+    keyed = " UNION ALL ".join(
+        f"SELECT r.recipient_key, r.key_{d} AS value_key, r.opens, r.clicks FROM _ra r"
+        + ("" if d in metrics.AGENT_DIMENSIONS else f" WHERE r.key_{d} IS NOT NULL")
+        for d in metrics.DIMENSIONS
+    )
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _dv AS
+SELECT k.recipient_key, k.value_key, sum(k.opens) AS opens, sum(k.clicks) AS clicks
+FROM ({keyed}) k
+GROUP BY k.recipient_key, k.value_key""")
+
+
 def _merge_readers(con: duckdb.DuckDBPyConnection) -> Part:
-    """Merge the new events' reader flags into `readers`; returns the per-delivery SELECT of
-    the unique counts they add (readers whose flag was not set yet)."""
+    """Merge the new events' readers into `readers`: their flags and the dimension values they
+    were seen with. Returns the per-delivery SELECT of the unique counts they add (readers whose
+    flag was not set yet). _rd keeps, per reader of the batch, the flags and values that are new."""
     flags = metrics.READER_FLAGS
     new_flags = ", ".join(f"bool_or({sql}) AS {flag}" for flag, sql in flags.items())
     # existing readers come from an inner join, which builds on the small side (the new events)
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _rd AS
 WITH n AS (
-    SELECT e.recipient_key, e.delivery_id, e.email_domain, {new_flags}
-    FROM _ev e GROUP BY e.recipient_key, e.delivery_id, e.email_domain
+    SELECT f.*, coalesce(v.value_keys, []) AS value_keys
+    FROM (
+        SELECT e.recipient_key, e.delivery_id, e.email_domain, {new_flags}
+        FROM _ev e GROUP BY e.recipient_key, e.delivery_id, e.email_domain
+    ) f
+    LEFT JOIN (SELECT recipient_key, list(value_key) AS value_keys FROM _dv GROUP BY recipient_key) v
+        ON v.recipient_key = f.recipient_key
 ), old AS (
     SELECT r.* FROM readers r JOIN n ON n.recipient_key = r.recipient_key
 )
 SELECT n.recipient_key, n.delivery_id, n.email_domain, old.recipient_key IS NOT NULL AS known,
     {", ".join(f"n.{f} AND NOT coalesce(old.{f}, FALSE) AS new_{f}" for f in flags)},
-    {", ".join(f"n.{f} OR coalesce(old.{f}, FALSE) AS {f}" for f in flags)}
+    {", ".join(f"n.{f} OR coalesce(old.{f}, FALSE) AS {f}" for f in flags)},
+    list_filter(n.value_keys, lambda k: NOT list_contains(coalesce(old.value_keys, []), k)) AS new_value_keys,
+    coalesce(old.value_keys, []) AS old_value_keys
 FROM n LEFT JOIN old ON old.recipient_key = n.recipient_key""")
-    changed = " OR ".join(f"d.new_{f}" for f in flags)
+    changed = " OR ".join([f"d.new_{f}" for f in flags] + ["len(d.new_value_keys) > 0"])
     con.execute(f"""
-UPDATE readers SET {", ".join(f"{f} = d.{f}" for f in flags)}
+UPDATE readers SET {", ".join(f"{f} = d.{f}" for f in flags)},
+    value_keys = list_concat(d.old_value_keys, d.new_value_keys)
 FROM _rd d WHERE readers.recipient_key = d.recipient_key AND d.known AND ({changed})""")
     con.execute(
-        f"INSERT INTO readers SELECT recipient_key, delivery_id, email_domain, {', '.join(flags)} "
-        "FROM _rd WHERE NOT known"
+        f"INSERT INTO readers SELECT recipient_key, delivery_id, email_domain, {', '.join(flags)}, "
+        "new_value_keys FROM _rd WHERE NOT known"
     )
     counts = ", ".join(
         f"count(*) FILTER (WHERE d.new_{flag}) AS {name}" for name, flag in metrics.UNIQUE_OF_FLAG.items()
@@ -331,53 +424,35 @@ def _merge_totals(con: duckdb.DuckDBPyConnection, readers: Part, browsers: Part)
 
 
 def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
-    """Opens and clicks add up per (delivery, dimension, value); readers add the (reader, value)
-    pairs not in `reader_values` yet."""
-    per_reader = " UNION ALL ".join(
-        f"""SELECT e.delivery_id, '{d}' AS dimension, {sql} AS value, e.recipient_key,
-    {metrics.EVENT_COUNTS["opens_total"]} AS opens, {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
-FROM _ev e LEFT JOIN user_agent_families u ON u.user_agent = e.user_agent
-WHERE {metrics.dimension_events_sql(d)}
-GROUP BY e.delivery_id, {sql}, e.recipient_key"""
-        for d, sql in metrics.DIMENSIONS.items()
+    """Opens and clicks add up per (delivery, dimension, value); readers add the readers for
+    whom the value is new (_rd.new_value_keys)."""
+    named = "JOIN dimension_values v ON v.value_key = p.value_key"
+    parts: list[Part] = [
+        (
+            (
+                "SELECT p.delivery_id, v.dimension, v.value, p.opens, p.clicks FROM ("
+                "SELECT r.delivery_id, d.value_key, sum(d.opens) AS opens, sum(d.clicks) AS clicks FROM _dv d "
+                f"JOIN _rd r ON r.recipient_key = d.recipient_key GROUP BY r.delivery_id, d.value_key) p {named}"
+            ),
+            ("opens", "clicks"),
+        ),
+        (
+            (
+                "SELECT p.delivery_id, v.dimension, v.value, p.readers FROM ("
+                "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
+                "SELECT d.delivery_id, unnest(d.new_value_keys) AS value_key FROM _rd d) n "
+                f"GROUP BY n.delivery_id, n.value_key) p {named}"
+            ),
+            ("readers",),
+        ),
+    ]
+    _add_rows(
+        con,
+        "delivery_dimensions",
+        ("delivery_id", "dimension", "value"),
+        ("opens", "clicks", "readers"),
+        parts,
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _dv AS {per_reader}")
-    con.execute("""
-INSERT INTO dimension_values
-SELECT (SELECT coalesce(max(value_key), 0) FROM dimension_values) + row_number() OVER (ORDER BY dimension, value),
-    dimension, value
-FROM (SELECT DISTINCT dimension, value FROM _dv EXCEPT SELECT dimension, value FROM dimension_values) n""")
-    con.execute("""
-CREATE OR REPLACE TEMP TABLE _nm AS
-WITH n AS (
-    SELECT DISTINCT d.delivery_id, d.dimension, d.value, d.recipient_key, v.value_key
-    FROM _dv d JOIN dimension_values v ON v.dimension = d.dimension AND v.value IS NOT DISTINCT FROM d.value
-), old AS (
-    SELECT n.* FROM n JOIN reader_values m ON m.recipient_key = n.recipient_key AND m.value_key = n.value_key
-)
-SELECT * FROM n EXCEPT SELECT * FROM old""")
-    try:
-        con.execute("INSERT INTO reader_values SELECT recipient_key, value_key FROM _nm")
-        parts = [
-            (
-                "SELECT d.delivery_id, d.dimension, d.value, sum(d.opens) AS opens, sum(d.clicks) AS clicks"
-                + " FROM _dv d GROUP BY ALL",
-                ("opens", "clicks"),
-            ),
-            (
-                "SELECT n.delivery_id, n.dimension, n.value, count(*) AS readers FROM _nm n GROUP BY ALL",
-                ("readers",),
-            ),
-        ]
-        _add_rows(
-            con,
-            "delivery_dimensions",
-            ("delivery_id", "dimension", "value"),
-            ("opens", "clicks", "readers"),
-            parts,
-        )
-    finally:
-        con.execute("DROP TABLE IF EXISTS _nm")
 
 
 def _merge_domains(con: duckdb.DuckDBPyConnection) -> None:

@@ -9,6 +9,7 @@ events; both have the same columns, so each report is one query.
 from __future__ import annotations
 
 from tracklog import useragent
+from tracklog.schema import HIT_COLUMNS
 
 
 def automated_sql(h: str = "h") -> str:
@@ -230,13 +231,14 @@ def email_domain_sql(email: str) -> str:
 # `u`, the table user_agent_families) for opens and clicks, or the link of a click. The value of
 # each as SQL over the event `e`, and the events it applies to.
 AGENT_DIMENSIONS = ("browser", "os", "device")
-LINK_DIMENSIONS = {"url": "e.link_url", "label": "e.link_label", "category": "e.link_category"}
+# The link dimensions: the events column of each ("link" is the link id, for hot clicks).
+LINK_COLUMNS = {"url": "link_url", "label": "link_label", "category": "link_category", "link": "link_id"}
+LINK_DIMENSIONS = ("url", "label", "category")  # what `report urls --by` offers
 DIMENSIONS: dict[str, str] = {
     "browser": f"coalesce(u.browser, '{useragent.UNKNOWN}')",
     "os": f"coalesce(u.os, '{useragent.UNKNOWN}')",
     "device": "coalesce(u.device, 'other')",
-    **LINK_DIMENSIONS,
-    "link": "e.link_id",
+    **{d: f"e.{column}" for d, column in LINK_COLUMNS.items()},
 }
 AGENT_EVENTS_SQL = "e.type IN ('open', 'click')"
 LINK_EVENTS_SQL = "e.type = 'click'"
@@ -305,26 +307,17 @@ LEFT JOIN (
 """
 
 
-def resolve_sql(
-    hits: str, recipient_keys: str = "recipient_keys", delivery_keys: str = "delivery_keys"
-) -> str:
-    """The hits of the relation `hits` (columns of the `hits` table) resolved against the
-    manifests: their event type and verdict, what the manifests say about them (NULLs where
-    nothing matches), the reader keys, and the `resolution`: the verdict when the hit is not
-    accepted, else the first id that failed to match ('delivery', 'recipient', 'link': an
-    orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event (an
-    accepted hit of a manifest recipient of its delivery; a click on a manifest link that is not
-    a trap). `recipient_keys` numbers each delivery's recipients (delivery_id, recipient_id,
-    recipient_key, email, status), `delivery_keys` the deliveries."""
+def resolve_sql(hits: str) -> str:
+    """The hits of the relation `hits` (the log columns of the `hits` table) with their event
+    type and verdict, resolved against the manifests: the reader keys, the recipient's email
+    domain, and the `resolution`: the verdict when the hit is not accepted, else the first id
+    that failed to match ('delivery', 'recipient', 'link': an orphan), 'trap' for a click on a
+    trap link, or 'event': a counted tracking event (an accepted hit of a manifest recipient of
+    its delivery; a click on a manifest link that is not a trap). Reads `delivery_keys` and
+    `recipient_keys` (see recipient_keys_sql)."""
+    columns = ", ".join(f"h.{c}" for c in HIT_COLUMNS)
     return f"""
-SELECT h.source_id, h.line_no, h.ts, h.type, h.verdict, h.delivery_id, h.recipient_id, h.link_id,
-    h.ip, h.user_agent, h.uid,
-    d.delivery_id IS NOT NULL AS delivery_known,
-    r.recipient_id IS NOT NULL AS recipient_known,
-    l.link_id IS NOT NULL AS link_known,
-    d.label AS delivery_label, d.sent_at,
-    r.email, r.status AS recipient_status,
-    l.label AS link_label, l.url AS link_url, l.category AS link_category, l.position AS link_position,
+SELECT {columns}, h.type, h.verdict,
     CASE WHEN h.verdict <> 'accepted' THEN h.verdict
          WHEN d.delivery_id IS NULL THEN 'delivery'
          WHEN r.recipient_id IS NULL THEN 'recipient'
@@ -335,8 +328,8 @@ SELECT h.source_id, h.line_no, h.ts, h.type, h.verdict, h.delivery_id, h.recipie
     {email_domain_sql("r.email")} AS email_domain
 FROM (SELECT x.*, {type_sql("x")} AS type, {verdict_sql("x")} AS verdict FROM {hits} x) h
 LEFT JOIN deliveries d ON d.delivery_id = h.delivery_id
-LEFT JOIN {delivery_keys} dk ON dk.delivery_id = h.delivery_id
-LEFT JOIN {recipient_keys} r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
+LEFT JOIN delivery_keys dk ON dk.delivery_id = h.delivery_id
+LEFT JOIN recipient_keys r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
 LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
 """
 
@@ -353,39 +346,45 @@ WHERE {recipient_where}
 """
 
 
-def views(facts: str) -> dict[str, str]:
-    """The view definitions, reading the resolved hits from `facts` (a table with the columns
-    of resolve_sql())."""
+CLASSIFIED_HITS = f"SELECT h.*, {type_sql()} AS type, {verdict_sql()} AS verdict FROM hits h"
+
+
+def views(classified: str = "hits_classified") -> dict[str, str]:
+    """The view definitions over `classified`: resolved hits with their type and verdict (the
+    `hits_classified` view, or the hits of a commit being merged)."""
+    labels = """
+    d.delivery_id IS NOT NULL AS delivery_known, d.label AS delivery_label, d.sent_at,
+    l.link_id IS NOT NULL AS link_known, l.label AS link_label, l.url AS link_url,
+    l.category AS link_category, l.position AS link_position"""
+    joins = f"""
+FROM {classified} c
+LEFT JOIN deliveries d ON d.delivery_id = c.delivery_id
+LEFT JOIN links l ON l.delivery_id = c.delivery_id AND l.link_id = c.link_id"""
     return {
-        # Every stored hit with its event type and verdict.
-        "hits_classified": f"SELECT h.*, {type_sql()} AS type, {verdict_sql()} AS verdict FROM hits h",
-        # Accepted hits with what the manifests say about them (NULLs where nothing matches yet:
+        # Every stored hit with its event type and verdict (and its resolution, see resolve_sql).
+        "hits_classified": CLASSIFIED_HITS,
+        # Accepted hits with what the manifests say about them (NULLs where nothing matches:
         # resolved against the manifests as they are now, so a manifest stored after the logs
         # resolves them).
         "accepted_hits": f"""
-SELECT f.ts, f.type, f.delivery_id, f.recipient_id, f.link_id, f.ip, f.user_agent, f.uid,
-    f.delivery_known, f.recipient_known, f.link_known, f.delivery_label, f.sent_at,
-    f.email, f.recipient_status, f.link_label, f.link_url, f.link_category, f.link_position
-FROM {facts} f
-WHERE f.verdict = 'accepted'
+SELECT c.ts, c.type, c.delivery_id, c.recipient_id, c.link_id, c.ip, c.user_agent, c.uid,
+    c.resolution NOT IN ('delivery', 'recipient') AS recipient_known, {labels}{joins}
+WHERE c.verdict = 'accepted'
 """,
         # The counted tracking events.
         "events": f"""
-SELECT f.ts, f.type, f.delivery_id, f.delivery_label, f.sent_at,
-    f.recipient_id, f.email, f.recipient_status,
-    f.link_id, f.link_label, f.link_url, f.link_category, f.link_position,
-    f.ip, f.user_agent, f.uid, f.delivery_key, f.recipient_key, f.email_domain
-FROM {facts} f
-WHERE f.resolution = 'event'
+SELECT c.ts, c.type, c.delivery_id, d.label AS delivery_label, d.sent_at, c.recipient_id,
+    c.link_id, l.label AS link_label, l.url AS link_url, l.category AS link_category,
+    l.position AS link_position, c.ip, c.user_agent, c.uid, c.delivery_key, c.recipient_key,
+    c.email_domain{joins}
+WHERE c.resolution = 'event'
 """,
         # Accepted hits that no manifest explains, with the first id that failed to match.
         "orphans": f"""
-SELECT f.ts, f.type, f.delivery_id, f.recipient_id, f.link_id, f.ip, f.user_agent, f.uid,
-    f.delivery_known, f.recipient_known, f.link_known, f.delivery_label, f.sent_at,
-    f.email, f.recipient_status, f.link_label, f.link_url, f.link_category, f.link_position,
-    f.resolution AS orphan_reason
-FROM {facts} f
-WHERE f.resolution IN ({", ".join(f"'{r}'" for r in ORPHAN_REASONS)})
+SELECT c.ts, c.type, c.delivery_id, c.recipient_id, c.link_id, c.ip, c.user_agent, c.uid,
+    c.resolution NOT IN ('delivery', 'recipient') AS recipient_known, {labels},
+    c.resolution AS orphan_reason{joins}
+WHERE c.resolution IN ({", ".join(f"'{r}'" for r in ORPHAN_REASONS)})
 """,
         "orphan_counts": """
 SELECT o.delivery_id,

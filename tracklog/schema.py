@@ -13,7 +13,8 @@ from tracklog.errors import DataError
 from tracklog.routes import PATH_SQL
 
 # 2: hits.path became a virtual column (computed from the route and ids)
-# 3: the derived tables of tracklog.derived, merged per commit (replacing the caches of schema 2)
+# 3: hits carry their resolution; the derived tables of tracklog.derived, merged per commit,
+#    replace the caches of schema 2
 SCHEMA_VERSION = 3
 
 # The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
@@ -65,7 +66,14 @@ CREATE TABLE IF NOT EXISTS {table} (
     delivery_id  VARCHAR NOT NULL,
     link_id      VARCHAR,               -- clicks only
     recipient_id VARCHAR NOT NULL,
-    sig_status   VARCHAR NOT NULL       -- the ?s= signature: valid | invalid | missing | unchecked
+    sig_status   VARCHAR NOT NULL,      -- the ?s= signature: valid | invalid | missing | unchecked
+    -- Resolved against the manifests by tracklog.derived as the hit is stored (NULL until then),
+    -- and again when its delivery's manifest is stored or replaced (metrics.resolve_sql):
+    resolution   VARCHAR,               -- event | trap | delivery, recipient, link (orphans) |
+                                        -- rejected | failed | automated
+    delivery_key INTEGER,               -- delivery_keys; NULL for a delivery without manifest
+    recipient_key BIGINT,               -- recipient_keys; NULL when not a manifest recipient
+    email_domain VARCHAR                -- of that recipient's email
 );
 """
 
@@ -153,18 +161,6 @@ CREATE TABLE IF NOT EXISTS recipients (
 # definitions, merged at every commit of new hits (so the cost follows the new hits). All of
 # it can be rebuilt from the tables above; never exported.
 DERIVED_SCHEMA = """
--- every stored hit resolved against the manifests (metrics.resolve_sql): the `events` view
-CREATE TABLE IF NOT EXISTS hit_facts (
-    source_id INTEGER NOT NULL, line_no BIGINT NOT NULL, ts TIMESTAMP NOT NULL,
-    type VARCHAR NOT NULL, verdict VARCHAR NOT NULL,
-    delivery_id VARCHAR NOT NULL, recipient_id VARCHAR NOT NULL, link_id VARCHAR,
-    ip VARCHAR, user_agent VARCHAR, uid VARCHAR,
-    delivery_known BOOLEAN NOT NULL, recipient_known BOOLEAN NOT NULL, link_known BOOLEAN NOT NULL,
-    delivery_label VARCHAR, sent_at TIMESTAMP, email VARCHAR, recipient_status VARCHAR,
-    link_label VARCHAR, link_url VARCHAR, link_category VARCHAR, link_position INTEGER,
-    resolution VARCHAR NOT NULL,            -- event | trap | delivery | recipient | link | rejected | failed | automated
-    delivery_key INTEGER, recipient_key BIGINT, email_domain VARCHAR
-);
 -- deliveries numbered once and for all (a key is never reused, so stored keys stay valid)
 CREATE TABLE IF NOT EXISTS delivery_keys (delivery_id VARCHAR NOT NULL, delivery_key INTEGER NOT NULL);
 -- each delivery's recipients numbered (metrics.recipient_keys_sql), renumbered with its manifest
@@ -192,14 +188,14 @@ CREATE TABLE IF NOT EXISTS delivery_domains (
     opens_unique BIGINT NOT NULL, clicks_unique BIGINT NOT NULL
 );
 -- the sets behind the unique counts, so that new events merge instead of recounting:
--- each reader with an event and its flags (metrics.READER_FLAGS) ...
+-- each reader with an event: its flags (metrics.READER_FLAGS) and the dimension values it was
+-- seen with (numbered in dimension_values) ...
 CREATE TABLE IF NOT EXISTS readers (
     recipient_key BIGINT NOT NULL, delivery_id VARCHAR NOT NULL, email_domain VARCHAR,
-    opened BOOLEAN NOT NULL, clicked BOOLEAN NOT NULL, unsubscribed BOOLEAN NOT NULL
+    opened BOOLEAN NOT NULL, clicked BOOLEAN NOT NULL, unsubscribed BOOLEAN NOT NULL,
+    value_keys INTEGER[] NOT NULL
 );
--- ... each (reader, dimension value) seen, the values numbered in dimension_values ...
 CREATE TABLE IF NOT EXISTS dimension_values (value_key INTEGER NOT NULL, dimension VARCHAR NOT NULL, value VARCHAR);
-CREATE TABLE IF NOT EXISTS reader_values (recipient_key BIGINT NOT NULL, value_key INTEGER NOT NULL);
 -- ... and each browser (metrics.BROWSER_COLUMNS) that clicked, per delivery
 CREATE TABLE IF NOT EXISTS click_browsers (delivery_id VARCHAR NOT NULL, uid VARCHAR, ip VARCHAR, user_agent VARCHAR);
 -- each distinct user agent of an event, parsed once (useragent.parse_agent)
@@ -212,8 +208,8 @@ CREATE TABLE IF NOT EXISTS derived_manifests (
 );
 """
 
+RESOLUTION_COLUMNS = ("resolution", "delivery_key", "recipient_key", "email_domain")
 DERIVED_TABLES = (
-    "hit_facts",
     "delivery_keys",
     "recipient_keys",
     "delivery_totals",
@@ -221,7 +217,6 @@ DERIVED_TABLES = (
     "delivery_domains",
     "readers",
     "dimension_values",
-    "reader_values",
     "click_browsers",
     "user_agent_families",
     "derived_state",
@@ -294,8 +289,11 @@ def _migrate_path_column(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _replace_caches(con: duckdb.DuckDBPyConnection) -> None:
-    """Schema 2 -> 3: drop the caches of schema 2 (and the views that read them); the derived
-    tables are created empty and tracklog.derived builds them from the hits."""
+    """Schema 2 -> 3: the resolution columns of `hits` (NULL: not resolved yet), and the caches
+    of schema 2 dropped (with the views that read them); the derived tables are created empty
+    and tracklog.derived builds them from the hits."""
+    for column, sql_type in zip(RESOLUTION_COLUMNS, ("VARCHAR", "INTEGER", "BIGINT", "VARCHAR"), strict=True):
+        con.execute(f"ALTER TABLE hits ADD COLUMN IF NOT EXISTS {column} {sql_type}")
     views = con.execute(
         "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal"
     ).fetchall()
