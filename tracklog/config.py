@@ -15,7 +15,7 @@ from tracklog.errors import ConfigError, UsageError
 
 DEFAULT_DB = "tracklog.duckdb"
 DEFAULT_CONFIG = "tracklog.toml"
-DEFAULT_WAIT_SECONDS = 10.0
+DEFAULT_WAIT_SECONDS = 60.0
 DEFAULT_MAX_BAD_RATIO = 0.5
 
 _KNOWN_KEYS = {
@@ -83,6 +83,16 @@ def _read_secret_file(path: Path) -> bytes:
     return secret
 
 
+def _env_wait(text: str) -> float:
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not wait >= 0:  # also refuses nan
+        raise ConfigError(f"TRACKLOG_WAIT must be 0 or more seconds (got {text!r})")
+    return wait
+
+
 def load_config(
     config_file: str | None = None,
     db: str | None = None,
@@ -142,6 +152,8 @@ def load_config(
         cfg.db = Path(env["TRACKLOG_DB"])
     if env.get("TRACKLOG_SECRET"):
         cfg.secret = env["TRACKLOG_SECRET"].encode()
+    if env.get("TRACKLOG_WAIT"):
+        cfg.wait = _env_wait(env["TRACKLOG_WAIT"])
     if db is not None:
         if not db:
             raise UsageError("--db is empty: name the DuckDB file")

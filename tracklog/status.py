@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tracklog.metrics import orphan_counts
-from tracklog.store import open_reader
+from tracklog.derived import open_reader
+from tracklog.store import OnWait
 
 _SECTIONS = {
     "sources": """
@@ -32,9 +32,12 @@ _SECTIONS = {
         FROM runs ORDER BY run_id DESC LIMIT 5""",
 }
 
+# Orphan hits per delivery id (the `orphan_counts` view), most first.
+_ORPHANS = "SELECT * FROM orphan_counts ORDER BY orphan_hits DESC, delivery_id"
 
-def status_tables(db: Path, wait: float) -> list[tuple[str, pa.Table]]:
-    with open_reader(db, wait) as con:
+
+def status_tables(db: Path, wait: float, on_wait: OnWait | None = None) -> list[tuple[str, pa.Table]]:
+    with open_reader(db, wait, on_wait) as con:
         out = [(name, con.sql(sql).to_arrow_table()) for name, sql in _SECTIONS.items()]
-        out.insert(3, ("orphans", orphan_counts(con)))
+        out.insert(3, ("orphans", con.sql(_ORPHANS).to_arrow_table()))
     return out

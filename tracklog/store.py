@@ -1,8 +1,9 @@
-"""The DuckDB file: connecting (with the writer lock and waiting), the schema and its version.
+"""The DuckDB file: the single writer, the readers, and how the writer lets waiting readers in.
 
-One process writes at a time: writers take an advisory lock on `<db>.lock` (flock) and
-hold it for the whole run; readers open the database read-only. Both wait up to `wait`
-seconds for the other side before giving up with LockBusyError.
+DuckDB allows one writing process or several read-only ones. An ingest holds the run lock
+`<db>.lock` ("pid N") for its whole run, but the file itself only between hand-offs: its
+connection is in-memory with the file ATTACHed, and after a commit, when readers wait (each
+holds a shared flock on `<db>.wait`), it DETACHes the file, lets them in and ATTACHes it again.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import duckdb
 
-from tracklog import metrics
+from tracklog.config import DEFAULT_WAIT_SECONDS
 from tracklog.errors import DataError, LockBusyError
 from tracklog.schema import apply_schema
 
@@ -25,6 +26,14 @@ from tracklog.schema import apply_schema
 # the process (two chunks of lines in Arrow, Python) comes on top: ~800 MB peak on 8M lines.
 # 512 MB gave the same speed and a 940 MB peak.
 WRITER_MEMORY_LIMIT = "400MB"
+
+POLL_SECONDS = 0.05  # how often a waiting reader tries the file, and a writer takes it back
+# How long a hand-off waits for the waiting readers to get in; and, whatever --wait says, how
+# long the writer tries to take the file back (it let the readers in itself).
+HANDOFF_SECONDS = 5.0
+ALIAS = "tl"  # the catalog name of the attached file in the writer's connection
+
+OnWait = Callable[[str | None], None]  # called once when waiting starts: "pid N" of the ingest, or None
 
 
 def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple[Any, ...] | None:
@@ -41,23 +50,108 @@ def lock_path(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 
 
-def _acquire_lock(db: Path, wait: float) -> IO[str]:
+def wait_path(db: Path) -> Path:
+    return db.with_name(db.name + ".wait")
+
+
+# -- the writer --------------------------------------------------------------------------------
+
+
+class WriterSession:
+    """The ingest's connection (`con`, the file attached as its default catalog) and the
+    hand-off of the file to waiting readers between commits."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, db: Path, wait: float, signal: int | None) -> None:
+        self.con = con
+        self.db = db
+        self.wait = wait
+        self._signal = signal  # fd of <db>.wait; None when it cannot be opened (no hand-offs)
+        self.lost: LockBusyError | None = None  # set when the file could not be taken back
+
+    def hand_off(self) -> None:
+        """Outside a transaction: when readers wait, let them in, then take the file back.
+        Costs one non-blocking flock when nobody waits."""
+        if self._signal is None or not _readers_waiting(self._signal):
+            return
+        self.con.execute(f"USE memory; DETACH {ALIAS}")  # checkpoints; temp tables stay
+        deadline = time.monotonic() + HANDOFF_SECONDS
+        while _readers_waiting(self._signal) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            _attach(self.con, self.db, max(self.wait, HANDOFF_SECONDS), taking_back=True)
+        except LockBusyError as exc:
+            self.lost = exc
+            raise
+
+    def close(self) -> None:
+        self.con.close()
+        if self._signal is not None:
+            os.close(self._signal)
+
+
+@contextmanager
+def writer_session(
+    db: Path, wait: float = DEFAULT_WAIT_SECONDS, threads: int | None = None, on_wait: OnWait | None = None
+) -> Iterator[WriterSession]:
+    """The single writer: holds `<db>.lock` until the end, and the file except during hand-offs.
+    `on_wait` is called if another ingest holds the run lock."""
+    if db.parent and not db.parent.exists():
+        raise DataError(f"database {db}: folder {db.parent} does not exist")
+    run_lock = _acquire_run_lock(db, wait, on_wait)
+    try:
+        session = WriterSession(duckdb.connect(":memory:"), db, wait, _open_signal(db))
+        try:
+            if threads:
+                session.con.execute(f"SET threads = {int(threads)}")
+            # DuckDB's default is 80% of RAM: a long ingest would keep growing its buffer pool
+            session.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
+            _attach(session.con, db, wait, taking_back=False)
+            apply_schema(session.con)
+            try:
+                yield session
+            except Exception as exc:
+                # what failed after a lost hand-off failed for want of the file: say that
+                if session.lost is None:
+                    raise
+                raise session.lost from exc
+            if session.lost is not None:
+                raise session.lost
+        finally:
+            session.close()
+    finally:
+        run_lock.close()
+
+
+@contextmanager
+def open_writer(
+    db: Path, wait: float = DEFAULT_WAIT_SECONDS, threads: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writer's connection, for work without hand-offs (tests, benchmarks)."""
+    with writer_session(db, wait, threads) as session:
+        yield session.con
+
+
+def _acquire_run_lock(db: Path, wait: float, on_wait: OnWait | None) -> IO[str]:
     path = lock_path(db)
     fh = path.open("a+")
     deadline = time.monotonic() + max(wait, 0.0)
+    waiting = False
     while True:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or None
             if time.monotonic() >= deadline:
-                fh.seek(0)
-                holder = fh.read().strip() or "unknown"
                 fh.close()
                 raise LockBusyError(
-                    f"database {db} is busy: another tracklog ingest holds {path} ({holder}); "
+                    f"database {db} is busy: another tracklog ingest holds {path} ({holder or 'unknown'}); "
                     f"waited {wait:g}s (raise it with --wait)"
                 ) from None
-            time.sleep(0.1)
+            if not waiting and on_wait is not None:
+                on_wait(holder)
+            waiting = True
+            time.sleep(POLL_SECONDS)
             continue
         fh.seek(0)
         fh.truncate()
@@ -66,62 +160,135 @@ def _acquire_lock(db: Path, wait: float) -> IO[str]:
         return fh
 
 
-def _connect_retrying(db: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+def _attach(con: duckdb.DuckDBPyConnection, db: Path, wait: float, *, taking_back: bool) -> None:
+    """ATTACH the file as the default catalog, retrying while readers have it open."""
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
+            con.execute(f"ATTACH ? AS {ALIAS}", [str(db)])
+            con.execute(f"USE {ALIAS}")
+            return
+        except duckdb.Error as exc:
+            if not _is_busy(exc):
                 raise DataError(f"database {db}: {exc}") from exc
             if time.monotonic() >= deadline:
+                who = "a reader let in between commits" if taking_back else "another process"
                 raise LockBusyError(
-                    f"database {db} is busy (another tracklog process has it open for writing); "
-                    f"waited {wait:g}s (raise it with --wait)"
+                    f"database {db} is busy: {who} has it open; waited {wait:g}s (raise it with --wait)"
                 ) from None
-            time.sleep(0.1)
-        except duckdb.Error as exc:
-            raise DataError(f"database {db}: {exc}") from exc
+            time.sleep(POLL_SECONDS)
 
 
-@contextmanager
-def open_writer(
-    db: Path, wait: float = 10.0, threads: int | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The single writer: holds `<db>.lock` for as long as the connection is open."""
-    if db.parent and not db.parent.exists():
-        raise DataError(f"database {db}: folder {db.parent} does not exist")
-    lock = _acquire_lock(db, wait)
+def _readers_waiting(signal: int) -> bool:
+    """Whether some reader holds its shared lock on `<db>.wait` (a non-blocking test)."""
     try:
-        con = _connect_retrying(db, read_only=False, wait=wait)
-        try:
-            if threads:
-                con.execute(f"SET threads = {int(threads)}")
-            # DuckDB's default is 80% of RAM: a long ingest would keep growing its buffer pool
-            con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
-            apply_schema(con)
-            metrics.ensure_views(con)
-            yield con
-        finally:
-            con.close()
-    finally:
-        lock.close()
+        fcntl.flock(signal, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(signal, fcntl.LOCK_UN)
+    return False
+
+
+# -- readers -----------------------------------------------------------------------------------
 
 
 @contextmanager
-def open_reader(db: Path, wait: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection; a database that does not exist yet reads as empty."""
+def open_reader(
+    db: Path, wait: float = DEFAULT_WAIT_SECONDS, on_wait: OnWait | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection, waiting up to `wait` seconds while an ingest holds the file;
+    `on_wait` is called once if it has to wait. A database that does not exist reads as empty."""
     if not db.exists():
         con = duckdb.connect(":memory:")
         try:
             apply_schema(con)
-            metrics.ensure_views(con)
             yield con
         finally:
             con.close()
         return
-    con = _connect_retrying(db, read_only=True, wait=wait)
+    con = _connect_reader(db, wait, on_wait)
     try:
         yield con
     finally:
         con.close()
+
+
+def _connect_reader(db: Path, wait: float, on_wait: OnWait | None) -> duckdb.DuckDBPyConnection:
+    con = _try_read_only(db)
+    if con is not None:
+        return con
+    holder = _ingest_holder(db)
+    if on_wait is not None and wait > 0:
+        on_wait(holder)
+    deadline = time.monotonic() + wait
+    signal = _open_signal(db)
+    try:
+        while True:
+            if signal is not None:
+                _raise_hand(signal)
+            con = _try_read_only(db)
+            if con is not None:
+                return con
+            if time.monotonic() >= deadline:
+                who = f"the ingest ({holder})" if holder else "another process"
+                raise LockBusyError(
+                    f"database {db} is busy: {who} is writing it; waited {wait:g}s "
+                    "(raise it with --wait SECONDS or the config key wait)"
+                )
+            time.sleep(POLL_SECONDS)
+    finally:
+        if signal is not None:
+            os.close(signal)  # drops the shared lock: connected, or given up
+
+
+def _try_read_only(db: Path) -> duckdb.DuckDBPyConnection | None:
+    """A read-only connection, or None while a writer holds the file."""
+    try:
+        return duckdb.connect(str(db), read_only=True)
+    except duckdb.Error as exc:
+        if _is_busy(exc):
+            return None
+        raise DataError(f"database {db}: {exc}") from exc
+
+
+def _raise_hand(signal: int) -> None:
+    """Take (or keep) the shared lock on `<db>.wait` that asks the writer for a hand-off."""
+    try:
+        fcntl.flock(signal, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # the writer is testing the lock this very moment: next poll
+
+
+def _ingest_holder(db: Path) -> str | None:
+    """The holder ("pid N") of the run lock when an ingest holds it now, else None."""
+    try:
+        fh = lock_path(db).open()
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or None
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return None
+
+
+def _open_signal(db: Path) -> int | None:
+    """A descriptor of `<db>.wait` (created when missing), or None when it cannot be opened."""
+    path = wait_path(db)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        pass
+    try:
+        return os.open(path, os.O_RDONLY)  # made by a user who may write the folder; flock needs no more
+    except OSError:
+        return None
+
+
+def _is_busy(exc: duckdb.Error) -> bool:
+    """A lock conflict: another process (or, in this one, another connection) has the file."""
+    if isinstance(exc, duckdb.IOException):
+        return "lock" in str(exc).lower()
+    return isinstance(exc, duckdb.ResourceInUseException)

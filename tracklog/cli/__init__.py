@@ -6,14 +6,22 @@ code; a traceback only with --debug. Commands live in the sibling modules, one p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+import duckdb
 from rich.console import Console
 
 from tracklog.config import Config, load_config
+from tracklog.derived import open_reader
 from tracklog.errors import ExitCode, TracklogError
+from tracklog.store import OnWait
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -25,20 +33,57 @@ class App:
     debug: bool
     quiet: bool
     err: Console
+    wait_flag: float | None = None  # a command's --wait
     _config: Config | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_flag, self.db_flag)
+        if self.wait_flag is not None:
+            self._config.wait = self.wait_flag
         return self._config
 
     @property
     def db(self) -> Path:
         return self.config.db
 
+    def open_reader(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return open_reader(self.db, self.config.wait, self.waiting_notice())
+
+    def waiting_notice(self, until: str = "commit") -> OnWait | None:
+        """What to call when the command starts waiting for an ingest: a line on stderr when a
+        person can see it (a terminal, not --quiet), else nothing."""
+        if self.quiet or not self.err.is_terminal:
+            return None
+
+        def notice(holder: str | None) -> None:
+            who = f"the ingest ({holder})" if holder else "the process writing the database"
+            self.err.print(f"waiting for {who} to {until}...")
+
+        return notice
+
 
 pass_app = click.make_pass_decorator(App)
+
+
+def _set_wait(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+    app = ctx.find_object(App)
+    if value is not None and app is not None:
+        app.wait_flag = value
+
+
+def wait_option(func: F) -> F:
+    """--wait SECONDS on every command that opens the database; folded into the settings."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0),
+        metavar="SECONDS",
+        expose_value=False,
+        callback=_set_wait,
+        help="Wait up to this long for an ingest holding the database "
+        "[config key wait, env TRACKLOG_WAIT; default 60].",
+    )(func)
 
 
 def stderr_console() -> Console:

@@ -17,7 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from tracklog.cli import App, cli, pass_app
+from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
 from tracklog.ingest.run import run_ingest
 from tracklog.profiling import Phases
@@ -44,9 +44,7 @@ from tracklog.status import status_tables
     type=click.FloatRange(0, 1),
     help="Roll a new file back when more than this share of its first 1000 lines do not parse [0.5].",
 )
-@click.option(
-    "--wait", type=click.FloatRange(0), metavar="SECONDS", help="Wait this long for another ingest [10]."
-)
+@wait_option
 @click.option(
     "--format",
     "fmt",
@@ -65,7 +63,6 @@ def ingest(
     manifests: tuple[str, ...],
     log_format: str | None,
     max_bad_ratio: float | None,
-    wait: float | None,
     fmt: str | None,
     profile: bool,
 ) -> None:
@@ -78,8 +75,6 @@ def ingest(
     config = app.config
     if max_bad_ratio is not None:
         config.max_bad_ratio = max_bad_ratio
-    if wait is not None:
-        config.wait = wait
     if not inputs and not manifests:
         raise click.UsageError(
             "nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE"
@@ -88,7 +83,13 @@ def ingest(
     phases = Phases() if profile else None
     with _progress_bar(app, show_progress) as progress:
         report = run_ingest(
-            config, list(inputs), list(manifests), log_format=log_format, progress=progress, phases=phases
+            config,
+            list(inputs),
+            list(manifests),
+            log_format=log_format,
+            progress=progress,
+            phases=phases,
+            on_wait=app.waiting_notice("finish"),
         )
     for line in report.errors:
         click.echo(f"Error: {line}", err=True)
@@ -159,10 +160,11 @@ def _size(name: str) -> int | None:
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@wait_option
 @pass_app
 def status(app: App, fmt: str) -> None:
     """What has been ingested: files, counts, quarantine by reason, orphans, last run."""
-    sections = status_tables(app.db, app.config.wait)
+    sections = status_tables(app.db, app.config.wait, app.waiting_notice())
     if fmt == "json":
         data = {
             name: [{k: json_value(v) for k, v in r.items()} for r in t.to_pylist()] for name, t in sections

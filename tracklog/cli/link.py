@@ -10,10 +10,9 @@ from pathlib import Path
 import click
 import pyarrow as pa
 
-from tracklog.cli import App, cli, pass_app
+from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import UsageError
 from tracklog.manifest import load_recipients
-from tracklog.store import open_reader
 from tracklog.tracked_urls import (
     KINDS,
     check_id,
@@ -65,6 +64,7 @@ from tracklog.tracked_urls import (
     show_default=True,
     help="text: one URL per line; csv: recipient_id,type,link_id,url for a sending system to merge.",
 )
+@wait_option
 @pass_app
 def link(
     app: App,
@@ -87,7 +87,7 @@ def link(
         raise UsageError("--headers prints the unsubscribe headers only; leave out --type")
     secret = app.config.require_secret()
     asked = _asked_recipients(recipient_ids, recipients_file)
-    with open_reader(app.db, app.config.wait) as con:
+    with app.open_reader() as con:
         targets = delivery_targets(con, delivery, ["unsubscribe"] if headers else kinds or KINDS)
         if asked is not None:
             check_recipients_known(con, delivery, asked)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import duckdb
 
-from tracklog.cli import App, cli, pass_app
+from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
 from tracklog.render import FORMATS, Section, render, render_sections
 from tracklog.reports import delivery as delivery_reports
@@ -29,11 +29,9 @@ from tracklog.reports.common import (
     excluded_hits,
     make_window,
     parse_tz,
-    prepare,
     require_delivery,
 )
 from tracklog.reports.hot_clicks_html import hot_clicks_page
-from tracklog.store import open_reader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,7 +69,7 @@ def common_options(func: F) -> F:
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return wait_option(func)
 
 
 def common(since: str | None, until: str | None, tz: str | None, limit: int | None, fmt: str) -> Common:
@@ -81,8 +79,8 @@ def common(since: str | None, until: str | None, tz: str | None, limit: int | No
 
 @contextmanager
 def reader(app: App) -> Iterator[duckdb.DuckDBPyConnection]:
-    with open_reader(app.db, wait=app.config.wait) as con:
-        yield prepare(con)
+    with app.open_reader() as con:
+        yield con
 
 
 def footer(con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window) -> list[str]:

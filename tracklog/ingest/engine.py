@@ -92,8 +92,10 @@ class Ingester:
         max_bad_ratio: float,
         progress: Progress | None = None,
         phases: Phases | None = None,
+        between_commits: Callable[[], None] | None = None,
     ) -> None:
         self.con = con
+        self.between_commits = between_commits  # after each chunk's commit: hand the file to readers
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
@@ -213,6 +215,8 @@ class Ingester:
         _fault_point(result.lines + counts.lines)
         with self.phases.phase("commit"):
             self.con.execute("COMMIT")
+        if self.between_commits is not None:
+            self.between_commits()
         result.add(counts)
         result.bytes = end - offset
         if self.progress is not None:

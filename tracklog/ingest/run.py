@@ -5,8 +5,10 @@ with a record in the runs table. Returns what happened; printing is the caller's
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -21,7 +23,7 @@ from tracklog.ingest.formats import resolve_format
 from tracklog.ingest.sources import expand_inputs
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS
-from tracklog.store import fetch_one, open_writer
+from tracklog.store import OnWait, WriterSession, fetch_one, writer_session
 
 
 @dataclass
@@ -77,9 +79,11 @@ def run_ingest(
     log_format: str | None = None,
     progress: Progress | None = None,
     phases: Phases | None = None,
+    on_wait: OnWait | None = None,
 ) -> IngestReport:
     """Ingest `manifests` then the log `inputs`; errors of one input never stop the others.
-    `phases`, when given, collects where the time went."""
+    `phases`, when given, collects where the time went; `on_wait` is called if another ingest
+    holds the database."""
     report = IngestReport()
     phases = phases if phases is not None else NoPhases()
     fmt = resolve_format(log_format or config.log_format, config.log_formats)
@@ -93,7 +97,8 @@ def run_ingest(
     started = time.monotonic()
     with ExitStack() as stack:
         with phases.phase("open database"):
-            con = stack.enter_context(open_writer(config.db, config.wait))
+            session = stack.enter_context(writer_session(config.db, config.wait, on_wait=on_wait))
+        con = session.con
         run_id = _start_run(con)
         if manifests:
             with phases.phase("manifests"):
@@ -107,6 +112,7 @@ def run_ingest(
                 max_bad_ratio=config.max_bad_ratio,
                 progress=progress,
                 phases=phases,
+                between_commits=_between_commits(session),
             )
             for spec in specs:
                 result = ingester.ingest(spec)
@@ -128,6 +134,20 @@ def run_ingest(
     with phases.phase("close database (checkpoint)"):
         closing.close()
     return report
+
+
+def _between_commits(session: WriterSession) -> Callable[[], None]:
+    """The hand-off to waiting readers after each commit. Tests: TRACKLOG_FAULT_SLEEP_AFTER_COMMIT=
+    SECONDS first sleeps that long still holding the database, so that readers wait for it."""
+    pause = float(os.environ.get("TRACKLOG_FAULT_SLEEP_AFTER_COMMIT") or 0)
+    if not pause:
+        return session.hand_off
+
+    def sleep_then_hand_off() -> None:
+        time.sleep(pause)
+        session.hand_off()
+
+    return sleep_then_hand_off
 
 
 def _ingest_manifests(con: duckdb.DuckDBPyConnection, manifests: list[str], report: IngestReport) -> None:
