@@ -3,8 +3,8 @@
 Builds the database directly in DuckDB (range() into hits, deliveries, links, recipients: no
 log parsing; see _datasets.py), then times every report on a read-only connection, as the CLI
 runs them, and prints a table. Options: --hits N, --db PATH (kept and reused if it exists), --runs N,
---at-query-time (ignore the stored hit_facts and resolve hits against the manifests in every
-query, as before refresh_derived existed: the "before" figures).
+--window (every report with a --since that holds every hit: the definitions over the events, as
+a report with a time window computes them, instead of the figures merged at ingest).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
-from tracklog import metrics
+from tracklog import derived
 from tracklog.reports import common, delivery, hot_clicks, recipient, stats, streams, urls
 from tracklog.store import open_writer
 
@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("--hits", type=int, default=10_000_000)
     parser.add_argument("--db", type=Path, default=Path("/tmp/tracklog-bench-reports.duckdb"))
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--at-query-time", action="store_true", help="ignore the stored hit_facts")
+    parser.add_argument("--window", action="store_true", help="a time window holding every hit")
     args = parser.parse_args()
     err = Console(stderr=True)
     if not args.db.exists():
@@ -53,37 +53,39 @@ def main() -> int:
         build(args.db, args.hits)
         err.print(f"built {args.db} with {args.hits:,} hits in {time.perf_counter() - start:.1f}s")
     with open_writer(args.db) as wcon:
-        if not metrics.derived_is_current(wcon):
+        if not derived.is_current(wcon):
             start = time.perf_counter()
-            metrics.refresh_derived(wcon)
-            err.print(
-                f"refresh_derived (hit_facts, delivery_totals, breakdowns) in {time.perf_counter() - start:.1f}s"
-            )
-    if args.at_query_time:
-        metrics.derived_is_current = lambda con: False
+            derived.sync(wcon)
+            err.print(f"derived tables built from the stored hits in {time.perf_counter() - start:.1f}s")
+    w = (
+        common.Window(since=common.parse_time("1970-01-02", common.parse_tz(None)))
+        if args.window
+        else common.ALL_TIME
+    )
     con = duckdb.connect(str(args.db), read_only=True)
     n = con.execute("SELECT count(*) FROM hits").fetchall()[0][0]
     d = "D03"
     reports: dict[str, Callable[[], pa.Table]] = {
-        "report delivery": lambda: delivery.delivery_indicators(con, d),
+        "report delivery": lambda: delivery.delivery_indicators(con, d, w),
         "report deliveries": lambda: delivery.deliveries(con),
-        "report hot-clicks": lambda: hot_clicks.hot_clicks(con, d),
-        "report urls": lambda: urls.urls(con),
-        "report urls --by category": lambda: urls.urls(con, "category"),
-        "report streams (sequences)": lambda: streams.sequences(con, d),
-        "report streams (transitions)": lambda: streams.transitions(con, d),
-        "report stats --bucket 1h": lambda: stats.timeline(con, "1h"),
-        "report stats (reach)": lambda: stats.reach(con),
-        "report stats --by browser": lambda: stats.breakdown(con, "browser"),
-        "report stats --by device": lambda: stats.breakdown(con, "device"),
-        "report stats --by domain": lambda: stats.breakdown(con, "domain"),
-        "recipient ID": lambda: recipient.recipient_events(con, "r0000042"),
+        "report hot-clicks": lambda: hot_clicks.hot_clicks(con, d, w),
+        "report urls": lambda: urls.urls(con, window=w),
+        "report urls --by category": lambda: urls.urls(con, "category", window=w),
+        "report streams (sequences)": lambda: streams.sequences(con, d, w),
+        "report streams (transitions)": lambda: streams.transitions(con, d, w),
+        "report stats --bucket 1h": lambda: stats.timeline(con, "1h", window=w),
+        "report stats (reach)": lambda: stats.reach(con, window=w),
+        "report stats --by browser": lambda: stats.breakdown(con, "browser", window=w),
+        "report stats --by device": lambda: stats.breakdown(con, "device", window=w),
+        "report stats --by domain": lambda: stats.breakdown(con, "domain", window=w),
+        "recipient ID": lambda: recipient.recipient_events(con, "r0000042", window=w),
         "table footer (excluded hits, one delivery)": lambda: pa.table(
-            {"n": [sum(common.excluded_hits(con, d, common.ALL_TIME).values())]}
+            {"n": [sum(common.excluded_hits(con, d, w).values())]}
         ),
     }
+    how = "a window holding every hit (the definitions)" if args.window else "all time (merged figures)"
     table = Table(
-        title=f"Reports on {n:,} hits ({DELIVERIES} deliveries x {RECIPIENTS_PER_DELIVERY:,} recipients)"
+        title=f"Reports, {how}, on {n:,} hits ({DELIVERIES} deliveries x {RECIPIENTS_PER_DELIVERY:,} recipients)"
     )
     for col in ("report", "first (s)", f"median of {args.runs} (s)", "rows"):
         table.add_column(col, justify="left" if col == "report" else "right")

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from logmaker import ISSUE4_FIELDS, SECRET, line, sig
 
 from tracklog.cli import cli
+from tracklog.schema import HIT_COLUMNS
 
 # The JSON field names of the Tracking indicators, as listed in issue 4 (plus the delivery's own
 # id, label, subject and sent date, which the report shows too).
@@ -83,7 +84,8 @@ def q(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def hit_rows(db: Path) -> list[tuple[Any, ...]]:
-    return q(db, "SELECT * FROM hits ORDER BY source_id, line_no")
+    """The hits as logged (not their resolution against the manifests, which a manifest changes)."""
+    return q(db, f"SELECT path, {', '.join(HIT_COLUMNS)} FROM hits ORDER BY source_id, line_no")
 
 
 def write_log(path: Path, lines: list[str]) -> Path:

@@ -389,20 +389,28 @@ def test_usage_errors(db: Path) -> None:
     assert res.exit_code == 2 and "nosuchformat" in res.stderr
 
 
-def test_failed_cache_refresh_is_a_warning_not_a_lost_run(tmp_path: Path, db: Path) -> None:
-    """The hits of a run are committed before the report caches are refreshed: if the refresh
-    fails (here the cache table was replaced by hand), the run keeps its hits and says so."""
+def test_a_failed_merge_rolls_back_its_chunk(tmp_path: Path, db: Path) -> None:
+    """A chunk's hits, its merge into the derived tables and its read position commit together:
+    when the merge fails (here a derived table was replaced by hand), that file stores nothing
+    and keeps no read position, the error names it, and the next run stores it whole."""
     first, second = tmp_path / "a.log", tmp_path / "b.log"
     write(first, tracking_lines(50, seed=13))
     write(second, tracking_lines(50, seed=14, delivery="NL-2"))
     assert run(db, "ingest", str(first)).exit_code == 0
+    before = q(db, "SELECT count(*) FROM hits")
     con = duckdb.connect(str(db))
-    con.execute("DROP TABLE hit_facts")
-    con.execute("CREATE VIEW hit_facts AS SELECT 1 AS x")
+    con.execute("ALTER TABLE click_browsers RENAME TO click_browsers_saved")
+    con.execute("CREATE VIEW click_browsers AS SELECT 1 AS x")
     con.close()
     res = run(db, "ingest", str(second))
-    assert res.exit_code == 0
-    assert res.stderr.startswith("Warning: could not refresh the report caches")
+    assert res.exit_code == 1 and "b.log" in res.stderr
+    assert q(db, "SELECT count(*) FROM hits") == before
+    assert q(db, "SELECT count(*) FROM sources") == [(1,)]
+    con = duckdb.connect(str(db))
+    con.execute("DROP VIEW click_browsers")
+    con.execute("ALTER TABLE click_browsers_saved RENAME TO click_browsers")
+    con.close()
+    assert run(db, "ingest", str(second)).exit_code == 0
     exp = expected_counts(second.read_text().splitlines(keepends=True))
     assert dict(q(db, "SELECT kind, count(*) FROM hits WHERE delivery_id = 'NL-2' GROUP BY kind")) == {
         "open": exp["open"],
@@ -434,7 +442,7 @@ def test_schema_1_database_is_migrated_with_path_computed(tmp_path: Path, db: Pa
 
     write(log, lines[2:], mode="a")
     assert run(db, "ingest", str(log)).exit_code == 0
-    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
     assert q(db, "SELECT line_no, path, kind FROM hits ORDER BY line_no") == [
         (1, "/o/NL-1/r1.gif", "open"),
         (2, "/c/NL-1/hero/r2", "click"),
@@ -453,12 +461,12 @@ def test_profile_prints_phases_to_stderr_only(tmp_path: Path, db: Path) -> None:
     assert rows[-1]["input"] == "total" and rows[-1]["lines"] == 2  # stdout: the summary, still JSON
     phases = [
         "open database",
+        "derived tables (manifests, upgrades)",
         "read, gunzip, split (waiting for)",
         "parse, route, verify",
-        "insert hits",
+        "store hits, merge the derived tables",
         "quarantine, counts",
         "commit",
-        "refresh report caches",
         "close database (checkpoint)",
         "total",
     ]

@@ -409,10 +409,15 @@ def test_reingest_is_idempotent_and_leaves_hits_alone(tmp_path: Path, con: duckd
     first = store_manifest(con, load_manifest(path))
     before = stored(con)
     second = store_manifest(con, load_manifest(path))
-    assert stored(con) == before
-    assert (first.replaced, second.replaced) == (False, True)
-    assert dataclasses.replace(second, replaced=False) == first
-    assert con.execute("SELECT count(*) FROM hits").fetchone() == (1,)
+    assert stored(con) == before  # the same manifest again writes nothing
+    assert (first.replaced, first.unchanged, second.replaced, second.unchanged) == (False, False, False, True)
+    assert dataclasses.replace(second, unchanged=False) == first
+    assert con.execute("SELECT count(*) FROM hits").fetchall() == [(1,)]
+    # a changed recipients file (same manifest JSON) is a new version: stored again
+    csv_file = tmp_path / "nl.recipients.csv"
+    csv_file.write_text(csv_file.read_text() + "r999999,new@example.com,sent,Nice\n")
+    third = store_manifest(con, load_manifest(path))
+    assert (third.replaced, third.unchanged, third.recipients) == (True, False, first.recipients + 1)
 
 
 def test_reingest_replaces_only_that_delivery(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
@@ -444,7 +449,7 @@ def test_bad_reingest_keeps_previous_version(tmp_path: Path, con: duckdb.DuckDBP
     assert stored(con) == before
 
     # A failure halfway through the transaction (after the deletes) rolls back to the old rows.
-    broken = dataclasses.replace(good, recipients=pa.table({"unexpected": [1]}))
+    broken = dataclasses.replace(good, recipients=pa.table({"unexpected": [1]}), sha256="0" * 64)
     with pytest.raises(duckdb.Error):
         store_manifest(con, broken)
     assert stored(con) == before

@@ -50,7 +50,9 @@ def test_hand_checked_figures(reader: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_orphans_are_counted_per_delivery_id(reader: duckdb.DuckDBPyConnection, model: Model) -> None:
-    counts = {r["delivery_id"]: r for r in reader.sql("SELECT * FROM orphan_counts").to_arrow_table().to_pylist()}
+    counts = {
+        r["delivery_id"]: r for r in reader.sql("SELECT * FROM orphan_counts").to_arrow_table().to_pylist()
+    }
     expected: dict[str, int] = {}
     for h in model.orphans():
         expected[h.delivery] = expected.get(h.delivery, 0) + 1
@@ -89,7 +91,9 @@ def test_views_are_persistent_and_readers_use_them(tracking_db: Path) -> None:
             r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT temporary").fetchall()
         }
         assert set(metrics.views("hit_facts")) <= persistent
-        assert not con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()
+        assert not con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+        ).fetchall()
     finally:
         con.close()
 

@@ -11,10 +11,10 @@ import duckdb
 import pytest
 from conftest import NL1_SENT, Model, pct
 
+from tracklog.derived import open_reader
 from tracklog.errors import NotFoundError, UsageError
 from tracklog.reports import delivery, hot_clicks, recipient, stats, streams, urls
 from tracklog.reports.common import Window, make_window, parse_tz
-from tracklog.derived import open_reader
 from tracklog.useragent import parse_agent
 
 

@@ -13,6 +13,7 @@ have the same columns. Tables: `schema.DERIVED_SCHEMA`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -264,7 +265,7 @@ GROUP BY h.source_id ORDER BY h.source_id""").fetchall()
     for source_id, first, last in pending:
         for start in range(int(first), int(last) + 1, CATCH_UP_BATCH):
             batch = f"h.source_id = {int(source_id)} AND h.line_no >= {start} AND h.line_no < {start + CATCH_UP_BATCH}"
-            _transaction(con, lambda c, where=batch: _resolve_stored(c, where))
+            _transaction(con, functools.partial(_resolve_stored, where=batch))
 
 
 def _parse_new_agents(con: duckdb.DuckDBPyConnection) -> None:
@@ -456,7 +457,7 @@ def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _merge_domains(con: duckdb.DuckDBPyConnection) -> None:
-    uniques = ("opens_unique", "clicks_unique")
+    uniques: tuple[str, ...] = ("opens_unique", "clicks_unique")
     counts = ", ".join(f"count(*) FILTER (WHERE d.new_{metrics.UNIQUE_OF_FLAG[n]}) AS {n}" for n in uniques)
     parts = [(f"SELECT d.delivery_id, d.email_domain AS domain, {counts} FROM _rd d GROUP BY ALL", uniques)]
     _add_rows(

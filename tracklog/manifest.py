@@ -71,7 +71,7 @@ class Link:
 @dataclass(frozen=True, eq=False)
 class Manifest:
     path: Path
-    sha256: str  # of the manifest file's bytes
+    sha256: str  # of what is stored: the manifest file's bytes, its HTML content and its recipients
     delivery_id: str
     label: str
     sent_at: dt.datetime  # UTC, naive
@@ -92,6 +92,7 @@ class ManifestResult:
     sent: int
     failed: int
     replaced: bool  # the delivery was already stored and has been replaced
+    unchanged: bool = False  # the same manifest was already stored: nothing was written
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,9 @@ class ManifestOutcome:
             return self.error
         assert self.result is not None
         r = self.result
+        what = "unchanged" if r.unchanged else "replaced" if r.replaced else "stored"
         return (
-            f"{self.path}: delivery {r.delivery_id} {'replaced' if r.replaced else 'stored'}: "
+            f"{self.path}: delivery {r.delivery_id} {what}: "
             f"{r.links} links (traps: {r.traps}), {r.recipients} recipients (sent: {r.sent}, failed: {r.failed})"
         )
 
@@ -164,7 +166,7 @@ def load_manifest(path: Path) -> Manifest:
     source, recipients = _recipients(doc["recipients"], path.parent, fail)
     return Manifest(
         path=path,
-        sha256=hashlib.sha256(raw).hexdigest(),
+        sha256=_digest(raw, content_html, recipients),
         delivery_id=delivery,
         label=label,
         sent_at=sent_at,
@@ -175,6 +177,18 @@ def load_manifest(path: Path) -> Manifest:
         recipients_source=source,
         recipients=recipients,
     )
+
+
+def _digest(raw: bytes, content_html: str | None, recipients: pa.Table) -> str:
+    """sha256 of everything a manifest stores, so that storing the same manifest again (a cron
+    job that passes every manifest at every run) is recognised and writes nothing."""
+    digest = hashlib.sha256(raw)
+    digest.update(b"\0content\0" + (content_html or "").encode("utf-8", "surrogatepass"))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, recipients.schema) as writer:
+        writer.write_table(recipients)
+    digest.update(b"\0recipients\0" + sink.getvalue().to_pybytes())
+    return digest.hexdigest()
 
 
 def load_recipients(path: Path) -> pa.Table:
@@ -527,8 +541,13 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            row = con.execute("SELECT count(*) FROM deliveries WHERE delivery_id = ?", [d]).fetchone()
-            replaced = bool(row and row[0])
+            stored = con.execute(
+                "SELECT manifest_sha256 FROM deliveries WHERE delivery_id = ?", [d]
+            ).fetchall()
+            if stored == [(manifest.sha256,)]:
+                con.execute("ROLLBACK")
+                return _unchanged(con, manifest)
+            replaced = bool(stored)
             for table in ("recipients", "links", "deliveries"):
                 con.execute(f"DELETE FROM {table} WHERE delivery_id = ?", [d])
             con.execute(
@@ -576,6 +595,24 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
         sent=counts[1],
         failed=counts[2],
         replaced=replaced,
+    )
+
+
+def _unchanged(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> ManifestResult:
+    row = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')"
+        " FROM recipients WHERE delivery_id = ?",
+        [manifest.delivery_id],
+    ).fetchall()[0]
+    return ManifestResult(
+        delivery_id=manifest.delivery_id,
+        links=len(manifest.links),
+        traps=sum(1 for k in manifest.links if k.is_trap),
+        recipients=row[0],
+        sent=row[1],
+        failed=row[2],
+        replaced=False,
+        unchanged=True,
     )
 
 

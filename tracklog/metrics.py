@@ -396,4 +396,6 @@ SELECT o.delivery_id,
 FROM orphans o
 GROUP BY o.delivery_id
 """,
+        # The Tracking indicators of every delivery, of all time (from the merged totals).
+        "delivery_indicators": indicators_sql("SELECT * FROM delivery_totals"),
     }

@@ -105,6 +105,10 @@ def writer_session(
                 session.con.execute(f"SET threads = {int(threads)}")
             # DuckDB's default is 80% of RAM: a long ingest would keep growing its buffer pool
             session.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
+            # what does not fit spills next to the database, as for a file opened directly (an
+            # in-memory connection would spill into ./.tmp of whatever folder cron runs in)
+            spill = str(db.with_name(db.name + ".tmp")).replace("'", "''")
+            session.con.execute(f"SET temp_directory = '{spill}'")
             _attach(session.con, db, wait, taking_back=False)
             apply_schema(session.con)
             try:

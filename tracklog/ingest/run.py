@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from tracklog import metrics
+from tracklog import derived
 from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
@@ -103,6 +103,10 @@ def run_ingest(
         if manifests:
             with phases.phase("manifests"):
                 _ingest_manifests(con, manifests, report)
+        # new or replaced manifests resolve their deliveries' stored hits again (and a database
+        # of an earlier version is brought up to date) before new hits merge, chunk by chunk
+        with phases.phase("derived tables (manifests, upgrades)"):
+            derived.sync(con)
         if specs:
             ingester = Ingester(
                 con,
@@ -120,15 +124,6 @@ def run_ingest(
                 if result.error:
                     report.errors.append(result.error)
         report.seconds = time.monotonic() - started
-        # resolve the new hits against the manifests once, here, so reports need not per query
-        try:
-            with phases.phase("refresh report caches"):
-                metrics.refresh_derived(con)
-        except duckdb.Error as exc:  # the hits are committed; reports fall back to query time
-            report.warnings.append(
-                f"could not refresh the report caches ({str(exc).splitlines()[0]}); reports compute "
-                "from the hits (slower, same figures) until the next ingest refreshes them"
-            )
         _finish_run(con, run_id, report)
         closing = stack.pop_all()  # closed below, timed: the checkpoint happens there
     with phases.phase("close database (checkpoint)"):
