@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from tracklog.errors import DataError, TracklogError
+from tracklog.ingest.fastpath import fast_parser, merge_deferred
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
@@ -108,8 +109,11 @@ class Ingester:
             ipad, opad = hmac_pads(secret)
             self._params = {"ipad": ipad, "opad": opad}
         self._chunk_sql = self._compile_chunk_sql()
+        self._fast = fast_parser(log_format, (ipad, opad) if verify_signatures else None)
 
     def _compile_chunk_sql(self) -> str:
+        """The SELECT turning tl_lines into tl_chunk's rows: the reference that the compiled fast
+        path (fastpath.py) reproduces exactly, and the path of every format it does not cover."""
         if self.verify:
             expected = sql_expected_sig("path", "$ipad", "$opad")
             sig_status = f"""CASE WHEN kind IS NULL THEN NULL
@@ -119,11 +123,15 @@ class Ingester:
         else:
             sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
         parsed = f"({self.fmt.select_sql('tl_lines')})"
-        # the raw line is only kept for quarantined rows: copying every line would double the work
-        return f"""CREATE OR REPLACE TEMP TABLE tl_chunk AS
-            SELECT line_no, byte_offset, reason, CASE WHEN reason IS NOT NULL THEN line END AS line,
-                ts, ip, method, path, query, status, bytes, referer, user_agent, uid, extra,
-                kind, delivery_id, link_id, recipient_id, {sig_status} AS sig_status
+        # a quarantined row keeps its raw line and nothing parsed (whatever a split of garbage
+        # gave); copying every line would double the work
+        fields = ", ".join(
+            f"CASE WHEN reason IS NULL THEN {c} END AS {c}"
+            for c in ("ts", "ip", "method", "path", "query", "status", "bytes")
+            + ("referer", "user_agent", "uid", "extra")
+        )
+        return f"""SELECT line_no, byte_offset, reason, CASE WHEN reason IS NOT NULL THEN line END AS line,
+                {fields}, kind, delivery_id, link_id, recipient_id, {sig_status} AS sig_status
             FROM ({routed_sql(parsed)})"""
 
     # -- one input ---------------------------------------------------------------------
@@ -271,16 +279,41 @@ class Ingester:
 
     # -- one chunk ---------------------------------------------------------------------
     def _ingest_chunk(self, source_id: int, chunk: Chunk) -> Counts:
-        self.con.register("tl_lines", chunk.lines)
-        try:
-            with self.phases.phase("parse, route, verify"):
-                self.con.execute(self._chunk_sql, self._params if self.verify else None)
-        finally:
-            self.con.unregister("tl_lines")
+        with self.phases.phase("parse, route, verify"):
+            self._parse_chunk(chunk.lines)
         with self.phases.phase("insert hits"):
             self._insert_hits(source_id)
         with self.phases.phase("quarantine, counts"):
             return self._quarantine_and_count(source_id, chunk)
+
+    def _parse_chunk(self, lines: pa.Table) -> None:
+        """tl_chunk from the chunk's lines: the compiled pass when the format allows it (an Arrow
+        table registered as tl_chunk), else, and for the rows it defers, the SQL."""
+        if self._fast is None:
+            self._drop_chunk()
+            self.con.register("tl_lines", lines)
+            try:
+                self.con.execute(
+                    f"CREATE TEMP TABLE tl_chunk AS {self._chunk_sql}", self._params if self.verify else None
+                )
+            finally:
+                self.con.unregister("tl_lines")
+            return
+        table, deferred = self._fast.parse(lines)
+        if len(deferred):
+            self.con.register("tl_lines", lines.take(deferred))
+            try:
+                slow = self.con.sql(self._chunk_sql, params=self._params or None).to_arrow_table()
+            finally:
+                self.con.unregister("tl_lines")
+            table = merge_deferred(table, deferred, slow)
+        self._drop_chunk()
+        self.con.register("tl_chunk", table)
+
+    def _drop_chunk(self) -> None:
+        # the previous chunk's: a temp table (SQL path) or a registered Arrow table (fast path)
+        self.con.unregister("tl_chunk")
+        self.con.execute("DROP TABLE IF EXISTS temp.tl_chunk")
 
     def _insert_hits(self, source_id: int) -> None:
         self.con.execute(

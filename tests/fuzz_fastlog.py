@@ -1,0 +1,191 @@
+"""Fuzz target of the compiled fast path (tracklog/ingest/_fastlog.c), and the differential check
+the tests share: one chunk of log bytes through both paths, every column of tl_chunk compared.
+
+    python tests/fuzz_fastlog.py -atheris_runs=20000 [CORPUS_DIR]   # atheris (pip install atheris)
+
+Each input is a chunk of log bytes: split as ingest splits it (invalid UTF-8, NUL and CR
+repaired), parsed by the C pass and by the SQL, which must agree on every row. With no C
+compiler instrumented for coverage (atheris wants clang's -fsanitize=fuzzer-no-link), atheris
+steers by the Python side's coverage and mutates from the seeds; test_fastpath.py runs it under
+AddressSanitizer and UBSan, where any bad read or write in the C aborts the run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tracklog.ingest import fastpath
+from tracklog.ingest.engine import Ingester, split_lines
+from tracklog.ingest.formats import resolve_format
+
+SECRET = b"test-secret"
+UID_FORMAT = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" "$uid_got"'
+)
+
+SEEDS = [
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0"\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /c/NL/hero/r1?x=1&s=WhPvSB_eoIpWVhhAypsTpg HTTP/1.1" 302 0 "-" "-"\n',
+    b'203.0.113.9 - the boss [27/Nov/2026:09:14:00 -0230] "POST /u/NL/r1 HTTP/2.0" 200 - "-" "a\\x22b"\n',
+    b'2001:db8::1 - - [01/Jan/2027:00:00:00 +0000] "\\x16\\x03\\x01\\x00\\xFC\\x03" 400 150 "-" "-"\n',
+    b'1.2.3.4 - - [29/Feb/2024:23:59:59 +1400] "GET /caf\\xC3\\xA9?q=%41 HTTP/1.1" 200 43 "\\xE2\\x82" "\\xF0\\x9F\\x98\\x80x"\n',
+    b'1.2.3.4 - - [7/nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 1e2 +5 "-" "-"\n',
+    b'\n\xff\xfe\x00"\r\n',
+]
+
+
+_INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
+
+
+def _ingester(spec: str, *, fast: bool, verify: bool) -> Ingester:
+    """One in-memory connection and Ingester per path and format, reused across inputs."""
+    key = (spec, fast, verify)
+    if key not in _INGESTERS:
+        with _pure(not fast):
+            _INGESTERS[key] = Ingester(
+                duckdb.connect(),
+                resolve_format(spec, {}),
+                secret=SECRET,
+                verify_signatures=verify,
+                max_bad_ratio=1,
+            )
+        assert (_INGESTERS[key]._fast is not None) == fast
+    return _INGESTERS[key]
+
+
+def chunk_rows(
+    buf: bytes, spec: str, *, fast: bool, verify: bool = True
+) -> tuple[list[Any], list[tuple[Any, ...]]]:
+    """(DESCRIBE of tl_chunk, its rows in line order) for one chunk, by one path."""
+    ingester = _ingester(spec, fast=fast, verify=verify)
+    lines, _ = split_lines(buf, 1000, 0)
+    ingester._parse_chunk(lines)
+    types = ingester.con.execute("DESCRIBE tl_chunk").fetchall()
+    return [t[:2] for t in types], ingester.con.execute("SELECT * FROM tl_chunk ORDER BY line_no").fetchall()
+
+
+def deferred_rows(buf: bytes, spec: str) -> int:
+    """How many of the chunk's lines the C pass left to the SQL."""
+    parser = fastpath.fast_parser(resolve_format(spec, {}), None)
+    assert parser is not None
+    lines, _ = split_lines(buf, 0, 0)
+    return len(parser.parse(lines)[1])
+
+
+def assert_same(buf: bytes, spec: str = "combined", *, verify: bool = True) -> int:
+    """Both paths agree on every column of every row; returns the number of rows."""
+    fast_types, fast = chunk_rows(buf, spec, fast=True, verify=verify)
+    sql_types, sql = chunk_rows(buf, spec, fast=False, verify=verify)
+    assert fast_types == sql_types
+    assert len(fast) == len(sql)
+    for got, want in zip(fast, sql, strict=True):
+        assert got == want, _diff([t[0] for t in sql_types], got, want)
+    return len(sql)
+
+
+def _diff(names: list[str], got: tuple[Any, ...], want: tuple[Any, ...]) -> str:
+    return "; ".join(
+        f"{n}: fast {g!r} != sql {w!r}" for n, g, w in zip(names, got, want, strict=True) if g != w
+    )
+
+
+@contextmanager
+def _pure(on: bool) -> Iterator[None]:
+    old = os.environ.get(fastpath.PURE_ENV)
+    os.environ[fastpath.PURE_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[fastpath.PURE_ENV]
+        else:
+            os.environ[fastpath.PURE_ENV] = old
+
+
+def parse_only(buf: bytes, spec: str) -> None:
+    """The C pass alone (no SQL to compare with): for the sanitizers, fast enough for many inputs."""
+    lines, _ = split_lines(buf, 0, 0)
+    for pads in (None, (b"6" * 64, b"\\" * 64)):
+        parser = fastpath.fast_parser(resolve_format(spec, {}), pads)
+        assert parser is not None
+        table, deferred = parser.parse(lines)
+        assert table.num_rows == lines.num_rows
+        assert all(0 <= i < lines.num_rows for i in deferred.to_pylist())
+        table.validate(full=True)
+
+
+_ALPHABET = b' "\\x-[]/:+?&=sgif.0123456789AaFfCcEe\x00\r\xff\xc3\xa9'
+
+
+def mutants(count: int, seed: int = 1) -> Iterator[bytes]:
+    """Chunks of lines mutated from the seeds (bytes flipped, inserted, deleted, cut, spliced)."""
+    rng = random.Random(seed)
+    pool = [line for s in SEEDS for line in s.split(b"\n") if line]
+    for _ in range(count):
+        lines = []
+        for _ in range(rng.randint(1, 40)):
+            line = bytearray(rng.choice(pool))
+            for _ in range(rng.randint(1, 6)):
+                op, at = rng.randrange(5), rng.randrange(len(line) + 1)
+                if op == 0 and line:
+                    line[min(at, len(line) - 1)] = rng.choice(_ALPHABET)
+                elif op == 1:
+                    line[at:at] = bytes(rng.choice(_ALPHABET) for _ in range(rng.randint(1, 4)))
+                elif op == 2:
+                    del line[at : at + rng.randint(1, 8)]
+                elif op == 3:
+                    line = line[:at]
+                else:
+                    other = rng.choice(pool)
+                    line[at:] = other[rng.randrange(len(other)) :]
+            lines.append(bytes(line))
+        yield b"\n".join(lines) + b"\n"
+
+
+def one_input(data: bytes) -> None:
+    """The fuzz target: the input as a chunk of lines, in combined and in the uid format."""
+    if not data:
+        return
+    buf = data if data.endswith(b"\n") else data + b"\n"
+    spec = UID_FORMAT if data[0] & 1 else "combined"
+    assert_same(buf, spec, verify=data[-1] % 4 != 0)
+
+
+def main() -> None:
+    import atheris
+
+    args = list(sys.argv)
+    if not any(not a.startswith("-") for a in args[1:]):  # no corpus folder: start from the seeds
+        seeds = Path(tempfile.mkdtemp(prefix="tracklog-fuzz-"))
+        for i, seed in enumerate(SEEDS):
+            (seeds / f"seed{i}").write_bytes(seed)
+        args.append(str(seeds))
+    # coverage of the Python side guides the mutations (instrument_all would take half a minute)
+    for func in (
+        fastpath.FastParser.parse,
+        fastpath.merge_deferred,
+        fastpath._array,
+        split_lines,
+        Ingester._parse_chunk,
+        assert_same,
+        one_input,
+    ):
+        atheris.instrument_func(func)
+    atheris.Setup(args, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

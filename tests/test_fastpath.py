@@ -1,0 +1,397 @@
+"""The compiled fast path against the SQL path: every column of tl_chunk, on hypothesis-made
+hostile lines, the real Apache corpus, the sample logs, the conftest data set and the benchmark
+generator's lines; the coverage of formats; the sanitizer build; the fuzz target."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import LOG_FORMAT, log_line, make_dataset
+from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_same, deferred_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tracklog.ingest import fastpath
+from tracklog.ingest.formats import COMBINED, COMMON, resolve_format
+from tracklog.signing import hmac_pads, sign_path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpora" / "apache_logs"
+SAMPLES = ROOT / "sample_logs"
+SOURCE = ROOT / "tracklog" / "ingest" / "_fastlog.c"
+
+pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the C extension is not built")
+
+
+# -- which formats take the fast path ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "combined",
+        "common",
+        LOG_FORMAT,
+        COMBINED + ' "$uid_set" "$request_time" "$host"',
+        (
+            "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
+            '\'"$http_referer" "$http_user_agent"\''
+        ),
+    ],
+)
+def test_formats_covered(spec: str) -> None:
+    assert fastpath.plan_for(resolve_format(spec, {})) is not None
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "json",
+        '$remote_addr [$time_iso8601] "$request" $status',
+        COMBINED + ' "$http_x_forwarded_for"',  # feeds ip: not an extra
+        COMBINED + ' "$request_uri"',
+        COMBINED + ' "$host" "$host"',
+        COMBINED + " $request_time",  # unquoted
+        COMMON + " x",
+    ],
+)
+def test_formats_left_to_sql(spec: str) -> None:
+    assert fastpath.plan_for(resolve_format(spec, {})) is None
+
+
+def test_pure_env_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    fmt = resolve_format("combined", {})
+    assert fastpath.fast_parser(fmt, None) is not None
+    monkeypatch.setenv("TRACKLOG_PURE", "1")
+    assert fastpath.fast_parser(fmt, None) is None
+
+
+def test_signature_matches_signing() -> None:
+    from tracklog.ingest import _fastlog  # type: ignore[attr-defined]
+
+    for secret in (b"demo-secret", b"k" * 64, b"long" * 40, b""):
+        ipad, opad = hmac_pads(secret)
+        for path in ("/c/NL-2026-11/hero/r000123", "", "/o/" + "x" * 300 + ".gif"):
+            assert _fastlog.hmac_sig(ipad, opad, path.encode()) == sign_path(secret, path)
+    assert (
+        _fastlog.hmac_sig(*hmac_pads(b"demo-secret"), b"/c/NL-2026-11/hero/r000123")
+        == "WhPvSB_eoIpWVhhAypsTpg"
+    )
+
+
+# -- real and generated data sets --------------------------------------------------------
+
+
+def test_apache_corpus() -> None:
+    buf = CORPUS.read_bytes()
+    for spec in ("combined", "common", UID_FORMAT):
+        assert assert_same(buf, spec) == 10_000
+    assert deferred_rows(buf, "combined") == 0
+
+
+@pytest.mark.parametrize("name", ["access.log.2.gz", "access.log.1", "access.log"])
+def test_sample_logs(name: str) -> None:
+    raw = (SAMPLES / name).read_bytes()
+    buf = gzip.decompress(raw) if name.endswith(".gz") else raw
+    assert assert_same(buf) > 100
+    assert deferred_rows(buf, "combined") == 0
+
+
+def test_conftest_data_set() -> None:
+    buf = "".join(log_line(h) + "\n" for h in make_dataset().hits).encode()
+    assert assert_same(buf, LOG_FORMAT) == len(make_dataset().hits)
+    assert assert_same(buf, LOG_FORMAT, verify=False) > 0
+    assert deferred_rows(buf, LOG_FORMAT) == 0
+
+
+def test_benchmark_generator_lines() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gen_log import lines
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    buf = "".join(line + "\n" for line in lines(30_000, SECRET, seed=3))
+    assert assert_same(buf.encode()) == 30_000
+    assert deferred_rows(buf.encode(), "combined") == 0
+
+
+def test_seeds_and_odd_lines() -> None:
+    for seed in SEEDS:
+        for spec in ("combined", "common", UID_FORMAT):
+            assert_same(seed, spec)
+            assert_same(seed, spec, verify=False)
+
+
+def test_megabyte_lines() -> None:
+    sig, agent = "a" * 1_000_000, "\\x22" * 300_000
+    good = (
+        f'1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "GET /o/D/R.gif?s={sig} HTTP/1.1" 200 43 "-" "{agent}"\n'
+    )
+    buf = good.encode() + b"x" * 2_000_000 + b"\n" + b'"' * 1_000_000 + b"\n"
+    assert assert_same(buf) == 3
+
+
+def test_deferred_rows_are_computed_by_the_sql() -> None:
+    """Values nginx never writes but DuckDB reads leniently are the SQL's to compute, in place."""
+    ok = '1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "GET /o/D/R.gif HTTP/1.1" 200 43 "-" "-"\n'
+    odd = [
+        ok.replace("27/Nov", "7/nov"),
+        ok.replace("+0100", "+01:00"),
+        ok.replace("+0100", "+2400"),
+        ok.replace("27/Nov", "31/Feb"),
+        ok.replace(" 200 ", " 1e2 "),
+        ok.replace(" 200 ", " +20 "),
+        ok.replace(" 43 ", " 1_000 "),
+        ok.replace(" 43 ", " 99999999999999999999 "),
+        ok.replace(" 43 ", "  "),
+    ]
+    buf = "".join(line for pair in zip([ok] * len(odd), odd, strict=True) for line in pair).encode()
+    assert assert_same(buf) == 2 * len(odd)
+    assert deferred_rows(buf, "combined") == len(odd)
+
+
+# -- hypothesis: hostile combined lines ----------------------------------------------------
+
+ID = st.text("AZaz09._~-", min_size=1, max_size=3) | st.sampled_from(["x" * 128, "x" * 129, ""])
+
+
+def escape(b: int, upper: bool) -> str:
+    return f"\\x{b:02X}" if upper else f"\\x{b:02x}"
+
+
+ESCAPE = st.builds(
+    lambda bs, upper: "".join(escape(b, upper) for b in bs),
+    st.lists(st.integers(0, 255), min_size=1, max_size=4)
+    | st.sampled_from(
+        [[0xC3, 0xA9], [0xE2, 0x82, 0xAC], [0xF0, 0x9F, 0x98, 0x80], [0xE1, 0x80], [0xED, 0xA0, 0x80]]
+    ),
+    st.booleans(),
+)
+PIECE = (
+    st.text(st.characters(codec="utf-8", exclude_characters='"\n'), max_size=6)
+    | ESCAPE
+    | st.sampled_from(
+        ["\\", "\\x", "\\xZ1", "%", "%41", "?", "&s=", "s=", " ", "  ", "-", "\x00", "\r", "\t", "é"]
+    )
+)
+TEXT = st.lists(PIECE, max_size=5).map("".join)
+FIELD = st.sampled_from(["-", "", "Mozilla/5.0 (X11)", "\\x22hi\\x22"]) | TEXT
+
+
+@st.composite
+def targets(draw: st.DrawFn) -> str:
+    letter = draw(st.sampled_from(["o", "c", "m", "u", "x", ""]))
+    ids = [draw(ID) for _ in range(3 if letter == "c" else 2)]
+    path = f"/{letter}/" + "/".join(ids) + (".gif" if letter == "o" and draw(st.booleans()) else "")
+    path = draw(st.sampled_from([path, path + "/", path.replace("/", "//", 1), "/o/D/R.gif.gif", "/"]))
+    sig = draw(st.sampled_from([sign_path(SECRET, path), "", "AAAAAAAAAAAAAAAAAAAAAA", "short"]) | TEXT)
+    query = draw(
+        st.sampled_from(
+            [None, f"s={sig}", f"a=1&s={sig}", f"s={sig}&a=1", f"a=1&s={sig}&s=x", "a=1", "", "s"]
+        )
+    )
+    return path + ("" if query is None else "?" + query)
+
+
+def requests() -> st.SearchStrategy[str]:
+    method = st.sampled_from(["GET", "POST", "HEAD", "", "get"])
+    protocol = st.sampled_from(["HTTP/1.1", "HTTP/2.0", ""])
+    usual = st.builds(lambda m, t, p: f"{m} {t} {p}", method, targets(), protocol)
+    odd = st.builds(lambda m, t: f"{m} {t}", method, targets()) | st.builds(
+        lambda m, t, x: f"{m} {t} {x} HTTP/1.1", method, targets(), TEXT
+    )
+    return (
+        usual
+        | odd
+        | FIELD
+        | st.sampled_from(["\\x16\\x03\\x01\\x00\\xFC\\x03", "SSH-2.0-Go", "GET\\x20/o/D/R.gif"])
+    )
+
+
+def stamps() -> st.SearchStrategy[str]:
+    def stamp(moment: datetime, minutes: int) -> str:
+        zone = timezone(timedelta(minutes=minutes))
+        return moment.replace(tzinfo=UTC).astimezone(zone).strftime("[%d/%b/%Y:%H:%M:%S %z]")
+
+    canonical = st.builds(
+        stamp,
+        st.datetimes(min_value=datetime(1000, 2, 1), max_value=datetime(9999, 11, 30)),
+        st.integers(-23 * 60, 23 * 60),
+    )
+    odd = st.sampled_from(
+        [
+            "[7/nov/2026:09:14:00 +0100]",
+            "[29/Feb/2023:00:00:00 +0000]",
+            "[x]",
+            "[27/Nov/2026:09:14:00 Z]",
+            "-",
+        ]
+    )
+    return canonical | odd
+
+
+@st.composite
+def combined_lines(draw: st.DrawFn) -> bytes:
+    ip = draw(st.sampled_from(["203.0.113.9", "-", "", "2001:db8::1"]) | TEXT)
+    user = draw(st.sampled_from(["-", "alice", "the boss", ""]) | TEXT)
+    status = draw(st.sampled_from(["200", "302", "404", "2000", "20", "OK", "-", ""]))
+    size = draw(st.sampled_from(["43", "0", "-", "", "x", "007"]))
+    fields = [draw(requests()), draw(FIELD), draw(FIELD), draw(FIELD)]
+    line = (
+        f'{ip} - {user} {draw(stamps())} "{fields[0]}" {status} {size} "{fields[1]}" "{fields[2]}" "{fields[3]}"'
+    ).encode("utf-8", "surrogatepass")
+    # damage: drop the uid field or more, cut, or add bytes (invalid UTF-8 too)
+    cut = draw(st.sampled_from([None, -len(fields[3].encode()) - 4, None, None]))
+    if cut is not None:
+        line = line[:cut]
+    if draw(st.integers(0, 9)) == 0:
+        line = line[: draw(st.integers(0, len(line)))]
+    return line + draw(st.sampled_from([b"", b"", b"\xff", b"\x00", b"\r", b'"', b" x"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(combined_lines(), min_size=1, max_size=12), st.sampled_from(["combined", UID_FORMAT, "common"])
+)
+def test_hostile_lines(lines: list[bytes], spec: str) -> None:
+    assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=80), min_size=1, max_size=8))
+def test_random_bytes(lines: list[bytes]) -> None:
+    assert_same(b"\n".join(lines) + b"\n")
+
+
+# -- the sanitizer build and the fuzz target ---------------------------------------------
+
+_SANITIZED_RUN = textwrap.dedent(
+    """
+    import gzip, importlib.util, sys
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("tracklog.ingest._fastlog", sys.argv[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["tracklog.ingest._fastlog"] = module
+    sys.path.insert(0, sys.argv[2])
+    import fuzz_fastlog as f
+    assert f.fastpath._fastlog is module, "not the sanitized build"
+    corpus = Path(sys.argv[3]).read_bytes()
+    samples = Path(sys.argv[4])
+    chunks = [corpus, gzip.decompress((samples / "access.log.2.gz").read_bytes()), *f.SEEDS]
+    for chunk in chunks:
+        for spec in ("combined", "common", f.UID_FORMAT):
+            f.assert_same(chunk, spec)
+    for i, chunk in enumerate(f.mutants(int(sys.argv[5]))):
+        f.parse_only(chunk, ("combined", "common", f.UID_FORMAT)[i % 3])
+    print("sanitized run ok")
+    """
+)
+
+
+def _sanitizer_runtimes() -> tuple[str, str]:
+    """gcc's libasan.so and libubsan.so (preloaded: the Python binary is not instrumented)."""
+    found = []
+    for name in ("libasan.so", "libubsan.so"):
+        try:
+            path = subprocess.run(
+                ["gcc", f"-print-file-name={name}"], check=False, capture_output=True, text=True
+            ).stdout.strip()
+        except OSError:
+            pytest.skip("no gcc")
+        if not os.path.isabs(path) or not os.path.exists(path):
+            pytest.skip(f"gcc's sanitizer runtime {name} is not installed")
+        found.append(path)
+    return found[0], found[1]
+
+
+def _build_sanitized(tmp_path: Path, *, openssl: bool) -> tuple[Path, dict[str, str]]:
+    asan, ubsan = _sanitizer_runtimes()
+    out = tmp_path / ("_fastlog_ssl.so" if openssl else "_fastlog_portable.so")
+    cmd = [
+        "gcc",
+        "-shared",
+        "-fPIC",
+        "-g",
+        "-O1",
+        "-std=c11",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        f"-I{sysconfig.get_paths()['include']}",
+        str(SOURCE),
+        "-o",
+        str(out),
+        *(["-DTL_OPENSSL=1", "-lcrypto"] if openssl else []),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = f"{asan} {ubsan}"
+    env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"  # CPython's own allocations are not leaks
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    return out, env
+
+
+@pytest.mark.parametrize("openssl", [True, False], ids=["openssl", "portable-sha256"])
+def test_sanitized_build(tmp_path: Path, openssl: bool) -> None:
+    """The extension built with -fsanitize=address,undefined, in a subprocess: the differential
+    check on the corpus, the sample log and the seeds, then thousands of mutated chunks through
+    the C pass; any out-of-bounds access or undefined behaviour aborts the run."""
+    if openssl and not Path("/usr/include/openssl/sha.h").exists():
+        pytest.skip("no OpenSSL headers")
+    lib, env = _build_sanitized(tmp_path, openssl=openssl)
+    args = [sys.executable, "-c", _SANITIZED_RUN, str(lib), str(ROOT / "tests"), str(CORPUS), str(SAMPLES)]
+    run = subprocess.run(
+        [*args, "1500" if openssl else "300"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert "sanitized run ok" in run.stdout
+
+
+@pytest.mark.fuzz
+def test_fuzz_target(tmp_path: Path) -> None:
+    """The atheris fuzz target for a bounded number of inputs (guided by the Python side's
+    coverage; gcc cannot instrument the C for it, which the sanitized run covers instead)."""
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, seed in enumerate(SEEDS):
+        (corpus / f"seed{i}").write_bytes(seed)
+    args = [
+        sys.executable,
+        str(ROOT / "tests" / "fuzz_fastlog.py"),
+        "-atheris_runs=400",
+        "-max_len=800",
+        "-seed=1",
+    ]
+    run = subprocess.run([*args, str(corpus)], check=False, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert "Done 400 " in run.stderr
+
+
+def test_sanitizer_sees_a_bad_read(tmp_path: Path) -> None:
+    """The sanitizer runtime works here: a deliberate out-of-bounds read aborts a program."""
+    _sanitizer_runtimes()
+    probe = tmp_path / "oob.c"
+    probe.write_text("#include <stdlib.h>\nint main(void){char*p=malloc(4);int r=p[4];free(p);return r;}\n")
+    exe = tmp_path / "oob"
+    subprocess.run(
+        ["gcc", "-fsanitize=address", "-g", str(probe), "-o", str(exe)], check=True, capture_output=True
+    )
+    run = subprocess.run(
+        [str(exe)], check=False, capture_output=True, text=True, env={"ASAN_OPTIONS": "detect_leaks=0"}
+    )
+    assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr

@@ -1,0 +1,1032 @@
+/* The compiled fast path of ingest: one pass over a batch of log lines (the `line` column of
+ * tl_lines, as Arrow large_string buffers) producing the columns of tl_chunk, for nginx's
+ * `combined` and `common` formats and combined followed by extra quoted variables.
+ *
+ * It computes exactly what the SQL of formats.py + routes.py + signing.py computes (that SQL is
+ * the reference; tests/test_fastpath.py compares the two column by column). Where a value's
+ * SQL meaning is lenient in ways not worth copying (DuckDB's strptime accepting "7/nov/2026",
+ * its casts accepting "1e2" or " 20"), the row is *deferred*: its index is returned and the
+ * caller computes that row with the SQL. nginx itself never writes such rows.
+ *
+ * Input lines are attacker-controlled: every read is bounded by the line's length, every write
+ * goes through the growable buffers below. The GIL is released while parsing.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ SHA-256 */
+
+#ifdef TL_OPENSSL
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+typedef SHA256_CTX sha_ctx;
+static void sha_init(sha_ctx *c) { SHA256_Init(c); }
+static void sha_update(sha_ctx *c, const void *p, size_t n) { SHA256_Update(c, p, n); }
+static void sha_final(sha_ctx *c, uint8_t out[32]) { SHA256_Final(out, c); }
+#define SHA_IMPL "openssl"
+#else
+/* A portable SHA-256 (FIPS 180-4), for machines without OpenSSL's headers. */
+typedef struct {
+    uint32_t h[8];
+    uint64_t total;
+    uint8_t block[64];
+    size_t used;
+} sha_ctx;
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha_block(sha_ctx *c, const uint8_t *p) {
+    uint32_t w[64], a, b, d, e, f, g, h, cc, t1, t2;
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
+    for (int i = 0; i < 64; i++) {
+        t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+        t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+        h = g, g = f, f = e, e = d + t1, d = cc, cc = b, b = a, a = t1 + t2;
+    }
+    c->h[0] += a, c->h[1] += b, c->h[2] += cc, c->h[3] += d;
+    c->h[4] += e, c->h[5] += f, c->h[6] += g, c->h[7] += h;
+}
+
+static void sha_init(sha_ctx *c) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, h0, sizeof h0);
+    c->total = 0;
+    c->used = 0;
+}
+
+static void sha_update(sha_ctx *c, const void *data, size_t n) {
+    const uint8_t *p = data;
+    c->total += n;
+    if (c->used) {
+        size_t take = 64 - c->used < n ? 64 - c->used : n;
+        memcpy(c->block + c->used, p, take);
+        c->used += take, p += take, n -= take;
+        if (c->used < 64) return;
+        sha_block(c, c->block);
+        c->used = 0;
+    }
+    for (; n >= 64; p += 64, n -= 64) sha_block(c, p);
+    memcpy(c->block, p, n);
+    c->used = n;
+}
+
+static void sha_final(sha_ctx *c, uint8_t out[32]) {
+    uint64_t bits = c->total * 8;
+    uint8_t pad[72] = {0x80};
+    size_t padlen = (c->used < 56 ? 56 : 120) - c->used;
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha_update(c, pad, padlen);
+    sha_update(c, len, 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(c->h[i] >> 24), out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8), out[4 * i + 3] = (uint8_t)c->h[i];
+    }
+}
+#define SHA_IMPL "portable"
+#endif
+
+/* SIG = base64url(HMAC-SHA256(secret, path)[:16]) without padding: 22 characters. The pads'
+ * states are computed once per batch, so each signature costs two compressions plus the path. */
+typedef struct {
+    sha_ctx inner, outer;
+} hmac_key;
+
+static void hmac_key_init(hmac_key *k, const uint8_t ipad[64], const uint8_t opad[64]) {
+    sha_init(&k->inner);
+    sha_update(&k->inner, ipad, 64);
+    sha_init(&k->outer);
+    sha_update(&k->outer, opad, 64);
+}
+
+static void expected_sig(const hmac_key *k, const char *path, size_t n, char out[22]) {
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    uint8_t d[32];
+    sha_ctx c = k->inner;
+    sha_update(&c, path, n);
+    sha_final(&c, d);
+    c = k->outer;
+    sha_update(&c, d, 32);
+    sha_final(&c, d);
+    int o = 0;
+    for (int i = 0; i < 15; i += 3) {
+        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
+        out[o++] = b64[v >> 18], out[o++] = b64[(v >> 12) & 63], out[o++] = b64[(v >> 6) & 63], out[o++] = b64[v & 63];
+    }
+    out[o++] = b64[d[15] >> 2];
+    out[o] = b64[(d[15] & 3) << 4];
+}
+
+/* ------------------------------------------------------------------ output buffers */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} growbuf;
+
+static int gb_reserve(growbuf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p, b->cap = cap;
+    return 0;
+}
+
+static int gb_put(growbuf *b, const void *src, size_t n) {
+    if (n == 0) return 0;
+    if (gb_reserve(b, n)) return -1;
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+/* A nullable column: string (offsets + data) or fixed width (values). */
+typedef struct {
+    int is_string, width, wide; /* width: bytes per value (fixed); wide: int64 offsets */
+    size_t n;
+    uint8_t *valid;
+    int64_t nulls;
+    void *offsets; /* n + 1 entries (strings) */
+    growbuf data;  /* string bytes, or n * width value bytes */
+} column;
+
+static int col_init(column *c, int is_string, int width, int wide, size_t n, size_t data_hint) {
+    memset(c, 0, sizeof *c);
+    c->is_string = is_string, c->width = width, c->wide = wide, c->n = n;
+    c->valid = calloc((n + 7) / 8 + 1, 1);
+    if (!c->valid) return -1;
+    if (is_string) {
+        c->offsets = calloc(n + 1, wide ? 8 : 4);
+        if (!c->offsets) return -1;
+        return gb_reserve(&c->data, data_hint + 1);
+    }
+    return gb_reserve(&c->data, n * (size_t)width + 1);
+}
+
+static void col_free(column *c) {
+    free(c->valid);
+    free(c->offsets);
+    free(c->data.p);
+}
+
+static inline void col_seal(column *c, size_t i, int valid) {
+    /* row i is complete: its end offset, its validity bit */
+    if (c->wide)
+        ((int64_t *)c->offsets)[i + 1] = (int64_t)c->data.len;
+    else
+        ((int32_t *)c->offsets)[i + 1] = (int32_t)c->data.len;
+    if (valid)
+        c->valid[i >> 3] |= (uint8_t)(1u << (i & 7));
+    else
+        c->nulls++;
+}
+
+static inline void col_null(column *c, size_t i) {
+    if (c->is_string) {
+        col_seal(c, i, 0);
+        return;
+    }
+    c->nulls++;
+    memset(c->data.p + i * c->width, 0, c->width);
+}
+
+static inline int col_str(column *c, size_t i, const char *s, size_t n) {
+    if (gb_put(&c->data, s, n)) return -1;
+    col_seal(c, i, 1);
+    return 0;
+}
+
+static inline void col_i64(column *c, size_t i, int64_t v) {
+    memcpy(c->data.p + i * 8, &v, 8);
+    c->valid[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+static inline void col_i16(column *c, size_t i, int16_t v) {
+    memcpy(c->data.p + i * 2, &v, 2);
+    c->valid[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+/* ------------------------------------------------------------------ nginx's \xHH escapes */
+
+static inline int hexval(unsigned char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+typedef struct {
+    size_t pos;
+    uint8_t v;
+    uint8_t kept; /* a high byte taken as part of well-formed UTF-8 */
+} token;
+
+typedef struct {
+    token *t;
+    size_t n, cap;
+} tokens;
+
+static int find_tokens(tokens *tk, const char *s, size_t n) {
+    tk->n = 0;
+    for (size_t i = 0; i + 4 <= n;) {
+        const char *p = memchr(s + i, '\\', n - i - 3); /* a token needs 4 characters */
+        if (!p) break;
+        i = (size_t)(p - s);
+        int hi = hexval((unsigned char)s[i + 2]), lo = hexval((unsigned char)s[i + 3]);
+        if (s[i + 1] != 'x' || hi < 0 || lo < 0) {
+            i++;
+            continue;
+        }
+        if (tk->n == tk->cap) {
+            size_t cap = tk->cap ? tk->cap * 2 : 16;
+            token *t = realloc(tk->t, cap * sizeof *t);
+            if (!t) return -1;
+            tk->t = t, tk->cap = cap;
+        }
+        tk->t[tk->n++] = (token){i, (uint8_t)(hi << 4 | lo), 0};
+        i += 4; /* a token's other characters are no backslash: tokens never overlap */
+    }
+    return 0;
+}
+
+/* One regexp_replace pass of formats._UTF8_ESCAPES over the tokens: leftmost matches of `len`
+ * adjacent, not yet taken escapes whose bytes fall in the ranges [lo[k], hi[k]]. */
+static void utf8_pass(tokens *tk, int len, const uint8_t *lo, const uint8_t *hi) {
+    token *t = tk->t;
+    for (size_t i = 0; i + (size_t)len <= tk->n;) {
+        int ok = 1;
+        for (int k = 0; k < len && ok; k++) {
+            const token *x = &t[i + k];
+            if (x->kept || x->v < lo[k] || x->v > hi[k]) ok = 0;
+            if (k > 0 && x->pos != t[i + k - 1].pos + 4) ok = 0;
+        }
+        if (ok) {
+            for (int k = 0; k < len; k++) t[i + k].kept = 1;
+            i += (size_t)len;
+        } else {
+            i++;
+        }
+    }
+}
+
+static void classify_tokens(tokens *tk) {
+    static const uint8_t c2[] = {0xC2, 0x80}, c2h[] = {0xDF, 0xBF};
+    static const uint8_t e0[] = {0xE0, 0xA0, 0x80}, e0h[] = {0xE0, 0xBF, 0xBF};
+    static const uint8_t ed[] = {0xED, 0x80, 0x80}, edh[] = {0xED, 0x9F, 0xBF};
+    static const uint8_t f0[] = {0xF0, 0x90, 0x80, 0x80}, f0h[] = {0xF0, 0xBF, 0xBF, 0xBF};
+    static const uint8_t f1[] = {0xF1, 0x80, 0x80, 0x80}, f1h[] = {0xF3, 0xBF, 0xBF, 0xBF};
+    static const uint8_t f4[] = {0xF4, 0x80, 0x80, 0x80}, f4h[] = {0xF4, 0x8F, 0xBF, 0xBF};
+    int high = 0;
+    for (size_t i = 0; i < tk->n && !high; i++) high = tk->t[i].v >= 0x80;
+    if (!high) return;
+    utf8_pass(tk, 2, c2, c2h);
+    utf8_pass(tk, 3, e0, e0h);
+    /* E1-EC and EE-EF are one character class in one pass: run them as one */
+    {
+        token *t = tk->t;
+        for (size_t i = 0; i + 3 <= tk->n;) {
+            int ok = !t[i].kept && ((t[i].v >= 0xE1 && t[i].v <= 0xEC) || t[i].v == 0xEE || t[i].v == 0xEF);
+            for (int k = 1; k < 3 && ok; k++)
+                ok = !t[i + k].kept && t[i + k].v >= 0x80 && t[i + k].v <= 0xBF && t[i + k].pos == t[i + k - 1].pos + 4;
+            if (ok) {
+                t[i].kept = t[i + 1].kept = t[i + 2].kept = 1;
+                i += 3;
+            } else {
+                i++;
+            }
+        }
+    }
+    utf8_pass(tk, 3, ed, edh);
+    utf8_pass(tk, 4, f0, f0h);
+    utf8_pass(tk, 4, f1, f1h);
+    utf8_pass(tk, 4, f4, f4h);
+}
+
+/* Append the decoded field to `out`: escapes of ASCII and of well-formed UTF-8 become their
+ * bytes, other escapes U+FFFD, everything else is copied (as url_decode leaves it). */
+static int decode_into(growbuf *out, tokens *tk, const char *s, size_t n) {
+    if (!memchr(s, '\\', n)) return gb_put(out, s, n);
+    if (find_tokens(tk, s, n)) return -1;
+    classify_tokens(tk);
+    if (gb_reserve(out, n)) return -1; /* decoding never grows a field */
+    size_t at = 0;
+    char *o = out->p + out->len;
+    for (size_t k = 0; k < tk->n; k++) {
+        const token *x = &tk->t[k];
+        memcpy(o, s + at, x->pos - at);
+        o += x->pos - at;
+        if (x->v < 0x80 || x->kept) {
+            *o++ = (char)x->v;
+        } else {
+            *o++ = (char)0xEF, *o++ = (char)0xBF, *o++ = (char)0xBD;
+        }
+        at = x->pos + 4;
+    }
+    memcpy(o, s + at, n - at);
+    o += n - at;
+    out->len = (size_t)(o - out->p);
+    return 0;
+}
+
+/* DuckDB's to_json of a VARCHAR, without the quotes. */
+static int json_escape_into(growbuf *out, const char *s, size_t n) {
+    static const char hex[] = "0123456789ABCDEF";
+    if (gb_reserve(out, n * 6)) return -1;
+    char *o = out->p + out->len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\') {
+            *o++ = (char)ch;
+            continue;
+        }
+        *o++ = '\\';
+        switch (ch) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\t': *o++ = 't'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\r': *o++ = 'r'; break;
+        default:
+            *o++ = 'u', *o++ = '0', *o++ = '0', *o++ = hex[ch >> 4], *o++ = hex[ch & 15];
+        }
+    }
+    out->len = (size_t)(o - out->p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the format */
+
+enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2 };
+#define MAX_EXTRA 16
+
+typedef struct {
+    int combined;  /* 1: combined (+ extras), 0: common */
+    int n_extra;   /* quoted variables after combined's user agent */
+    int role[MAX_EXTRA];
+    int decode[MAX_EXTRA]; /* formats._NEVER_ESCAPED variables are not decoded */
+    const char *key[MAX_EXTRA]; /* "name": for the JSON of `extra` */
+    size_t key_len[MAX_EXTRA];
+    int verify;
+    hmac_key hmac;
+} plan;
+
+enum {
+    C_REASON, C_LINE, C_TS, C_IP, C_METHOD, C_PATH, C_QUERY, C_STATUS, C_BYTES, C_REFERER, C_UA,
+    C_UID, C_EXTRA, C_KIND, C_DELIVERY, C_LINK, C_RECIPIENT, C_SIG, N_COLS
+};
+static const char *const COL_NAMES[N_COLS] = {
+    "reason", "line", "ts", "ip", "method", "path", "query", "status", "bytes", "referer",
+    "user_agent", "uid", "extra", "kind", "delivery_id", "link_id", "recipient_id", "sig_status"};
+
+typedef struct {
+    column col[N_COLS];
+    growbuf deferred; /* int64 row indices */
+    growbuf scratch, scratch2;
+    tokens tk;
+} output;
+
+typedef struct {
+    const char *p;
+    size_t n;
+} span;
+
+static int put_null_row(output *o, size_t i, int except_reason_line) {
+    for (int c = 0; c < N_COLS; c++)
+        if (!except_reason_line || (c != C_REASON && c != C_LINE)) col_null(&o->col[c], i);
+    return 0;
+}
+
+static int quarantine(output *o, size_t i, const char *reason, const char *line, size_t n) {
+    put_null_row(o, i, 1);
+    if (col_str(&o->col[C_REASON], i, reason, strlen(reason))) return -1;
+    return col_str(&o->col[C_LINE], i, line, n);
+}
+
+static int defer_row(output *o, size_t i) {
+    int64_t v = (int64_t)i;
+    put_null_row(o, i, 0);
+    return gb_put(&o->deferred, &v, 8);
+}
+
+static inline int is_dash(span s) { return s.n == 1 && s.p[0] == '-'; }
+
+static inline int digits(const char *s, int n, int *out) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* $time_local as nginx writes it, "[27/Nov/2026:09:14:00 +0100]", to UTC microseconds.
+ * Returns 0 for anything else: the row is deferred to DuckDB's strptime, which also takes
+ * forms nginx never writes. */
+static int time_local(span t, int64_t *us) {
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    static const unsigned char mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const char *s = t.p;
+    int day, year, hh, mm, ss, oh, om, month = -1;
+    if (t.n != 28 || s[0] != '[' || s[3] != '/' || s[7] != '/' || s[12] != ':' || s[15] != ':' || s[18] != ':' ||
+        s[21] != ' ' || (s[22] != '+' && s[22] != '-') || s[27] != ']')
+        return 0;
+    for (int m = 0; m < 12; m++)
+        if (memcmp(s + 4, months + 3 * m, 3) == 0) month = m;
+    if (month < 0 || !digits(s + 1, 2, &day) || !digits(s + 8, 4, &year) || !digits(s + 13, 2, &hh) ||
+        !digits(s + 16, 2, &mm) || !digits(s + 19, 2, &ss) || !digits(s + 23, 2, &oh) || !digits(s + 25, 2, &om))
+        return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int dim = mdays[month] + (month == 1 && leap);
+    if (year < 1000 || day < 1 || day > dim || hh > 23 || mm > 59 || ss > 59 || oh > 23 || om > 59) return 0;
+    int64_t secs = days_from_civil(year, (unsigned)month + 1, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
+    int64_t offset = (int64_t)oh * 3600 + om * 60;
+    secs -= s[22] == '+' ? offset : -offset;
+    *us = secs * 1000000;
+    return 1;
+}
+
+/* try_cast(raw AS BIGINT) for plain digits; 0 (defer) for anything DuckDB might read otherwise */
+static int plain_bigint(span s, int64_t *v) {
+    if (s.n < 1 || s.n > 18) return 0;
+    int64_t x = 0;
+    for (size_t i = 0; i < s.n; i++) {
+        if (s.p[i] < '0' || s.p[i] > '9') return 0;
+        x = x * 10 + (s.p[i] - '0');
+    }
+    *v = x;
+    return 1;
+}
+
+static inline int id_char(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+           ch == '_' || ch == '~' || ch == '-';
+}
+
+/* routes.ROUTE_RE: /o/D/R.gif, /c/D/L/R, /m/D/R, /u/D/R with ids of 1-128 [A-Za-z0-9._~-].
+ * Fills the ids (link only for clicks) and returns the route's letter, or 0. */
+static char route(span path, span ids[3]) {
+    if (path.n < 5 || path.p[0] != '/' || path.p[2] != '/') return 0;
+    char letter = path.p[1];
+    int want = letter == 'c' ? 3 : (letter == 'o' || letter == 'm' || letter == 'u') ? 2 : 0;
+    if (!want) return 0;
+    const char *p = path.p + 3, *end = path.p + path.n;
+    for (int k = 0; k < want; k++) {
+        const char *start = p;
+        while (p < end && id_char((unsigned char)*p)) p++;
+        size_t n = (size_t)(p - start);
+        ids[k] = (span){start, n};
+        if (k < want - 1) {
+            if (p == end || *p != '/' || n < 1 || n > 128) return 0;
+            p++;
+        } else {
+            if (p != end) return 0;
+            if (letter == 'o') { /* the id, then ".gif" */
+                if (n < 5 || memcmp(start + n - 4, ".gif", 4) != 0) return 0;
+                n -= 4;
+                ids[k].n = n;
+            }
+            if (n < 1 || n > 128) return 0;
+        }
+    }
+    return letter;
+}
+
+static inline int span_eq(span s, const char *lit) {
+    size_t n = strlen(lit);
+    return s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* A text value (nginx writes "-" for empty): NULL, or decoded into `out` when the line has a
+ * backslash. Returns -1 on allocation failure, 0 for NULL, 1 for a value. */
+static int text_value(output *o, growbuf *out, span raw, int decode, int line_has_backslash) {
+    if (is_dash(raw)) return 0;
+    if (decode && line_has_backslash) {
+        if (decode_into(out, &o->tk, raw.p, raw.n)) return -1;
+    } else if (gb_put(out, raw.p, raw.n)) {
+        return -1;
+    }
+    return 1;
+}
+
+static int text_column(output *o, int c, size_t i, span raw, int decode, int bs) {
+    int r = text_value(o, &o->col[c].data, raw, decode, bs);
+    if (r < 0) return -1;
+    if (r == 0)
+        col_null(&o->col[c], i);
+    else
+        col_seal(&o->col[c], i, 1);
+    return 0;
+}
+
+static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t n) {
+    if (n == 0) return quarantine(o, i, "empty line", s, 0);
+    const char *const mismatch = "does not match log format";
+    /* _q = string_split(line, '"'): exactly the format's quotes */
+    int want_quotes = pl->combined ? 6 + 2 * pl->n_extra : 2;
+    const char *q[2 * MAX_EXTRA + 8];
+    int nq = 0;
+    for (const char *p = memchr(s, '"', n); p; p = memchr(p + 1, '"', (size_t)(s + n - p - 1))) {
+        if (nq == want_quotes) return quarantine(o, i, mismatch, s, n);
+        q[nq++] = p;
+        if (p == s + n - 1) break;
+    }
+    if (nq != want_quotes) return quarantine(o, i, mismatch, s, n);
+    /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last '' */
+    size_t e = (size_t)(q[0] - s); /* _q[1] is s[0, e) */
+    if (e == 0 || s[e - 1] != ' ') return quarantine(o, i, mismatch, s, n);
+    e--; /* the space before the opening quote */
+    const char *p1 = memchr(s, ' ', e + 1);
+    size_t sp1 = (size_t)(p1 - s);
+    const char *p2 = sp1 < e ? memchr(s + sp1 + 1, ' ', e - sp1) : NULL;
+    size_t sp2 = p2 ? (size_t)(p2 - s) : e, r1 = e, r2;
+    while (r1 > 0 && s[r1 - 1] != ' ') r1--; /* r1: just after the last space before e */
+    if (r1 == 0 || r1 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
+    r1--;
+    r2 = r1;
+    while (r2 > 0 && s[r2 - 1] != ' ') r2--;
+    if (r2 == 0 || r2 - 1 <= sp2 || sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
+    r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
+    span addr = {s, sp1};
+    span user = {s + sp2 + 1, r2 - sp2 - 1};
+    span time = {s + r2 + 1, e - r2 - 1};
+    span request = {q[0] + 1, (size_t)(q[1] - q[0] - 1)};
+    /* _q[3] = ' STATUS BYTES ' (combined) or ' STATUS BYTES' (common, the end of the line) */
+    const char *s3 = q[1] + 1, *e3 = pl->combined ? q[2] : s + n;
+    size_t n3 = (size_t)(e3 - s3);
+    span status_raw, bytes_raw;
+    {
+        if (n3 < 1 || s3[0] != ' ') return quarantine(o, i, mismatch, s, n);
+        const char *mid = n3 > 1 ? memchr(s3 + 1, ' ', n3 - 1) : NULL;
+        if (!mid) return quarantine(o, i, mismatch, s, n);
+        const char *stop = e3;
+        if (pl->combined) {
+            if (mid == e3 - 1 || e3[-1] != ' ') return quarantine(o, i, mismatch, s, n);
+            stop = e3 - 1;
+        }
+        if (memchr(mid + 1, ' ', (size_t)(stop - mid - 1))) return quarantine(o, i, mismatch, s, n);
+        status_raw = (span){s3 + 1, (size_t)(mid - s3 - 1)};
+        bytes_raw = (span){mid + 1, (size_t)(stop - mid - 1)};
+    }
+    span referer = {0}, agent = {0}, extra[MAX_EXTRA];
+    if (pl->combined) {
+        /* "REFERER" "AGENT"[ "EXTRA"]...: single spaces between, nothing after the last quote */
+        int nvals = 2 + pl->n_extra;
+        for (int k = 0; k < nvals; k++) {
+            const char *open = q[2 + 2 * k], *close = q[3 + 2 * k];
+            span v = {open + 1, (size_t)(close - open - 1)};
+            if (k == 0)
+                referer = v;
+            else if (k == 1)
+                agent = v;
+            else
+                extra[k - 2] = v;
+            if (k > 0 && !(open - q[1 + 2 * k] == 2 && open[-1] == ' ')) return quarantine(o, i, mismatch, s, n);
+        }
+        if (q[want_quotes - 1] != s + n - 1) return quarantine(o, i, mismatch, s, n);
+    }
+    /* the reasons, in formats.py's order; what DuckDB might read otherwise is deferred */
+    int64_t ts, bytes = 0;
+    int status;
+    if (!time_local(time, &ts)) return defer_row(o, i);
+    if (status_raw.n != 3) return quarantine(o, i, "bad status", s, n);
+    if (!digits(status_raw.p, 3, &status)) return defer_row(o, i);
+    int has_bytes = !is_dash(bytes_raw);
+    if (has_bytes && !plain_bigint(bytes_raw, &bytes)) return defer_row(o, i);
+
+    /* a parsed line */
+    int bs = memchr(s, '\\', n) != NULL;
+    col_null(&o->col[C_REASON], i);
+    col_null(&o->col[C_LINE], i);
+    col_i64(&o->col[C_TS], i, ts);
+    col_i16(&o->col[C_STATUS], i, (int16_t)status);
+    if (has_bytes)
+        col_i64(&o->col[C_BYTES], i, bytes);
+    else
+        col_null(&o->col[C_BYTES], i);
+    if (is_dash(addr)) {
+        col_null(&o->col[C_IP], i);
+    } else if (col_str(&o->col[C_IP], i, addr.p, addr.n)) {
+        return -1;
+    }
+    if (pl->combined) {
+        if (text_column(o, C_REFERER, i, referer, 1, bs) || text_column(o, C_UA, i, agent, 1, bs)) return -1;
+    } else {
+        col_null(&o->col[C_REFERER], i);
+        col_null(&o->col[C_UA], i);
+    }
+
+    /* uid: $uid_got, else $uid_set, after its '=' */
+    int uid_done = 0;
+    for (int pass = ROLE_UID_GOT; pass <= ROLE_UID_SET && !uid_done; pass++) {
+        for (int k = 0; k < pl->n_extra && !uid_done; k++) {
+            if (pl->role[k] != pass) continue;
+            o->scratch.len = 0;
+            int r = text_value(o, &o->scratch, extra[k], 1, bs);
+            if (r < 0) return -1;
+            if (r == 0) continue;
+            const char *eq = memchr(o->scratch.p, '=', o->scratch.len);
+            size_t from = eq ? (size_t)(eq - o->scratch.p) + 1 : 0;
+            if (col_str(&o->col[C_UID], i, o->scratch.p + from, o->scratch.len - from)) return -1;
+            uid_done = 1;
+        }
+    }
+    if (!uid_done) col_null(&o->col[C_UID], i);
+
+    /* extra: {"remote_user": ..., "var": ...} of the values present, NULL when none is */
+    {
+        growbuf *x = &o->col[C_EXTRA].data;
+        size_t start = x->len;
+        int members = 0;
+        for (int k = -1; k < pl->n_extra; k++) {
+            if (k >= 0 && pl->role[k] != ROLE_EXTRA) continue;
+            o->scratch.len = 0;
+            int r = text_value(o, &o->scratch, k < 0 ? user : extra[k], k < 0 || pl->decode[k], bs);
+            if (r < 0) return -1;
+            if (r == 0) continue;
+            const char *key = k < 0 ? "\"remote_user\":" : pl->key[k];
+            size_t key_len = k < 0 ? 14 : pl->key_len[k];
+            if (gb_put(x, members ? "," : "{", 1) || gb_put(x, key, key_len) || gb_put(x, "\"", 1) ||
+                json_escape_into(x, o->scratch.p, o->scratch.len) || gb_put(x, "\"", 1))
+                return -1;
+            members++;
+        }
+        if (members) {
+            if (gb_put(x, "}", 1)) return -1;
+            col_seal(&o->col[C_EXTRA], i, 1);
+        } else {
+            x->len = start;
+            col_null(&o->col[C_EXTRA], i);
+        }
+    }
+
+    /* the request line: method, target (path ? query); protocol is not kept */
+    span method = {0}, target = {0};
+    int has_method = 0, has_target = 0;
+    o->scratch2.len = 0;
+    int r = text_value(o, &o->scratch2, request, 1, bs);
+    if (r < 0) return -1;
+    if (r > 0) {
+        const char *rq = o->scratch2.p;
+        size_t rn = o->scratch2.len;
+        const char *first = rn ? memchr(rq, ' ', rn) : NULL;
+        if (first) {
+            const char *last = rq + rn - 1;
+            while (*last != ' ') last--;
+            method = (span){rq, (size_t)(first - rq)};
+            has_method = 1;
+            /* one space: "GET /x" (HTTP/0.9); more: the target runs to the last space */
+            const char *tend = last == first ? rq + rn : last;
+            target = (span){first + 1, (size_t)(tend - first - 1)};
+            has_target = 1;
+        }
+    }
+    if (has_method) {
+        if (col_str(&o->col[C_METHOD], i, method.p, method.n)) return -1;
+    } else {
+        col_null(&o->col[C_METHOD], i);
+    }
+    span path = {0}, query = {0};
+    int has_query = 0;
+    if (has_target) {
+        const char *qm = memchr(target.p, '?', target.n);
+        path = (span){target.p, qm ? (size_t)(qm - target.p) : target.n};
+        if (qm) {
+            query = (span){qm + 1, (size_t)(target.p + target.n - qm - 1)};
+            has_query = 1;
+        }
+        if (col_str(&o->col[C_PATH], i, path.p, path.n)) return -1;
+    } else {
+        col_null(&o->col[C_PATH], i);
+    }
+    if (has_query) {
+        if (col_str(&o->col[C_QUERY], i, query.p, query.n)) return -1;
+    } else {
+        col_null(&o->col[C_QUERY], i);
+    }
+
+    /* the route */
+    span ids[3];
+    char letter = has_target ? route(path, ids) : 0;
+    const char *kind = NULL;
+    if (letter == 'o' && span_eq(method, "GET")) kind = "open";
+    if (letter == 'c' && span_eq(method, "GET")) kind = "click";
+    if (letter == 'm' && span_eq(method, "GET")) kind = "mirror";
+    if (letter == 'u' && (span_eq(method, "GET") || span_eq(method, "POST"))) kind = "unsubscribe";
+    if (!kind) {
+        for (int c = C_KIND; c <= C_SIG; c++) col_null(&o->col[c], i);
+        return 0;
+    }
+    span recipient = letter == 'c' ? ids[2] : ids[1];
+    if (col_str(&o->col[C_KIND], i, kind, strlen(kind)) || col_str(&o->col[C_DELIVERY], i, ids[0].p, ids[0].n) ||
+        col_str(&o->col[C_RECIPIENT], i, recipient.p, recipient.n))
+        return -1;
+    if (letter == 'c') {
+        if (col_str(&o->col[C_LINK], i, ids[1].p, ids[1].n)) return -1;
+    } else {
+        col_null(&o->col[C_LINK], i);
+    }
+
+    /* the signature: ?s=SIG or &s=SIG, up to the next '&' */
+    const char *verdict = "unchecked";
+    if (pl->verify) {
+        span sig = {0};
+        int has_sig = 0;
+        if (has_query) {
+            const char *from = NULL, *qe = query.p + query.n;
+            if (query.n >= 2 && query.p[0] == 's' && query.p[1] == '=') {
+                from = query.p + 2;
+            } else {
+                for (const char *p = query.p; p + 3 <= qe; p++)
+                    if (p[0] == '&' && p[1] == 's' && p[2] == '=') {
+                        from = p + 3;
+                        break;
+                    }
+            }
+            if (from) {
+                const char *amp = memchr(from, '&', (size_t)(qe - from));
+                sig = (span){from, (size_t)((amp ? amp : qe) - from)};
+                has_sig = 1;
+            }
+        }
+        if (!has_sig || sig.n == 0) {
+            verdict = "missing";
+        } else if (sig.n != 22) {
+            verdict = "invalid";
+        } else {
+            char want[22];
+            expected_sig(&pl->hmac, path.p, path.n, want);
+            verdict = memcmp(want, sig.p, 22) == 0 ? "valid" : "invalid";
+        }
+    }
+    return col_str(&o->col[C_SIG], i, verdict, strlen(verdict));
+}
+
+/* ------------------------------------------------------------------ Python glue */
+
+typedef struct {
+    PyObject_HEAD
+    void *ptr;
+    Py_ssize_t len;
+} BufObject;
+
+static void buf_dealloc(BufObject *self) {
+    free(self->ptr);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int buf_getbuffer(BufObject *self, Py_buffer *view, int flags) {
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->ptr, self->len, 1, flags);
+}
+
+static PyBufferProcs buf_as_buffer = {(getbufferproc)buf_getbuffer, NULL};
+
+static PyTypeObject BufType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracklog.ingest._fastlog.Buffer",
+    .tp_basicsize = sizeof(BufObject),
+    .tp_dealloc = (destructor)buf_dealloc,
+    .tp_as_buffer = &buf_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Memory filled by the fast path, handed to Arrow without a copy.",
+};
+
+/* Wrap malloc'd memory; takes ownership (frees it on failure too). */
+static PyObject *wrap(void *ptr, size_t len) {
+    if (!ptr && !(ptr = malloc(1))) return PyErr_NoMemory(); /* Arrow wants an address, even for 0 bytes */
+    BufObject *b = PyObject_New(BufObject, &BufType);
+    if (!b) {
+        free(ptr);
+        return NULL;
+    }
+    b->ptr = ptr, b->len = (Py_ssize_t)len;
+    return (PyObject *)b;
+}
+
+static void output_free(output *o) {
+    for (int c = 0; c < N_COLS; c++) col_free(&o->col[c]);
+    free(o->deferred.p);
+    free(o->scratch.p);
+    free(o->scratch2.p);
+    free(o->tk.t);
+}
+
+static PyObject *column_tuple(column *c) {
+    PyObject *valid = wrap(c->valid, (c->n + 7) / 8 + 1);
+    c->valid = NULL;
+    PyObject *data = wrap(c->data.p, c->is_string ? c->data.len : c->n * (size_t)c->width);
+    c->data.p = NULL;
+    PyObject *offsets = NULL, *out = NULL;
+    if (c->is_string) {
+        offsets = wrap(c->offsets, (c->n + 1) * (c->wide ? 8 : 4));
+        c->offsets = NULL;
+    }
+    if (valid && data && (!c->is_string || offsets))
+        out = c->is_string ? Py_BuildValue("(OOOL)", valid, offsets, data, (long long)c->nulls)
+                           : Py_BuildValue("(OOL)", valid, data, (long long)c->nulls);
+    Py_XDECREF(valid);
+    Py_XDECREF(data);
+    Py_XDECREF(offsets);
+    return out;
+}
+
+static int load_plan(plan *pl, PyObject *extras) {
+    Py_ssize_t n = PyTuple_Size(extras);
+    if (n < 0) return -1;
+    if (n > MAX_EXTRA) {
+        PyErr_SetString(PyExc_ValueError, "too many extra variables");
+        return -1;
+    }
+    pl->n_extra = (int)n;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const char *key;
+        Py_ssize_t key_len;
+        int role, decode;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ip", &key, &key_len, &role, &decode)) return -1;
+        if (role < ROLE_EXTRA || role > ROLE_UID_SET) {
+            PyErr_SetString(PyExc_ValueError, "bad role");
+            return -1;
+        }
+        pl->key[k] = key, pl->key_len[k] = (size_t)key_len, pl->role[k] = role, pl->decode[k] = decode;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(parse_doc,
+             "parse(offsets, data, offset, length, combined, extras, ipad, opad)\n--\n\n"
+             "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
+             "starting at element `offset`). extras: ((b'\"name\":', role, decode), ...) for the\n"
+             "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
+             "each), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
+             "buffers per output column, the int64 indices of the rows to compute with the SQL,\n"
+             "and whether string offsets are int64.");
+
+static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
+    Py_buffer offs, data;
+    Py_ssize_t offset, length;
+    int combined;
+    PyObject *extras, *ipad, *opad;
+    if (!PyArg_ParseTuple(args, "y*y*nnpO!OO", &offs, &data, &offset, &length, &combined, &PyTuple_Type, &extras,
+                          &ipad, &opad))
+        return NULL;
+    PyObject *result = NULL;
+    plan pl;
+    output o;
+    memset(&pl, 0, sizeof pl);
+    memset(&o, 0, sizeof o);
+    const int64_t *off = (const int64_t *)offs.buf;
+    if (offset < 0 || length < 0 || (size_t)offs.len < (size_t)(offset + length + 1) * 8) {
+        PyErr_SetString(PyExc_ValueError, "offsets buffer too short");
+        goto done;
+    }
+    for (Py_ssize_t i = offset; i < offset + length; i++) { /* never trust the buffers' bounds */
+        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > (int64_t)data.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of bounds");
+            goto done;
+        }
+    }
+    pl.combined = combined;
+    if (load_plan(&pl, extras)) goto done;
+    if (ipad != Py_None) {
+        if (!PyBytes_Check(ipad) || !PyBytes_Check(opad) || PyBytes_GET_SIZE(ipad) != 64 ||
+            PyBytes_GET_SIZE(opad) != 64) {
+            PyErr_SetString(PyExc_ValueError, "ipad and opad must be 64 bytes");
+            goto done;
+        }
+        pl.verify = 1;
+        hmac_key_init(&pl.hmac, (const uint8_t *)PyBytes_AS_STRING(ipad), (const uint8_t *)PyBytes_AS_STRING(opad));
+    }
+    size_t n = (size_t)length;
+    size_t text = length ? (size_t)(off[offset + length] - off[offset]) : 0;
+    size_t keys = 0;
+    for (int k = 0; k < pl.n_extra; k++) keys += pl.key_len[k] + 8;
+    /* a value never outgrows its raw text by more than to_json's \u00XX (x6) */
+    int wide = (double)text * 8 + (double)n * (256 + (double)keys) > (double)INT32_MAX;
+    int failed = 0;
+    for (int c = 0; c < N_COLS && !failed; c++) {
+        int fixed = c == C_TS || c == C_STATUS || c == C_BYTES;
+        size_t hint = c == C_UA ? text / 2 : c == C_LINE || c == C_EXTRA ? 4096 : text / 8;
+        failed = col_init(&o.col[c], !fixed, c == C_STATUS ? 2 : 8, wide, n, hint);
+    }
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const char *base = (const char *)data.buf;
+    for (size_t i = 0; i < n && !failed; i++) {
+        int64_t a = off[offset + (Py_ssize_t)i], b = off[offset + (Py_ssize_t)i + 1];
+        failed = parse_line(&pl, &o, i, base + a, (size_t)(b - a)) != 0;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *cols = PyTuple_New(N_COLS);
+    if (!cols) goto done;
+    for (int c = 0; c < N_COLS; c++) {
+        PyObject *t = column_tuple(&o.col[c]);
+        if (!t) {
+            Py_DECREF(cols);
+            goto done;
+        }
+        PyTuple_SET_ITEM(cols, c, t);
+    }
+    PyObject *deferred = wrap(o.deferred.p, o.deferred.len);
+    o.deferred.p = NULL;
+    if (!deferred) {
+        Py_DECREF(cols);
+        goto done;
+    }
+    result = Py_BuildValue("(NNO)", cols, deferred, wide ? Py_True : Py_False);
+done:
+    output_free(&o);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyObject *fastlog_hmac_sig(PyObject *mod, PyObject *args) {
+    const char *ipad, *opad, *path;
+    Py_ssize_t ni, no, np;
+    if (!PyArg_ParseTuple(args, "y#y#y#", &ipad, &ni, &opad, &no, &path, &np)) return NULL;
+    if (ni != 64 || no != 64) {
+        PyErr_SetString(PyExc_ValueError, "ipad and opad must be 64 bytes");
+        return NULL;
+    }
+    hmac_key k;
+    char out[22];
+    hmac_key_init(&k, (const uint8_t *)ipad, (const uint8_t *)opad);
+    expected_sig(&k, path, (size_t)np, out);
+    return PyUnicode_FromStringAndSize(out, 22);
+}
+
+static PyMethodDef fastlog_methods[] = {
+    {"parse", fastlog_parse, METH_VARARGS, parse_doc},
+    {"hmac_sig", fastlog_hmac_sig, METH_VARARGS, "hmac_sig(ipad, opad, path)\n--\n\nSIG of `path` (for tests)."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef fastlog_module = {PyModuleDef_HEAD_INIT, "_fastlog",
+                                            "The compiled fast path of ingest (see fastpath.py).", -1,
+                                            fastlog_methods};
+
+PyMODINIT_FUNC PyInit__fastlog(void) {
+    if (PyType_Ready(&BufType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&fastlog_module);
+    if (!m) return NULL;
+    PyObject *names = PyTuple_New(N_COLS);
+    if (!names) goto fail;
+    for (int c = 0; c < N_COLS; c++) {
+        PyObject *s = PyUnicode_FromString(COL_NAMES[c]);
+        if (!s) {
+            Py_DECREF(names);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(names, c, s);
+    }
+    if (PyModule_AddObject(m, "COLUMNS", names) < 0) {
+        Py_DECREF(names);
+        goto fail;
+    }
+    if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

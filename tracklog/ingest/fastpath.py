@@ -1,0 +1,189 @@
+"""The compiled fast path of the chunk parse: tl_lines -> tl_chunk for the `combined` and
+`common` formats (and combined followed by quoted variables such as "$uid_got") in one C pass
+(_fastlog.c), exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
+the reference and the path for every other format, and wherever the extension is not built.
+
+TRACKLOG_PURE=1 turns the fast path off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracklog.ingest.formats import (
+    _JSON_CANONICAL_KEYS,
+    _NEVER_ESCAPED,
+    COMBINED,
+    COMMON,
+    JSON_NAME,
+    LogFormat,
+    resolve_format,
+)
+
+_fastlog: ModuleType | None
+try:
+    from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
+except ImportError:  # not built (no compiler at install time): the SQL path does everything
+    _fastlog = None
+
+PURE_ENV = "TRACKLOG_PURE"
+MAX_EXTRA = 16  # quoted variables after combined's user agent (as in _fastlog.c)
+
+# tl_chunk: the columns and types both paths produce (the SQL's VARCHAR are strings here)
+_STRINGS = {
+    "reason", "line", "ip", "method", "path", "query", "referer", "user_agent", "uid", "extra",
+    "kind", "delivery_id", "link_id", "recipient_id", "sig_status",
+}  # fmt: skip
+_FIXED = {"ts": pa.timestamp("us"), "status": pa.int16(), "bytes": pa.int64()}
+COLUMNS = (
+    "line_no",
+    "byte_offset",
+    "reason",
+    "line",
+    "ts",
+    "ip",
+    "method",
+    "path",
+    "query",
+    "status",
+    "bytes",
+    "referer",
+    "user_agent",
+    "uid",
+    "extra",
+    "kind",
+    "delivery_id",
+    "link_id",
+    "recipient_id",
+    "sig_status",
+)
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+_COMBINED_VARS = [m[2] for m in _VARIABLE.finditer(COMBINED)]
+_COMMON_VARS = [m[2] for m in _VARIABLE.finditer(COMMON)]
+_UID_ROLES = {"uid_got": 1, "uid_set": 2}
+_NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {"http_x_forwarded_for"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the C pass needs to know of a format it covers."""
+
+    combined: bool
+    extras: tuple[tuple[bytes, int, bool], ...]  # per quoted variable: ('"name":', role, decode)
+
+
+def extension_available() -> bool:
+    return _fastlog is not None
+
+
+def plan_for(fmt: LogFormat) -> Plan | None:
+    """The C plan of `fmt`, or None when only the SQL path handles it.
+
+    A format is covered when its SQL is exactly that of combined (+ quoted variables) or common,
+    as formats.py compiles them, so the two paths read the same spec the same way."""
+    if fmt.spec == JSON_NAME:
+        return None
+    names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
+    if names == _COMMON_VARS:
+        combined, extras, spec = False, [], COMMON
+    elif names[: len(_COMBINED_VARS)] == _COMBINED_VARS:
+        combined, extras = True, names[len(_COMBINED_VARS) :]
+        spec = COMBINED + "".join(f' "${name}"' for name in extras)
+    else:
+        return None
+    if len(extras) > MAX_EXTRA or len(set(extras)) != len(extras):
+        return None
+    if any(name in _NOT_EXTRA and name not in _UID_ROLES for name in extras):
+        return None
+    if resolve_format(spec, {}).select_sql("tl_lines") != fmt.select_sql("tl_lines"):
+        return None
+    return Plan(
+        combined,
+        tuple(
+            (f'"{name}":'.encode(), _UID_ROLES.get(name, 0), name not in _NEVER_ESCAPED) for name in extras
+        ),
+    )
+
+
+class FastParser:
+    """Parses tables of lines (line_no, byte_offset, line) into tl_chunk's columns."""
+
+    def __init__(self, plan: Plan, pads: tuple[bytes, bytes] | None) -> None:
+        assert _fastlog is not None
+        self._parse = _fastlog.parse
+        self.plan = plan
+        self.pads = pads
+
+    def parse(self, lines: pa.Table) -> tuple[pa.Table, pa.Array]:
+        """(tl_chunk rows, deferred): the rows the C pass left to the SQL (see _fastlog.c) are
+        placeholders, and `deferred` holds their indices in `lines`."""
+        batches: list[pa.RecordBatch] = []
+        deferred: list[pa.Array] = []
+        start = 0
+        ipad, opad = self.pads if self.pads is not None else (None, None)
+        for batch in lines.to_batches():
+            line = batch.column(2)
+            if line.type != pa.large_string():
+                line = line.cast(pa.large_string())
+            _, offsets, data = line.buffers()
+            columns, rows, wide = self._parse(
+                offsets,
+                data if data is not None else b"",
+                line.offset,
+                len(line),
+                self.plan.combined,
+                self.plan.extras,
+                ipad,
+                opad,
+            )
+            arrays = [batch.column(0), batch.column(1)]
+            arrays += [
+                _array(name, len(batch), parts, wide)
+                for name, parts in zip(COLUMNS[2:], columns, strict=True)
+            ]
+            batches.append(pa.RecordBatch.from_arrays(arrays, names=list(COLUMNS)))
+            rows_buf = pa.py_buffer(rows)
+            if rows_buf.size:
+                deferred.append(
+                    pc.add(pa.Array.from_buffers(pa.int64(), rows_buf.size // 8, [None, rows_buf]), start)
+                )
+            start += len(batch)
+        schema = chunk_schema(wide=any(b.schema.field("line").type == pa.large_string() for b in batches))
+        table = pa.Table.from_batches([b.cast(schema) for b in batches], schema)
+        return table, pa.concat_arrays(deferred) if deferred else pa.array([], pa.int64())
+
+
+def chunk_schema(*, wide: bool = False) -> pa.Schema:
+    text = pa.large_string() if wide else pa.string()
+    fields = [pa.field("line_no", pa.int64()), pa.field("byte_offset", pa.int64())]
+    fields += [pa.field(name, text if name in _STRINGS else _FIXED[name]) for name in COLUMNS[2:]]
+    return pa.schema(fields)
+
+
+def _array(name: str, length: int, parts: tuple[Any, ...], wide: bool) -> pa.Array:
+    """An Arrow array over the C pass's buffers (no copy): validity, [offsets,] data, null count."""
+    *buffers, nulls = (pa.py_buffer(p) if not isinstance(p, int) else p for p in parts)
+    kind = (pa.large_string() if wide else pa.string()) if name in _STRINGS else _FIXED[name]
+    return pa.Array.from_buffers(kind, length, buffers, null_count=nulls)
+
+
+def merge_deferred(fast: pa.Table, deferred: pa.Array, slow: pa.Table) -> pa.Table:
+    """The fast rows with the deferred ones replaced by the SQL's (`slow`, same row order)."""
+    keep = pc.invert(pc.is_in(pa.array(range(fast.num_rows), pa.int64()), value_set=deferred))
+    merged = pa.concat_tables([fast.filter(keep), slow.select(list(COLUMNS)).cast(fast.schema)])
+    return merged.sort_by("line_no")
+
+
+def fast_parser(fmt: LogFormat, pads: tuple[bytes, bytes] | None) -> FastParser | None:
+    """The fast parser for `fmt`, or None: not built, not a covered format, or TRACKLOG_PURE=1."""
+    if _fastlog is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return None
+    plan = plan_for(fmt)
+    return FastParser(plan, pads) if plan is not None else None
