@@ -19,7 +19,8 @@ from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_same, deferred_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracklog.ingest import fastpath
+from tracklog.errors import DataError
+from tracklog.ingest import fastpath, sources
 from tracklog.ingest.formats import COMBINED, COMMON, resolve_format
 from tracklog.signing import hmac_pads, sign_path
 
@@ -395,3 +396,36 @@ def test_sanitizer_sees_a_bad_read(tmp_path: Path) -> None:
         [str(exe)], check=False, capture_output=True, text=True, env={"ASAN_OPTIONS": "detect_leaks=0"}
     )
     assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr
+
+
+# -- gzip: zlib-ng and the standard library's zlib read the same bytes -----------------------
+
+
+def _read_all(path: Path) -> tuple[bytes, str | None]:
+    stream = sources.LogStream(sources.InputSpec(str(path)))
+    try:
+        return b"".join(buf for _, buf in stream.chunks(0)), None
+    except DataError as exc:
+        return b"", str(exc)
+    finally:
+        stream.close()
+
+
+def test_gzip_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("zlib_ng")
+    assert sources.GzipReader is not gzip.GzipFile
+    corpus = CORPUS.read_bytes()
+    whole = gzip.compress(corpus)
+    cases = {
+        "sample.gz": (SAMPLES / "access.log.2.gz").read_bytes(),
+        "members.gz": whole + gzip.compress(corpus[:5000], compresslevel=1),  # logrotate appends members
+        "truncated.gz": whole[:-300],
+        "damaged.gz": whole[:2000] + bytes(64) + whole[2064:],
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    fast = {name: _read_all(tmp_path / name) for name in cases}
+    monkeypatch.setattr(sources, "GzipReader", gzip.GzipFile)
+    assert {name: _read_all(tmp_path / name) for name in cases} == fast
+    assert fast["members.gz"][0] == corpus + corpus[:5000] + b"\n"  # gzip: its last line is complete
+    assert fast["truncated.gz"][1] is not None and "corrupt gzip data" in fast["truncated.gz"][1]
