@@ -27,10 +27,13 @@ from tracklog.ingest.formats import (
     resolve_format,
 )
 
+ABI = 1  # of _fastlog.c's parse(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
 except ImportError:  # not built (no compiler at install time): the SQL path does everything
+    _fastlog = None
+if _fastlog is not None and getattr(_fastlog, "ABI", None) != ABI:  # stale in-place build
     _fastlog = None
 
 PURE_ENV = "TRACKLOG_PURE"
