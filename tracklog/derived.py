@@ -101,11 +101,14 @@ def is_current(con: duckdb.DuckDBPyConnection) -> bool:
 
 @contextmanager
 def open_reader(
-    db: Path, wait: float, on_wait: Callable[[str | None], None] | None = None
+    db: Path,
+    wait: float,
+    on_wait: Callable[[str | None], None] | None = None,
+    on_upgrade: Callable[[], None] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection whose derived tables are current. A database written by an
     earlier version (or whose hits were stored without merging) is brought up to date first,
-    once, as a writer."""
+    once, as a writer (`on_upgrade` is called before)."""
     with store.open_reader(db, wait=wait, on_wait=on_wait) as con:
         if is_current(con):
             yield con
@@ -114,6 +117,8 @@ def open_reader(
             sync(con)
             yield con
             return
+    if on_upgrade is not None:
+        on_upgrade()
     with store.open_writer(db, wait=wait) as writer:
         sync(writer)
     with store.open_reader(db, wait=wait, on_wait=on_wait) as con:
@@ -157,14 +162,22 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
         _drop_batch(con)
 
 
-def _resolve_stored(con: duckdb.DuckDBPyConnection, where: str) -> None:
-    """Resolve the stored hits in `where` (on `h`, from code) that are not resolved yet, and
-    merge them, inside the caller's transaction."""
-    _resolve(con, f"(SELECT * FROM hits h WHERE h.resolution IS NULL AND {where})")
+def _resolve_stored(con: duckdb.DuckDBPyConnection, source_id: int, start: int, stop: int) -> None:
+    """Resolve the stored hits of a source with line numbers in [start, stop) that are not
+    resolved yet, and merge them, inside the caller's transaction."""
+
+    def lines(h: str) -> str:
+        return (
+            f"{h}.source_id = {int(source_id)} AND {h}.line_no >= {int(start)} AND {h}.line_no < {int(stop)}"
+        )
+
+    _resolve(con, f"(SELECT * FROM hits h WHERE h.resolution IS NULL AND {lines('h')})")
     try:
         updates = ", ".join(f"{c} = n.{c}" for c in RESOLUTION_COLUMNS)
+        # the range again on `hits` itself, so the scan skips the row groups of other lines
         con.execute(
-            f"UPDATE hits SET {updates} FROM _nf n WHERE hits.source_id = n.source_id AND hits.line_no = n.line_no"
+            f"UPDATE hits SET {updates} FROM _nf n WHERE {lines('hits')}"
+            " AND hits.source_id = n.source_id AND hits.line_no = n.line_no"
         )
         _merge(con)
     finally:
@@ -264,8 +277,10 @@ SELECT h.source_id, min(h.line_no), max(h.line_no) FROM hits h WHERE h.resolutio
 GROUP BY h.source_id ORDER BY h.source_id""").fetchall()
     for source_id, first, last in pending:
         for start in range(int(first), int(last) + 1, CATCH_UP_BATCH):
-            batch = f"h.source_id = {int(source_id)} AND h.line_no >= {start} AND h.line_no < {start + CATCH_UP_BATCH}"
-            _transaction(con, functools.partial(_resolve_stored, where=batch))
+            batch = functools.partial(
+                _resolve_stored, source_id=source_id, start=start, stop=start + CATCH_UP_BATCH
+            )
+            _transaction(con, batch)
 
 
 def _parse_new_agents(con: duckdb.DuckDBPyConnection) -> None:

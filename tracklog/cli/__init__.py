@@ -49,7 +49,17 @@ class App:
         return self.config.db
 
     def open_reader(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return open_reader(self.db, self.config.wait, self.waiting_notice())
+        return open_reader(self.db, self.config.wait, self.waiting_notice(), self.upgrade_notice())
+
+    def upgrade_notice(self) -> Callable[[], None] | None:
+        """What to call when a reader must first bring the database up to date (after an upgrade
+        of tracklog): a line on stderr when a person can see it, else nothing."""
+        if self.quiet or not self.err.is_terminal:
+            return None
+        return lambda: self.err.print(
+            "bringing the database up to date for this version of tracklog (once; about 20 s per "
+            "million hits)..."
+        )
 
     def waiting_notice(self, until: str = "commit") -> OnWait | None:
         """What to call when the command starts waiting for an ingest: a line on stderr when a
