@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from tracklog import derived
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.fastpath import fast_parser, merge_deferred
 from tracklog.ingest.formats import LogFormat
@@ -281,8 +282,8 @@ class Ingester:
     def _ingest_chunk(self, source_id: int, chunk: Chunk) -> Counts:
         with self.phases.phase("parse, route, verify"):
             self._parse_chunk(chunk.lines)
-        with self.phases.phase("insert hits"):
-            self._insert_hits(source_id)
+        with self.phases.phase("store hits, merge the derived tables"):
+            self._store_hits(source_id)
         with self.phases.phase("quarantine, counts"):
             return self._quarantine_and_count(source_id, chunk)
 
@@ -315,12 +316,13 @@ class Ingester:
         self.con.unregister("tl_chunk")
         self.con.execute("DROP TABLE IF EXISTS temp.tl_chunk")
 
-    def _insert_hits(self, source_id: int) -> None:
+    def _store_hits(self, source_id: int) -> None:
+        # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged
         self.con.execute(
-            f"INSERT INTO hits ({', '.join(HIT_COLUMNS)}) SELECT ?, {', '.join(HIT_COLUMNS[1:])} "
-            "FROM tl_chunk WHERE kind IS NOT NULL",
-            [source_id],
+            f"CREATE OR REPLACE TEMP VIEW tl_hits AS SELECT {int(source_id)} AS source_id, "
+            f"{', '.join(HIT_COLUMNS[1:])} FROM tl_chunk WHERE kind IS NOT NULL"
         )
+        derived.store_hits(self.con, "tl_hits")
 
     def _quarantine_and_count(self, source_id: int, chunk: Chunk) -> Counts:
         self._quarantine(source_id, chunk)
