@@ -1,0 +1,73 @@
+"""A database written by the previous version (schema 2: the bundled sample ingested by tracklog
+as it was at commit 8c43be5, with its report caches) opens with this version, is upgraded once,
+and every report gives exactly what that version printed (tests/data/schema2/*.json, made by
+it from the same file; see tests/data/schema2/README.md)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from tracklog.cli import cli
+
+DATA = Path(__file__).parent / "data" / "schema2"
+DELIVERIES = ("NL-2026-11", "PROMO-BF-2026", "TX-WELCOME-2026-11")
+CASES = {
+    "deliveries": ["report", "deliveries"],
+    "urls": ["report", "urls"],
+    "urls-category": ["report", "urls", "--by", "category"],
+    "stats": ["report", "stats"],
+    "stats-window": ["report", "stats", "--delivery", "NL-2026-11", "--since", "2026-11-04", "--until", "2026-11-06"],
+    "delivery-window": [
+        "report", "delivery", "NL-2026-11", "--since", "2026-11-03T10:00:00Z", "--until", "2026-11-05",
+    ],
+    "recipient-r000014": ["recipient", "r000014"],
+    **{f"stats-{by}": ["report", "stats", "--by", by] for by in ("browser", "os", "device", "domain")},
+    **{f"delivery-{d}": ["report", "delivery", d] for d in DELIVERIES},
+    **{f"hot-clicks-{d}": ["report", "hot-clicks", "--delivery", d] for d in DELIVERIES},
+    **{f"streams-{d}": ["report", "streams", "--delivery", d] for d in DELIVERIES},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def upgraded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("upgrade") / "sample.duckdb"
+    db.write_bytes(gzip.decompress((DATA / "sample.duckdb.gz").read_bytes()))
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("2",)]
+    con.close()
+    return db
+
+
+def run(db: Path, *args: str) -> str:
+    result = CliRunner().invoke(
+        cli, ["--db", str(db), *args, "--format", "json"], env={"TRACKLOG_CONFIG": ""}
+    )
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_report_is_unchanged_after_the_upgrade(upgraded: Path, case: str) -> None:
+    assert json.loads(run(upgraded, *CASES[case])) == json.loads((DATA / f"{case}.json").read_text())
+
+
+def test_the_upgrade_happens_once_and_keeps_every_hit(upgraded: Path) -> None:
+    run(upgraded, "report", "deliveries")
+    con = duckdb.connect(str(upgraded), read_only=True)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        assert con.execute("SELECT count(*) FROM hits WHERE resolution IS NULL").fetchall() == [(0,)]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert not tables & {"hit_facts", "delivery_totals_stored", "delivery_breakdowns"}
+    finally:
+        con.close()
+    status = json.loads(run(upgraded, "status"))
+    assert {k: status[k] for k in ("quarantine", "signatures", "orphans")} == json.loads(
+        (DATA / "status.json").read_text()
+    )
