@@ -190,7 +190,8 @@ def _resolve(con: duckdb.DuckDBPyConnection, hits: str) -> None:
 
 def _merge(con: duckdb.DuckDBPyConnection) -> None:
     """Merge the resolved hits in _nf into the derived tables."""
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _ev AS {metrics.views('_nf')['events']}")
+    # the batch's counted events, by the definition of the `events` view, computed once
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ev AS {metrics.views('_nf')['events']}")
     _parse_new_agents(con)
     _reader_values(con)
     readers = _merge_readers(con)
@@ -202,9 +203,7 @@ def _merge(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
-    for view in ("_ev",):
-        con.execute(f"DROP VIEW IF EXISTS {view}")
-    for table in ("_nf", "_rd", "_nb", "_ra", "_agents", "_links", "_dv"):
+    for table in ("_nf", "_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_dv"):
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
