@@ -327,6 +327,7 @@ def _build_sanitized(tmp_path: Path, *, openssl: bool) -> tuple[Path, dict[str, 
         "-fsanitize=address,undefined",
         "-fno-sanitize-recover=all",
         "-fno-omit-frame-pointer",
+        "-DTL_NO_MMAP",  # malloc everywhere, so every buffer has redzones
         f"-I{sysconfig.get_paths()['include']}",
         str(SOURCE),
         "-o",

@@ -300,6 +300,7 @@ class Ingester:
             finally:
                 self.con.unregister("tl_lines")
             return
+        self._drop_chunk()  # before the new one exists: one chunk's columns in memory, not two
         table, deferred = self._fast.parse(lines)
         if len(deferred):
             self.con.register("tl_lines", lines.take(deferred))
@@ -308,7 +309,6 @@ class Ingester:
             finally:
                 self.con.unregister("tl_lines")
             table = merge_deferred(table, deferred, slow)
-        self._drop_chunk()
         self.con.register("tl_chunk", table)
 
     def _drop_chunk(self) -> None:

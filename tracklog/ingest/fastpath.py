@@ -159,7 +159,7 @@ class FastParser:
                 )
             start += len(batch)
         schema = chunk_schema(wide=any(b.schema.field("line").type == pa.large_string() for b in batches))
-        table = pa.Table.from_batches([b.cast(schema) for b in batches], schema)
+        table = pa.Table.from_batches([b if b.schema == schema else b.cast(schema) for b in batches], schema)
         return table, pa.concat_arrays(deferred) if deferred else pa.array([], pa.int64())
 
 
