@@ -13,6 +13,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from conftest import LOG_FORMAT, log_line, make_dataset
 from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_same, deferred_rows
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from tracklog.errors import DataError
 from tracklog.ingest import fastpath, sources
+from tracklog.ingest.engine import split_lines
 from tracklog.ingest.formats import COMBINED, COMMON, resolve_format
 from tracklog.signing import hmac_pads, sign_path
 
@@ -157,6 +159,24 @@ def test_deferred_rows_are_computed_by_the_sql() -> None:
     buf = "".join(line for pair in zip([ok] * len(odd), odd, strict=True) for line in pair).encode()
     assert assert_same(buf) == 2 * len(odd)
     assert deferred_rows(buf, "combined") == len(odd)
+
+
+def test_wide_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks past 256 MiB get int64 string offsets (large_string): same rows, forced on a small one."""
+    from tracklog.ingest import _fastlog  # type: ignore[attr-defined]
+
+    def wide_parse(*args: object) -> object:
+        return _fastlog.parse(*args, True)
+
+    buf = CORPUS.read_bytes()[:200_000] + SEEDS[2] + SEEDS[3]
+    narrow = fastpath.fast_parser(resolve_format("combined", {}), hmac_pads(SECRET))
+    assert narrow is not None
+    lines, _ = split_lines(buf, 0, 0)
+    want, _ = narrow.parse(lines)
+    monkeypatch.setattr(narrow, "_parse", wide_parse)
+    got, _ = narrow.parse(lines)
+    assert got.schema.field("user_agent").type == pa.large_string()
+    assert got.cast(want.schema).equals(want)
 
 
 # -- hypothesis: hostile combined lines ----------------------------------------------------

@@ -941,7 +941,7 @@ static int load_plan(plan *pl, PyObject *extras) {
 }
 
 PyDoc_STRVAR(parse_doc,
-             "parse(offsets, data, offset, length, combined, extras, ipad, opad)\n--\n\n"
+             "parse(offsets, data, offset, length, combined, extras, ipad, opad, force_wide=False)\n--\n\n"
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`). extras: ((b'\"name\":', role, decode), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
@@ -954,8 +954,9 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     Py_ssize_t offset, length;
     int combined;
     PyObject *extras, *ipad, *opad;
-    if (!PyArg_ParseTuple(args, "y*y*nnpO!OO", &offs, &data, &offset, &length, &combined, &PyTuple_Type, &extras,
-                          &ipad, &opad))
+    int force_wide = 0; /* tests: the int64 offsets of huge chunks, on small ones */
+    if (!PyArg_ParseTuple(args, "y*y*nnpO!OO|p", &offs, &data, &offset, &length, &combined, &PyTuple_Type, &extras,
+                          &ipad, &opad, &force_wide))
         return NULL;
     PyObject *result = NULL;
     plan pl;
@@ -989,7 +990,7 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     size_t keys = 0;
     for (int k = 0; k < pl.n_extra; k++) keys += pl.key_len[k] + 8;
     /* a value never outgrows its raw text by more than to_json's \u00XX (x6) */
-    int wide = (double)text * 8 + (double)n * (256 + (double)keys) > (double)INT32_MAX;
+    int wide = force_wide || (double)text * 8 + (double)n * (256 + (double)keys) > (double)INT32_MAX;
     int failed = 0;
     for (int c = 0; c < N_COLS && !failed; c++) {
         int fixed = c == C_TS || c == C_STATUS || c == C_BYTES;
