@@ -587,32 +587,31 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
     finally:
         con.unregister("manifest_recipients")
     assert counts is not None
+    return _result(manifest, counts, replaced=replaced)
+
+
+def _unchanged(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> ManifestResult:
+    counts = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')"
+        " FROM recipients WHERE delivery_id = ?",
+        [manifest.delivery_id],
+    ).fetchall()[0]
+    return _result(manifest, counts, replaced=False, unchanged=True)
+
+
+def _result(
+    manifest: Manifest, counts: tuple[Any, ...], *, replaced: bool, unchanged: bool = False
+) -> ManifestResult:
+    """What storing `manifest` did; counts: recipients, sent, failed."""
     return ManifestResult(
-        delivery_id=d,
+        delivery_id=manifest.delivery_id,
         links=len(manifest.links),
         traps=sum(1 for k in manifest.links if k.is_trap),
         recipients=counts[0],
         sent=counts[1],
         failed=counts[2],
         replaced=replaced,
-    )
-
-
-def _unchanged(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> ManifestResult:
-    row = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')"
-        " FROM recipients WHERE delivery_id = ?",
-        [manifest.delivery_id],
-    ).fetchall()[0]
-    return ManifestResult(
-        delivery_id=manifest.delivery_id,
-        links=len(manifest.links),
-        traps=sum(1 for k in manifest.links if k.is_trap),
-        recipients=row[0],
-        sent=row[1],
-        failed=row[2],
-        replaced=False,
-        unchanged=True,
+        unchanged=unchanged,
     )
 
 
