@@ -221,7 +221,14 @@ typedef struct {
     void *offsets;    /* = offs.p: n + 1 entries (strings) */
     growbuf validity; /* zeroed */
     growbuf offs;     /* zeroed */
-    growbuf data;     /* string bytes, or n * width value bytes */
+    growbuf data;     /* string bytes, or n * width value bytes (dictionary: int32 indices) */
+    /* dictionary-encoded strings (user agent, referer: a few distinct values repeated) */
+    int is_dict;
+    size_t entries;
+    growbuf dict_offs, dict_data; /* the distinct values, as a string array */
+    growbuf hashes;               /* uint64 per entry */
+    uint32_t *slots;              /* open addressing: entry + 1, 0 = free */
+    size_t nslots;
 } column;
 
 static int col_init(column *c, int is_string, int width, int wide, size_t n, size_t data_hint) {
@@ -245,6 +252,81 @@ static void col_free(column *c) {
     gb_free(&c->validity);
     gb_free(&c->offs);
     gb_free(&c->data);
+    gb_free(&c->dict_offs);
+    gb_free(&c->dict_data);
+    gb_free(&c->hashes);
+    free(c->slots);
+}
+
+static int dict_init(column *c, size_t n, int wide) {
+    if (col_init(c, 0, 4, wide, n, 0)) return -1;
+    c->is_dict = 1;
+    c->nslots = 1024;
+    c->slots = calloc(c->nslots, sizeof *c->slots);
+    if (!c->slots || gb_grow(&c->dict_offs, wide ? 8 : 4, 1)) return -1;
+    c->dict_offs.len = wide ? 8 : 4; /* the first offset, 0 */
+    return 0;
+}
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15u ^ n, w;
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9u;
+        h ^= h >> 31;
+    }
+    w = 0;
+    if (n) memcpy(&w, s, n); /* s may be NULL when n is 0 */
+    h = (h ^ w) * 0x94D049BB133111EBu;
+    return h ^ (h >> 29);
+}
+
+static inline size_t dict_start(const column *c, size_t e) {
+    return c->wide ? (size_t)((const int64_t *)c->dict_offs.p)[e] : (size_t)((const uint32_t *)c->dict_offs.p)[e];
+}
+
+static int dict_rehash(column *c) {
+    size_t nslots = c->nslots * 2;
+    uint32_t *slots = calloc(nslots, sizeof *slots);
+    if (!slots) return -1;
+    const uint64_t *hashes = (const uint64_t *)c->hashes.p;
+    for (size_t e = 0; e < c->entries; e++) {
+        size_t pos = hashes[e] & (nslots - 1);
+        while (slots[pos]) pos = (pos + 1) & (nslots - 1);
+        slots[pos] = (uint32_t)(e + 1);
+    }
+    free(c->slots);
+    c->slots = slots, c->nslots = nslots;
+    return 0;
+}
+
+/* Row i is the value s[0, n): its index in the dictionary, which gets it if it is new. */
+static int dict_put(column *c, size_t i, const char *s, size_t n) {
+    uint64_t h = hash_bytes(s, n);
+    size_t pos = h & (c->nslots - 1);
+    const uint64_t *hashes = (const uint64_t *)c->hashes.p;
+    uint32_t e;
+    for (; (e = c->slots[pos]) != 0; pos = (pos + 1) & (c->nslots - 1)) {
+        size_t k = e - 1, a = dict_start(c, k), b = dict_start(c, k + 1);
+        if (hashes[k] == h && b - a == n && (n == 0 || memcmp(c->dict_data.p + a, s, n) == 0)) break;
+    }
+    if (e == 0) { /* a new value */
+        if (gb_put(&c->dict_data, s, n) || gb_put(&c->hashes, &h, 8)) return -1;
+        if (c->wide) {
+            int64_t end = (int64_t)c->dict_data.len;
+            if (gb_put(&c->dict_offs, &end, 8)) return -1;
+        } else {
+            int32_t end = (int32_t)c->dict_data.len;
+            if (gb_put(&c->dict_offs, &end, 4)) return -1;
+        }
+        e = (uint32_t)++c->entries;
+        c->slots[pos] = e;
+        if (c->entries * 2 > c->nslots && dict_rehash(c)) return -1;
+    }
+    int32_t index = (int32_t)(e - 1);
+    memcpy(c->data.p + i * 4, &index, 4);
+    c->valid[i >> 3] |= (uint8_t)(1u << (i & 7));
+    return 0;
 }
 
 static inline void col_seal(column *c, size_t i, int valid) {
@@ -600,12 +682,17 @@ static int text_value(output *o, growbuf *out, span raw, int decode, int line_ha
 }
 
 static int text_column(output *o, int c, size_t i, span raw, int decode, int bs) {
-    int r = text_value(o, &o->col[c].data, raw, decode, bs);
+    column *col = &o->col[c];
+    growbuf *out = col->is_dict ? &o->scratch : &col->data;
+    if (col->is_dict) o->scratch.len = 0;
+    int r = text_value(o, out, raw, decode, bs);
     if (r < 0) return -1;
-    if (r == 0)
-        col_null(&o->col[c], i);
-    else
-        col_seal(&o->col[c], i, 1);
+    if (r == 0) {
+        col_null(col, i);
+        return 0;
+    }
+    if (col->is_dict) return dict_put(col, i, o->scratch.p, o->scratch.len);
+    col_seal(col, i, 1);
     return 0;
 }
 
@@ -909,6 +996,16 @@ static PyObject *column_tuple(column *c) {
     PyObject *offsets = c->is_string ? wrap(&c->offs) : NULL;
     PyObject *out = NULL;
     c->valid = NULL, c->offsets = NULL;
+    if (c->is_dict) { /* (validity, indices, dictionary offsets, dictionary data, entries, nulls) */
+        PyObject *doffs = wrap(&c->dict_offs), *ddata = wrap(&c->dict_data);
+        if (valid && data && doffs && ddata)
+            out = Py_BuildValue("(OOOOnL)", valid, data, doffs, ddata, (Py_ssize_t)c->entries, (long long)c->nulls);
+        Py_XDECREF(doffs);
+        Py_XDECREF(ddata);
+        Py_XDECREF(valid);
+        Py_XDECREF(data);
+        return out;
+    }
     if (valid && data && (!c->is_string || offsets))
         out = c->is_string ? Py_BuildValue("(OOOL)", valid, offsets, data, (long long)c->nulls)
                            : Py_BuildValue("(OOL)", valid, data, (long long)c->nulls);
@@ -946,7 +1043,8 @@ PyDoc_STRVAR(parse_doc,
              "starting at element `offset`). extras: ((b'\"name\":', role, decode), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
              "each), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
-             "buffers per output column, the int64 indices of the rows to compute with the SQL,\n"
+             "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
+             "indices of the rows to compute with the SQL,\n"
              "and whether string offsets are int64.");
 
 static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
@@ -994,8 +1092,11 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     int failed = 0;
     for (int c = 0; c < N_COLS && !failed; c++) {
         int fixed = c == C_TS || c == C_STATUS || c == C_BYTES;
-        size_t hint = c == C_UA ? text / 2 : c == C_LINE || c == C_EXTRA ? 4096 : text / 8;
-        failed = col_init(&o.col[c], !fixed, c == C_STATUS ? 2 : 8, wide, n, hint);
+        size_t hint = c == C_LINE || c == C_EXTRA ? 4096 : text / 8;
+        if (c == C_UA || c == C_REFERER)
+            failed = dict_init(&o.col[c], n, wide);
+        else
+            failed = col_init(&o.col[c], !fixed, c == C_STATUS ? 2 : 8, wide, n, hint);
     }
     if (failed) {
         PyErr_NoMemory();
@@ -1078,7 +1179,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 1) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 2) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);
