@@ -167,32 +167,30 @@ class FastParser:
 
 
 def chunk_schema(*, wide: bool = False) -> pa.Schema:
-    text = pa.large_string() if wide else pa.string()
+    """tl_chunk as the fast path builds it; `wide`: int64 string offsets (chunks past 256 MiB)."""
     fields = [pa.field("line_no", pa.int64()), pa.field("byte_offset", pa.int64())]
-    for name in COLUMNS[2:]:
-        kind = (
-            pa.dictionary(pa.int32(), text)
-            if name in _DICTIONARY
-            else text
-            if name in _STRINGS
-            else _FIXED[name]
-        )
-        fields.append(pa.field(name, kind))
-    return pa.schema(fields)
+    return pa.schema(fields + [pa.field(name, _type(name, wide)) for name in COLUMNS[2:]])
+
+
+def _type(name: str, wide: bool) -> pa.DataType:
+    text = pa.large_string() if wide else pa.string()
+    if name in _DICTIONARY:
+        return pa.dictionary(pa.int32(), text)
+    return text if name in _STRINGS else _FIXED[name]
 
 
 def _array(name: str, length: int, parts: tuple[Any, ...], wide: bool) -> pa.Array:
     """An Arrow array over the C pass's buffers (no copy): validity, [offsets,] data, null count;
     for a dictionary: validity, indices, the values' offsets and data, their count, null count."""
-    text = pa.large_string() if wide else pa.string()
+    kind = _type(name, wide)
     if name in _DICTIONARY:
         validity, indices, offsets, data, entries, nulls = parts
-        values = pa.Array.from_buffers(text, entries, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-        kind = pa.dictionary(pa.int32(), text)
+        values = pa.Array.from_buffers(
+            kind.value_type, entries, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
         buffers = [pa.py_buffer(validity), pa.py_buffer(indices)]
         return pa.DictionaryArray.from_buffers(kind, length, buffers, values, null_count=nulls)
     *buffers, nulls = (pa.py_buffer(p) if not isinstance(p, int) else p for p in parts)
-    kind = text if name in _STRINGS else _FIXED[name]
     return pa.Array.from_buffers(kind, length, buffers, null_count=nulls)
 
 
