@@ -26,7 +26,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracklog.ingest import fastpath
-from tracklog.ingest.engine import Ingester, split_lines
+from tracklog.ingest.engine import Ingester, make_chunk, split_lines
 from tracklog.ingest.formats import resolve_format
 
 SECRET = b"test-secret"
@@ -70,8 +70,7 @@ def chunk_rows(
 ) -> tuple[list[Any], list[tuple[Any, ...]]]:
     """(DESCRIBE of tl_chunk, its rows in line order) for one chunk, by one path."""
     ingester = _ingester(spec, fast=fast, verify=verify)
-    lines, _ = split_lines(buf, 1000, 0)
-    ingester._parse_chunk(lines)
+    ingester._parse_chunk(make_chunk(buf, 1000, 0, ingester._fast))
     types = ingester.con.execute("DESCRIBE tl_chunk").fetchall()
     return [t[:2] for t in types], ingester.con.execute("SELECT * FROM tl_chunk ORDER BY line_no").fetchall()
 

@@ -22,7 +22,7 @@ import pyarrow.csv as pcsv
 
 from tracklog import derived
 from tracklog.errors import DataError, TracklogError
-from tracklog.ingest.fastpath import fast_parser, merge_deferred
+from tracklog.ingest.fastpath import FastParser, fast_parser, merge_deferred
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
@@ -196,7 +196,7 @@ class Ingester:
         stored = not result.new_source  # does the sources row exist yet?
         if self.progress is not None:
             self.progress(result.name, 0, 0)
-        with ReadAhead(_split_chunks(stream, offset, line_base)) as chunks:
+        with ReadAhead(_split_chunks(stream, offset, line_base, self._fast)) as chunks:
             while True:
                 with self.phases.phase("read, gunzip, split (waiting for)"):
                     chunk = next(chunks, None)
@@ -281,16 +281,18 @@ class Ingester:
     # -- one chunk ---------------------------------------------------------------------
     def _ingest_chunk(self, source_id: int, chunk: Chunk) -> Counts:
         with self.phases.phase("parse, route, verify"):
-            self._parse_chunk(chunk.lines)
+            self._parse_chunk(chunk)
         with self.phases.phase("store hits, merge the derived tables"):
             self._store_hits(source_id)
         with self.phases.phase("quarantine, counts"):
             return self._quarantine_and_count(source_id, chunk)
 
-    def _parse_chunk(self, lines: pa.Table) -> None:
+    def _parse_chunk(self, chunk: Chunk) -> None:
         """tl_chunk from the chunk's lines: the compiled pass when the format allows it (an Arrow
-        table registered as tl_chunk), else, and for the rows it defers, the SQL."""
-        if self._fast is None:
+        table registered as tl_chunk, made by the read-ahead thread), else, and for the rows it
+        defers, the SQL."""
+        lines = chunk.lines
+        if chunk.parsed is None:
             self._drop_chunk()
             self.con.register("tl_lines", lines)
             try:
@@ -300,8 +302,8 @@ class Ingester:
             finally:
                 self.con.unregister("tl_lines")
             return
-        self._drop_chunk()  # before the new one exists: one chunk's columns in memory, not two
-        table, deferred = self._fast.parse(lines)
+        self._drop_chunk()
+        table, deferred = chunk.parsed
         if len(deferred):
             self.con.register("tl_lines", lines.take(deferred))
             try:
@@ -371,16 +373,25 @@ class Chunk:
     size: int  # bytes
     lines: pa.Table  # split_lines()
     original: bytes | None  # the bytes when some lines were repaired (quarantine keeps them raw)
+    parsed: tuple[pa.Table, pa.Array] | None  # FastParser.parse(lines), when the format allows
 
 
-def _split_chunks(stream: LogStream, offset: int, line_base: int) -> Iterator[Chunk]:
-    """The stream's chunks from `offset`, split into numbered lines (run ahead, in a thread)."""
+def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastParser | None) -> Iterator[Chunk]:
+    """The stream's chunks from `offset`, split into numbered lines and, when the compiled pass
+    covers the format, parsed (run ahead, in a thread: the C pass releases the GIL)."""
     for chunk_offset, buf in stream.chunks(offset):
-        lines, repaired = split_lines(buf, chunk_offset, line_base)
-        line_base += lines.num_rows
-        chunk = Chunk(chunk_offset, len(buf), lines, buf if repaired else None)
-        del buf, lines  # held only by the chunk, which the consumer drops when done with it
+        chunk = make_chunk(buf, chunk_offset, line_base, fast)
+        line_base += chunk.lines.num_rows
+        del buf  # held only by the chunk, which the consumer drops when done with it
         yield chunk
+
+
+def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser | None) -> Chunk:
+    """`buf` (complete lines at `chunk_offset` of the stream, after `line_base` lines) split
+    into numbered lines, and parsed when `fast` covers the format."""
+    lines, repaired = split_lines(buf, chunk_offset, line_base)
+    parsed = fast.parse(lines) if fast is not None else None
+    return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed)
 
 
 def _fault_point(lines_done: int) -> None:
