@@ -5,9 +5,10 @@ its new hits, not the database.
 
 Unique counts do not add up, so the sets behind them are kept too (`readers` with their flags
 and the dimension values each was seen with, `click_browsers`): a new event counts once more
-only if its reader (or browser, or reader and value) is not in the set yet. Reports get a figure's relation from here: the stored
-rows for all time, the definition of `tracklog.metrics` over the events for a time window; both
-have the same columns. Tables: `schema.DERIVED_SCHEMA`.
+only if its reader (or browser, or reader and value) is not in the set yet. Reports get a
+figure's relation from here: the stored rows for all time, the definition of
+`tracklog.metrics` over the events for a time window; both have the same columns. Tables:
+`schema.DERIVED_SCHEMA`.
 """
 
 from __future__ import annotations
