@@ -240,6 +240,7 @@ DIMENSIONS: dict[str, str] = {
     "device": "coalesce(u.device, 'other')",
     **{d: f"e.{column}" for d, column in LINK_COLUMNS.items()},
 }
+# Opens and clicks: what the agent breakdowns and the statistics over time count.
 AGENT_EVENTS_SQL = "e.type IN ('open', 'click')"
 LINK_EVENTS_SQL = "e.type = 'click'"
 

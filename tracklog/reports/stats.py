@@ -56,10 +56,10 @@ def timeline(
     minutes = BUCKETS[bucket]
     sql = f"""
 SELECT floor({_ELAPSED_MINUTES} / {minutes}) AS n,
-    count(*) FILTER (WHERE e.type = 'open') AS opens,
-    count(*) FILTER (WHERE e.type = 'click') AS clicks
+    {metrics.EVENT_COUNTS["opens_total"]} AS opens,
+    {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
 FROM events e
-WHERE {where} AND e.type IN ('open', 'click')
+WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
 GROUP BY ALL
 ORDER BY n
 """
@@ -105,7 +105,7 @@ FROM (
     FROM (
         SELECT e.type, {_ELAPSED_MINUTES} AS minutes, count(*) AS n
         FROM events e
-        WHERE {where} AND e.type IN ('open', 'click')
+        WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
         GROUP BY ALL
     ) m
 ) r
