@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tracklog.cli import cli
+from tracklog.errors import ExitCode
 
 DATA = Path(__file__).parent / "data" / "schema2"
 DELIVERIES = ("NL-2026-11", "PROMO-BF-2026", "TX-WELCOME-2026-11")
@@ -71,3 +72,17 @@ def test_the_upgrade_happens_once_and_keeps_every_hit(upgraded: Path) -> None:
     assert {k: status[k] for k in ("quarantine", "signatures", "orphans")} == json.loads(
         (DATA / "status.json").read_text()
     )
+
+
+def test_a_reader_that_cannot_write_the_upgrade_gets_one_clear_line(tmp_path: Path) -> None:
+    """The upgrade needs the writer; a reader that cannot take it (here its lock file cannot be
+    opened: a folder stands in its place, as a read-only folder would refuse it) is told what to
+    do, with exit code 1 and no traceback."""
+    db = tmp_path / "sample.duckdb"
+    db.write_bytes(gzip.decompress((DATA / "sample.duckdb.gz").read_bytes()))
+    (tmp_path / "sample.duckdb.lock").mkdir()
+    result = CliRunner().invoke(cli, ["--db", str(db), "report", "deliveries"], env={"TRACKLOG_CONFIG": ""})
+    assert result.exit_code == ExitCode.DATA_ERROR
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: database ") and "must be brought up to date" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from tracklog import metrics, store, useragent
+from tracklog.errors import DataError
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
 
 Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit times; None: all time
@@ -120,8 +121,14 @@ def open_reader(
             return
     if on_upgrade is not None:
         on_upgrade()
-    with store.open_writer(db, wait=wait) as writer:
-        sync(writer)
+    try:
+        with store.open_writer(db, wait=wait) as writer:
+            sync(writer)
+    except (OSError, duckdb.IOException) as exc:  # e.g. a reader without write access to the file
+        raise DataError(
+            f"database {db} must be brought up to date for this version of tracklog once, by a user "
+            f"who can write it (run `tracklog ingest` or any report as that user): {exc}"
+        ) from exc
     with store.open_reader(db, wait=wait, on_wait=on_wait) as con:
         yield con
 
