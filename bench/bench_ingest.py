@@ -251,22 +251,11 @@ def main() -> None:
         print(
             f"{version}: `goaccess FILE {' '.join(GOACCESS_ARGS)} -o REPORT.json`, the .gz piped from `gzip -dc`"
         )
-    print_table(
-        [
-            "file",
-            "MB",
-            "run",
-            "tool",
-            "wall s",
-            "CPU s",
-            "lines/s",
-            "raw MB/s",
-            "peak RSS MB",
-            "tracklog / GoAccess",
-            "check",
-        ],
-        rows,
-    )
+    header = ["file", "MB", "run", "tool", "wall s", "CPU s", "lines/s", "raw MB/s", "peak RSS MB"]
+    header += ["tracklog / GoAccess", "check"]
+    if goaccess is None:  # no ratio column
+        header, rows = header[:-2] + header[-1:], [row[:-2] + row[-1:] for row in rows]
+    print_table(header, rows)
 
     print(f"\nmedians of {args.repeat} runs:" if args.repeat > 1 else "")
     med = {key: statistics.median(values) for key, values in walls.items()}
