@@ -22,10 +22,11 @@ from tracklog.config import DEFAULT_WAIT_SECONDS
 from tracklog.errors import DataError, LockBusyError
 from tracklog.schema import apply_schema
 
-# DuckDB's buffer pool fills up to this (cached blocks of the tables being written); the rest of
-# the process (two chunks of lines in Arrow, Python) comes on top: ~800 MB peak on 8M lines.
-# 512 MB gave the same speed and a 940 MB peak.
-WRITER_MEMORY_LIMIT = "400MB"
+# DuckDB's buffer pool and the merge's temporary tables fill up to this; the rest of the process
+# (two chunks of lines in Arrow, the compiled pass's columns, Python) comes on top. With 32 MiB
+# chunks, 2M lines: 300 MB gave 640-650 MB peak for the same wall time as 400 MB (735 MB) and
+# about 5% more CPU; 200 MB gave 555 MB but 10-50% more time (bench/README.md).
+WRITER_MEMORY_LIMIT = "300MB"
 
 POLL_SECONDS = 0.05  # how often a waiting reader tries the file, and a writer takes it back
 # How long a hand-off waits for the waiting readers to get in; and, whatever --wait says, how
