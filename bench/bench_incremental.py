@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +69,7 @@ from gen_log import (
     ip_pool,
     weighted_table,
 )
-from measure import BENCH_SECRET, OUT, CommandFailed, Run, run_tracklog, tracklog_env
+from measure import BENCH_SECRET, OUT, CommandFailed, Run, run_tracklog, run_tracklog_capturing
 
 from tracklog.signing import SIG_BYTES, sign_path
 
@@ -256,25 +255,6 @@ def count_hits(db: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def run_capturing(args: Sequence[str], cwd: Path) -> tuple[Run, str]:
-    """As measure.run_tracklog, keeping the child's stderr (where --profile prints)."""
-    cmd = [sys.executable, "-m", "tracklog", *args]
-    with tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=cwd, env=tracklog_env(), stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise CommandFailed(
-            f"command failed with exit code {code}: {' '.join(cmd)}\n--- its stderr ---\n{stderr}"
-        )
-    rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss
-    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=rss_kb / 1024), stderr
-
-
 def ingest_copy(scenario: Scenario, profile: bool = False) -> tuple[Run, int, str]:
     """One timed `tracklog ingest` of the scenario's log into a fresh copy of its database:
     the run, the hits it added, and its stderr when profiled."""
@@ -284,7 +264,7 @@ def ingest_copy(scenario: Scenario, profile: bool = False) -> tuple[Run, int, st
         os.sync()  # the copy's dirty pages are written now, not during the timed run
         args = ["--db", str(db), "--quiet", "ingest", str(scenario.log)]
         if profile:
-            run, stderr = run_capturing([*args, "--profile"], cwd=Path(tmp))
+            run, stderr = run_tracklog_capturing([*args, "--profile"], cwd=Path(tmp))
         else:
             run, stderr = run_tracklog(args, cwd=Path(tmp)), ""
         return run, in_fresh_process(count_hits, db) - scenario.hits_before, stderr

@@ -41,21 +41,27 @@ def tracklog_env() -> dict[str, str]:
 
 def run_tracklog(args: Sequence[str], cwd: Path) -> Run:
     """Run `tracklog ARGS` in cwd (an empty folder, so no tracklog.toml is picked up)."""
+    return run_tracklog_capturing(args, cwd)[0]
+
+
+def run_tracklog_capturing(args: Sequence[str], cwd: Path) -> tuple[Run, str]:
+    """As run_tracklog, with the child's stderr (where `--profile` prints)."""
     cmd = [sys.executable, "-m", "tracklog", *args]
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         child = subprocess.Popen(cmd, cwd=cwd, env=tracklog_env(), stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            err.seek(0)
-            stderr = err.read().decode("utf-8", "replace").strip() or "(no output on stderr)"
-            raise CommandFailed(
-                f"command failed with exit code {child.returncode}: {' '.join(cmd)}\n--- its stderr ---\n{stderr}"
-            )
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise CommandFailed(
+            f"command failed with exit code {code}: {' '.join(cmd)}\n--- its stderr ---\n"
+            + (stderr.strip() or "(no output on stderr)")
+        )
     rss_kb = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss  # macOS counts bytes
-    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=rss_kb / 1024)
+    return Run(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mb=rss_kb / 1024), stderr
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
