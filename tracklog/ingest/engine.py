@@ -22,7 +22,7 @@ import pyarrow.csv as pcsv
 
 from tracklog import derived
 from tracklog.errors import DataError, TracklogError
-from tracklog.ingest.fastpath import FastParser, fast_parser, merge_deferred
+from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser, merge_deferred
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
@@ -126,11 +126,7 @@ class Ingester:
         parsed = f"({self.fmt.select_sql('tl_lines')})"
         # a quarantined row keeps its raw line and nothing parsed (whatever a split of garbage
         # gave); copying every line would double the work
-        fields = ", ".join(
-            f"CASE WHEN reason IS NULL THEN {c} END AS {c}"
-            for c in ("ts", "ip", "method", "path", "query", "status", "bytes")
-            + ("referer", "user_agent", "uid", "extra")
-        )
+        fields = ", ".join(f"CASE WHEN reason IS NULL THEN {c} END AS {c}" for c in PARSED_FIELDS)
         return f"""SELECT line_no, byte_offset, reason, CASE WHEN reason IS NOT NULL THEN line END AS line,
                 {fields}, kind, delivery_id, link_id, recipient_id, {sig_status} AS sig_status
             FROM ({routed_sql(parsed)})"""

@@ -48,11 +48,9 @@ _FIXED = {"ts": pa.timestamp("us"), "status": pa.int16(), "bytes": pa.int64()}
 # a few distinct values repeated on every line: dictionary-encoded (a chunk's user agents take
 # 1 MB instead of 28), which DuckDB reads as VARCHAR
 _DICTIONARY = {"user_agent", "referer"}
-COLUMNS = (
-    "line_no",
-    "byte_offset",
-    "reason",
-    "line",
+# tl_chunk's columns, in order: the parsed fields (NULL on a quarantined row) between the line's
+# place and reason, and what routing and the signature check add
+PARSED_FIELDS = (
     "ts",
     "ip",
     "method",
@@ -64,12 +62,11 @@ COLUMNS = (
     "user_agent",
     "uid",
     "extra",
-    "kind",
-    "delivery_id",
-    "link_id",
-    "recipient_id",
-    "sig_status",
 )
+COLUMNS = (
+    "line_no", "byte_offset", "reason", "line", *PARSED_FIELDS,
+    "kind", "delivery_id", "link_id", "recipient_id", "sig_status",
+)  # fmt: skip
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _COMBINED_VARS = [m[2] for m in _VARIABLE.finditer(COMBINED)]
 _COMMON_VARS = [m[2] for m in _VARIABLE.finditer(COMMON)]
