@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -87,23 +88,24 @@ def kind_query(kind: str, since: dt.datetime, until: dt.datetime) -> tuple[str, 
     window = "e.ts >= ? AND e.ts < ?"
     if kind == "events":
         order = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
-        return f"SELECT {_select(EVENT_COLUMNS)} FROM events e WHERE {window} ORDER BY {order}", [since, until]
+        sql = f"SELECT {_select(EVENT_COLUMNS)} FROM events e WHERE {window} ORDER BY {order}"
+        return sql, [since, until]
     if kind == "recipients":
-        return (
+        sql = (
             f"SELECT {_select(RECIPIENT_COLUMNS)} FROM events e WHERE {window} "
-            "GROUP BY e.delivery_id, e.recipient_id ORDER BY delivery_id, recipient_id",
-            [since, until],
+            "GROUP BY e.delivery_id, e.recipient_id ORDER BY delivery_id, recipient_id"
         )
+        return sql, [since, until]
     if kind == "unsubscribes":
         types = ", ".join(f"'{t}'" for t in UNSUBSCRIBE_METHODS)
-        return (
+        sql = (
             f"SELECT {_select(UNSUBSCRIBE_COLUMNS)} FROM events e "
             "LEFT JOIN recipients r ON r.delivery_id = e.delivery_id AND r.recipient_id = e.recipient_id "
             f"WHERE {window} AND e.type IN ({types}) "
             "GROUP BY e.delivery_id, e.recipient_id, r.email, e.type "
-            'ORDER BY "time", delivery_id, recipient_id, method',
-            [since, until],
+            'ORDER BY "time", delivery_id, recipient_id, method'
         )
+        return sql, [since, until]
     if kind == "deliveries":
         # the indicators of `report delivery ID --since DAY --until DAY`, one row per delivery
         # with a hit that day: the same definitions, the same names
@@ -156,34 +158,43 @@ def parquet_table(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def csv_table(table: pa.Table, excel_safe: bool) -> pa.Table:
+def csv_table(table: pa.Table, excel_safe: bool, formatter: duckdb.DuckDBPyConnection) -> pa.Table:
     """The cells as tracklog's CSV writes them: times ISO 8601 UTC (`...Z`), rates with one
-    decimal, booleans true/false, text as is (neutralised for spreadsheets on request)."""
-    formatter = duckdb.connect(":memory:")
+    decimal, booleans true/false, text as is (neutralised for spreadsheets on request).
+    `formatter`: an in-memory connection of the run."""
+    exprs = []
+    for f in table.schema:
+        col = f'"{f.name}"'
+        if pa.types.is_timestamp(f.type):
+            exprs.append(f"strftime({col}, '{CSV_TIME_FORMAT}') AS {col}")
+        elif pa.types.is_floating(f.type):
+            # rates are tenths (metrics.tenths_sql): one decimal, written as a number
+            exprs.append(f"CAST({col} AS DECIMAL(18, 1)) AS {col}")
+        else:
+            exprs.append(col)
+    formatter.register("t", table)
     try:
-        exprs = []
-        for f in table.schema:
-            col = f'"{f.name}"'
-            if pa.types.is_timestamp(f.type):
-                exprs.append(f"strftime({col}, '{CSV_TIME_FORMAT}') AS {col}")
-            elif pa.types.is_floating(f.type):
-                # rates are tenths (metrics.tenths_sql): one decimal, written as a number
-                exprs.append(f"CAST({col} AS DECIMAL(18, 1)) AS {col}")
-            else:
-                exprs.append(col)
-        formatter.register("t", table)
         # no ORDER BY needed: a projection of one in-memory table keeps its order
         text = formatter.sql(f"SELECT {', '.join(exprs)} FROM t").to_arrow_table()
     finally:
-        formatter.close()
+        formatter.unregister("t")
     return neutralised_table(text) if excel_safe else text
 
 
-def write_table(fh: pa.NativeFile | object, table: pa.Table, fmt: str, excel_safe: bool) -> None:
-    if fmt == "parquet":
-        pq.write_table(parquet_table(table), fh, compression="zstd")
-    else:
-        pa_csv.write_csv(csv_table(table, excel_safe), fh, pa_csv.WriteOptions(quoting_style="needed"))
+@dataclass(frozen=True)
+class FileFormat:
+    """How the tables of a run become bytes."""
+
+    name: str  # csv | parquet
+    excel_safe: bool
+    formatter: duckdb.DuckDBPyConnection  # in memory, for the CSV cells
+
+    def write(self, fh: BinaryIO, table: pa.Table) -> None:
+        if self.name == "parquet":
+            pq.write_table(parquet_table(table), fh, compression="zstd")
+        else:
+            text = csv_table(table, self.excel_safe, self.formatter)
+            pa_csv.write_csv(text, fh, pa_csv.WriteOptions(quoting_style="needed"))
 
 
 # -- the files -------------------------------------------------------------------------------
@@ -237,7 +248,9 @@ def clean_leftovers(root_fd: int) -> int:
                     continue
                 try:
                     for leftover in _leftovers(part_fd):
-                        if stat.S_ISREG(os.stat(leftover, dir_fd=part_fd, follow_symlinks=False).st_mode):
+                        # a file, or a symlink planted under our name: unlink removes the
+                        # link itself, never what it points to
+                        if not stat.S_ISDIR(os.stat(leftover, dir_fd=part_fd, follow_symlinks=False).st_mode):
                             os.unlink(leftover, dir_fd=part_fd)
                             removed += 1
                     os.fsync(part_fd)
@@ -248,7 +261,7 @@ def clean_leftovers(root_fd: int) -> int:
     return removed
 
 
-def _write_file(part_fd: int, name: str, table: pa.Table, fmt: str, excel_safe: bool) -> None:
+def _write_file(part_fd: int, name: str, table: pa.Table, fmt: FileFormat) -> None:
     """`name` in the folder `part_fd`, atomically: a temporary name, fsync, rename, fsync."""
     tmp = f".{name}{TMP_SUFFIX}"
     try:
@@ -256,7 +269,7 @@ def _write_file(part_fd: int, name: str, table: pa.Table, fmt: str, excel_safe: 
     except OSError as exc:
         raise DataError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "wb") as fh:
-        write_table(fh, table, fmt, excel_safe)
+        fmt.write(fh, table)
         fh.flush()
         os.fsync(fh.fileno())
     pause = float(os.environ.get("TRACKLOG_FAULT_SLEEP_BEFORE_RENAME") or 0)
@@ -312,6 +325,7 @@ def export(
     that day's files are written, so an ingest waits for a query, not for the disk."""
     root_fd = open_out(out)
     written: list[Written] = []
+    file_format = FileFormat(fmt, excel_safe, duckdb.connect(":memory:"))
     try:
         with _locked(root_fd, out, wait):
             clean_leftovers(root_fd)
@@ -319,26 +333,27 @@ def export(
                 with reader() as con:
                     tables = day_tables(con, day, kinds)
                 for kind in kinds:
-                    written.append(_write_kind(root_fd, out, kind, day, tables[kind], fmt, excel_safe))
+                    written.append(_write_kind(root_fd, out, kind, day, tables[kind], file_format))
                     if on_file is not None:
                         on_file(written[-1])
     except OSError as exc:
         raise DataError(f"export to {out}: {exc.strerror or exc}") from exc
     finally:
         os.close(root_fd)
+        file_format.formatter.close()
     return written
 
 
 def _write_kind(
-    root_fd: int, out: Path, kind: str, day: dt.date, table: pa.Table, fmt: str, excel_safe: bool
+    root_fd: int, out: Path, kind: str, day: dt.date, table: pa.Table, fmt: FileFormat
 ) -> Written:
     partition = f"date={day.isoformat()}"  # a date, never an id: no path can leave OUT
-    name = f"{kind}.{fmt}"
+    name = f"{kind}.{fmt.name}"
     kind_fd = _open_dir(root_fd, kind, out, create=True)
     try:
         part_fd = _open_dir(kind_fd, partition, out / kind, create=True)
         try:
-            _write_file(part_fd, name, table, fmt, excel_safe)
+            _write_file(part_fd, name, table, fmt)
         finally:
             os.close(part_fd)
     finally:

@@ -90,7 +90,8 @@ def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None
 
 
 WAIT_HELP = (
-    "Wait up to this long for an ingest holding the database [config key wait, env TRACKLOG_WAIT; default 60]."
+    "Wait up to this long for an ingest holding the database "
+    "[config key wait, env TRACKLOG_WAIT; default 60]."
 )
 QUIET_HELP = "Print nothing but errors on stderr."
 

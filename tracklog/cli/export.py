@@ -13,11 +13,11 @@ from tracklog.errors import UsageError
 from tracklog.export import FORMATS, KINDS, Written, days_between, export, yesterday
 
 
-def _date(text: str | None, option: str) -> dt.date | None:
-    if text is None:
-        return None
+def _date(text: str, option: str) -> dt.date:
+    """A YYYY-MM-DD date: the only thing that ever becomes a folder name."""
     try:
-        return dt.date.fromisoformat(text) if len(text) == 10 else None
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
     except ValueError:
         pass
     raise UsageError(f"{option} {text!r} is not a date (YYYY-MM-DD)")
@@ -31,16 +31,15 @@ def export_days(
     if is_yesterday:
         chosen.append("--yesterday")
     if len(chosen) > 1:
-        raise UsageError(f"give only one of --date, --since/--until, --yesterday (got {' and '.join(chosen)})")
+        raise UsageError(
+            f"give only one of --date, --since/--until, --yesterday (got {' and '.join(chosen)})"
+        )
     if date is not None:
-        day = _date(date, "--date")
-        assert day is not None
-        return [day]
+        return [_date(date, "--date")]
     if since or until:
-        first, last = _date(since, "--since"), _date(until, "--until")
-        if first is None or last is None:
+        if not since or not until:
             raise UsageError("--since and --until go together (both dates, both included)")
-        return days_between(first, last)
+        return days_between(_date(since, "--since"), _date(until, "--until"))
     return [yesterday(ZoneInfo(tz))]
 
 

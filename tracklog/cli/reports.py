@@ -317,6 +317,4 @@ def recipient_cmd(app: App, /, recipient_id: str, delivery_id: str | None, **opt
     c = common(**opts)
     with reader(app) as con:
         table = recipient_report.recipient_events(con, recipient_id, delivery_id, c.window, c.limit)
-        render(
-            table, c.fmt, title=f"Tracking of recipient {recipient_id}", tz=c.tz, excel_safe=c.excel_safe
-        )
+        render(table, c.fmt, title=f"Tracking of recipient {recipient_id}", tz=c.tz, excel_safe=c.excel_safe)
