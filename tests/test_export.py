@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import io
 import json
 import os
@@ -543,3 +544,17 @@ def test_a_days_queries_skip_the_row_groups_of_other_days(tmp_path: Path) -> Non
         assert scans, kind
         for scanned, groups in scans:
             assert (int(scanned), int(groups)) == (2, 4), kind
+
+
+def test_a_second_export_into_the_same_folder_waits_then_exits_3(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    ok(db, "export", "--out", str(out), "--date", str(DAY), "--what", "deliveries")
+    fd = os.open(out / ".tracklog-export.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a running export holds it
+        result = run(db, "export", "--out", str(out), "--date", str(DAY), "--wait", "0.2")
+        assert result.exit_code == ExitCode.LOCK_BUSY
+        assert "another export" in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        os.close(fd)
+    ok(db, "export", "--out", str(out), "--date", str(DAY), "--wait", "0")
