@@ -410,3 +410,35 @@ def test_empty_db_in_config_or_flag(tmp_path: Path) -> None:
     assert (res.exit_code, res.stdout) == (2, "")
     assert res.stderr.startswith("Error: ") and "--db" in res.stderr and res.stderr.count("\n") == 1
     assert duckdb_files(tmp_path) == []
+
+
+def test_tz_from_config_and_env(tmp_path: Path) -> None:
+    from tracklog.config import load_config
+
+    assert load_config(env={}).tz == "UTC"
+    write(tmp_path / "tracklog.toml", 'tz = "Europe/Paris"\n')
+    assert load_config(env={}).tz == "Europe/Paris"
+    assert load_config(env={"TRACKLOG_TZ": "Asia/Tokyo"}).tz == "Asia/Tokyo"  # env beats config
+    write(tmp_path / "tracklog.toml", 'tz = "Europe/Pariss"\n')
+    res = run("--db", "t.duckdb", "export", "--out", "out")
+    assert_config_error(res, "config tracklog.toml: 'tz'", "Europe/Pariss")
+    (tmp_path / "tracklog.toml").unlink()
+    res = run("--db", "t.duckdb", "export", "--out", "out", env={"TRACKLOG_TZ": "../../etc/passwd"})
+    assert_config_error(res, "TRACKLOG_TZ")
+
+
+@pytest.mark.parametrize("value", ['"error.log*"', "[1]", '[""]'])
+def test_exclude_must_be_a_list_of_globs(tmp_path: Path, value: str) -> None:
+    write(tmp_path / "tracklog.toml", f"exclude = {value}\n")
+    res = run("--db", "t.duckdb", "ingest", "--manifest", str(manifest(tmp_path)))
+    assert_config_error(res, "'exclude'")
+
+
+def test_wait_before_the_command_and_after_it(tmp_path: Path) -> None:
+    db = tmp_path / "t.duckdb"
+    m = str(manifest(tmp_path))
+    with open_writer(db, wait=0):
+        res = run("--db", str(db), "--wait", "0.2", "ingest", "--manifest", m)
+        assert res.exit_code == 3 and "waited 0.2s" in res.stderr
+        res = run("--db", str(db), "--wait", "0.2", "ingest", "--wait", "0.3", "--manifest", m)
+        assert res.exit_code == 3 and "waited 0.3s" in res.stderr  # the command's own wins

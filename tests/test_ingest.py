@@ -475,3 +475,73 @@ def test_profile_prints_phases_to_stderr_only(tmp_path: Path, db: Path) -> None:
     positions = [err.index(p) for p in phases]
     assert positions == sorted(positions)
     assert "Where the time went" not in run(db, "ingest", str(log)).stderr
+
+
+def test_logrotate_without_delaycompress_reads_each_line_once(tmp_path: Path, db: Path) -> None:
+    """logrotate `compress` without `delaycompress`: access.log is renamed and gzipped at once,
+    with lines nginx wrote after the last ingest inside the .gz; they are read from it, once."""
+    lines = tracking_lines(500, seed=21)
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    log = logdir / "access.log"
+    write(log, lines[:200])
+    assert run(db, "ingest", str(logdir)).exit_code == 0
+    write(log, lines[200:260], mode="a")  # written after the ingest, before the rotation
+    with log.open("rb") as src, gzip.open(logdir / "access.log.1.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    log.unlink()
+    write(log, lines[260:])
+    res, summary = ingest_json(db, str(logdir))
+    assert res.exit_code == 0, res.stderr
+    assert sorted((r["input"].rsplit("/", 1)[-1], r["lines"]) for r in summary[:-1]) == [
+        ("access.log", 240),
+        ("access.log.1.gz", 60),
+    ]
+    res, summary = ingest_json(db, str(logdir))
+    assert [r["lines"] for r in summary] == [0, 0, 0]
+    exp = expected_counts(lines)
+    assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
+
+
+def test_a_directory_skips_error_logs_and_excluded_names(tmp_path: Path, db: Path) -> None:
+    logdir = tmp_path / "nginx"
+    logdir.mkdir()
+    write(logdir / "access.log", tracking_lines(100, seed=22))
+    garbage = ['2026/11/03 09:00:00 [error] 12#12: *1 open() "/srv/x" failed (2: No such file)\n'] * 40
+    write(logdir / "error.log", garbage)
+    with gzip.open(logdir / "error.log.1.gz", "wt") as fh:
+        fh.writelines(garbage)
+    write(logdir / "app.debug.log", garbage)
+    res, summary = ingest_json(db, str(logdir), "--exclude", "*.debug.log")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == ""
+    rows = {r["input"].rsplit("/", 1)[-1]: r for r in summary[:-1]}
+    assert rows["access.log"]["status"] == "ok" and rows["access.log"]["lines"] == 100
+    for name in ("error.log", "error.log.1.gz", "app.debug.log"):
+        assert rows[name]["status"] == "skipped (excluded)" and rows[name]["lines"] == 0
+    assert "1 skipped" not in summary[-1]["status"] and "3 skipped" in summary[-1]["status"]
+    assert [p for (p,) in q(db, "SELECT path FROM sources")] == [str(logdir / "access.log")]
+    # a glob skips them too; the config key adds patterns; a file named explicitly is read
+    (tmp_path / "tracklog.toml").write_text('exclude = ["access.*", "*.debug.log"]\n')
+    res, summary = ingest_json(
+        db, str(logdir / "*"), env={"TRACKLOG_CONFIG": str(tmp_path / "tracklog.toml")}
+    )
+    assert res.exit_code == 0 and [r["status"] for r in summary[:-1]] == ["skipped (excluded)"] * 4
+    res = run(db, "ingest", str(logdir / "error.log"))
+    assert res.exit_code == 1 and "error.log" in res.stderr  # named: read, and it is no access log
+
+
+def test_quiet_and_wait_work_after_the_command_and_before_it(tmp_path: Path, db: Path) -> None:
+    log = tmp_path / "access.log"
+    write(log, tracking_lines(50, seed=23))
+    res = run(db, "ingest", "-q", "--format", "json", str(log))
+    assert (res.exit_code, res.stdout, res.stderr) == (0, "", "")
+    res = run(db, "ingest", "--quiet", "--format", "json", str(log))
+    assert (res.exit_code, res.stdout, res.stderr) == (0, "", "")
+    res, summary = ingest_json(db, str(log))
+    assert res.exit_code == 0 and summary  # without -q the summary is printed
+    with open_writer(db, wait=0):
+        res = run(db, "--wait", "0.2", "ingest", str(log))
+        assert res.exit_code == 3 and "--wait" in res.stderr
+        res = run(db, "--wait", "0.2", "report", "deliveries", "-q")
+        assert res.exit_code == 3

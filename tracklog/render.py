@@ -19,6 +19,8 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from tracklog.spreadsheet import neutralised_table
+
 FORMATS = ("table", "csv", "json")
 BAR_WIDTH = 24
 PIPE_WIDTH = 200
@@ -105,6 +107,7 @@ def render(
     console: Console | None = None,
     bars: Mapping[str, str] | None = None,
     tz: dt.tzinfo | None = None,
+    excel_safe: bool = False,
 ) -> None:
     """Write `table` to `out` (stdout) in `fmt`.
 
@@ -113,9 +116,13 @@ def render(
     footer: lines printed under the rich table only (on CSV/JSON they would corrupt the data).
     bars: bar columns of the rich table (see Section).
     tz: show times in this zone in the table and CSV; JSON always carries UTC.
+    excel_safe: CSV text cells that a spreadsheet would run as a formula are neutralised
+    (tracklog.spreadsheet).
     """
     section = Section(table, title=title, bars=bars or {})
-    render_sections([section], fmt, out=out, single=single, footer=footer, console=console, tz=tz)
+    render_sections(
+        [section], fmt, out=out, single=single, footer=footer, console=console, tz=tz, excel_safe=excel_safe
+    )
 
 
 def render_sections(
@@ -127,11 +134,13 @@ def render_sections(
     footer: Sequence[str] = (),
     console: Console | None = None,
     tz: dt.tzinfo | None = None,
+    excel_safe: bool = False,
 ) -> None:
     """Write a report made of one or more tables.
 
-    More than one: JSON prints an object {name: [rows...]}, CSV the tables one after the other
-    separated by an empty line, the rich output one table after the other.
+    More than one: JSON prints an object {name: [rows...]}, the rich output one table after the
+    other, and CSV only the first: a CSV stream is one table, so that it can be piped into
+    another tool (the caller passes the table asked for first).
     """
     out = out if out is not None else sys.stdout
     if fmt == "json":
@@ -139,12 +148,12 @@ def render_sections(
         return
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        for i, section in enumerate(sections):
-            if i:
-                out.write("\n")
-            writer.writerow(section.table.column_names)
-            for r in rows_of(section.table):
-                writer.writerow([cell_text(v, tz) for v in r.values()])
+        table = sections[0].table
+        if excel_safe:
+            table = neutralised_table(table)
+        writer.writerow(table.column_names)
+        for r in rows_of(table):
+            writer.writerow([cell_text(v, tz) for v in r.values()])
         return
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}")

@@ -83,16 +83,32 @@ def _set_wait(ctx: click.Context, _param: click.Parameter, value: float | None) 
         app.wait_flag = value
 
 
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.quiet = True
+
+
+WAIT_HELP = (
+    "Wait up to this long for an ingest holding the database "
+    "[config key wait, env TRACKLOG_WAIT; default 60]."
+)
+QUIET_HELP = "Print nothing but errors on stderr."
+
+
 def wait_option(func: F) -> F:
-    """--wait SECONDS on every command that opens the database; folded into the settings."""
+    """--wait SECONDS and -q/--quiet on every command that opens the database, so that they work
+    after the command name as well as before it (`tracklog ingest -q ...`)."""
+    func = click.option(
+        "-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help=QUIET_HELP
+    )(func)
     return click.option(
         "--wait",
         type=click.FloatRange(0),
         metavar="SECONDS",
         expose_value=False,
         callback=_set_wait,
-        help="Wait up to this long for an ingest holding the database "
-        "[config key wait, env TRACKLOG_WAIT; default 60].",
+        help=WAIT_HELP,
     )(func)
 
 
@@ -135,16 +151,21 @@ class TracklogGroup(click.Group):
     help="TOML config file [env TRACKLOG_CONFIG; default ./tracklog.toml when present]",
 )
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@click.option("--wait", type=click.FloatRange(0), metavar="SECONDS", help=WAIT_HELP)
 @click.version_option(package_name="tracklog")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, config_file: str | None, debug: bool, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, db: str | None, config_file: str | None, debug: bool, quiet: bool, wait: float | None
+) -> None:
     """Email message tracking analytics from nginx access logs.
 
     Ingest the tracking domain's access logs and the delivery manifests, then ask who
     opened and clicked what: `tracklog recipient ID`, `tracklog report delivery ID`, ...
     """
-    ctx.obj = App(db_flag=db, config_flag=config_file, debug=debug, quiet=quiet, err=stderr_console())
+    ctx.obj = App(
+        db_flag=db, config_flag=config_file, debug=debug, quiet=quiet, err=stderr_console(), wait_flag=wait
+    )
 
 
 def main() -> None:
@@ -153,6 +174,7 @@ def main() -> None:
 
 
 # Commands register themselves on `cli` when their module is imported.
+from tracklog.cli import export as _export  # noqa: F401
 from tracklog.cli import ingest as _ingest  # noqa: F401
 from tracklog.cli import link as _link  # noqa: F401
 from tracklog.cli import reports as _reports  # noqa: F401

@@ -44,6 +44,14 @@ from tracklog.status import status_tables
     type=click.FloatRange(0, 1),
     help="Roll a new file back when more than this share of its first 1000 lines do not parse [0.5].",
 )
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip files of a DIR or GLOB whose name matches (repeatable; config key exclude; "
+    "error.log* always).",
+)
 @wait_option
 @click.option(
     "--format",
@@ -63,6 +71,7 @@ def ingest(
     manifests: tuple[str, ...],
     log_format: str | None,
     max_bad_ratio: float | None,
+    exclude: tuple[str, ...],
     fmt: str | None,
     profile: bool,
 ) -> None:
@@ -90,13 +99,14 @@ def ingest(
             progress=progress,
             phases=phases,
             on_wait=app.waiting_notice("finish"),
+            exclude=list(exclude),
         )
     for line in report.errors:
         click.echo(f"Error: {line}", err=True)
     for line in report.warnings:
         click.echo(f"Warning: {line}", err=True)
     if not app.quiet and (fmt is not None or sys.stdout.isatty()):
-        if report.files:
+        if report.files or report.skipped:
             render(report.summary_table(), fmt or "table", title="Ingest summary")
         for m in report.manifests:
             if m.ok and (fmt or "table") == "table":

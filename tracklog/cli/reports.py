@@ -44,6 +44,7 @@ class Common:
     tz: dt.tzinfo | None
     limit: int | None
     fmt: str
+    excel_safe: bool
 
 
 def common_options(func: F) -> F:
@@ -66,15 +67,37 @@ def common_options(func: F) -> F:
             show_default=True,
             help="Output format.",
         ),
+        click.option(
+            "--excel-safe",
+            is_flag=True,
+            help="CSV for spreadsheets: prefix text cells starting with = + - @ (or tab, CR) with '.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return wait_option(func)
 
 
-def common(since: str | None, until: str | None, tz: str | None, limit: int | None, fmt: str) -> Common:
+def common(
+    since: str | None, until: str | None, tz: str | None, limit: int | None, fmt: str, excel_safe: bool
+) -> Common:
     zone = parse_tz(tz)
-    return Common(make_window(since, until, zone), zone if tz else None, limit, fmt)
+    return Common(make_window(since, until, zone), zone if tz else None, limit, fmt, excel_safe)
+
+
+def table_option(names: tuple[str, str]) -> Callable[[F], F]:
+    """--table NAME of a report made of two tables: print only that one (CSV prints one table,
+    the first unless this names the other; JSON prints both unless this names one)."""
+    return click.option(
+        "--table",
+        "table_name",
+        type=click.Choice(names),
+        help=f"Print only this table (CSV prints one table: {names[0]} unless this says {names[1]}).",
+    )
+
+
+def chosen(sections: list[Section], table_name: str | None) -> list[Section]:
+    return [s for s in sections if table_name in (None, s.name)]
 
 
 @contextmanager
@@ -117,6 +140,7 @@ def delivery_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
             title=f"Tracking indicators: {label} ({delivery_id})",
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
+            excel_safe=c.excel_safe,
         )
 
 
@@ -134,6 +158,7 @@ def deliveries_cmd(app: App, /, **opts: Any) -> None:
             title="Deliveries",
             footer=footer(con, None, ALL_TIME) if c.fmt == "table" else (),
             tz=c.tz,
+            excel_safe=c.excel_safe,
         )
 
 
@@ -168,6 +193,7 @@ def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts
             bars={"": "share"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
+            excel_safe=c.excel_safe,
         )
 
 
@@ -188,14 +214,16 @@ def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None
             bars={"": "share"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
+            excel_safe=c.excel_safe,
         )
 
 
 @report.command("streams")
 @click.option("--delivery", "delivery_id", metavar="ID", required=True, help="The delivery.")
+@table_option(("sequences", "transitions"))
 @common_options
 @pass_app
-def streams_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
+def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: Any) -> None:
     """Click streams: the paths of recipients who clicked more than once."""
     c = common(**opts)
     with reader(app) as con:
@@ -215,7 +243,11 @@ def streams_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
             ),
         ]
         render_sections(
-            sections, c.fmt, footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (), tz=c.tz
+            chosen(sections, table_name),
+            c.fmt,
+            footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
+            tz=c.tz,
+            excel_safe=c.excel_safe,
         )
 
 
@@ -233,9 +265,12 @@ def streams_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
     type=click.Choice(stats_report.BREAKDOWNS),
     help="Instead of time: opens and clicks per browser, os, device type or email domain.",
 )
+@table_option(("buckets", "reach"))
 @common_options
 @pass_app
-def stats_cmd(app: App, /, delivery_id: str | None, bucket: str, by: str | None, **opts: Any) -> None:
+def stats_cmd(
+    app: App, /, delivery_id: str | None, bucket: str, by: str | None, table_name: str | None, **opts: Any
+) -> None:
     """Tracking statistics: opens and clicks over time since the send, or broken down."""
     c = common(**opts)
     with reader(app) as con:
@@ -243,7 +278,15 @@ def stats_cmd(app: App, /, delivery_id: str | None, bucket: str, by: str | None,
         if by is not None:
             table = stats_report.breakdown(con, by, delivery_id, c.window, c.limit)
             bars = {} if by == "domain" else {"": "share"}
-            render(table, c.fmt, title=f"Opens and clicks by {by}", bars=bars, footer=notes, tz=c.tz)
+            render(
+                table,
+                c.fmt,
+                title=f"Opens and clicks by {by}",
+                bars=bars,
+                footer=notes,
+                tz=c.tz,
+                excel_safe=c.excel_safe,
+            )
             return
         timeline = stats_report.timeline(con, bucket, delivery_id, c.window)
         if c.limit is not None:
@@ -261,7 +304,7 @@ def stats_cmd(app: App, /, delivery_id: str | None, bucket: str, by: str | None,
                 title="Hours to reach 50/80/95% of the final count",
             ),
         ]
-        render_sections(sections, c.fmt, footer=notes, tz=c.tz)
+        render_sections(chosen(sections, table_name), c.fmt, footer=notes, tz=c.tz, excel_safe=c.excel_safe)
 
 
 @cli.command("recipient")
@@ -274,4 +317,4 @@ def recipient_cmd(app: App, /, recipient_id: str, delivery_id: str | None, **opt
     c = common(**opts)
     with reader(app) as con:
         table = recipient_report.recipient_events(con, recipient_id, delivery_id, c.window, c.limit)
-        render(table, c.fmt, title=f"Tracking of recipient {recipient_id}", tz=c.tz)
+        render(table, c.fmt, title=f"Tracking of recipient {recipient_id}", tz=c.tz, excel_safe=c.excel_safe)

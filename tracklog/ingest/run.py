@@ -20,7 +20,7 @@ from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import resolve_format
-from tracklog.ingest.sources import expand_inputs
+from tracklog.ingest.sources import DEFAULT_EXCLUDE, expand_inputs
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS
 from tracklog.store import OnWait, WriterSession, fetch_one, writer_session
@@ -39,6 +39,7 @@ class IngestReport:
     manifests: list[ManifestLine] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one line each, in the order they happened
     warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files of a DIR or GLOB excluded by name
     seconds: float = 0.0
 
     @property
@@ -50,9 +51,12 @@ class IngestReport:
         return sum(f.lines for f in self.files)
 
     def summary_table(self) -> pa.Table:
-        """One row per input plus a total row: the end-of-run summary."""
+        """One row per input (skipped ones too) plus a total row: the end-of-run summary."""
         rows = [_row(f.name, f.status, [f]) for f in self.files]
+        rows += [_row(name, "skipped (excluded)", []) for name in self.skipped]
         by_status = Counter(f.status for f in self.files)
+        if self.skipped:
+            by_status["skipped"] = len(self.skipped)
         rows.append(_row("total", ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())), self.files))
         lines_per_s = self.lines / self.seconds if self.seconds > 0 else 0.0
         rows[-1]["lines_per_s"] = int(lines_per_s)
@@ -80,14 +84,17 @@ def run_ingest(
     progress: Progress | None = None,
     phases: Phases | None = None,
     on_wait: OnWait | None = None,
+    exclude: list[str] | None = None,
 ) -> IngestReport:
     """Ingest `manifests` then the log `inputs`; errors of one input never stop the others.
     `phases`, when given, collects where the time went; `on_wait` is called if another ingest
-    holds the database."""
+    holds the database. Files of a DIR or GLOB named like nginx's error log, like a glob of
+    config.exclude or of `exclude` are skipped (listed in the report)."""
     report = IngestReport()
     phases = phases if phases is not None else NoPhases()
     fmt = resolve_format(log_format or config.log_format, config.log_formats)
-    specs, errors = expand_inputs(inputs)
+    patterns = [*DEFAULT_EXCLUDE, *config.exclude, *(exclude or [])]
+    specs, errors, report.skipped = expand_inputs(inputs, patterns)
     report.errors.extend(errors)
     if specs and config.verify_signatures and config.secret is None:
         raise ConfigError(

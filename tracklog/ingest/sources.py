@@ -8,6 +8,7 @@ and stdin are complete, so their last line is consumed even without a newline.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import gzip
 import hashlib
@@ -15,7 +16,7 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -39,6 +40,9 @@ FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
 CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 32 << 20)
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
+# Not access logs: what a directory or glob stands for never includes these (nginx writes its
+# error log next to the access logs). A file named explicitly is always read.
+DEFAULT_EXCLUDE = ("error.log*",)
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,30 @@ class InputSpec:
     name: str
 
 
-def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
-    """Resolve FILE|DIR|GLOB|- arguments to inputs, oldest first; return (inputs, errors).
+def expand_inputs(
+    args: list[str], exclude: Sequence[str] = DEFAULT_EXCLUDE
+) -> tuple[list[InputSpec], list[str], list[str]]:
+    """Resolve FILE|DIR|GLOB|- arguments to inputs, oldest first; return (inputs, errors,
+    skipped).
 
-    A directory stands for its regular, non-hidden files. Duplicates (same real path)
-    are dropped. Names that match nothing come back as one-line errors.
+    A directory stands for its regular, non-hidden files, and a glob for the files it matches,
+    except those whose name matches a pattern of `exclude` (fnmatch on the file name): these
+    come back as `skipped`. Duplicates (same real path) are dropped. Names that match nothing
+    come back as one-line errors.
     """
     found: list[tuple[float, str]] = []
     errors: list[str] = []
+    skipped: list[str] = []
     seen: set[str] = set()
+
+    def kept(paths: list[str]) -> list[str]:
+        out = []
+        for p in paths:
+            if any(fnmatch.fnmatchcase(os.path.basename(p), g) for g in exclude):
+                skipped.append(p)
+            else:
+                out.append(p)
+        return out
 
     def add(path: str) -> None:
         real = os.path.realpath(path)
@@ -81,7 +100,7 @@ def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
                 for n in os.listdir(arg)
                 if not n.startswith(".") and os.path.isfile(os.path.join(arg, n))
             )
-            for n in names:
+            for n in kept(names):
                 add(n)
             continue
         if os.path.exists(arg) or os.path.islink(arg):
@@ -91,7 +110,7 @@ def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
             matches = sorted(p for p in glob.glob(arg) if os.path.isfile(p))
             if not matches:
                 errors.append(f"{arg}: no file matches this pattern")
-            for m in matches:
+            for m in kept(matches):
                 add(m)
             continue
         errors.append(f"{arg}: no such file or directory")
@@ -100,7 +119,7 @@ def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
     specs = [InputSpec(p) for _, p in found]
     if stdin_seen:
         specs.append(InputSpec(STDIN))
-    return specs, errors
+    return specs, errors, skipped
 
 
 class LogStream:

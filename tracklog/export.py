@@ -1,0 +1,361 @@
+"""Nightly files: one CSV or Parquet file per kind and UTC day, `OUT/<kind>/date=YYYY-MM-DD/`.
+
+Owns what each kind's columns are (over the metric definitions of tracklog.metrics), and how the
+files are written: byte-identical for the same data, atomically (temporary name, fsync, rename,
+fsync of the folder), never through a symlink, under a lock in OUT that lets a run clean what a
+killed one left behind. No click, no printing: the caller opens the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from tracklog import derived, metrics
+from tracklog.errors import DataError, LockBusyError, UsageError
+from tracklog.spreadsheet import neutralised_table
+
+KINDS = ("events", "deliveries", "recipients", "unsubscribes")
+FORMATS = ("csv", "parquet")
+LOCK_NAME = ".tracklog-export.lock"
+TMP_SUFFIX = ".tmp"  # a file being written is `.<kind>.<format>.tmp` in its partition folder
+MAX_DAYS = 3660  # one run exports at most ten years of days
+CSV_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # times in CSV: ISO 8601 UTC, seconds (as every tracklog CSV)
+
+# The columns of the events export, in file order: name -> SQL over the `events` view `e`.
+# The one list: the query, the sort and the README's column order all follow it.
+EVENT_COLUMNS: dict[str, str] = {
+    "time": "e.ts",
+    "type": "e.type",
+    "delivery_id": "e.delivery_id",
+    "delivery_label": "e.delivery_label",
+    "recipient_id": "e.recipient_id",
+    "link_id": "e.link_id",
+    "link_label": "e.link_label",
+    "link_url": "e.link_url",
+}
+
+# Per delivery and recipient with an event of the day: the reader flags of tracklog.metrics and
+# what they are made of, over `events AS e`.
+RECIPIENT_COLUMNS: dict[str, str] = {
+    "delivery_id": "e.delivery_id",
+    "recipient_id": "e.recipient_id",
+    "opened": f"count(*) FILTER (WHERE {metrics.READER_FLAGS['opened']}) > 0",
+    "clicked": f"count(*) FILTER (WHERE {metrics.READER_FLAGS['clicked']}) > 0",
+    "first_open": f"min(e.ts) FILTER (WHERE {metrics.READER_FLAGS['opened']})",
+    "first_click": f"min(e.ts) FILTER (WHERE {metrics.READER_FLAGS['clicked']})",
+    "clicks": metrics.EVENT_COUNTS["clicks_total"],
+    "opted_out": f"{metrics.EVENT_COUNTS['optout_clicks']} > 0",
+    "unsubscribed": f"count(*) FILTER (WHERE {metrics.READER_FLAGS['unsubscribed']}) > 0",
+}
+
+# The suppression list: who unsubscribed that day, by which way (first time of each way).
+UNSUBSCRIBE_METHODS = {"unsubscribe": "one-click", "optout": "opt-out-link"}
+UNSUBSCRIBE_COLUMNS: dict[str, str] = {
+    "recipient_id": "e.recipient_id",
+    "email": "r.email",
+    "delivery_id": "e.delivery_id",
+    "time": "min(e.ts)",
+    "method": "CASE "
+    + " ".join(f"WHEN e.type = '{t}' THEN '{m}'" for t, m in UNSUBSCRIBE_METHODS.items())
+    + " END",
+}
+
+
+def _select(columns: dict[str, str]) -> str:
+    return ", ".join(f'{sql} AS "{name}"' for name, sql in columns.items())
+
+
+def kind_query(kind: str, since: dt.datetime, until: dt.datetime) -> tuple[str, list[object]]:
+    """The SQL (and its parameters) of one kind over the hits of [since, until), UTC.
+
+    Every query filters the hits' `ts` with bound constants, which DuckDB pushes into the scan
+    of `hits`, so row groups of other days are skipped by their min/max (zonemaps)."""
+    window = "e.ts >= ? AND e.ts < ?"
+    if kind == "events":
+        order = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
+        sql = f"SELECT {_select(EVENT_COLUMNS)} FROM events e WHERE {window} ORDER BY {order}"
+        return sql, [since, until]
+    if kind == "recipients":
+        sql = (
+            f"SELECT {_select(RECIPIENT_COLUMNS)} FROM events e WHERE {window} "
+            "GROUP BY e.delivery_id, e.recipient_id ORDER BY delivery_id, recipient_id"
+        )
+        return sql, [since, until]
+    if kind == "unsubscribes":
+        types = ", ".join(f"'{t}'" for t in UNSUBSCRIBE_METHODS)
+        sql = (
+            f"SELECT {_select(UNSUBSCRIBE_COLUMNS)} FROM events e "
+            "LEFT JOIN recipients r ON r.delivery_id = e.delivery_id AND r.recipient_id = e.recipient_id "
+            f"WHERE {window} AND e.type IN ({types}) "
+            "GROUP BY e.delivery_id, e.recipient_id, r.email, e.type "
+            'ORDER BY "time", delivery_id, recipient_id, method'
+        )
+        return sql, [since, until]
+    if kind == "deliveries":
+        # the indicators of `report delivery ID --since DAY --until DAY`, one row per delivery
+        # with a hit that day: the same definitions, the same names
+        totals, params = derived.totals((since, until))
+        indicators = metrics.indicators_sql(totals, delivery_where="t.delivery_id IS NOT NULL")
+        return f"SELECT * FROM ({indicators}) i ORDER BY delivery", params
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time())
+    return start, start + dt.timedelta(days=1)
+
+
+def day_tables(con: duckdb.DuckDBPyConnection, day: dt.date, kinds: Sequence[str]) -> dict[str, pa.Table]:
+    """The rows of each kind for the UTC day `day`, typed (times are naive UTC)."""
+    since, until = day_window(day)
+    tables = {}
+    for kind in kinds:
+        sql, params = kind_query(kind, since, until)
+        tables[kind] = con.sql(sql, params=params).to_arrow_table().combine_chunks()
+    return tables
+
+
+def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every date from `first` to `last`, both included."""
+    if last < first:
+        raise UsageError(f"--since {first} is after --until {last}")
+    n = (last - first).days + 1
+    if n > MAX_DAYS:
+        raise UsageError(f"{n} days is too many for one export (at most {MAX_DAYS})")
+    return [first + dt.timedelta(days=i) for i in range(n)]
+
+
+def yesterday(tz: dt.tzinfo, now: dt.datetime | None = None) -> dt.date:
+    """Yesterday's date on the clocks of `tz`."""
+    now = now if now is not None else dt.datetime.now(dt.UTC)
+    return now.astimezone(tz).date() - dt.timedelta(days=1)
+
+
+# -- the bytes of a file ---------------------------------------------------------------------
+
+
+def parquet_table(table: pa.Table) -> pa.Table:
+    """Times marked as UTC instants (Parquet isAdjustedToUTC), the rest as typed."""
+    fields = [
+        pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
+
+
+def csv_table(table: pa.Table, excel_safe: bool, formatter: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The cells as tracklog's CSV writes them: times ISO 8601 UTC (`...Z`), rates with one
+    decimal, booleans true/false, text as is (neutralised for spreadsheets on request).
+    `formatter`: an in-memory connection of the run."""
+    exprs = []
+    for f in table.schema:
+        col = f'"{f.name}"'
+        if pa.types.is_timestamp(f.type):
+            exprs.append(f"strftime({col}, '{CSV_TIME_FORMAT}') AS {col}")
+        elif pa.types.is_floating(f.type):
+            # rates are tenths (metrics.tenths_sql): one decimal, written as a number
+            exprs.append(f"CAST({col} AS DECIMAL(18, 1)) AS {col}")
+        else:
+            exprs.append(col)
+    formatter.register("t", table)
+    try:
+        # no ORDER BY needed: a projection of one in-memory table keeps its order
+        text = formatter.sql(f"SELECT {', '.join(exprs)} FROM t").to_arrow_table()
+    finally:
+        formatter.unregister("t")
+    return neutralised_table(text) if excel_safe else text
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How the tables of a run become bytes."""
+
+    name: str  # csv | parquet
+    excel_safe: bool
+    formatter: duckdb.DuckDBPyConnection  # in memory, for the CSV cells
+
+    def write(self, fh: BinaryIO, table: pa.Table) -> None:
+        if self.name == "parquet":
+            pq.write_table(parquet_table(table), fh, compression="zstd")
+        else:
+            text = csv_table(table, self.excel_safe, self.formatter)
+            pa_csv.write_csv(text, fh, pa_csv.WriteOptions(quoting_style="needed"))
+
+
+# -- the files -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    kind: str
+    day: dt.date
+    path: Path
+    rows: int
+
+
+def _open_dir(parent_fd: int, name: str, where: Path, create: bool) -> int:
+    """The folder `name` inside `parent_fd`, created if asked; never a symlink."""
+    if create:
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+            os.fsync(parent_fd)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise DataError(
+                f"{where / name} is not a folder (a symlink or a file): refusing to write through it"
+            ) from exc
+        raise
+
+
+def _leftovers(dir_fd: int) -> list[str]:
+    return [n for n in os.listdir(dir_fd) if n.startswith(".") and n.endswith(TMP_SUFFIX)]
+
+
+def clean_leftovers(root_fd: int) -> int:
+    """Remove the temporary files a killed run left in any partition folder; how many."""
+    removed = 0
+    for kind in KINDS:
+        try:
+            kind_fd = os.open(kind, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+        except OSError:
+            continue  # absent, or not a folder of ours: nothing of ours in it
+        try:
+            for name in os.listdir(kind_fd):
+                if not name.startswith("date="):
+                    continue
+                try:
+                    part_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=kind_fd)
+                except OSError:
+                    continue
+                try:
+                    for leftover in _leftovers(part_fd):
+                        # a file, or a symlink planted under our name: unlink removes the
+                        # link itself, never what it points to
+                        if not stat.S_ISDIR(os.stat(leftover, dir_fd=part_fd, follow_symlinks=False).st_mode):
+                            os.unlink(leftover, dir_fd=part_fd)
+                            removed += 1
+                    os.fsync(part_fd)
+                finally:
+                    os.close(part_fd)
+        finally:
+            os.close(kind_fd)
+    return removed
+
+
+def _write_file(part_fd: int, name: str, table: pa.Table, fmt: FileFormat) -> None:
+    """`name` in the folder `part_fd`, atomically: a temporary name, fsync, rename, fsync."""
+    tmp = f".{name}{TMP_SUFFIX}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=part_fd)
+    except OSError as exc:
+        raise DataError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "wb") as fh:
+        fmt.write(fh, table)
+        fh.flush()
+        os.fsync(fh.fileno())
+    pause = float(os.environ.get("TRACKLOG_FAULT_SLEEP_BEFORE_RENAME") or 0)
+    if pause:  # tests: a kill lands here, after the temporary file and before the rename
+        time.sleep(pause)
+    os.replace(tmp, name, src_dir_fd=part_fd, dst_dir_fd=part_fd)
+    os.fsync(part_fd)
+
+
+@contextmanager
+def _locked(root_fd: int, out: Path, wait: float) -> Iterator[None]:
+    """The export lock of `out`: one export at a time writes there."""
+    fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=root_fd)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusyError(
+                        f"another export is writing to {out} ({out / LOCK_NAME}); try again later"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_out(out: Path) -> int:
+    """The folder --out (created when missing), opened."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot create or open this folder ({exc.strerror or exc})") from exc
+
+
+def export(
+    reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    out: Path,
+    days: Sequence[dt.date],
+    kinds: Sequence[str] = KINDS,
+    fmt: str = "csv",
+    *,
+    excel_safe: bool = False,
+    wait: float = 60.0,
+    on_file: Callable[[Written], None] | None = None,
+) -> list[Written]:
+    """Write `OUT/<kind>/date=YYYY-MM-DD/<kind>.<fmt>` for every kind and day, replacing what
+    is there. The database is read one day at a time (`reader()` opens it), and closed before
+    that day's files are written, so an ingest waits for a query, not for the disk."""
+    root_fd = open_out(out)
+    written: list[Written] = []
+    file_format = FileFormat(fmt, excel_safe, duckdb.connect(":memory:"))
+    try:
+        with _locked(root_fd, out, wait):
+            clean_leftovers(root_fd)
+            for day in days:
+                with reader() as con:
+                    tables = day_tables(con, day, kinds)
+                for kind in kinds:
+                    written.append(_write_kind(root_fd, out, kind, day, tables[kind], file_format))
+                    if on_file is not None:
+                        on_file(written[-1])
+    except OSError as exc:
+        raise DataError(f"export to {out}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(root_fd)
+        file_format.formatter.close()
+    return written
+
+
+def _write_kind(
+    root_fd: int, out: Path, kind: str, day: dt.date, table: pa.Table, fmt: FileFormat
+) -> Written:
+    partition = f"date={day.isoformat()}"  # a date, never an id: no path can leave OUT
+    name = f"{kind}.{fmt.name}"
+    kind_fd = _open_dir(root_fd, kind, out, create=True)
+    try:
+        part_fd = _open_dir(kind_fd, partition, out / kind, create=True)
+        try:
+            _write_file(part_fd, name, table, fmt)
+        finally:
+            os.close(part_fd)
+    finally:
+        os.close(kind_fd)
+    return Written(kind, day, out / kind / partition / name, table.num_rows)
