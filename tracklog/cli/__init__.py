@@ -156,3 +156,4 @@ def main() -> None:
 from tracklog.cli import ingest as _ingest  # noqa: F401
 from tracklog.cli import link as _link  # noqa: F401
 from tracklog.cli import reports as _reports  # noqa: F401
+from tracklog.cli import tracking_server as _tracking_server  # noqa: F401

@@ -43,18 +43,22 @@ STDIN = "-"
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One log input as named by the user, resolved to a path (or '-' for stdin)."""
+    """One log input as named by the user, resolved to a path (or '-' for stdin), and the
+    tracking server it comes from (`--source`, or the directory it was named by), if known."""
 
     name: str
+    server: str | None = None
 
 
 def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
     """Resolve FILE|DIR|GLOB|- arguments to inputs, oldest first; return (inputs, errors).
 
-    A directory stands for its regular, non-hidden files. Duplicates (same real path)
-    are dropped. Names that match nothing come back as one-line errors.
+    A directory stands for its regular, non-hidden files, which come from the tracking server
+    named like the directory (a directory per server). Duplicates (same real path) are
+    dropped. Names that match nothing come back as one-line errors.
     """
     found: list[tuple[float, str]] = []
+    servers: dict[str, str] = {}
     errors: list[str] = []
     seen: set[str] = set()
 
@@ -81,8 +85,10 @@ def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
                 for n in os.listdir(arg)
                 if not n.startswith(".") and os.path.isfile(os.path.join(arg, n))
             )
+            server = os.path.basename(os.path.normpath(os.path.abspath(arg)))
             for n in names:
                 add(n)
+                servers.setdefault(n, server)
             continue
         if os.path.exists(arg) or os.path.islink(arg):
             add(arg)
@@ -97,7 +103,7 @@ def expand_inputs(args: list[str]) -> tuple[list[InputSpec], list[str]]:
         errors.append(f"{arg}: no such file or directory")
     # oldest first, so rotated files (access.log.2.gz, .1, then access.log) go in time order
     found.sort(key=lambda t: (t[0], t[1]))
-    specs = [InputSpec(p) for _, p in found]
+    specs = [InputSpec(p, servers.get(p)) for _, p in found]
     if stdin_seen:
         specs.append(InputSpec(STDIN))
     return specs, errors
@@ -108,6 +114,7 @@ class LogStream:
 
     def __init__(self, spec: InputSpec) -> None:
         self.name = spec.name
+        self.server = spec.server
         self.complete = True  # may the unterminated last line be consumed?
         self.compressed = False
         self.size_limit: int | None = None  # plain files: bytes present when opened
