@@ -19,8 +19,8 @@ _SECTIONS = {
                byte_offset, lines, hits, ignored, quarantined, log_format, last_ingest
         FROM sources ORDER BY source_id""",
     "servers": """
-        SELECT coalesce(server, '-') AS server, count(*) AS streams, sum(lines) AS lines,
-               sum(hits) AS hits, max(last_hit) AS last_hit, max(last_ingest) AS last_ingest
+        SELECT coalesce(server, '-') AS server, count(*) AS streams, sum(lines)::BIGINT AS lines,
+               sum(hits)::BIGINT AS hits, max(last_hit) AS last_hit, max(last_ingest) AS last_ingest
         FROM sources GROUP BY ALL ORDER BY server""",
     "quarantine": """
         SELECT reason, count(*) AS lines FROM quarantine GROUP BY reason ORDER BY lines DESC, reason""",
@@ -62,7 +62,7 @@ def server_lags(
     hit yet, or an asked server never ingested, is late too."""
     with open_reader(db, wait, on_wait) as con:
         rows = con.execute(
-            "SELECT coalesce(server, '-') AS server, max(last_hit) AS last_hit, sum(lines) AS lines "
+            "SELECT coalesce(server, '-') AS server, max(last_hit) AS last_hit, sum(lines)::BIGINT AS lines "
             "FROM sources GROUP BY ALL ORDER BY server"
         ).fetchall()
     if servers:
