@@ -7,7 +7,6 @@ Without nginx these tests skip (fail under TRACKLOG_CI=1)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import http.client
 import http.cookiejar
 import http.server
@@ -36,12 +35,14 @@ from tracklog.signing import sign_path
 SECRET = "nginx-e2e-secret"
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 # nginx's empty_gif (ngx_http_empty_gif_module.c): a 1x1 transparent GIF89a, 43 bytes
-GIF_43 = bytes.fromhex("47494638396101000100800100000000ffffff21f90401000001002c00000000010001000002024c01003b")
+GIF_43 = bytes.fromhex(
+    "47494638396101000100800100000000ffffff21f90401000001002c00000000010001000002024c01003b"
+)
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
 # what the manifest says, and what the Location header must carry: bytes outside printable
 # ASCII percent-encoded, everything else (quotes, ;, $, braces, backslash) exactly as written
 HOSTILE_URL = 'https://shop.example.com/bf?q="x";$y{z}\\w\'#\n}\x1b é'
-HOSTILE_LOCATION = "https://shop.example.com/bf?q=\"x\";$y{z}\\w'#%0A}%1B%20%C3%A9"
+HOSTILE_LOCATION = 'https://shop.example.com/bf?q="x";$y{z}\\w\'#%0A}%1B%20%C3%A9'
 
 
 def _need_nginx() -> str:
@@ -54,7 +55,9 @@ def tracklog(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     """The real command in its own process (the tree under test first on the path)."""
     env = {**os.environ, "TRACKLOG_SECRET": SECRET, "TRACKLOG_CONFIG": "", "NO_COLOR": "1"}
     env.pop("TRACKLOG_DB", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
+    )
     run = subprocess.run(
         [sys.executable, "-m", "tracklog", "--db", str(cwd / "t.duckdb"), *args],
         cwd=cwd,
@@ -89,7 +92,8 @@ def main_conf(prefix: Path, out: Path) -> Path:
     """A main nginx.conf in `prefix` around the generated files, as a user's would be."""
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     temps = "\n".join(
-        f"    {kind}_temp_path {prefix / 'tmp' / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"    {kind}_temp_path {prefix / 'tmp' / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     user = "user root;\n" if os.geteuid() == 0 else ""  # else workers would be nobody, unable to read tmp
     conf = prefix / "nginx.conf"
@@ -126,7 +130,15 @@ def start_nginx() -> Iterator[Any]:
         test = nginx_test(server.prefix, conf)
         assert test.returncode == 0, test.stderr
         server.proc = subprocess.Popen(
-            [_need_nginx(), "-p", str(server.prefix), "-e", str(server.prefix / "error.log"), "-c", str(conf)],
+            [
+                _need_nginx(),
+                "-p",
+                str(server.prefix),
+                "-e",
+                str(server.prefix / "error.log"),
+                "-c",
+                str(conf),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -154,10 +166,10 @@ def stop(server: Nginx) -> None:
 def write_manifest(folder: Path, delivery: str, links: list[dict[str, str]], recipients: list[str]) -> Path:
     path = folder / f"{delivery}.json"
     html = (
-        '<html><body><a href="http://t.example.com/c/{d}/hero/r0?s=x">Hero</a>'
-        '<a href="http://t.example.com/u/{d}/r0?s=y">Unsubscribe</a>'
-        '<img src="http://t.example.com/o/{d}/r0.gif?s=z"></body></html>'
-    ).format(d=delivery)
+        f'<html><body><a href="http://t.example.com/c/{delivery}/hero/r0?s=x">Hero</a>'
+        f'<a href="http://t.example.com/u/{delivery}/r0?s=y">Unsubscribe</a>'
+        f'<img src="http://t.example.com/o/{delivery}/r0.gif?s=z"></body></html>'
+    )
     (folder / f"{delivery}.html").write_text(html)
     path.write_text(
         json.dumps(
@@ -208,7 +220,7 @@ def landing() -> Iterator[str]:
     """A second web server, the target of the followed click."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = b"landing page"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -279,11 +291,14 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
     assert (status, body) == (200, b"landing page")
     status, headers, body = fetch(b, url(base, "/m/NGX-1/r2"))
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
-    assert "script-src" not in headers["Content-Security-Policy"] and "default-src 'none'" in headers[
-        "Content-Security-Policy"
-    ]
+    assert (
+        "script-src" not in headers["Content-Security-Policy"]
+        and "default-src 'none'" in headers["Content-Security-Policy"]
+    )
     page = body.decode()
-    assert 'href="https://shop.example.com/sale"' in page and "/c/NGX-1/" not in page and "/o/NGX-1/" not in page
+    assert (
+        'href="https://shop.example.com/sale"' in page and "/c/NGX-1/" not in page and "/o/NGX-1/" not in page
+    )
     # r2 again, a mail client with a long hostile user agent (quotes, backslashes, $, braces, latin-1)
     hostile_ua = ('Mozilla/5.0 "evil" \\ $x {y}; <b>é</b> ' * 150)[:6000]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -362,7 +377,9 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
     assert [e["ts"] for e in tab] == sorted((e["ts"] for e in tab), reverse=True)
     tab = json.loads(tracklog(tmp_path, "recipient", "r3", "--format", "json").stdout)
     assert [e["type"] for e in tab] == ["unsubscribe", "unsubscribe", "optout"]
-    hot = json.loads(tracklog(tmp_path, "report", "hot-clicks", "--delivery", "NGX-1", "--format", "json").stdout)
+    hot = json.loads(
+        tracklog(tmp_path, "report", "hot-clicks", "--delivery", "NGX-1", "--format", "json").stdout
+    )
     assert [(h["link_id"], h["clicks"], h["clickers"], h["share"]) for h in hot] == [
         ("hero", 2, 1, 50.0),
         ("code", 1, 1, 25.0),
@@ -371,5 +388,10 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
     status = json.loads(tracklog(tmp_path, "status", "--format", "json").stdout)
     (t1,) = status["servers"]
     # hits: the 18 lines less the HEAD and the favicon
-    assert (t1["server"], t1["streams"], t1["lines"], t1["hits"]) == ("t1", 1, requests_sent, 16)  # HEAD: see issue 10
+    assert (t1["server"], t1["streams"], t1["lines"], t1["hits"]) == (
+        "t1",
+        1,
+        requests_sent,
+        16,
+    )  # HEAD: see issue 10
     assert t1["last_hit"] is not None
