@@ -395,3 +395,226 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
         16,
     )  # HEAD: see issue 10
     assert t1["last_hit"] is not None
+
+
+# Manifest URLs as an attacker would write them, and the Location nginx must answer with (by
+# hand: bytes outside printable ASCII percent-encoded as UTF-8, nothing else changed).
+HOSTILE = {
+    "quote": ('https://x.example/a"b', 'https://x.example/a"b'),
+    "squote": ("https://x.example/a'b';", "https://x.example/a'b';"),
+    "semi": ("https://x.example/;return 200 'pwned';", "https://x.example/;return%20200%20'pwned';"),
+    "dollar": ("https://x.example/$host${uri}$", "https://x.example/$host${uri}$"),
+    "braces": (
+        "https://x.example/} server { listen 9; {",
+        "https://x.example/}%20server%20{%20listen%209;%20{",
+    ),
+    "newline": (
+        "https://x.example/a\nadd_header X-Evil 1;\r\n",
+        "https://x.example/a%0Aadd_header%20X-Evil%201;%0D%0A",
+    ),
+    "backslash": ('https://x.example/a\\"; \\n\\', 'https://x.example/a\\";%20\\n\\'),
+    "hash": ("https://x.example/#include /etc/passwd", "https://x.example/#include%20/etc/passwd"),
+    "unicode": ("https://x.example/café?q=ü", "https://x.example/caf%C3%A9?q=%C3%BC"),
+    "mailto": ("mailto:a@x.example?subject=hi there", "mailto:a@x.example?subject=hi%20there"),
+}
+
+
+def hostile_links() -> list[dict[str, str]]:
+    links = [{"id": k, "url": u} for k, (u, _) in HOSTILE.items()]
+    # ids that differ only in case (nginx compares map keys ignoring case)
+    links += [
+        {"id": "Case", "url": "https://x.example/upper"},
+        {"id": "case", "url": "https://x.example/lower"},
+        {"id": "a.b", "url": "https://x.example/dot"},  # '.' is no regex wildcard
+    ]
+    return links
+
+
+def generate(cwd: Path, out: Path, port: int, log: Path, *extra: str) -> list[dict[str, Any]]:
+    run = tracklog(
+        cwd,
+        "nginx-config",
+        "--server-name",
+        "t.example.com",
+        "--out",
+        str(out),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--access-log",
+        str(log),
+        "--format",
+        "json",
+        *extra,
+    )
+    return list(json.loads(run.stdout))
+
+
+def test_hostile_manifest_urls_never_break_the_config(tmp_path: Path, start_nginx: Any) -> None:
+    _need_nginx()
+    port = free_port()
+    server = Nginx(tmp_path / "prefix", port)
+    server.prefix.mkdir()
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, "H-1", hostile_links(), ["r1"])))
+    # a delivery id starting with "~" would be a regex key to nginx; ids "X" and "x" collide
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, "~t", [{"id": "x", "url": "https://x.example/tilde"}], ["r1"])))  # fmt: skip
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, "X", [{"id": "x", "url": "https://x.example/X"}], ["r1"])))  # fmt: skip
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, "x", [{"id": "x", "url": "https://x.example/x"}], ["r1"])))  # fmt: skip
+    out = tmp_path / "conf"
+    generate(tmp_path, out, port, server.prefix / "access.log")
+    start_nginx(server, main_conf(server.prefix, out))
+    client = browser(follow=False)
+    for link, (_, location) in HOSTILE.items():
+        status, headers, _ = fetch(client, f"{server.base}/c/H-1/{link}/r1")
+        assert (link, status, headers.get("Location"), headers.get("X-Evil")) == (link, 302, location, None)
+    expected = {
+        "/c/H-1/Case/r1": "https://x.example/upper",
+        "/c/H-1/case/r1": "https://x.example/lower",
+        "/c/H-1/a.b/r1": "https://x.example/dot",
+        "/c/~t/x/r1": "https://x.example/tilde",
+        "/c/X/x/r1": "https://x.example/X",
+        "/c/x/x/r1": "https://x.example/x",
+    }
+    for path, location in expected.items():
+        status, headers, _ = fetch(client, server.base + path)
+        assert (path, status, headers.get("Location")) == (path, 302, location)
+    for path in (
+        "/c/H-1/CASE/r1",
+        "/c/H-1/aXb/r1",
+        "/c/H-1/QUOTE/r1",
+        "/c/~T/x/r1",
+        "/c/t/x/r1",
+        "/c/H-1/semi;/r1",
+    ):
+        assert (path, fetch(client, server.base + path)[0]) == (path, 404)
+
+
+def test_regenerating_changes_only_the_map_and_a_reload_serves_it(tmp_path: Path, start_nginx: Any) -> None:
+    _need_nginx()
+    port = free_port()
+    server = Nginx(tmp_path / "prefix", port)
+    server.prefix.mkdir()
+    first = [{"id": "hero", "url": "https://x.example/1"}]
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, "D1", first, ["r1"])))
+    out = tmp_path / "conf"
+    written = generate(tmp_path, out, port, server.prefix / "access.log")
+    assert all(r["changed"] for r in written)
+    conf = main_conf(server.prefix, out)
+    start_nginx(server, conf)
+    client = browser(follow=False)
+    assert fetch(client, f"{server.base}/c/D2/hero/r1")[0] == 404
+
+    again = generate(tmp_path, out, port, server.prefix / "access.log")
+    assert [r for r in again if r["changed"]] == []  # nothing new: nothing rewritten
+    second = [{"id": "hero", "url": "https://x.example/2"}]
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, "D2", second, ["r1"])))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    changed = {
+        Path(r["file"]).name
+        for r in generate(tmp_path, out, port, server.prefix / "access.log")
+        if r["changed"]
+    }
+    assert changed == {nginx.MAP_FILE, "D2.html"}  # the map, and the new delivery's mirror copy
+    untouched = {p: t for p, t in before.items() if p.name not in (nginx.MAP_FILE, nginx.MIRROR_DIR)}
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    assert [p.name for p in out.rglob(".*.tmp")] == []  # no temporary file left behind
+
+    assert nginx_test(server.prefix, conf).returncode == 0
+    reload = subprocess.run(
+        [_need_nginx(), "-p", str(server.prefix), "-e", str(server.prefix / "error.log"), "-c", str(conf), "-s", "reload"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert reload.returncode == 0, reload.stderr
+    for _ in range(100):  # the new workers take over
+        status, headers, _ = fetch(client, f"{server.base}/c/D2/hero/r1")
+        if status == 302:
+            break
+        time.sleep(0.05)
+    assert (status, headers["Location"]) == (302, "https://x.example/2")
+    assert fetch(client, f"{server.base}/c/D1/hero/r1")[1]["Location"] == "https://x.example/1"
+
+
+def test_a_large_map_with_the_longest_ids_loads(tmp_path: Path) -> None:
+    _need_nginx()
+    links = [{"id": f"{i:04d}-" + "L" * 123, "url": f"https://x.example/{i}"} for i in range(3000)]
+    delivery = "D" * 128
+    tracklog(tmp_path, "ingest", "--manifest", str(write_manifest(tmp_path, delivery, links, ["r1"])))
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    out = tmp_path / "conf"
+    generate(tmp_path, out, free_port(), prefix / "access.log")
+    test = nginx_test(prefix, main_conf(prefix, out))
+    assert test.returncode == 0, test.stderr
+
+
+def test_mirror_upstream_and_custom_unsubscribe_page(tmp_path: Path) -> None:
+    page = tmp_path / "bye.html"
+    page.write_text("<p>Bye</p>\n")
+    out = tmp_path / "conf"
+    generate(tmp_path, out, 8080, tmp_path / "access.log", "--mirror-upstream", "http://127.0.0.1:9000",
+             "--unsubscribe-page", str(page), "--cookie-name", "tl", "--cookie-domain", "example.com")  # fmt: skip
+    locations = (out / nginx.LOCATIONS_FILE).read_text()
+    assert "proxy_pass http://127.0.0.1:9000;" in locations and not (out / nginx.MIRROR_DIR).exists()
+    assert "userid_name tl;" in locations and "userid_domain example.com;" in locations
+    assert (out / nginx.UNSUBSCRIBE_PAGE).read_text() == "<p>Bye</p>\n"
+    if NGINX is not None:
+        prefix = tmp_path / "prefix"
+        prefix.mkdir()
+        test = nginx_test(prefix, main_conf(prefix, out))
+        assert test.returncode == 0, test.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--server-name", "t.example.com; include /etc/passwd"),
+        ("--server-name", "t.example.com\nlisten 9"),
+        ("--listen", "80; root /"),
+        ("--cookie-name", "uid;"),
+        ("--cookie-expires", "1d; userid off"),
+        ("--cookie-domain", "example.com }"),
+        ("--mirror-upstream", "http://up/x"),
+        ("--mirror-upstream", "http://up;"),
+        ("--access-log", "/var/log/a b.log"),
+        ("--out", "conf;x"),
+    ],
+)
+def test_options_that_would_inject_config_are_refused(tmp_path: Path, option: str, value: str) -> None:
+    args = {"--server-name": "t.example.com", option: value}
+    run = tracklog(tmp_path, "nginx-config", *[x for kv in args.items() for x in kv], check=False)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f"Error: {option} ") and run.stdout == ""
+    assert not (tmp_path / "tracklog-nginx").exists() and not (tmp_path / "conf;x").exists()
+
+
+def test_nginx_url_escapes_or_refuses() -> None:
+    assert nginx.nginx_url("https://x.example/a") == '"https://x.example/a"'
+    assert nginx.nginx_url('https://x/"\\$') == '"https://x/\\"\\\\${tracklog_dollar}"'
+    assert nginx.nginx_url("https://x/\n") == '"https://x/%0A"'
+    for refused in ("javascript:alert(1)", "data:text/html,x", "//x.example", "https:", "ftp://x"):
+        assert nginx.nginx_url(refused) is None
+
+
+def test_a_link_nginx_cannot_redirect_to_is_left_out_with_a_warning() -> None:
+    text, mapped, refused = nginx.map_file([("D", "ok", "https://x/"), ("D", "js", "javascript:alert(1)")])
+    assert mapped == 1 and refused == ["delivery D link js: URL scheme is not http, https, mailto or tel"]
+    assert '"D/ok" "https://x/";' in text and "javascript" not in text
+
+
+def test_the_mirror_copy_counts_for_nobody() -> None:
+    content = (
+        '<a href="https://t.example.com/c/D/hero/r9?s=abc&amp;x=1">Hero</a>'
+        "<a href='//t.example.com/c/D/gone/r9'>Gone</a>"
+        '<a href="https://t.example.com/u/D/r9?s=u">Unsubscribe</a>'
+        '<a href="https://t.example.com/m/D/r9">Mirror</a>'
+        '<img src="https://t.example.com/o/D/r9.gif?s=o">'
+        '<a href="https://t.example.com/c/OTHER/hero/r9">Other delivery</a>'
+    )
+    page = nginx.mirror_page(content, "D", {"hero": 'https://shop.example/?a=1&b="2"'})
+    assert page == (
+        '<a href="https://shop.example/?a=1&amp;b=&quot;2&quot;">Hero</a>'
+        "<a href='#'>Gone</a>"
+        '<a href="#">Unsubscribe</a>'
+        '<a href="#">Mirror</a>'
+        '<img src="data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7">'
+        '<a href="https://t.example.com/c/OTHER/hero/r9">Other delivery</a>'
+    )
