@@ -142,3 +142,15 @@ def test_source_must_be_a_printable_name(tmp_path: Path) -> None:
     for bad in ("", "a\x1b[31m", "x" * 129):
         res = run(tmp_path, "ingest", "--source", bad, str(tmp_path / "a.log"))
         assert res.exit_code == ExitCode.USAGE_ERROR and "--source" in res.stderr
+
+
+def test_a_hostile_folder_name_never_drives_the_terminal(tmp_path: Path) -> None:
+    folder = tmp_path / "logs" / "edge\x1b[31m[bold]x"
+    write(folder / "access.log", hit(now() - dt.timedelta(hours=3), "/o/D/r1.gif"))
+    assert run(tmp_path, "ingest", "--log-format", LOG_FORMAT, str(folder)).exit_code == 0
+    assert servers(tmp_path)[0]["server"] == "edge\x1b[31m[bold]x"  # JSON keeps the name as is
+    table = run(tmp_path, "status").stdout
+    assert "\x1b" not in table and "edge\\x1b[31m[bold]x" in table
+    res = run(tmp_path, "check", "--max-lag", "1h")
+    assert res.exit_code == 6 and "\x1b" not in res.stdout + res.stderr
+    assert res.stderr.startswith("Error: server edge\\x1b[31m[bold]x: last tracking hit 3h")
