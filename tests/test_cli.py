@@ -34,7 +34,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 def test_every_area_is_registered() -> None:
     names = set(cli.commands)
-    assert {"ingest", "status", "link", "recipient", "report", "export"} <= names
+    assert {"ingest", "status", "link", "recipient", "report", "export", "nginx-config", "check"} <= names
 
 
 def test_python_dash_m(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from tracklog.cli import cli
 from tracklog.errors import ExitCode
+from tracklog.schema import SCHEMA_VERSION
 
 DATA = Path(__file__).parent / "data" / "schema2"
 DELIVERIES = ("NL-2026-11", "PROMO-BF-2026", "TX-WELCOME-2026-11")
@@ -62,8 +63,18 @@ def test_the_upgrade_happens_once_and_keeps_every_hit(upgraded: Path) -> None:
     run(upgraded, "report", "deliveries")
     con = duckdb.connect(str(upgraded), read_only=True)
     try:
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [("3",)]
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [
+            (str(SCHEMA_VERSION),)
+        ]
         assert con.execute("SELECT count(*) FROM hits WHERE resolution IS NULL").fetchall() == [(0,)]
+        # schema 4: each stream's newest hit, taken from its stored hits; no server known yet
+        assert (
+            con.execute(
+                "SELECT count(*) FROM sources s WHERE s.server IS NULL AND s.last_hit IS NOT DISTINCT FROM "
+                "(SELECT max(ts) FROM hits h WHERE h.source_id = s.source_id)"
+            ).fetchall()
+            == con.execute("SELECT count(*) FROM sources").fetchall()
+        )
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert not tables & {"hit_facts", "delivery_totals_stored", "delivery_breakdowns"}
     finally:

@@ -39,7 +39,7 @@ class Config:
     config_file: Path | None = None
     secret: bytes | None = None
     verify_signatures: bool = True
-    log_format: str = "combined"
+    log_format: str | None = None  # None: the one `nginx-config` recorded, else combined
     log_formats: dict[str, str] = field(default_factory=dict)
     max_bad_ratio: float = DEFAULT_MAX_BAD_RATIO
     wait: float = DEFAULT_WAIT_SECONDS

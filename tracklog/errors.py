@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     LOCK_BUSY = 3  # another tracklog process holds the database's writer lock
     NOT_FOUND = 4  # the asked-for delivery or recipient is not in the database
     CONFIG_ERROR = 5  # the config file or environment is invalid (bad TOML, missing secret)
+    LATE_LOGS = 6  # `check --max-lag`: a tracking server's logs stopped arriving
     INTERNAL_ERROR = 70  # a bug: please report it (traceback with --debug)
 
 
@@ -43,3 +44,7 @@ class NotFoundError(TracklogError):
 
 class ConfigError(TracklogError):
     exit_code = ExitCode.CONFIG_ERROR
+
+
+class LateLogsError(TracklogError):
+    exit_code = ExitCode.LATE_LOGS

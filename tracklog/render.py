@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tracklog.spreadsheet import neutralised_table
 
@@ -195,10 +196,19 @@ def _rich_table(section: Section, tz: dt.tzinfo | None) -> Table:
         values = [v for v in table.column(source).to_pylist() if v is not None]
         tops[header] = float(max(values, default=0))
     for r in rows_of(table):
-        cells = [cell_text(v, tz) for v in r.values()]
-        cells += [bar_text(float(r[src] or 0), tops[h]) for h, src in section.bars.items()]
+        cells = [terminal_text(cell_text(v, tz)) for v in r.values()]
+        cells += [Text(bar_text(float(r[src] or 0), tops[h])) for h, src in section.bars.items()]
         rt.add_row(*cells)
     return rt
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def terminal_text(value: str) -> Text:
+    """A cell as plain text: no rich markup read in it, control characters shown escaped (a log
+    field, a manifest label or a folder name must never drive the terminal)."""
+    return Text(value.translate(_CONTROL))
 
 
 def _transposed(section: Section, tz: dt.tzinfo | None) -> Table:
@@ -207,5 +217,5 @@ def _transposed(section: Section, tz: dt.tzinfo | None) -> Table:
     rt.add_column("value", justify="right", overflow="fold")
     rows = rows_of(section.table)
     for name in section.table.column_names:
-        rt.add_row(name, cell_text(rows[0][name], tz) if rows else "")
+        rt.add_row(name, terminal_text(cell_text(rows[0][name], tz) if rows else ""))
     return rt

@@ -15,7 +15,8 @@ from tracklog.routes import PATH_SQL
 # 2: hits.path became a virtual column (computed from the route and ids)
 # 3: hits carry their resolution; the derived tables of tracklog.derived, merged per commit,
 #    replace the caches of schema 2
-SCHEMA_VERSION = 3
+# 4: sources carry the tracking server they came from and the time of their newest hit
+SCHEMA_VERSION = 4
 
 # The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
 HIT_COLUMNS = (
@@ -96,7 +97,9 @@ CREATE TABLE IF NOT EXISTS sources (
     quarantined  BIGINT NOT NULL,
     log_format   VARCHAR NOT NULL,
     first_ingest TIMESTAMP NOT NULL,
-    last_ingest  TIMESTAMP NOT NULL
+    last_ingest  TIMESTAMP NOT NULL,
+    server       VARCHAR,               -- the tracking server (ingest --source, or its directory)
+    last_hit     TIMESTAMP              -- UTC time of its newest tracking hit (ingest keeps it)
 );
 
 """
@@ -303,7 +306,19 @@ def _replace_caches(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
+def _add_servers(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 3 -> 4: each stream's tracking server (unknown for what was read before) and the
+    time of its newest hit, taken once from the stored hits."""
+    con.execute("ALTER TABLE sources ADD COLUMN IF NOT EXISTS server VARCHAR")
+    con.execute("ALTER TABLE sources ADD COLUMN IF NOT EXISTS last_hit TIMESTAMP")
+    con.execute(
+        "UPDATE sources SET last_hit = h.last_hit FROM (SELECT source_id, max(ts) AS last_hit FROM hits "
+        "GROUP BY source_id) h WHERE sources.source_id = h.source_id"
+    )
+
+
 _LADDER: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     2: _migrate_path_column,
     3: _replace_caches,
+    4: _add_servers,
 }

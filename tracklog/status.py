@@ -4,6 +4,8 @@ manifests and the last runs. Each section is an Arrow table for the one output p
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +18,10 @@ _SECTIONS = {
         SELECT source_id, path, left(fingerprint, 16) AS fingerprint, fp_len, compressed,
                byte_offset, lines, hits, ignored, quarantined, log_format, last_ingest
         FROM sources ORDER BY source_id""",
+    "servers": """
+        SELECT coalesce(server, '-') AS server, count(*) AS streams, sum(lines)::BIGINT AS lines,
+               sum(hits)::BIGINT AS hits, max(last_hit) AS last_hit, max(last_ingest) AS last_ingest
+        FROM sources GROUP BY ALL ORDER BY server""",
     "quarantine": """
         SELECT reason, count(*) AS lines FROM quarantine GROUP BY reason ORDER BY lines DESC, reason""",
     "signatures": """
@@ -39,5 +45,78 @@ _ORPHANS = "SELECT * FROM orphan_counts ORDER BY orphan_hits DESC, delivery_id"
 def status_tables(db: Path, wait: float, on_wait: OnWait | None = None) -> list[tuple[str, pa.Table]]:
     with open_reader(db, wait, on_wait) as con:
         out = [(name, con.sql(sql).to_arrow_table()) for name, sql in _SECTIONS.items()]
-        out.insert(3, ("orphans", con.sql(_ORPHANS).to_arrow_table()))
+        out.insert(4, ("orphans", con.sql(_ORPHANS).to_arrow_table()))
     return out
+
+
+def server_lags(
+    db: Path,
+    wait: float,
+    max_lag: dt.timedelta,
+    now: dt.datetime,
+    servers: Sequence[str] = (),
+    on_wait: OnWait | None = None,
+) -> tuple[pa.Table, list[str]]:
+    """Per tracking server (only `servers` when given): its newest hit, how long ago that was at
+    `now` (UTC), and whether that is more than `max_lag`; with one line per late server. No
+    hit yet, or an asked server never ingested, is late too."""
+    with open_reader(db, wait, on_wait) as con:
+        rows = con.execute(
+            "SELECT coalesce(server, '-') AS server, max(last_hit) AS last_hit, sum(lines)::BIGINT AS lines "
+            "FROM sources GROUP BY ALL ORDER BY server"
+        ).fetchall()
+    if servers:
+        rows = [r for r in rows if r[0] in servers]
+    out: list[dict[str, object]] = []
+    late: list[str] = []
+    for server, last_hit, lines in rows:
+        lag = None if last_hit is None else max(now - last_hit, dt.timedelta(0))
+        is_late = lag is None or lag > max_lag
+        out.append(
+            {
+                "server": server,
+                "last_hit": last_hit,
+                "lag_seconds": None if lag is None else int(lag.total_seconds()),
+                "lines": int(lines),
+                "status": "late" if is_late else "ok",
+            }
+        )
+        if is_late:
+            since = "no tracking hit yet" if lag is None else f"last tracking hit {_duration(lag)} ago"
+            late.append(f"server {_shown(server)}: {since} (more than --max-lag {_duration(max_lag)})")
+    known = {r[0] for r in rows}
+    late += [
+        f"server {name}: no logs ingested from it" for name in dict.fromkeys(servers) if name not in known
+    ]
+    if not rows and not servers:
+        late.append("no tracking logs ingested yet")
+    schema = pa.schema(
+        [
+            ("server", pa.string()),
+            ("last_hit", pa.timestamp("us")),
+            ("lag_seconds", pa.int64()),
+            ("lines", pa.int64()),
+            ("status", pa.string()),
+        ]
+    )
+    return pa.Table.from_pylist(out, schema=schema), late
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _shown(name: str) -> str:
+    """A server name (a folder's name: anything) for a line on a terminal: controls escaped."""
+    return name.translate(_CONTROL)
+
+
+def _duration(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds()) // 60
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [
+        f"{days}d" if days else "",
+        f"{hours}h" if hours else "",
+        f"{mins}m" if mins or not (days or hours) else "",
+    ]
+    return "".join(parts)

@@ -47,6 +47,20 @@ def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -
     return tuple(rows[0]) if rows else None
 
 
+# meta key of the log format `tracklog nginx-config` generated ("name\nspec"): what ingest reads
+# when neither --log-format nor the config file names one
+LOG_FORMAT_KEY = "log_format"
+
+
+def meta_value(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = fetch_one(con, "SELECT value FROM meta WHERE key = ?", [key])
+    return None if row is None else str(row[0])
+
+
+def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+
 def lock_path(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 

@@ -178,3 +178,4 @@ from tracklog.cli import export as _export  # noqa: F401
 from tracklog.cli import ingest as _ingest  # noqa: F401
 from tracklog.cli import link as _link  # noqa: F401
 from tracklog.cli import reports as _reports  # noqa: F401
+from tracklog.cli import tracking_server as _tracking_server  # noqa: F401

@@ -40,6 +40,11 @@ from tracklog.status import status_tables
     help="combined (default), common, json, a name from the config file, or an nginx log_format string.",
 )
 @click.option(
+    "--source",
+    metavar="NAME",
+    help="The tracking server these logs come from (default: the name of the directory given, if any).",
+)
+@click.option(
     "--max-bad-ratio",
     type=click.FloatRange(0, 1),
     help="Roll a new file back when more than this share of its first 1000 lines do not parse [0.5].",
@@ -70,6 +75,7 @@ def ingest(
     inputs: tuple[str, ...],
     manifests: tuple[str, ...],
     log_format: str | None,
+    source: str | None,
     max_bad_ratio: float | None,
     exclude: tuple[str, ...],
     fmt: str | None,
@@ -88,6 +94,8 @@ def ingest(
         raise click.UsageError(
             "nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE"
         )
+    if source is not None and (not source or len(source) > 128 or not source.isprintable()):
+        raise click.BadParameter("1-128 printable characters", param_hint="--source")
     show_progress = not app.quiet and app.err.is_terminal and sys.stdout.isatty()
     phases = Phases() if profile else None
     with _progress_bar(app, show_progress) as progress:
@@ -96,6 +104,7 @@ def ingest(
             list(inputs),
             list(manifests),
             log_format=log_format,
+            source=source,
             progress=progress,
             phases=phases,
             on_wait=app.waiting_notice("finish"),

@@ -79,6 +79,7 @@ class Counts:
     quarantined: int = 0
     rejected: int = 0
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    last_hit: dt.datetime | None = None  # of the chunk's newest hit
 
 
 class Ingester:
@@ -238,13 +239,17 @@ class Ingester:
         ignored = counts.lines - hits - counts.quarantined
         if insert:  # a new stream starts at zero; the UPDATE below adds this chunk
             self.con.execute(
-                "INSERT INTO sources VALUES (?, '', 0, ?, ?, 0, 0, 0, 0, 0, ?, ?, ?)",
+                "INSERT INTO sources (source_id, fingerprint, fp_len, path, compressed, byte_offset, lines, "
+                "hits, ignored, quarantined, log_format, first_ingest, last_ingest) "
+                "VALUES (?, '', 0, ?, ?, 0, 0, 0, 0, 0, ?, ?, ?)",
                 [source_id, name, stream.compressed, self.fmt.name, now, now],
             )
+        # the server: as named now, else as first named (a rotated copy read from elsewhere keeps it)
         self.con.execute(
             "UPDATE sources SET fingerprint = ?, fp_len = ?, path = ?, compressed = ?, byte_offset = ?, "
             "lines = lines + ?, hits = hits + ?, ignored = ignored + ?, quarantined = quarantined + ?, "
-            "last_ingest = ? WHERE source_id = ?",
+            "last_ingest = ?, server = coalesce(?, server), last_hit = greatest(last_hit, ?) "
+            "WHERE source_id = ?",
             [
                 fp,
                 fp_len,
@@ -256,6 +261,8 @@ class Ingester:
                 ignored,
                 counts.quarantined,
                 now,
+                stream.server,
+                counts.last_hit,
                 source_id,
             ],
         )
@@ -328,6 +335,7 @@ class Ingester:
             self.con,
             "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL), "
             "count(*) FILTER (WHERE sig_status IN ('invalid', 'missing')), "
+            "max(ts) FILTER (WHERE kind IS NOT NULL), "
             + ", ".join(f"count(*) FILTER (WHERE kind = '{k}')" for k in KINDS)
             + " FROM tl_chunk",
         )
@@ -336,7 +344,8 @@ class Ingester:
             lines=int(row[0]),
             quarantined=int(row[1]),
             rejected=int(row[2]),
-            hits={k: int(v) for k, v in zip(KINDS, row[3:], strict=True)},
+            last_hit=row[3],
+            hits={k: int(v) for k, v in zip(KINDS, row[4:], strict=True)},
         )
 
     def _quarantine(self, source_id: int, chunk: Chunk) -> None:

@@ -4,6 +4,7 @@ with a record in the runs table. Returns what happened; printing is the caller's
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -19,11 +20,11 @@ from tracklog import derived
 from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
-from tracklog.ingest.formats import resolve_format
+from tracklog.ingest.formats import LogFormat, resolve_format
 from tracklog.ingest.sources import DEFAULT_EXCLUDE, expand_inputs
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS
-from tracklog.store import OnWait, WriterSession, fetch_one, writer_session
+from tracklog.store import LOG_FORMAT_KEY, OnWait, WriterSession, fetch_one, meta_value, writer_session
 
 
 @dataclass
@@ -81,20 +82,25 @@ def run_ingest(
     manifests: list[str],
     *,
     log_format: str | None = None,
+    source: str | None = None,
     progress: Progress | None = None,
     phases: Phases | None = None,
     on_wait: OnWait | None = None,
     exclude: list[str] | None = None,
 ) -> IngestReport:
     """Ingest `manifests` then the log `inputs`; errors of one input never stop the others.
+    `source` names the tracking server of every input (else a directory's name, if any).
     `phases`, when given, collects where the time went; `on_wait` is called if another ingest
     holds the database. Files of a DIR or GLOB named like nginx's error log, like a glob of
     config.exclude or of `exclude` are skipped (listed in the report)."""
     report = IngestReport()
     phases = phases if phases is not None else NoPhases()
-    fmt = resolve_format(log_format or config.log_format, config.log_formats)
+    asked = log_format or config.log_format
+    fmt = resolve_format(asked, config.log_formats) if asked else None
     patterns = [*DEFAULT_EXCLUDE, *config.exclude, *(exclude or [])]
     specs, errors, report.skipped = expand_inputs(inputs, patterns)
+    if source is not None:
+        specs = [dataclasses.replace(spec, server=source) for spec in specs]
     report.errors.extend(errors)
     if specs and config.verify_signatures and config.secret is None:
         raise ConfigError(
@@ -117,7 +123,7 @@ def run_ingest(
         if specs:
             ingester = Ingester(
                 con,
-                fmt,
+                fmt or recorded_format(con),
                 secret=config.secret,
                 verify_signatures=config.verify_signatures,
                 max_bad_ratio=config.max_bad_ratio,
@@ -136,6 +142,15 @@ def run_ingest(
     with phases.phase("close database (checkpoint)"):
         closing.close()
     return report
+
+
+def recorded_format(con: duckdb.DuckDBPyConnection) -> LogFormat:
+    """The log format `tracklog nginx-config` recorded in the database, else combined."""
+    recorded = meta_value(con, LOG_FORMAT_KEY)
+    if recorded is None or "\n" not in recorded:
+        return resolve_format("combined", {})
+    name, spec = recorded.split("\n", 1)
+    return resolve_format(name, {name: spec})
 
 
 def _between_commits(session: WriterSession) -> Callable[[], None]:

@@ -47,9 +47,11 @@ DEFAULT_EXCLUDE = ("error.log*",)
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One log input as named by the user, resolved to a path (or '-' for stdin)."""
+    """One log input as named by the user, resolved to a path (or '-' for stdin), and the
+    tracking server it comes from (`--source`, or the directory it was named by), if known."""
 
     name: str
+    server: str | None = None
 
 
 def expand_inputs(
@@ -58,12 +60,14 @@ def expand_inputs(
     """Resolve FILE|DIR|GLOB|- arguments to inputs, oldest first; return (inputs, errors,
     skipped).
 
-    A directory stands for its regular, non-hidden files, and a glob for the files it matches,
+    A directory stands for its regular, non-hidden files, which come from the tracking server
+    named like the directory (a directory per server), and a glob for the files it matches,
     except those whose name matches a pattern of `exclude` (fnmatch on the file name): these
     come back as `skipped`. Duplicates (same real path) are dropped. Names that match nothing
     come back as one-line errors.
     """
     found: list[tuple[float, str]] = []
+    servers: dict[str, str] = {}
     errors: list[str] = []
     skipped: list[str] = []
     seen: set[str] = set()
@@ -100,8 +104,10 @@ def expand_inputs(
                 for n in os.listdir(arg)
                 if not n.startswith(".") and os.path.isfile(os.path.join(arg, n))
             )
+            server = os.path.basename(os.path.normpath(os.path.abspath(arg)))
             for n in kept(names):
                 add(n)
+                servers.setdefault(n, server)
             continue
         if os.path.exists(arg) or os.path.islink(arg):
             add(arg)
@@ -116,7 +122,7 @@ def expand_inputs(
         errors.append(f"{arg}: no such file or directory")
     # oldest first, so rotated files (access.log.2.gz, .1, then access.log) go in time order
     found.sort(key=lambda t: (t[0], t[1]))
-    specs = [InputSpec(p) for _, p in found]
+    specs = [InputSpec(p, servers.get(p)) for _, p in found]
     if stdin_seen:
         specs.append(InputSpec(STDIN))
     return specs, errors, skipped
@@ -127,6 +133,7 @@ class LogStream:
 
     def __init__(self, spec: InputSpec) -> None:
         self.name = spec.name
+        self.server = spec.server
         self.complete = True  # may the unterminated last line be consumed?
         self.compressed = False
         self.size_limit: int | None = None  # plain files: bytes present when opened
