@@ -27,6 +27,7 @@ _KNOWN_KEYS = {
     "log_formats",
     "max_bad_ratio",
     "wait",
+    "tz",
 }
 
 
@@ -40,6 +41,7 @@ class Config:
     log_formats: dict[str, str] = field(default_factory=dict)
     max_bad_ratio: float = DEFAULT_MAX_BAD_RATIO
     wait: float = DEFAULT_WAIT_SECONDS
+    tz: str = "UTC"  # IANA zone of the times reports show (config key tz, env TRACKLOG_TZ)
 
     def require_secret(self) -> bytes:
         if self.secret is None:
@@ -91,6 +93,19 @@ def _env_wait(text: str) -> float:
     if not wait >= 0:  # also refuses nan
         raise ConfigError(f"TRACKLOG_WAIT must be 0 or more seconds (got {text!r})")
     return wait
+
+
+def _zone_name(name: str, where: str) -> str:
+    """`name` when it is a known IANA zone (or UTC), else a ConfigError naming `where`."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() == "UTC":
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: unknown time zone {name!r} (use an IANA name like Europe/Paris, or UTC)") from None
+    return name
 
 
 def load_config(
@@ -147,6 +162,8 @@ def load_config(
             if v < 0:
                 raise ConfigError(f"config {path}: 'wait' must be 0 or more seconds (got {v!r})")
             cfg.wait = float(v)
+        if (v := _typed(data, "tz", str, path)) is not None:
+            cfg.tz = _zone_name(v, f"config {path}: 'tz'")
 
     if env.get("TRACKLOG_DB"):
         cfg.db = Path(env["TRACKLOG_DB"])
@@ -154,6 +171,8 @@ def load_config(
         cfg.secret = env["TRACKLOG_SECRET"].encode()
     if env.get("TRACKLOG_WAIT"):
         cfg.wait = _env_wait(env["TRACKLOG_WAIT"])
+    if env.get("TRACKLOG_TZ"):
+        cfg.tz = _zone_name(env["TRACKLOG_TZ"], "TRACKLOG_TZ")
     if db is not None:
         if not db:
             raise UsageError("--db is empty: name the DuckDB file")

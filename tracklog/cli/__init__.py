@@ -1,25 +1,30 @@
 """The command-line layer: click commands that parse options, call the core, and render.
 
 `main` is the console script. It turns TracklogError into one line on stderr and its exit
-code; a traceback only with --debug. Commands live in the sibling modules, one per area.
+code; a traceback only with --debug. Commands live in the sibling modules, one per area, imported
+only when one of their commands runs (`tracklog --help` stays fast: see LAZY_COMMANDS).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import duckdb
-from rich.console import Console
 
 from tracklog.config import Config, load_config
-from tracklog.derived import open_reader
-from tracklog.errors import ExitCode, TracklogError
-from tracklog.store import OnWait
+from tracklog.errors import ExitCode, NotFoundError, TracklogError
+from tracklog.render import inert, note
+
+if TYPE_CHECKING:
+    import duckdb
+    from rich.console import Console
+
+    from tracklog.store import OnWait
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,9 +37,16 @@ class App:
     config_flag: str | None
     debug: bool
     quiet: bool
-    err: Console
     wait_flag: float | None = None  # a command's --wait
     _config: Config | None = field(default=None, repr=False)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def err(self) -> Console:
+        """The stderr console (rich is imported on first use)."""
+        if self._err is None:
+            self._err = stderr_console()
+        return self._err
 
     @property
     def config(self) -> Config:
@@ -48,8 +60,20 @@ class App:
     def db(self) -> Path:
         return self.config.db
 
+    def existing_db(self) -> Path:
+        """The database path, which must exist: a report never creates one, and an empty table
+        from a wrong path or directory would look like a database without hits."""
+        if not self.db.exists():
+            raise NotFoundError(
+                f"no database at {self.db} (run `tracklog ingest` first, or point --db, TRACKLOG_DB "
+                "or db in the config file at the database)"
+            )
+        return self.db
+
     def open_reader(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return open_reader(self.db, self.config.wait, self.waiting_notice(), self.upgrade_notice())
+        from tracklog.derived import open_reader
+
+        return open_reader(self.existing_db(), self.config.wait, self.waiting_notice(), self.upgrade_notice())
 
     def upgrade_notice(self) -> Callable[[], None] | None:
         """What to call when a reader must first bring the database up to date (after an upgrade
@@ -69,7 +93,7 @@ class App:
 
         def notice(holder: str | None) -> None:
             who = f"the ingest ({holder})" if holder else "the process writing the database"
-            self.err.print(f"waiting for {who} to {until}...")
+            note(self.err, f"waiting for {who} to {until}...")
 
         return notice
 
@@ -97,11 +121,41 @@ def wait_option(func: F) -> F:
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
+# command -> (module that registers it, its one-line help for `tracklog --help`); a test checks
+# these lines against the commands' own help.
+LAZY_COMMANDS = {
+    "ingest": ("tracklog.cli.ingest", "Ingest nginx access logs and delivery manifests into the database."),
+    "link": ("tracklog.cli.link", "Print the signed tracked URLs of a stored delivery, or its..."),
+    "recipient": ("tracklog.cli.reports", "The recipient's Tracking tab: every tracking event, newest first."),
+    "report": ("tracklog.cli.reports", "Tracking reports: indicators, hot clicks, URLs, click streams,..."),
+    "status": ("tracklog.cli.ingest", "What has been ingested: files, counts, quarantine by reason,..."),
+}
+
+
 class TracklogGroup(click.Group):
-    """Turns every failure into one line on stderr and a documented exit code."""
+    """Turns every failure into one line on stderr and a documented exit code; imports a
+    command's module only when the command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            importlib.import_module(LAZY_COMMANDS[cmd_name][0])
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, LAZY_COMMANDS[name][1] if name in LAZY_COMMANDS else self.commands[name].get_short_help_str())
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         debug = bool(ctx.params.get("debug"))
@@ -110,7 +164,7 @@ class TracklogGroup(click.Group):
         except TracklogError as exc:
             if debug:
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {inert(str(exc))}", err=True)
             ctx.exit(int(exc.exit_code))
         except BrokenPipeError:
             ctx.exit(int(ExitCode.OK))
@@ -119,7 +173,9 @@ class TracklogGroup(click.Group):
         except Exception as exc:  # a bug: one line unless --debug
             if debug:
                 raise
-            click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+            click.echo(
+                f"Error: internal error: {type(exc).__name__}: {inert(str(exc))} (rerun with --debug)", err=True
+            )
             ctx.exit(int(ExitCode.INTERNAL_ERROR))
         return None
 
@@ -144,15 +200,10 @@ def cli(ctx: click.Context, db: str | None, config_file: str | None, debug: bool
     Ingest the tracking domain's access logs and the delivery manifests, then ask who
     opened and clicked what: `tracklog recipient ID`, `tracklog report delivery ID`, ...
     """
-    ctx.obj = App(db_flag=db, config_flag=config_file, debug=debug, quiet=quiet, err=stderr_console())
+    ctx.obj = App(db_flag=db, config_flag=config_file, debug=debug, quiet=quiet)
 
 
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="tracklog")
 
-
-# Commands register themselves on `cli` when their module is imported.
-from tracklog.cli import ingest as _ingest  # noqa: F401
-from tracklog.cli import link as _link  # noqa: F401
-from tracklog.cli import reports as _reports  # noqa: F401

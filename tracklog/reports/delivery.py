@@ -47,3 +47,37 @@ def deliveries(
         f" ORDER BY sent_at DESC, delivery{limit_clause(limit)}"
     )
     return query(con, sql, [*params, *window.params()])
+
+
+FUNNEL = (  # stage, indicator, the automated hits not counted beside it
+    ("sent", "sent", None),
+    ("delivered", "delivered", None),
+    ("opened", "opens_unique", "machine_opens"),
+    ("clicked", "clicks_unique", "bot_clicks"),
+)
+
+
+def funnel(indicators: pa.Table) -> pa.Table:
+    """Columns stage, count, of_sent (%), not_counted: sent -> delivered -> opened -> clicked
+    from one delivery's indicators row, with the machine opens and bot clicks beside the stage
+    they were kept out of."""
+    row = indicators.to_pylist()[0]
+    sent = int(row["sent"] or 0)
+    counts = [int(row[name] or 0) for _, name, _ in FUNNEL]
+    return pa.table(
+        {
+            "stage": [stage for stage, _, _ in FUNNEL],
+            "count": pa.array(counts, pa.int64()),
+            "of_sent": pa.array([metrics_pct(n, sent) for n in counts], pa.float64()),
+            "not_counted": pa.array([row[a] if a else None for _, _, a in FUNNEL], pa.int64()),
+        }
+    )
+
+
+def metrics_pct(num: int, den: int) -> float:
+    """num/den in percent, one decimal rounded half up (as metrics.rate_sql rounds)."""
+    if den == 0:
+        return 0.0
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return float((Decimal(100 * num) / Decimal(den)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
