@@ -126,14 +126,14 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-# command -> (module that registers it, its one-line help for `tracklog --help`); a test checks
-# these lines against the commands' own help.
+# command -> (module that registers it, the first line of its help, for `tracklog --help`);
+# a test checks these lines against the commands' own help.
 LAZY_COMMANDS = {
     "ingest": ("tracklog.cli.ingest", "Ingest nginx access logs and delivery manifests into the database."),
-    "link": ("tracklog.cli.link", "Print the signed tracked URLs of a stored delivery, or its..."),
+    "link": ("tracklog.cli.link", "Print the signed tracked URLs of a delivery's recipients."),
     "recipient": ("tracklog.cli.reports", "The recipient's Tracking tab: every tracking event, newest first."),
-    "report": ("tracklog.cli.reports", "Tracking reports: indicators, hot clicks, URLs, click streams,..."),
-    "status": ("tracklog.cli.ingest", "What has been ingested: files, counts, quarantine by reason,..."),
+    "report": ("tracklog.cli.reports", "Tracking reports: indicators, hot clicks, URLs, click streams, statistics."),
+    "status": ("tracklog.cli.ingest", "What has been ingested: files, counts, quarantine by reason, orphans, last run."),
 }
 
 
@@ -150,9 +150,16 @@ class TracklogGroup(click.Group):
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
         rows = [
-            (name, LAZY_COMMANDS[name][1] if name in LAZY_COMMANDS else self.commands[name].get_short_help_str())
-            for name in self.list_commands(ctx)
+            (
+                name,
+                click.utils.make_default_short_help(LAZY_COMMANDS[name][1], limit)
+                if name not in self.commands
+                else self.commands[name].get_short_help_str(limit),
+            )
+            for name in names
         ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)

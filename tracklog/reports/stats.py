@@ -110,13 +110,14 @@ def _bucketed(hourly: list[tuple[int, int, int]], first: int, later: int) -> lis
     # Empty buckets are filled here: a handful of rows, and SQL would need a table function.
     numbers = range(min(found), max(found) + 1) if found else range(0)
     return [
-        (_bucket_label(start_hour(n)), start_hour(n), *found.get(n, [0, 0]))  # type: ignore[misc]
+        (_bucket_label(start_hour(n), first if n < day_buckets else later), start_hour(n), *found.get(n, [0, 0]))  # type: ignore[misc]
         for n in numbers
     ]
 
 
-def _bucket_label(hours: int) -> str:
-    if hours >= 24 and hours % 24 == 0:
+def _bucket_label(hours: int, minutes: int) -> str:
+    """'+3h' for buckets of hours, '+2d' for buckets of days."""
+    if minutes % 1440 == 0:
         return f"+{hours // 24}d"
     return f"+{hours}h"
 
