@@ -218,6 +218,21 @@ def shorten_middle(text: str, width: int) -> str:
     return text[:head] + "…" + (text[-tail:] if tail else "")
 
 
+def shorten_url(url: str, width: int) -> str:
+    """`url` in `width` characters: without its scheme first, then cut in the middle of the path
+    so that the host and the end of the path stay ("shop.example.com/…/winter-layering")."""
+    if len(url) <= width:
+        return url
+    rest = url.split("://", 1)[1] if "://" in url else url
+    if len(rest) <= width:
+        return rest
+    host, slash, path = rest.partition("/")
+    if not slash or len(host) + 3 > width:
+        return shorten_middle(rest, width)
+    tail = width - len(host) - 2  # host + "/…" + tail
+    return f"{host}/…{path[-tail:]}"
+
+
 def json_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return iso_utc(value)
@@ -483,7 +498,7 @@ def _rich_table(section: Section, tz: dt.tzinfo | None, width: int) -> tuple[Tab
                 if last and i in marks:
                     text = f"{text} {marks[i]}" if text else marks[i]
             elif c.kind == "url":
-                text = shorten_middle(c.cells[i], widths[c.name])
+                text = shorten_url(c.cells[i], widths[c.name])
             else:
                 text = c.cells[i]
             cells.append(Text(text))
