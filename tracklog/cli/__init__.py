@@ -78,7 +78,7 @@ class App:
     def upgrade_notice(self) -> Callable[[], None] | None:
         """What to call when a reader must first bring the database up to date (after an upgrade
         of tracklog): a line on stderr when a person can see it, else nothing."""
-        if self.quiet or not self.err.is_terminal:
+        if self.quiet or not _stderr_is_terminal():
             return None
         return lambda: self.err.print(
             "bringing the database up to date for this version of tracklog (once; about 20 s per "
@@ -88,7 +88,7 @@ class App:
     def waiting_notice(self, until: str = "commit") -> OnWait | None:
         """What to call when the command starts waiting for an ingest: a line on stderr when a
         person can see it (a terminal, not --quiet), else nothing."""
-        if self.quiet or not self.err.is_terminal:
+        if self.quiet or not _stderr_is_terminal():
             return None
 
         def notice(holder: str | None) -> None:
@@ -96,6 +96,13 @@ class App:
             note(self.err, f"waiting for {who} to {until}...")
 
         return notice
+
+
+def _stderr_is_terminal() -> bool:
+    """Whether a person sees stderr (without importing rich for a piped JSON report)."""
+    import sys
+
+    return sys.stderr.isatty()
 
 
 pass_app = click.make_pass_decorator(App)
