@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import OUT, print_table, tracklog_env  # noqa: E402
+from measure import OUT, print_table, tracklog_env
 
 REPORTS = [
     ["report", "delivery", "D00"],

@@ -25,6 +25,7 @@ from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import sign_path
 from tracklog.store import open_writer
 
+
 def skip_or_fail(reason: str) -> NoReturn:
     """Skip where an external requirement is missing; fail under TRACKLOG_CI=1 so CI always runs it."""
     if os.environ.get("TRACKLOG_CI"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -16,7 +15,6 @@ from hypothesis import strategies as st
 
 from tracklog.errors import UsageError
 from tracklog.ingest.formats import OUTPUT_COLUMNS, resolve_format
-
 
 LINE = (
     '203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 '

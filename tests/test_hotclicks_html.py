@@ -175,7 +175,7 @@ def test_the_content_security_policy_blocks_any_script(tracking_db: Path, tmp_pa
     """Defence in depth: a script that got past the sanitiser would still not run."""
     text = write_page(tracking_db, tmp_path).read_text(encoding="utf-8")
     assert text.index(CSP_META) < text.index("<title>")  # the policy comes first in the head
-    injected = f"<script>{PWN}</script><img src=x onerror=\"{PWN}\"></body>"
+    injected = f'<script>{PWN}</script><img src=x onerror="{PWN}"></body>'
     with_csp = tmp_path / "with_csp.html"
     with_csp.write_text(text.replace("</body>", injected))
     assert 'data-pwned="1"' not in dump_dom(tmp_path, with_csp)  # the body was not changed
@@ -184,7 +184,9 @@ def test_the_content_security_policy_blocks_any_script(tracking_db: Path, tmp_pa
     assert 'data-pwned="1"' in dump_dom(tmp_path, without)
 
 
-def test_hot_clicks_page_has_legend_period_counts_and_route_pills(tracking_db: Path, tmp_path: Path, model: Any) -> None:
+def test_hot_clicks_page_has_legend_period_counts_and_route_pills(
+    tracking_db: Path, tmp_path: Path, model: Any
+) -> None:
     dom = dump_dom(tmp_path, write_page(tracking_db, tmp_path))
     ind = model.indicators("NL1")
     assert "fewest clicks" in dom and "most clicks" in dom and "tracklog-ramp" in dom  # the legend
@@ -192,7 +194,9 @@ def test_hot_clicks_page_has_legend_period_counts_and_route_pills(tracking_db: P
     assert "clicks from 2026-11-03T09:06:00Z to 2026-11-03T12:20:00Z" in dom
     assert f'<span data-field="clicks_total">{ind["clicks_total"]}</span> clicks' in dom
     assert "42.9% · 3 clicks" in dom  # absolute counts are visible, not only in a tooltip
-    assert re.search(rf'data-kind="mirror" data-count="{ind["mirror_views"]}"[^>]*>mirror page · 1 view<', dom)
+    assert re.search(
+        rf'data-kind="mirror" data-count="{ind["mirror_views"]}"[^>]*>mirror page · 1 view<', dom
+    )
     assert re.search(rf'data-kind="optout" data-count="{ind["optout_clicks"]}"[^>]*>opt-out · 1 click<', dom)
 
 
@@ -241,7 +245,9 @@ def _cli_json(db: Path, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def test_delivery_dashboard_renders_the_reports_figures(tracking_db: Path, tmp_path: Path, model: Any) -> None:
+def test_delivery_dashboard_renders_the_reports_figures(
+    tracking_db: Path, tmp_path: Path, model: Any
+) -> None:
     page = tmp_path / "dashboard.html"
     result = CliRunner().invoke(
         cli,
@@ -261,8 +267,20 @@ def test_delivery_dashboard_renders_the_reports_figures(tracking_db: Path, tmp_p
     report = _cli_json(tracking_db, "report", "delivery", "NL1")
     expected = model.indicators("NL1")
     shown = figures.values("data-field")
-    for name in ("sent", "delivered", "opens_unique", "opens_total", "clicks_unique", "clicks_total",
-                 "open_rate", "click_rate", "raw_reactivity", "mirror_views", "optout_clicks", "unsubscribes"):
+    for name in (
+        "sent",
+        "delivered",
+        "opens_unique",
+        "opens_total",
+        "clicks_unique",
+        "clicks_total",
+        "open_rate",
+        "click_rate",
+        "raw_reactivity",
+        "mirror_views",
+        "optout_clicks",
+        "unsubscribes",
+    ):
         value = report[name]
         as_text = f"{value:.1f}" if isinstance(value, float) else str(value)
         assert shown[name] == as_text, name
@@ -278,7 +296,11 @@ def test_delivery_dashboard_renders_the_reports_figures(tracking_db: Path, tmp_p
 
     # the timeline: the bars are the stats report's buckets, and add up to the model's counts
     stats = _cli_json(tracking_db, "report", "stats", "--delivery", "NL1")
-    bars = {(d["data-bucket"], d["data-series"]): int(d["data-value"]) for d, _ in figures.found if "data-series" in d}
+    bars = {
+        (d["data-bucket"], d["data-series"]): int(d["data-value"])
+        for d, _ in figures.found
+        if "data-series" in d
+    }
     assert bars == {(b["bucket"], s): b[s] for b in stats["buckets"] for s in ("opens", "clicks")}
     assert sum(v for (_, s), v in bars.items() if s == "opens") == expected["opens_total"]
     assert sum(v for (_, s), v in bars.items() if s == "clicks") == expected["clicks_total"]

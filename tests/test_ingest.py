@@ -15,13 +15,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import apache_logs
 from click.testing import CliRunner
+from conftest import apache_logs
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
 
 from tracklog.cli import cli
 from tracklog.store import lock_path, open_writer
-
 
 
 def run(db: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None):

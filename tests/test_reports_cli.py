@@ -64,14 +64,22 @@ SHARE_OF_CLICKS = {"share": "Share of clicks %"}
 
 @pytest.mark.parametrize(
     ("case", "own_headers"),
-    [("deliveries", {}), ("hot_clicks", SHARE_OF_CLICKS), ("urls", SHARE_OF_CLICKS), ("stats_by_domain", {}), ("recipient", {})],
+    [
+        ("deliveries", {}),
+        ("hot_clicks", SHARE_OF_CLICKS),
+        ("urls", SHARE_OF_CLICKS),
+        ("stats_by_domain", {}),
+        ("recipient", {}),
+    ],
 )
 def test_table_and_csv_agree_cell_for_cell(tracking_db: Path, case: str, own_headers: dict[str, str]) -> None:
     """Same cells; the table's headers are the people's names of the CSV's fields."""
     rows = list(csv.reader(io.StringIO(run(tracking_db, *CASES[case], "--format", "csv").stdout)))
     table = run(tracking_db, *CASES[case], "--format", "table").stdout
     body = [line for line in table.splitlines() if line.startswith("│")]
-    header_lines = [[c.strip() for c in line.strip("┃").split("┃")] for line in table.splitlines() if line.startswith("┃")]
+    header_lines = [
+        [c.strip() for c in line.strip("┃").split("┃")] for line in table.splitlines() if line.startswith("┃")
+    ]
     headers = [" ".join(filter(None, parts)) for parts in zip(*header_lines, strict=True)]
     cells = [[c.strip() for c in line.strip("│").split("│")] for line in body]
     assert headers[: len(rows[0])] == [own_headers.get(n) or HEADERS[n] for n in rows[0]]
@@ -139,7 +147,9 @@ def test_empty_database_table_and_unknown_delivery(empty_db: Path) -> None:
     assert run(empty_db, "report", "delivery", "NL1").exit_code == 4
 
 
-@pytest.mark.parametrize("args", [["report", "deliveries"], ["report", "stats"], ["recipient", "r1"], ["status"]])
+@pytest.mark.parametrize(
+    "args", [["report", "deliveries"], ["report", "stats"], ["recipient", "r1"], ["status"]]
+)
 def test_a_missing_database_is_not_an_empty_one(empty_db: Path, args: list[str]) -> None:
     """Slip: a report against a path with no database printed an empty table and exit 0."""
     result = run(empty_db, *args)

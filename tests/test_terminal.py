@@ -42,7 +42,17 @@ REPORTS = {
 }
 # Fields whose values are identifiers or codes (never wrapped); numbers and times are found by
 # their JSON type and shape.
-ID_FIELDS = {"delivery", "delivery_id", "link_id", "from_link", "to_link", "bucket", "metric", "type", "sig_status"}
+ID_FIELDS = {
+    "delivery",
+    "delivery_id",
+    "link_id",
+    "from_link",
+    "to_link",
+    "bucket",
+    "metric",
+    "type",
+    "sig_status",
+}
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 EVIL_UA = "Evil[/]/1.0 CFNetwork/808.3 Darwin/16.3.0"
@@ -55,7 +65,13 @@ EVIL_URL = "https://shop.example.com/sale?x=\x1b[2J[/]"
 
 
 def run(db: Path, *args: str, width: int = 200) -> Result:
-    env = {"TRACKLOG_CONFIG": "", "TRACKLOG_DB": "", "NO_COLOR": "1", "COLUMNS": str(width), "TRACKLOG_TZ": ""}
+    env = {
+        "TRACKLOG_CONFIG": "",
+        "TRACKLOG_DB": "",
+        "NO_COLOR": "1",
+        "COLUMNS": str(width),
+        "TRACKLOG_TZ": "",
+    }
     return CliRunner().invoke(cli, ["--db", str(db), *args], env=env)
 
 
@@ -127,7 +143,9 @@ def test_one_delivery_is_vertical_when_narrow_and_two_pairs_when_wide(tracking_d
     assert re.search(r"┃ Field +┃ +Value ┃\n", narrow)
     assert re.search(r"┃ Field +┃ +Value ┃ Field +┃ +Value ┃", wide)
     for out in (narrow, wide):
-        assert re.search(r"│ Opens \(unique\) +│ +6 │", out)  # r1, r2, r3, r4, r6 + the click-only r3: see conftest
+        assert re.search(
+            r"│ Opens \(unique\) +│ +6 │", out
+        )  # r1, r2, r3, r4, r6 + the click-only r3: see conftest
     assert "Funnel" in narrow and re.search(r"│ clicked +│ +3 │ +42\.9 │", narrow)
 
 
@@ -306,8 +324,8 @@ def test_report_delivery_has_no_limit_option() -> None:
 def test_unsubscribe_words_mean_one_thing(tracking_db: Path, tmp_path: Path) -> None:
     """Slip: "unsubscribes" was every /u/ hit in the ingest summary and the one-click POSTs in
     the reports. Now the summary says `unsubscribe` (hits of the route, like open/click/mirror)."""
-    from tracklog.ingest.run import IngestReport
     from tracklog.ingest.engine import FileResult
+    from tracklog.ingest.run import IngestReport
 
     result = FileResult("a.log")
     result.hits["unsubscribe"] = 5
@@ -330,7 +348,5 @@ def test_quick_start_lock_file_is_ignored_by_git() -> None:
     if not (root / ".git").exists():
         pytest.skip("not a git checkout")
     for name in ("tracklog.duckdb.lock", "tracklog.duckdb.wait", "tracklog.duckdb"):
-        proc = subprocess.run(
-            ["git", "check-ignore", "-q", f"sample_logs/{name}"], cwd=root, check=False
-        )
+        proc = subprocess.run(["git", "check-ignore", "-q", f"sample_logs/{name}"], cwd=root, check=False)
         assert proc.returncode == 0, name

@@ -104,7 +104,9 @@ def _zone_name(name: str, where: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{where}: unknown time zone {name!r} (use an IANA name like Europe/Paris, or UTC)") from None
+        raise ConfigError(
+            f"{where}: unknown time zone {name!r} (use an IANA name like Europe/Paris, or UTC)"
+        ) from None
     return name
 
 

@@ -134,17 +134,47 @@ HEADERS: dict[str, str] = {
 
 # Columns that never wrap besides numbers and times: identifiers and short codes.
 _ID_COLUMNS = {
-    "delivery", "delivery_id", "link_id", "recipient_id", "from_link", "to_link", "bucket",
-    "metric", "type", "sig_status", "fingerprint", "status", "stage", "compressed",
+    "delivery",
+    "delivery_id",
+    "link_id",
+    "recipient_id",
+    "from_link",
+    "to_link",
+    "bucket",
+    "metric",
+    "type",
+    "sig_status",
+    "fingerprint",
+    "status",
+    "stage",
+    "compressed",
 }
 _URL_COLUMNS = {"url", "path", "input"}
 # Which columns go first when a table is too wide (lowest first); the first column stays.
 _PRIORITY = {
-    "subject": 10, "delivery_label": 12, "fp_len": 12, "fingerprint": 13, "compressed": 14,
-    "loaded_at": 15, "log_format": 16, "from_label": 18, "to_label": 18, "label": 20,
-    "byte_offset": 22, "hours": 24, "persons_clicked": 26, "unknown_delivery": 26,
-    "unknown_recipient": 26, "unknown_link": 26, "delivery_known": 25, "position": 28,
-    "raw_reactivity": 30, "lines_per_s": 30, "ignored": 32, "started_at": 34, "deliveries": 34,
+    "subject": 10,
+    "delivery_label": 12,
+    "fp_len": 12,
+    "fingerprint": 13,
+    "compressed": 14,
+    "loaded_at": 15,
+    "log_format": 16,
+    "from_label": 18,
+    "to_label": 18,
+    "label": 20,
+    "byte_offset": 22,
+    "hours": 24,
+    "persons_clicked": 26,
+    "unknown_delivery": 26,
+    "unknown_recipient": 26,
+    "unknown_link": 26,
+    "delivery_known": 25,
+    "position": 28,
+    "raw_reactivity": 30,
+    "lines_per_s": 30,
+    "ignored": 32,
+    "started_at": 34,
+    "deliveries": 34,
 }
 _DEFAULT_PRIORITY = {"number": 60, "time": 55, "id": 80, "url": 50, "text": 40, "bar": 5}
 _MIN_FLEX = {"text": 10, "url": 20}
@@ -333,7 +363,9 @@ def render_sections(
     console = console or Console(file=out, highlight=False, soft_wrap=False, width=_width(out))
     for section in sections:
         table, dropped = (
-            _vertical(section, tz, console.width) if section.vertical else _rich_table(section, tz, console.width)
+            _vertical(section, tz, console.width)
+            if section.vertical
+            else _rich_table(section, tz, console.width)
         )
         console.print(table)
         if dropped:

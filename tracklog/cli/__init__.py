@@ -135,13 +135,29 @@ def stderr_console() -> Console:
 
 # command -> (module that registers it, the first line of its help, for `tracklog --help`);
 # a test checks these lines against the commands' own help.
-LAZY_COMMANDS = {
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("tracklog.cli.ingest", "Ingest nginx access logs and delivery manifests into the database."),
     "link": ("tracklog.cli.link", "Print the signed tracked URLs of a delivery's recipients."),
-    "recipient": ("tracklog.cli.reports", "The recipient's Tracking tab: every tracking event, newest first."),
-    "report": ("tracklog.cli.reports", "Tracking reports: indicators, hot clicks, URLs, click streams, statistics."),
-    "status": ("tracklog.cli.ingest", "What has been ingested: files, counts, quarantine by reason, orphans, last run."),
+    "recipient": (
+        "tracklog.cli.reports",
+        "The recipient's Tracking tab: every tracking event, newest first.",
+    ),
+    "report": (
+        "tracklog.cli.reports",
+        "Tracking reports: indicators, hot clicks, URLs, click streams, statistics.",
+    ),
+    "status": (
+        "tracklog.cli.ingest",
+        "What has been ingested: files, counts, quarantine by reason, orphans, last run.",
+    ),
 }
+
+
+def _short(line: str, limit: int) -> str:
+    """`line` cut at a word to `limit` characters, ending with '...' as click's own help does."""
+    if len(line) <= limit:
+        return line
+    return line[: max(limit - 3, 0)].rsplit(" ", 1)[0].rstrip(",") + "..."
 
 
 class TracklogGroup(click.Group):
@@ -162,7 +178,7 @@ class TracklogGroup(click.Group):
         rows = [
             (
                 name,
-                click.utils.make_default_short_help(LAZY_COMMANDS[name][1], limit)
+                _short(LAZY_COMMANDS[name][1], limit)
                 if name not in self.commands
                 else self.commands[name].get_short_help_str(limit),
             )
@@ -188,7 +204,8 @@ class TracklogGroup(click.Group):
             if debug:
                 raise
             click.echo(
-                f"Error: internal error: {type(exc).__name__}: {inert(str(exc))} (rerun with --debug)", err=True
+                f"Error: internal error: {type(exc).__name__}: {inert(str(exc))} (rerun with --debug)",
+                err=True,
             )
             ctx.exit(int(ExitCode.INTERNAL_ERROR))
         return None
@@ -220,4 +237,3 @@ def cli(ctx: click.Context, db: str | None, config_file: str | None, debug: bool
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="tracklog")
-

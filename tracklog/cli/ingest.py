@@ -12,7 +12,7 @@ import click
 
 from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
-from tracklog.render import FORMATS, inert, json_value, note, render
+from tracklog.render import FORMATS, inert, json_value, render
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

@@ -54,7 +54,9 @@ class Common:
     fmt: str
 
 
-def common_options(func: F | None = None, *, limit: bool = True, window_help: tuple[str, str] = _HIT_WINDOW_HELP) -> Any:
+def common_options(
+    *, limit: bool = True, window_help: tuple[str, str] = _HIT_WINDOW_HELP
+) -> Callable[[F], F]:
     """--since/--until/--tz/--limit/--format (no --limit on a one-object report)."""
 
     def decorate(func: F) -> F:
@@ -77,12 +79,14 @@ def common_options(func: F | None = None, *, limit: bool = True, window_help: tu
             ),
         ]
         if limit:
-            options.insert(3, click.option("--limit", type=click.IntRange(min=0), help="At most this many rows."))
+            options.insert(
+                3, click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+            )
         for option in reversed(options):
             func = option(func)
         return wait_option(func)
 
-    return decorate(func) if func is not None else decorate
+    return decorate
 
 
 def common(
@@ -189,7 +193,7 @@ def deliveries_cmd(app: App, /, **opts: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the annotated message to FILE.",
 )
-@common_options
+@common_options()
 @pass_app
 def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts: Any) -> None:
     """The delivery's links in message order with their clicks, clickers and share."""
@@ -215,7 +219,7 @@ def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts
 @report.command("urls")
 @click.option("--delivery", "delivery_id", metavar="ID", help="Only this delivery.")
 @click.option("--by", type=click.Choice(list(urls_report.GROUPINGS)), default="url", show_default=True)
-@common_options
+@common_options()
 @pass_app
 def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None:
     """Clicks and distinct clickers per URL, label or category, across deliveries."""
@@ -235,7 +239,7 @@ def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None
 
 @report.command("streams")
 @click.option("--delivery", "delivery_id", metavar="ID", required=True, help="The delivery.")
-@common_options
+@common_options()
 @pass_app
 def streams_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
     """Click streams: the paths of recipients who clicked more than once."""
@@ -276,7 +280,7 @@ def streams_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
     type=click.Choice(stats_report.BREAKDOWNS),
     help="Instead of time: opens and clicks per browser, os, device type or email domain.",
 )
-@common_options
+@common_options()
 @pass_app
 def stats_cmd(app: App, /, delivery_id: str | None, bucket: str, by: str | None, **opts: Any) -> None:
     """Tracking statistics: opens and clicks over time since the send, or broken down."""
@@ -287,7 +291,9 @@ def stats_cmd(app: App, /, delivery_id: str | None, bucket: str, by: str | None,
             table = stats_report.breakdown(con, by, delivery_id, c.window, c.limit)
             bars = {} if by == "domain" else {"": "share"}
             if by != "domain":
-                notes.insert(0, f"Share of opens: the {by}'s opens as a percentage of all opens in the report.")
+                notes.insert(
+                    0, f"Share of opens: the {by}'s opens as a percentage of all opens in the report."
+                )
             render(
                 table,
                 c.fmt,
@@ -320,7 +326,7 @@ def stats_cmd(app: App, /, delivery_id: str | None, bucket: str, by: str | None,
 @cli.command("recipient")
 @click.argument("recipient_id", metavar="ID")
 @click.option("--delivery", "delivery_id", metavar="ID", help="Only this delivery.")
-@common_options
+@common_options()
 @pass_app
 def recipient_cmd(app: App, /, recipient_id: str, delivery_id: str | None, **opts: Any) -> None:
     """The recipient's Tracking tab: every tracking event, newest first."""

@@ -94,18 +94,15 @@ def dashboard_page(
     except DataError:
         message = '<p class="muted">The manifest carries no HTML content for this delivery.</p>'
     parts = [
-        f"<h1>{_e(label)} <span class=\"muted\">({_e(delivery_id)})</span></h1>",
-        f'<p class="muted">Sent {_e(_time(row["sent_at"], tz))}'
-        f"{_e(' · subject: ' + str(row['subject'])) if row.get('subject') else ''} · {_e(_window_text(window, tz))}"
-        f" · times in {_e(_zone(tz))}</p>",
+        f'<h1>{_e(label)} <span class="muted">({_e(delivery_id)})</span></h1>',
+        _intro(row, window, tz),
         _cards(row),
         "<h2>Funnel</h2>",
         _funnel_svg(delivery_reports.funnel(indicators)),
         "<h2>Opens and clicks since the send</h2>",
         _timeline_svg(timeline, stats_report.reach_marks(timeline, reach)),
         "<h2>Hot clicks</h2>",
-        f'<p class="muted">{_e(facts.period) or "no clicks"} · colour: share of the clicks, '
-        "blue (fewest) to red (most); grey: mirror page, opt-out and untracked links.</p>",
+        f'<p class="muted">{_e(facts.period) or "no clicks"} · {HOT_CLICKS_LEGEND}</p>',
         f'<div class="message" data-section="message">{message}</div>',
         _table("Top domains", "domains", stats_report.breakdown(con, "domain", delivery_id, window, TOP)),
         '<div class="grid3">',
@@ -117,6 +114,17 @@ def dashboard_page(
     ]
     body = '<div class="dash">' + "\n".join(parts) + "</div>"
     return page(f"Delivery {label} ({delivery_id})", body, _DASHBOARD_STYLE)
+
+
+HOT_CLICKS_LEGEND = "colour: share of the clicks, blue (fewest) to red (most); grey: mirror page, opt-out and untracked links."
+
+
+def _intro(row: dict[str, Any], window: Window, tz: dt.tzinfo | None) -> str:
+    subject = f" · subject: {row['subject']}" if row.get("subject") else ""
+    return (
+        f'<p class="muted">Sent {_e(_time(row["sent_at"], tz))}{_e(subject)} · '
+        f"{_e(_window_text(window, tz))} · times in {_e(_zone(tz))}</p>"
+    )
 
 
 def _e(text: object) -> str:
@@ -189,9 +197,11 @@ def _timeline_svg(timeline: pa.Table, marks: dict[int, str]) -> str:
     slot, height, base = 24, 200, 220
     width = slot * len(rows) + 60
     out = [
-        f'<p><span class="key" style="background:{OPENS_COLOUR}"></span>opens'
-        f'<span class="key" style="background:{CLICKS_COLOUR}"></span>clicks'
-        '<span class="muted"> · dashed: the bucket where opens reach 50% and 90% of their count</span></p>',
+        (
+            f'<p><span class="key" style="background:{OPENS_COLOUR}"></span>opens'
+            f'<span class="key" style="background:{CLICKS_COLOUR}"></span>clicks'
+            '<span class="muted"> · dashed: the bucket where opens reach 50% and 90% of their count</span></p>'
+        ),
         f'<svg width="{width}" height="{base + 40}" role="img" aria-label="Opens and clicks over time">',
         f'<line x1="40" y1="{base}" x2="{width}" y2="{base}" stroke="#9e9e9e"></line>',
         f'<text x="0" y="{base - height + 4}" font-size="11">{top}</text><text x="0" y="{base}" font-size="11">0</text>',
@@ -247,7 +257,9 @@ def _table(title: str, section: str, table: pa.Table) -> str:
         for r in rows
     )
     empty = "" if rows else f'<tr><td colspan="{len(table.column_names)}" class="muted">none</td></tr>'
-    return f'<div><h2>{_e(title)}</h2><table data-section="{section}"><tr>{head}</tr>{body}{empty}</table></div>'
+    return (
+        f'<div><h2>{_e(title)}</h2><table data-section="{section}"><tr>{head}</tr>{body}{empty}</table></div>'
+    )
 
 
 def _excluded(counts: dict[str, int]) -> str:

@@ -41,8 +41,23 @@ CSP_META = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
 # and inline styles and table attributes on every element.
 _EXTRA_TAGS = {"font", "u", "big", "small"}
 _GENERIC_ATTRIBUTES = {
-    "style", "class", "align", "valign", "width", "height", "bgcolor", "border", "cellpadding",
-    "cellspacing", "dir", "lang", "title", "color", "face", "size", "role",
+    "style",
+    "class",
+    "align",
+    "valign",
+    "width",
+    "height",
+    "bgcolor",
+    "border",
+    "cellpadding",
+    "cellspacing",
+    "dir",
+    "lang",
+    "title",
+    "color",
+    "face",
+    "size",
+    "role",
 }
 _URL_SCHEMES = {"http", "https", "mailto"}
 
@@ -185,9 +200,17 @@ def _untracked_badge(href: str, delivery_id: str, facts: PageFacts) -> str:
     plain link."""
     text, kind, count = "not tracked", "", ""
     if routes.delivery_prefix("mirror", delivery_id) in href:
-        text, kind, count = f"mirror page · {_plural(facts.mirror_views, 'view')}", "mirror", str(facts.mirror_views)
+        text, kind, count = (
+            f"mirror page · {_plural(facts.mirror_views, 'view')}",
+            "mirror",
+            str(facts.mirror_views),
+        )
     elif routes.delivery_prefix("unsubscribe", delivery_id) in href:
-        text, kind, count = f"opt-out · {_plural(facts.optout_clicks, 'click')}", "optout", str(facts.optout_clicks)
+        text, kind, count = (
+            f"opt-out · {_plural(facts.optout_clicks, 'click')}",
+            "optout",
+            str(facts.optout_clicks),
+        )
     return (
         f'<span class="{BADGE_CLASS} untracked" data-link-id="" data-kind="{kind}" data-count="{count}" '
         f'title="{html.escape(href)}">{text}</span>'

@@ -110,7 +110,11 @@ def _bucketed(hourly: list[tuple[int, int, int]], first: int, later: int) -> lis
     # Empty buckets are filled here: a handful of rows, and SQL would need a table function.
     numbers = range(min(found), max(found) + 1) if found else range(0)
     return [
-        (_bucket_label(start_hour(n), first if n < day_buckets else later), start_hour(n), *found.get(n, [0, 0]))  # type: ignore[misc]
+        (
+            _bucket_label(start_hour(n), first if n < day_buckets else later),
+            start_hour(n),
+            *found.get(n, [0, 0]),
+        )  # type: ignore[misc]
         for n in numbers
     ]
 
@@ -122,7 +126,9 @@ def _bucket_label(hours: int, minutes: int) -> str:
     return f"+{hours}h"
 
 
-def reach_marks(buckets: pa.Table, reach_table: pa.Table, percents: tuple[int, ...] = (50, 90)) -> dict[int, str]:
+def reach_marks(
+    buckets: pa.Table, reach_table: pa.Table, percents: tuple[int, ...] = (50, 90)
+) -> dict[int, str]:
     """Row index of `buckets` -> "◀ 50% of opens" for the bucket in which opens reach each of
     `percents` of their final count (from the reach table)."""
     opens = [r for r in reach_table.to_pylist() if r["metric"] == "opens"]
