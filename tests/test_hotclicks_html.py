@@ -339,3 +339,42 @@ def test_delivery_dashboard_screenshot(tracking_db: Path, tmp_path: Path) -> Non
     chromium(tmp_path, "--window-size=1200,1800", f"--screenshot={shot}", page.as_uri())
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20000
     print(f"dashboard screenshot: {shot}")
+
+
+def test_the_page_fetches_nothing_the_message_names(tmp_path: Path) -> None:
+    """Images and CSS backgrounds of the message would tell a server the page was opened: a real
+    local HTTP server counts the requests Chromium makes for the page (none) and for the same
+    message written raw (some: the control)."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    message = (
+        f'<p><img src="{base}/img.png" alt="product"></p>'
+        f'<div style="background:url({base}/bg.png);height:20px">styled</div>'
+        f'<p><a href="{base}/link">a link, not followed</a></p>'
+    )
+    try:
+        page = tmp_path / "beacon.html"
+        page.write_text(annotate(message, "NL1", [], "T"))
+        dump_dom(tmp_path, page)
+        assert seen == []
+        raw = tmp_path / "beacon-raw.html"
+        raw.write_text(f"<!DOCTYPE html><html><body>{message}</body></html>")
+        dump_dom(tmp_path, raw)
+        assert "/img.png" in seen
+    finally:
+        server.shutdown()
