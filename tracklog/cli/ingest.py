@@ -12,7 +12,7 @@ import click
 
 from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
-from tracklog.render import FORMATS, inert, json_value, render
+from tracklog.render import FORMATS, Section, inert, json_value, render, render_sections
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -200,5 +200,9 @@ def status(app: App, fmt: str) -> None:
         }
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    for name, table in sections:
-        render(table, "table", title=name.replace("_", " ").capitalize())
+    from tracklog.reports.common import parse_tz
+
+    tables = [
+        Section(table, name=name, title=name.replace("_", " ").capitalize()) for name, table in sections
+    ]
+    render_sections(tables, "table", tz=parse_tz(app.config.tz))
