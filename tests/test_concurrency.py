@@ -328,7 +328,9 @@ def test_hand_off_keeps_temp_tables_and_is_free_without_readers(db: Path) -> Non
 
 
 def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)  # imports the command's module (see LAZY_COMMANDS)
         if isinstance(cmd, click.Group):
             yield from leaf_commands(cmd, (*prefix, name))
         else:

@@ -331,7 +331,7 @@ def test_unsubscribe_words_mean_one_thing(tracking_db: Path, tmp_path: Path) -> 
     result.hits["unsubscribe"] = 5
     summary = IngestReport(files=[result]).summary_table()
     assert "unsubscribes" not in summary.column_names and summary.column("unsubscribe")[0].as_py() == 5
-    assert HEADERS["unsubscribe"] == "Unsubscribe-link hits"
+    assert HEADERS["unsubscribe"] == "Unsubscribe hits"
     assert HEADERS["unsubscribes"] == "Unsubscribes (one-click)"
 
 

@@ -125,7 +125,7 @@ HEADERS: dict[str, str] = {
     "open": "Open hits",
     "click": "Click hits",
     "mirror": "Mirror hits",
-    "unsubscribe": "Unsubscribe-link hits",
+    "unsubscribe": "Unsubscribe hits",
     "lines_per_s": "Lines/s",
     "stage": "Stage",
     "of_sent": "% of sent",
