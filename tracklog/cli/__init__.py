@@ -62,8 +62,11 @@ class App:
 
     def existing_db(self) -> Path:
         """The database path, which must exist: a report never creates one, and an empty table
-        from a wrong path or directory would look like a database without hits."""
-        if not self.db.exists():
+        from a wrong path or directory would look like a database without hits. An ingest that
+        is starting (it holds the run lock, the file is not there yet) is waited for as usual."""
+        from tracklog.store import ingest_running
+
+        if not self.db.exists() and not ingest_running(self.db):
             raise NotFoundError(
                 f"no database at {self.db} (run `tracklog ingest` first, or point --db, TRACKLOG_DB "
                 "or db in the config file at the database)"
