@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -350,3 +351,49 @@ def test_quick_start_lock_file_is_ignored_by_git() -> None:
     for name in ("tracklog.duckdb.lock", "tracklog.duckdb.wait", "tracklog.duckdb"):
         proc = subprocess.run(["git", "check-ignore", "-q", f"sample_logs/{name}"], cwd=root, check=False)
         assert proc.returncode == 0, name
+
+
+# -- charts -----------------------------------------------------------------------------------
+
+
+def test_auto_buckets_are_hourly_over_the_first_day_then_daily(reader: Any, model: Any) -> None:
+    """Expected rows worked out from the model's events: hours since the send of every counted
+    open and click of NL1, hourly below 24 h, then whole days; from the first to the last busy
+    bucket."""
+    from tracklog.reports import stats
+
+    sent = model.by_id["NL1"].sent_at
+    counts: dict[str, list[int]] = {}
+    order: dict[str, int] = {}
+    for h in model.events("NL1"):
+        kind = model.event_type(h)
+        if kind not in ("open", "click"):
+            continue
+        hours = int((h.ts - sent).total_seconds() // 3600)
+        label, start = (f"+{hours}h", hours) if hours < 24 else (f"+{hours // 24}d", hours // 24 * 24)
+        counts.setdefault(label, [0, 0])[0 if kind == "open" else 1] += 1
+        order[label] = start
+    first, last = min(order.values()), max(order.values())
+    starts = [*range(first, min(last, 23) + 1), *range(24, last + 1, 24)]
+    labels = [f"+{s}h" if s < 24 else f"+{s // 24}d" for s in starts]
+    expected = [(lb, s, *counts.get(lb, [0, 0])) for lb, s in zip(labels, starts, strict=True)]
+    rows = stats.timeline(reader, "auto", "NL1").to_pylist()
+    assert [(r["bucket"], r["hours"], r["opens"], r["clicks"]) for r in rows] == expected
+    assert len(rows) <= stats.MAX_ROWS
+
+
+def test_auto_buckets_stay_within_a_screen_over_a_long_spread(reader: Any) -> None:
+    from tracklog.reports import stats
+
+    # hourly then daily over 60 days would be 24 + 59 rows: auto goes daily, then weekly
+    hourly = [(0, 1, 0), (5, 1, 1), (60 * 24 - 1, 1, 0)]
+    assert len(stats._bucketed(hourly, 60, 1440)) > stats.MAX_ROWS
+    assert len(stats._bucketed(hourly, 1440, 1440)) == 60
+    assert [r[0] for r in stats._bucketed(hourly, 10080, 10080)] == [f"+{7 * w}d" for w in range(9)]
+
+
+def test_stats_table_marks_50_and_90_percent_of_opens(tracking_db: Path) -> None:
+    """NL1's opens (conftest): +5 min, +65, +30, +90, +300 and +1500 min: half of the 6 (3) are
+    in by +65 min, the +1h bucket; 90% (5.4, so 6) by +1500 min, the +1d bucket."""
+    out = run(tracking_db, "report", "stats", "--delivery", "NL1").stdout
+    assert re.search(r"│ \+1h .*◀ 50% of opens", out) and re.search(r"│ \+1d .*◀ 90% of opens", out)

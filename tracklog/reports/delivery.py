@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import duckdb
 import pyarrow as pa
 
@@ -68,16 +70,15 @@ def funnel(indicators: pa.Table) -> pa.Table:
         {
             "stage": [stage for stage, _, _ in FUNNEL],
             "count": pa.array(counts, pa.int64()),
-            "of_sent": pa.array([metrics_pct(n, sent) for n in counts], pa.float64()),
+            "of_sent": pa.array([_percent(n, sent) for n in counts], pa.float64()),
             "not_counted": pa.array([row[a] if a else None for _, _, a in FUNNEL], pa.int64()),
         }
     )
 
 
-def metrics_pct(num: int, den: int) -> float:
-    """num/den in percent, one decimal rounded half up (as metrics.rate_sql rounds)."""
+def _percent(num: int, den: int) -> float:
+    """num/den in percent, one decimal rounded half up, as metrics.rate_sql rounds the rates (a
+    picture of the indicators' counts for the funnel, not an indicator of its own)."""
     if den == 0:
         return 0.0
-    from decimal import ROUND_HALF_UP, Decimal
-
     return float((Decimal(100 * num) / Decimal(den)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
