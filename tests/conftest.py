@@ -33,6 +33,17 @@ def skip_or_fail(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+# A real-world corpus kept beside the repository (../shared), not in it: a fresh clone has none.
+APACHE_LOGS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "apache_logs"
+
+
+def apache_logs() -> Path:
+    """The 10,000-line apache_logs corpus, or a skip (a failure in CI) where it is absent."""
+    if not APACHE_LOGS.is_file():
+        skip_or_fail(f"{APACHE_LOGS} is absent (the shared corpora live beside the repository)")
+    return APACHE_LOGS
+
+
 SECRET = b"test-secret"
 # combined + the userid cookie, as a user would configure nginx for persons_clicked
 LOG_FORMAT = (

@@ -179,6 +179,11 @@ def test_readers_never_fail_during_a_multi_commit_ingest(tmp_path: Path, db: Pat
         tracklog(db, "--quiet", "ingest", str(log)), env=env, stderr=subprocess.PIPE, text=True
     )
     results: list[tuple[list[str], subprocess.CompletedProcess[str]]] = []
+    # Readers start once the ingest does: before that there is no database at the path, which a
+    # report reports as such (exit 4) rather than as an empty database.
+    started = time.monotonic()
+    while not db.exists() and ingest.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.02)
 
     def read_repeatedly(*args: str) -> None:
         while ingest.poll() is None:
@@ -328,7 +333,9 @@ def test_hand_off_keeps_temp_tables_and_is_free_without_readers(db: Path) -> Non
 
 
 def leaf_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)  # imports the command's module (see LAZY_COMMANDS)
         if isinstance(cmd, click.Group):
             yield from leaf_commands(cmd, (*prefix, name))
         else:

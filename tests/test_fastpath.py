@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import LOG_FORMAT, log_line, make_dataset
+from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
 from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_same, deferred_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +27,6 @@ from tracklog.ingest.formats import COMBINED, COMMON, resolve_format
 from tracklog.signing import hmac_pads, sign_path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpora" / "apache_logs"
 SAMPLES = ROOT / "sample_logs"
 SOURCE = ROOT / "tracklog" / "ingest" / "_fastlog.c"
 
@@ -94,7 +93,7 @@ def test_signature_matches_signing() -> None:
 
 
 def test_apache_corpus() -> None:
-    buf = CORPUS.read_bytes()
+    buf = apache_logs().read_bytes()
     for spec in ("combined", "common", UID_FORMAT):
         assert assert_same(buf, spec) == 10_000
     assert deferred_rows(buf, "combined") == 0
@@ -168,7 +167,7 @@ def test_wide_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
     def wide_parse(*args: object) -> object:
         return _fastlog.parse(*args, True)
 
-    buf = CORPUS.read_bytes()[:200_000] + SEEDS[2] + SEEDS[3]
+    buf = apache_logs().read_bytes()[:200_000] + SEEDS[2] + SEEDS[3]
     narrow = fastpath.fast_parser(resolve_format("combined", {}), hmac_pads(SECRET))
     assert narrow is not None
     lines, _ = split_lines(buf, 0, 0)
@@ -370,8 +369,9 @@ def test_sanitized_build(tmp_path: Path, openssl: bool) -> None:
     the C pass; any out-of-bounds access or undefined behaviour aborts the run."""
     if openssl and not Path("/usr/include/openssl/sha.h").exists():
         pytest.skip("no OpenSSL headers")
+    corpus = apache_logs()
     lib, env = _build_sanitized(tmp_path, openssl=openssl)
-    args = [sys.executable, "-c", _SANITIZED_RUN, str(lib), str(ROOT / "tests"), str(CORPUS), str(SAMPLES)]
+    args = [sys.executable, "-c", _SANITIZED_RUN, str(lib), str(ROOT / "tests"), str(corpus), str(SAMPLES)]
     run = subprocess.run(
         [*args, "1500" if openssl else "300"],
         env=env,
@@ -436,7 +436,7 @@ def _read_all(path: Path) -> tuple[bytes, str | None]:
 def test_gzip_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("zlib_ng")
     assert sources.GzipReader is not gzip.GzipFile
-    corpus = CORPUS.read_bytes()
+    corpus = apache_logs().read_bytes()
     whole = gzip.compress(corpus)
     cases = {
         "sample.gz": (SAMPLES / "access.log.2.gz").read_bytes(),

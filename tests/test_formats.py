@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pytest
+from conftest import apache_logs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracklog.errors import UsageError
 from tracklog.ingest.formats import OUTPUT_COLUMNS, resolve_format
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "apache_logs"
 
 LINE = (
     '203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 '
@@ -404,7 +402,7 @@ def test_real_corpus() -> None:
     """10,000 real combined lines. The one whose user agent lacks its closing quote (cut short)
     is quarantined as 'does not match log format', not parsed leniently: nginx never writes
     such a line, so it is damage, and a format check that shrugs at it would shrug at others."""
-    lines = CORPUS.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = apache_logs().read_text(encoding="utf-8", errors="replace").splitlines()
     assert len(lines) == 10_000
     rows = parse("combined", lines)
     bad = [r for r in rows if r["reason"] is not None]

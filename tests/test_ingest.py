@@ -16,13 +16,12 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
+from conftest import apache_logs
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
 
 from tracklog.cli import cli
 from tracklog.schema import SCHEMA_VERSION
 from tracklog.store import lock_path, open_writer
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "apache_logs"
 
 
 def run(db: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None):
@@ -362,7 +361,7 @@ def test_no_secret_is_a_clear_config_error(tmp_path: Path, db: Path) -> None:
 def test_real_world_corpus(db: Path) -> None:
     """apache_logs: 10,000 real combined lines, none a tracking hit. Every well-formed line is
     ignored; the one whose user agent lacks its closing quote is quarantined (not guessed at)."""
-    res, summary = ingest_json(db, str(CORPUS))
+    res, summary = ingest_json(db, str(apache_logs()))
     assert res.exit_code == 0, res.stderr
     total = summary[-1]
     assert (total["lines"], total["ignored"], total["quarantined"]) == (10000, 9999, 1)

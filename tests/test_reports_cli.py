@@ -18,6 +18,7 @@ from logmaker import ISSUE4_FIELDS
 
 from tracklog import derived
 from tracklog.cli import cli
+from tracklog.render import HEADERS
 from tracklog.store import open_writer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -60,14 +61,30 @@ def test_golden(tracking_db: Path, case: str, fmt: str) -> None:
     assert result.stdout == path.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("case", ["deliveries", "hot_clicks", "urls", "stats_by_domain", "recipient"])
-def test_table_and_csv_agree_cell_for_cell(tracking_db: Path, case: str) -> None:
+SHARE_OF_CLICKS = {"share": "Share of clicks %"}
+
+
+@pytest.mark.parametrize(
+    ("case", "own_headers"),
+    [
+        ("deliveries", {}),
+        ("hot_clicks", SHARE_OF_CLICKS),
+        ("urls", SHARE_OF_CLICKS),
+        ("stats_by_domain", {}),
+        ("recipient", {}),
+    ],
+)
+def test_table_and_csv_agree_cell_for_cell(tracking_db: Path, case: str, own_headers: dict[str, str]) -> None:
+    """Same cells; the table's headers are the people's names of the CSV's fields."""
     rows = list(csv.reader(io.StringIO(run(tracking_db, *CASES[case], "--format", "csv").stdout)))
     table = run(tracking_db, *CASES[case], "--format", "table").stdout
     body = [line for line in table.splitlines() if line.startswith("│")]
-    header = next(line for line in table.splitlines() if line.startswith("┃"))
+    header_lines = [
+        [c.strip() for c in line.strip("┃").split("┃")] for line in table.splitlines() if line.startswith("┃")
+    ]
+    headers = [" ".join(filter(None, parts)) for parts in zip(*header_lines, strict=True)]
     cells = [[c.strip() for c in line.strip("│").split("│")] for line in body]
-    assert [c.strip() for c in header.strip("┃").split("┃")][: len(rows[0])] == rows[0]
+    assert headers[: len(rows[0])] == [own_headers.get(n) or HEADERS[n] for n in rows[0]]
     assert [r[: len(rows[0])] for r in cells] == rows[1:]
 
 
@@ -116,17 +133,34 @@ def test_unknown_ids_exit_4_with_one_line(tracking_db: Path, args: list[str]) ->
     ],
 )
 def test_empty_database_gives_an_empty_report(empty_db: Path, args: list[str], expected: str) -> None:
+    with open_writer(empty_db):
+        pass  # a database with nothing ingested yet
     result = run(empty_db, *args)
     assert (result.exit_code, result.stdout, result.stderr) == (0, expected, "")
-    assert not empty_db.exists()  # a reader never creates the file
 
 
 def test_empty_database_table_and_unknown_delivery(empty_db: Path) -> None:
+    with open_writer(empty_db):
+        pass
     result = run(empty_db, "report", "deliveries")
     assert (
-        result.exit_code == 0 and "delivery" in result.stdout and "Not counted: 0 rejected" in result.stdout
+        result.exit_code == 0 and "Delivery" in result.stdout and "Not counted: 0 rejected" in result.stdout
     )
     assert run(empty_db, "report", "delivery", "NL1").exit_code == 4
+
+
+@pytest.mark.parametrize(
+    "args", [["report", "deliveries"], ["report", "stats"], ["recipient", "r1"], ["status"]]
+)
+def test_a_missing_database_is_not_an_empty_one(empty_db: Path, args: list[str]) -> None:
+    """Slip: a report against a path with no database printed an empty table and exit 0."""
+    result = run(empty_db, *args)
+    assert result.exit_code == 4 and result.stdout == ""
+    assert result.stderr == (
+        f"Error: no database at {empty_db} (run `tracklog ingest` first, or point --db, TRACKLOG_DB or db "
+        "in the config file at the database)\n"
+    )
+    assert not empty_db.exists()  # a reader never creates the file
 
 
 def test_bad_options_are_usage_errors(tracking_db: Path) -> None:

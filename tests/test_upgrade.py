@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -54,9 +55,29 @@ def run(db: Path, *args: str) -> str:
     return result.stdout
 
 
+def as_this_version_prints(case: str, old: Any) -> Any:
+    """The previous version's output with the documented changes of `report stats` since: the
+    timeline starts and ends at a bucket with an open or a click, and the reach table has
+    hours_to_90 too (left out here: the previous version did not compute it)."""
+    if not case.startswith("stats") or not isinstance(old, dict):
+        return old
+    buckets = old["buckets"]
+    busy = [i for i, b in enumerate(buckets) if b["opens"] or b["clicks"]]
+    trimmed = buckets[busy[0] : busy[-1] + 1] if busy else []
+    return {"buckets": trimmed, "reach": old["reach"]}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_report_is_unchanged_after_the_upgrade(upgraded: Path, case: str) -> None:
-    assert json.loads(run(upgraded, *CASES[case])) == json.loads((DATA / f"{case}.json").read_text())
+    args = (
+        [*CASES[case], "--bucket", "1h"]
+        if CASES[case][:2] == ["report", "stats"] and "--by" not in CASES[case]
+        else CASES[case]
+    )
+    new = json.loads(run(upgraded, *args))
+    if isinstance(new, dict) and "reach" in new:
+        new["reach"] = [{k: v for k, v in r.items() if k != "hours_to_90"} for r in new["reach"]]
+    assert new == as_this_version_prints(case, json.loads((DATA / f"{case}.json").read_text()))
 
 
 def test_the_upgrade_happens_once_and_keeps_every_hit(upgraded: Path) -> None:

@@ -43,7 +43,7 @@ class Config:
     log_formats: dict[str, str] = field(default_factory=dict)
     max_bad_ratio: float = DEFAULT_MAX_BAD_RATIO
     wait: float = DEFAULT_WAIT_SECONDS
-    tz: str = "UTC"  # IANA zone name (config key tz, env TRACKLOG_TZ): what "yesterday" means
+    tz: str = "UTC"  # IANA zone (config key tz, env TRACKLOG_TZ): report times, export --yesterday
     exclude: list[str] = field(default_factory=list)  # ingest: file-name globs skipped in DIR/GLOB
 
     def require_secret(self) -> bytes:
@@ -99,7 +99,10 @@ def _env_wait(text: str) -> float:
 
 
 def _zone_name(name: str, where: str) -> str:
-    """An IANA time zone name, checked."""
+    """`name` when it is a known IANA zone (or UTC), else a ConfigError naming `where`."""
+
+    if name.upper() == "UTC":
+        return "UTC"
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

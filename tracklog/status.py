@@ -83,7 +83,7 @@ def server_lags(
         )
         if is_late:
             since = "no tracking hit yet" if lag is None else f"last tracking hit {_duration(lag)} ago"
-            late.append(f"server {_shown(server)}: {since} (more than --max-lag {_duration(max_lag)})")
+            late.append(f"server {server}: {since} (more than --max-lag {_duration(max_lag)})")
     known = {r[0] for r in rows}
     late += [
         f"server {name}: no logs ingested from it" for name in dict.fromkeys(servers) if name not in known
@@ -100,14 +100,6 @@ def server_lags(
         ]
     )
     return pa.Table.from_pylist(out, schema=schema), late
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def _shown(name: str) -> str:
-    """A server name (a folder's name: anything) for a line on a terminal: controls escaped."""
-    return name.translate(_CONTROL)
 
 
 def _duration(delta: dt.timedelta) -> str:

@@ -278,6 +278,11 @@ def _raise_hand(signal: int) -> None:
         pass  # the writer is testing the lock this very moment: next poll
 
 
+def ingest_running(db: Path) -> bool:
+    """Whether an ingest holds the run lock of `db` now (it may not have created the file yet)."""
+    return _ingest_holder(db) is not None
+
+
 def _ingest_holder(db: Path) -> str | None:
     """The holder ("pid N") of the run lock when an ingest holds it now, else None."""
     try:

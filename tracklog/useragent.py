@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 from importlib import metadata
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import pyarrow as pa
-import ua_parser
+if TYPE_CHECKING:  # imported where used: reports read parsed agents, they do not parse any
+    import pyarrow as pa
 
 UNKNOWN = "Other"
 _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS", "Tizen"})
@@ -46,6 +46,8 @@ class Agent(NamedTuple):
 def parse_agent(user_agent: str | None) -> Agent:
     if not user_agent:
         return Agent(UNKNOWN, UNKNOWN, "other")
+    import ua_parser
+
     result = ua_parser.parse(user_agent)
     browser = result.user_agent.family if result.user_agent else UNKNOWN
     os_family = result.os.family if result.os else UNKNOWN
@@ -69,6 +71,8 @@ def device_type(os_family: str, device_family: str, user_agent: str) -> str:
 
 def agents_table(agents: list[str]) -> pa.Table:
     """Columns user_agent, browser, os, device: the given user agents parsed."""
+    import pyarrow as pa
+
     parsed = [parse_agent(a) for a in agents]
     return pa.table(
         {

@@ -88,8 +88,9 @@ def export_cmd(
     kinds: tuple[str, ...],
     excel_safe: bool,
 ) -> None:
-    """Write the tracking data of whole UTC days as files: OUT/<kind>/date=YYYY-MM-DD/<kind>.csv
-    (or .parquet), one per kind and day, replacing that day's files.
+    """Write whole UTC days of tracking data as files, one per kind and day.
+
+    Files go to OUT/<kind>/date=YYYY-MM-DD/<kind>.csv (or .parquet), replacing that day's files.
 
     Kinds: events, deliveries (their indicators over the day), recipients (per delivery and
     recipient), unsubscribes (the suppression list). Rerunning gives the same bytes; a killed

@@ -5,24 +5,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from typing import TYPE_CHECKING
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
 from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
-from tracklog.ingest.run import run_ingest
-from tracklog.profiling import Phases
-from tracklog.render import FORMATS, json_value, render
-from tracklog.status import status_tables
+from tracklog.render import FORMATS, Section, inert, json_value, render, render_sections
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from tracklog.ingest.run import IngestReport
 
 
 @cli.command()
@@ -87,6 +82,9 @@ def ingest(
     content, so rotated and gzipped copies are not read twice). Lines that are not
     tracking hits are counted as ignored; lines that do not parse are quarantined.
     """
+    from tracklog.ingest.run import run_ingest
+    from tracklog.profiling import Phases
+
     config = app.config
     if max_bad_ratio is not None:
         config.max_bad_ratio = max_bad_ratio
@@ -110,16 +108,18 @@ def ingest(
             on_wait=app.waiting_notice("finish"),
             exclude=list(exclude),
         )
+        if progress is not None:
+            progress.finish(report)
     for line in report.errors:
-        click.echo(f"Error: {line}", err=True)
+        click.echo(f"Error: {inert(line)}", err=True)
     for line in report.warnings:
-        click.echo(f"Warning: {line}", err=True)
+        click.echo(f"Warning: {inert(line)}", err=True)
     if not app.quiet and (fmt is not None or sys.stdout.isatty()):
         if report.files or report.skipped:
             render(report.summary_table(), fmt or "table", title="Ingest summary")
         for m in report.manifests:
             if m.ok and (fmt or "table") == "table":
-                click.echo(f"manifest {m.message}")
+                click.echo(f"manifest {inert(m.message)}")
     if phases is not None:
         render(
             phases.table(), "table", out=sys.stderr, title="Where the time went (seconds)", console=app.err
@@ -129,24 +129,28 @@ def ingest(
 
 
 class _progress_bar:
-    """A rich progress bar on stderr (bytes and lines per second), or nothing."""
+    """A rich progress bar on stderr (bytes and lines per second), or nothing. Rates are this
+    run's averages (bytes read / elapsed), so a finished bar keeps its figures."""
 
     def __init__(self, app: App, enabled: bool) -> None:
         self.enabled = enabled
         self.bar: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.started: dict[str, tuple[float, int]] = {}  # name -> (monotonic start, first byte position)
         self.app = app
 
     def __enter__(self) -> _progress_bar | None:
         if not self.enabled:
             return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.fields[name]}", markup=False),
             BarColumn(),
             DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[lines]:,} lines"),
-            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[speed]}", markup=False),
+            TextColumn("{task.fields[lines]:,} lines", markup=False),
+            TextColumn("{task.fields[rate]}", markup=False),
             TimeElapsedColumn(),
             console=self.app.err,
             transient=False,
@@ -158,12 +162,35 @@ class _progress_bar:
         assert self.bar is not None
         task = self.tasks.get(name)
         if task is None:
-            total = _size(name)
-            task = self.bar.add_task(os.path.basename(name) or name, total=total, lines=0, rate="")
+            label = inert(os.path.basename(name) or name)
+            task = self.bar.add_task("", total=_size(name), name=label, lines=0, rate="", speed="")
             self.tasks[name] = task
-        elapsed = self.bar.tasks[task].elapsed or 0.0
-        rate = f"{lines / elapsed:,.0f} lines/s" if elapsed > 0 else ""
-        self.bar.update(task, completed=done, lines=lines, rate=rate)
+            self.started[name] = (time.monotonic(), done)
+        self._show(name, done, lines)
+
+    def _show(self, name: str, done: int, lines: int) -> None:
+        assert self.bar is not None
+        start, first = self.started[name]
+        elapsed = time.monotonic() - start
+        speed = rate = ""
+        if lines == 0:
+            rate = "nothing new"
+        elif elapsed > 0:
+            speed = f"{(done - first) / elapsed / 1e6:,.1f} MB/s"
+            rate = f"{lines / elapsed:,.0f} lines/s"
+        self.bar.update(self.tasks[name], completed=done, lines=lines, rate=rate, speed=speed)
+
+    def finish(self, report: IngestReport) -> None:
+        """Every input read to its end shows as complete (an unchanged file too: it was read up to
+        its end before), with its final rates; a failed one stays where it stopped."""
+        assert self.bar is not None
+        for f in report.files:
+            task = self.tasks.get(f.name)
+            if task is None or f.status == "error":
+                continue
+            total = self.bar.tasks[task].total
+            done = int(total) if total is not None else int(self.bar.tasks[task].completed)
+            self._show(f.name, done, f.lines)
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -183,12 +210,18 @@ def _size(name: str) -> int | None:
 @pass_app
 def status(app: App, fmt: str) -> None:
     """What has been ingested: files, counts, quarantine by reason, orphans, last run."""
-    sections = status_tables(app.db, app.config.wait, app.waiting_notice())
+    from tracklog.status import status_tables
+
+    sections = status_tables(app.existing_db(), app.config.wait, app.waiting_notice())
     if fmt == "json":
         data = {
             name: [{k: json_value(v) for k, v in r.items()} for r in t.to_pylist()] for name, t in sections
         }
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    for name, table in sections:
-        render(table, "table", title=name.replace("_", " ").capitalize())
+    from tracklog.reports.common import parse_tz
+
+    tables = [
+        Section(table, name=name, title=name.replace("_", " ").capitalize()) for name, table in sections
+    ]
+    render_sections(tables, "table", tz=parse_tz(app.config.tz))

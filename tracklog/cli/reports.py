@@ -16,7 +16,7 @@ import duckdb
 
 from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
-from tracklog.render import FORMATS, Section, render, render_sections
+from tracklog.render import FORMATS, Section, note, render, render_sections
 from tracklog.reports import delivery as delivery_reports
 from tracklog.reports import hot_clicks as hot_clicks_report
 from tracklog.reports import recipient as recipient_report
@@ -31,9 +31,17 @@ from tracklog.reports.common import (
     parse_tz,
     require_delivery,
 )
-from tracklog.reports.hot_clicks_html import hot_clicks_page
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_HIT_WINDOW_HELP = (
+    "Only hits from this date or ISO time on (in the report's zone).",
+    "Only hits before this ISO time, or up to the end of this date.",
+)
+_SENT_WINDOW_HELP = (
+    "Only deliveries sent from this date or ISO time on (in the report's zone).",
+    "Only deliveries sent before this ISO time, or up to the end of this date.",
+)
 
 
 @dataclass(frozen=True)
@@ -47,42 +55,57 @@ class Common:
     excel_safe: bool
 
 
-def common_options(func: F) -> F:
-    options = [
-        click.option(
-            "--since", metavar="WHEN", help="Only hits from this date or ISO time on (UTC unless --tz)."
-        ),
-        click.option(
-            "--until", metavar="WHEN", help="Only hits before this ISO time, or up to the end of this date."
-        ),
-        click.option(
-            "--tz", metavar="ZONE", help="Show times in this IANA zone (and read --since/--until in it)."
-        ),
-        click.option("--limit", type=click.IntRange(min=0), help="At most this many rows."),
-        click.option(
-            "--format",
-            "fmt",
-            type=click.Choice(FORMATS),
-            default="table",
-            show_default=True,
-            help="Output format.",
-        ),
-        click.option(
-            "--excel-safe",
-            is_flag=True,
-            help="CSV for spreadsheets: prefix text cells starting with = + - @ (or tab, CR) with '.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return wait_option(func)
+def common_options(
+    *, limit: bool = True, window_help: tuple[str, str] = _HIT_WINDOW_HELP
+) -> Callable[[F], F]:
+    """--since/--until/--tz/--limit/--format/--excel-safe (no --limit on a one-object report)."""
+
+    def decorate(func: F) -> F:
+        options = [
+            click.option("--since", metavar="WHEN", help=window_help[0]),
+            click.option("--until", metavar="WHEN", help=window_help[1]),
+            click.option(
+                "--tz",
+                metavar="ZONE",
+                help="Show times in this IANA zone and read --since/--until in it "
+                "[config key tz, env TRACKLOG_TZ; default UTC].",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(FORMATS),
+                default="table",
+                show_default=True,
+                help="Output format.",
+            ),
+            click.option(
+                "--excel-safe",
+                is_flag=True,
+                help="CSV for spreadsheets: prefix text cells starting with = + - @ (or tab, CR) with '.",
+            ),
+        ]
+        if limit:
+            options.insert(
+                3, click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+            )
+        for option in reversed(options):
+            func = option(func)
+        return wait_option(func)
+
+    return decorate
 
 
 def common(
-    since: str | None, until: str | None, tz: str | None, limit: int | None, fmt: str, excel_safe: bool
+    app: App,
+    since: str | None,
+    until: str | None,
+    tz: str | None,
+    fmt: str,
+    excel_safe: bool,
+    limit: int | None = None,
 ) -> Common:
-    zone = parse_tz(tz)
-    return Common(make_window(since, until, zone), zone if tz else None, limit, fmt, excel_safe)
+    zone = parse_tz(tz or app.config.tz)
+    return Common(make_window(since, until, zone), zone, limit, fmt, excel_safe)
 
 
 def table_option(names: tuple[str, str]) -> Callable[[F], F]:
@@ -109,6 +132,7 @@ def reader(app: App) -> Iterator[duckdb.DuckDBPyConnection]:
 def footer(con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window) -> list[str]:
     """The hits shown under a table but never counted in it."""
     n = excluded_hits(con, delivery_id, window)
+    # machine_opens and bot_clicks: the classification of automated hits fills them
     return [
         (
             f"Not counted: {n['rejected_hits']} rejected (bad signature), {n['failed_hits']} failed (4xx/5xx), "
@@ -125,31 +149,59 @@ def report() -> None:
 
 @report.command("delivery")
 @click.argument("delivery_id", metavar="ID")
-@common_options
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the delivery dashboard to FILE: one self-contained page (no network, no script).",
+)
+@common_options(limit=False)
 @pass_app
-def delivery_cmd(app: App, /, delivery_id: str, **opts: Any) -> None:
-    """The Tracking indicators of one delivery."""
-    c = common(**opts)
+def delivery_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts: Any) -> None:
+    """The Tracking indicators of one delivery, and its funnel."""
+    c = common(app, **opts)
     with reader(app) as con:
         table = delivery_reports.delivery_indicators(con, delivery_id, c.window)
         label = table.column("label")[0].as_py()
-        render(
-            table,
+        if html_file is not None:
+            from tracklog.reports.delivery_html import dashboard_page
+
+            write_page(app, html_file, dashboard_page(con, delivery_id, c.window, c.tz))
+        sections = [
+            Section(table, title=f"Tracking indicators: {label} ({delivery_id})", vertical=True),
+            Section(
+                delivery_reports.funnel(table),
+                title="Funnel",
+                bars={"": "count"},
+                headers={"count": "Recipients", "not_counted": "Automated (not counted)"},
+                picture=True,
+            ),
+        ]
+        render_sections(
+            sections,
             c.fmt,
             single=True,
-            title=f"Tracking indicators: {label} ({delivery_id})",
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
             excel_safe=c.excel_safe,
         )
 
 
+def write_page(app: App, path: Path, page: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if not app.quiet:
+        note(app.err, f"Wrote {path}")
+
+
 @report.command("deliveries")
-@common_options
+@common_options(window_help=_SENT_WINDOW_HELP)
 @pass_app
 def deliveries_cmd(app: App, /, **opts: Any) -> None:
-    """One row per delivery (sent within --since/--until), newest first."""
-    c = common(**opts)
+    """One row per delivery (sent within --since/--until), newest first, with all-time figures."""
+    c = common(app, **opts)
     with reader(app) as con:
         table = delivery_reports.deliveries(con, c.window, c.limit)
         render(
@@ -170,27 +222,24 @@ def deliveries_cmd(app: App, /, **opts: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the annotated message to FILE.",
 )
-@common_options
+@common_options()
 @pass_app
 def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts: Any) -> None:
     """The delivery's links in message order with their clicks, clickers and share."""
-    c = common(**opts)
+    c = common(app, **opts)
     with reader(app) as con:
         label, _ = require_delivery(con, delivery_id)
         table = hot_clicks_report.hot_clicks(con, delivery_id, c.window, c.limit)
         if html_file is not None:
-            page = hot_clicks_page(con, delivery_id, table)
-            try:
-                html_file.write_text(page, encoding="utf-8")
-            except OSError as exc:
-                raise DataError(f"cannot write {html_file}: {exc.strerror or exc}") from exc
-            if not app.quiet:
-                app.err.print(f"Wrote {html_file}")
+            from tracklog.reports.hot_clicks_html import hot_clicks_page
+
+            write_page(app, html_file, hot_clicks_page(con, delivery_id, table, c.window, c.tz))
         render(
             table,
             c.fmt,
             title=f"Hot clicks: {label} ({delivery_id})",
             bars={"": "share"},
+            headers={"share": "Share of clicks %"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
             excel_safe=c.excel_safe,
@@ -200,11 +249,11 @@ def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts
 @report.command("urls")
 @click.option("--delivery", "delivery_id", metavar="ID", help="Only this delivery.")
 @click.option("--by", type=click.Choice(list(urls_report.GROUPINGS)), default="url", show_default=True)
-@common_options
+@common_options()
 @pass_app
 def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None:
     """Clicks and distinct clickers per URL, label or category, across deliveries."""
-    c = common(**opts)
+    c = common(app, **opts)
     with reader(app) as con:
         table = urls_report.urls(con, by, delivery_id, c.window, c.limit)
         render(
@@ -212,6 +261,7 @@ def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None
             c.fmt,
             title=f"Clicks by {by}",
             bars={"": "share"},
+            headers={"share": "Share of clicks %"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
             excel_safe=c.excel_safe,
@@ -221,11 +271,11 @@ def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None
 @report.command("streams")
 @click.option("--delivery", "delivery_id", metavar="ID", required=True, help="The delivery.")
 @table_option(("sequences", "transitions"))
-@common_options
+@common_options()
 @pass_app
 def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: Any) -> None:
     """Click streams: the paths of recipients who clicked more than once."""
-    c = common(**opts)
+    c = common(app, **opts)
     with reader(app) as con:
         label, _ = require_delivery(con, delivery_id)
         sections = [
@@ -256,9 +306,10 @@ def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: A
 @click.option(
     "--bucket",
     type=click.Choice(list(stats_report.BUCKETS)),
-    default="1h",
+    default="auto",
     show_default=True,
-    help="Time since the send per row.",
+    help="Time since the send per row; auto: hourly over the first day then daily, coarser when "
+    f"that would be more than {stats_report.MAX_ROWS} rows.",
 )
 @click.option(
     "--by",
@@ -266,23 +317,28 @@ def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: A
     help="Instead of time: opens and clicks per browser, os, device type or email domain.",
 )
 @table_option(("buckets", "reach"))
-@common_options
+@common_options()
 @pass_app
 def stats_cmd(
     app: App, /, delivery_id: str | None, bucket: str, by: str | None, table_name: str | None, **opts: Any
 ) -> None:
     """Tracking statistics: opens and clicks over time since the send, or broken down."""
-    c = common(**opts)
+    c = common(app, **opts)
     with reader(app) as con:
         notes = footer(con, delivery_id, c.window) if c.fmt == "table" else []
         if by is not None:
             table = stats_report.breakdown(con, by, delivery_id, c.window, c.limit)
             bars = {} if by == "domain" else {"": "share"}
+            if by != "domain":
+                notes.insert(
+                    0, f"Share of opens: the {by}'s opens as a percentage of all opens in the report."
+                )
             render(
                 table,
                 c.fmt,
                 title=f"Opens and clicks by {by}",
                 bars=bars,
+                headers={"share": "Share of opens %"},
                 footer=notes,
                 tz=c.tz,
                 excel_safe=c.excel_safe,
@@ -291,18 +347,18 @@ def stats_cmd(
         timeline = stats_report.timeline(con, bucket, delivery_id, c.window)
         if c.limit is not None:
             timeline = timeline.slice(0, c.limit)
+        reach = stats_report.reach(con, delivery_id, c.window)
         sections = [
             Section(
                 timeline,
                 name="buckets",
-                title=f"Opens and clicks per {bucket} since the send",
-                bars={"opens ": "opens", "clicks ": "clicks"},
+                title="Opens and clicks since the send",
+                bars={"Opens": "opens", "Clicks": "clicks"},
+                bar_styles={"Opens": "cyan", "Clicks": "magenta"},
+                marks=stats_report.reach_marks(timeline, reach),
+                hidden=("hours",),
             ),
-            Section(
-                stats_report.reach(con, delivery_id, c.window),
-                name="reach",
-                title="Hours to reach 50/80/95% of the final count",
-            ),
+            Section(reach, name="reach", title="Hours to reach 50/80/90/95% of the final count"),
         ]
         render_sections(chosen(sections, table_name), c.fmt, footer=notes, tz=c.tz, excel_safe=c.excel_safe)
 
@@ -310,11 +366,11 @@ def stats_cmd(
 @cli.command("recipient")
 @click.argument("recipient_id", metavar="ID")
 @click.option("--delivery", "delivery_id", metavar="ID", help="Only this delivery.")
-@common_options
+@common_options()
 @pass_app
 def recipient_cmd(app: App, /, recipient_id: str, delivery_id: str | None, **opts: Any) -> None:
     """The recipient's Tracking tab: every tracking event, newest first."""
-    c = common(**opts)
+    c = common(app, **opts)
     with reader(app) as con:
         table = recipient_report.recipient_events(con, recipient_id, delivery_id, c.window, c.limit)
         render(table, c.fmt, title=f"Tracking of recipient {recipient_id}", tz=c.tz, excel_safe=c.excel_safe)

@@ -13,7 +13,7 @@ import pyarrow as pa
 from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import LateLogsError
 from tracklog.nginx import Settings, generate
-from tracklog.render import FORMATS, render
+from tracklog.render import FORMATS, inert, render
 from tracklog.status import server_lags
 from tracklog.store import writer_session
 
@@ -88,7 +88,7 @@ def nginx_config(
     with writer_session(app.db, app.config.wait, on_wait=app.waiting_notice("finish")) as session:
         result = generate(session.con, settings)
     for line in result.refused:
-        click.echo(f"Warning: left out of the map (answers 404): {line}", err=True)
+        click.echo(f"Warning: left out of the map (answers 404): {inert(line)}", err=True)
     table = pa.table(
         {
             "file": [str(p) for p, _ in result.files],
@@ -142,5 +142,5 @@ def check(app: App, max_lag: dt.timedelta, servers: tuple[str, ...], fmt: str) -
         render(table, fmt, title="Tracking servers")
     if late:
         for line in late[:-1]:
-            click.echo(f"Error: {line}", err=True)
+            click.echo(f"Error: {inert(line)}", err=True)
         raise LateLogsError(late[-1])

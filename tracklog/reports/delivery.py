@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import duckdb
 import pyarrow as pa
 
@@ -47,3 +49,36 @@ def deliveries(
         f" ORDER BY sent_at DESC, delivery{limit_clause(limit)}"
     )
     return query(con, sql, [*params, *window.params()])
+
+
+FUNNEL = (  # stage, indicator, the automated hits not counted beside it
+    ("sent", "sent", None),
+    ("delivered", "delivered", None),
+    ("opened", "opens_unique", "machine_opens"),
+    ("clicked", "clicks_unique", "bot_clicks"),
+)
+
+
+def funnel(indicators: pa.Table) -> pa.Table:
+    """Columns stage, count, of_sent (%), not_counted: sent -> delivered -> opened -> clicked
+    from one delivery's indicators row, with the machine opens and bot clicks beside the stage
+    they were kept out of."""
+    row = indicators.to_pylist()[0]
+    sent = int(row["sent"] or 0)
+    counts = [int(row[name] or 0) for _, name, _ in FUNNEL]
+    return pa.table(
+        {
+            "stage": [stage for stage, _, _ in FUNNEL],
+            "count": pa.array(counts, pa.int64()),
+            "of_sent": pa.array([_percent(n, sent) for n in counts], pa.float64()),
+            "not_counted": pa.array([row[a] if a else None for _, _, a in FUNNEL], pa.int64()),
+        }
+    )
+
+
+def _percent(num: int, den: int) -> float:
+    """num/den in percent, one decimal rounded half up, as metrics.rate_sql rounds the rates (a
+    picture of the indicators' counts for the funnel, not an indicator of its own)."""
+    if den == 0:
+        return 0.0
+    return float((Decimal(100 * num) / Decimal(den)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))

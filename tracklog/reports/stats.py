@@ -2,6 +2,8 @@
 reach 50/80/95% of the final counts), or broken down by browser, OS, device type or email domain.
 
 Opens are open-pixel hits and clicks counted clicks (opens_total and clicks_total over time).
+The default bucket (`auto`) keeps the timeline to about MAX_ROWS rows: hourly over the first
+day then daily, else coarser; buckets before the first and after the last event are left out.
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ from tracklog.reports.common import (
     require_delivery,
 )
 
-BUCKETS = {"1h": 60, "3h": 180, "1d": 1440}  # bucket -> minutes
+# bucket -> (minutes per bucket over the first day, minutes per bucket after it); auto tries
+# AUTO_SCHEMES in order and keeps the first that gives at most MAX_ROWS rows.
+BUCKETS: dict[str, tuple[int, int] | None] = {
+    "auto": None,
+    "1h": (60, 60),
+    "3h": (180, 180),
+    "1d": (1440, 1440),
+    "7d": (10080, 10080),
+}
+AUTO_SCHEMES = ((60, 1440), (180, 1440), (1440, 1440), (10080, 10080))
+MAX_ROWS = 40
 BREAKDOWNS = ("browser", "os", "device", "domain")
-REACH_PERCENTS = (50, 80, 95)
+REACH_PERCENTS = (50, 80, 90, 95)
 
 # Whole minutes from the send to the event, from the interval's fields: epoch and date_diff
 # are not portable, extract(DAY|HOUR|MINUTE FROM interval) is.
@@ -45,48 +57,97 @@ def _scope(
 
 def timeline(
     con: duckdb.DuckDBPyConnection,
-    bucket: str = "1h",
+    bucket: str = "auto",
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
 ) -> pa.Table:
-    """Columns bucket ('+3h'), hours (since the send, bucket start), opens, clicks; empty buckets included."""
+    """Columns bucket ('+3h', '+2d'), hours (since the send, bucket start), opens, clicks; from
+    the first to the last bucket with an open or a click, empty buckets between included."""
     if bucket not in BUCKETS:
         raise UsageError(f"--bucket must be one of {', '.join(BUCKETS)} (got {bucket!r})")
     where, params = _scope(con, delivery_id, window)
-    minutes = BUCKETS[bucket]
     sql = f"""
-SELECT floor({_ELAPSED_MINUTES} / {minutes}) AS n,
+SELECT floor({_ELAPSED_MINUTES} / 60) AS h,
     {metrics.EVENT_COUNTS["opens_total"]} AS opens,
     {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
 FROM events e
 WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
 GROUP BY ALL
-ORDER BY n
+HAVING {metrics.EVENT_COUNTS["opens_total"]} + {metrics.EVENT_COUNTS["clicks_total"]} > 0
+ORDER BY h
 """
-    found = {int(r[0]): (int(r[1]), int(r[2])) for r in con.execute(sql, params).fetchall()}
-    # Empty buckets are filled here: a handful of rows, and SQL would need a table function.
-    numbers = range(min(found), max(found) + 1) if found else range(0)
-    hours = [n * minutes // 60 for n in numbers]
+    hourly = [(int(r[0]), int(r[1]), int(r[2])) for r in con.execute(sql, params).fetchall()]
+    schemes = AUTO_SCHEMES if BUCKETS[bucket] is None else (BUCKETS[bucket],)
+    rows: list[tuple[str, int, int, int]] = []
+    for scheme in schemes:
+        rows = _bucketed(hourly, *scheme)  # type: ignore[misc]
+        if len(rows) <= MAX_ROWS:
+            break
     return pa.table(
         {
-            "bucket": pa.array([_bucket_label(n, minutes) for n in numbers], pa.string()),
-            "hours": pa.array(hours, pa.int64()),
-            "opens": pa.array([found.get(n, (0, 0))[0] for n in numbers], pa.int64()),
-            "clicks": pa.array([found.get(n, (0, 0))[1] for n in numbers], pa.int64()),
+            "bucket": pa.array([r[0] for r in rows], pa.string()),
+            "hours": pa.array([r[1] for r in rows], pa.int64()),
+            "opens": pa.array([r[2] for r in rows], pa.int64()),
+            "clicks": pa.array([r[3] for r in rows], pa.int64()),
         }
     )
 
 
-def _bucket_label(n: int, minutes: int) -> str:
+def _bucketed(hourly: list[tuple[int, int, int]], first: int, later: int) -> list[tuple[str, int, int, int]]:
+    """(label, start hour, opens, clicks) per bucket of `first` minutes over the first day (and
+    before the send) and of `later` minutes after it, from the first to the last non-empty one."""
+    day_buckets = 1440 // first if first != later else 1 << 62  # the same size all along
+
+    def start_hour(n: int) -> int:
+        return n * first // 60 if n < day_buckets else 24 + (n - day_buckets) * later // 60
+
+    found: dict[int, list[int]] = {}
+    for h, opens, clicks in hourly:
+        n = h * 60 // first if h < 24 or first == later else day_buckets + (h - 24) * 60 // later
+        figures = found.setdefault(n, [0, 0])
+        figures[0] += opens
+        figures[1] += clicks
+    # Empty buckets are filled here: a handful of rows, and SQL would need a table function.
+    numbers = range(min(found), max(found) + 1) if found else range(0)
+    return [
+        (
+            _bucket_label(start_hour(n), first if n < day_buckets else later),
+            start_hour(n),
+            *found.get(n, [0, 0]),
+        )  # type: ignore[misc]
+        for n in numbers
+    ]
+
+
+def _bucket_label(hours: int, minutes: int) -> str:
+    """'+3h' for buckets of hours, '+2d' for buckets of days."""
     if minutes % 1440 == 0:
-        return f"+{n * minutes // 1440}d"
-    return f"+{n * minutes // 60}h"
+        return f"+{hours // 24}d"
+    return f"+{hours}h"
+
+
+def reach_marks(
+    buckets: pa.Table, reach_table: pa.Table, percents: tuple[int, ...] = (50, 90)
+) -> dict[int, str]:
+    """Row index of `buckets` -> "◀ 50% of opens" for the bucket in which opens reach each of
+    `percents` of their final count (from the reach table)."""
+    opens = [r for r in reach_table.to_pylist() if r["metric"] == "opens"]
+    starts = buckets.column("hours").to_pylist()
+    reached: dict[int, list[str]] = {}
+    for p in percents:
+        hours = opens[0].get(f"hours_to_{p}") if opens else None
+        if hours is None or not starts:
+            continue
+        row = max((i for i, s in enumerate(starts) if s <= hours), default=0)
+        reached.setdefault(row, []).append(f"{p}%")
+    return {row: f"◀ {', '.join(ps)} of opens" for row, ps in reached.items()}
 
 
 def reach(
     con: duckdb.DuckDBPyConnection, delivery_id: str | None = None, window: Window = ALL_TIME
 ) -> pa.Table:
-    """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_95 (one decimal)."""
+    """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_90, hours_to_95
+    (one decimal)."""
     where, params = _scope(con, delivery_id, window)
     cols = ", ".join(
         f"{metrics.tenths_sql(f'min(CASE WHEN 100 * r.n >= {p} * r.total THEN r.minutes END)', '60')}"

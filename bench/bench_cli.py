@@ -1,0 +1,118 @@
+"""How snappy the command line is (python bench/bench_cli.py): `tracklog --help` and every report
+against the bare floor `python -c "import duckdb; duckdb.connect(DB, read_only=True)"`.
+
+Every figure is a new process, as a person or a cron job runs it (`python -m tracklog --db DB
+... --format json` and `--format table`), the floor run interleaved with them so a change in the
+machine's load hits both. Printed per command: the median and the best wall time of --runs runs
+and the median CPU seconds (user + system of the child), each against the floor's: on a shared,
+loaded machine the best wall time and the CPU time are the figures that hold still. The database is a COPY (never the original):
+--db PATH copies that file to bench/out/ first; without it a database of --hits generated hits
+(default 1,000,000; bench/_datasets.py) is built in bench/out/ and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import OUT, print_table, tracklog_env
+
+REPORTS = [
+    ["report", "delivery", "D00"],
+    ["report", "deliveries"],
+    ["report", "hot-clicks", "--delivery", "D00"],
+    ["report", "urls"],
+    ["report", "streams", "--delivery", "D00"],
+    ["report", "stats", "--delivery", "D00"],
+    ["report", "stats"],
+    ["report", "stats", "--by", "browser"],
+    ["report", "stats", "--by", "domain"],
+    ["recipient", "r0000001"],
+    ["status"],
+]
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of `cmd` as a child process."""
+    started = time.perf_counter()
+    child = subprocess.Popen(cmd, env=tracklog_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return elapsed, usage.ru_utime + usage.ru_stime
+
+
+def _figures(runs: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """(median wall, best wall, median CPU)."""
+    return (
+        statistics.median(w for w, _ in runs),
+        min(w for w, _ in runs),
+        statistics.median(c for _, c in runs),
+    )
+
+
+def database(args: argparse.Namespace) -> Path:
+    OUT.mkdir(exist_ok=True)
+    if args.db is not None:
+        copy = OUT / f"cli-copy-{args.db.name}"
+        if not copy.exists():
+            shutil.copy(args.db, copy)  # reports may bring the derived tables up to date: a copy
+        return copy
+    db = OUT / f"cli-{args.hits}.duckdb"
+    if not db.exists():
+        from _datasets import build
+
+        from tracklog import derived
+        from tracklog.store import open_writer
+
+        build(db, args.hits)
+        with open_writer(db) as con:
+            derived.sync(con)
+    return db
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, help="a database to copy and measure on")
+    parser.add_argument("--hits", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    db = database(args)
+    py = sys.executable
+    floor_cmd = [py, "-c", f"import duckdb; duckdb.connect({str(db)!r}, read_only=True)"]
+    tracklog = [py, "-m", "tracklog", "--db", str(db)]
+    measure([*tracklog, "status"])  # once, untimed: brings the derived tables up to date if needed
+    cases = [("tracklog --help", [py, "-m", "tracklog", "--help"])]
+    for report in REPORTS:
+        cases.append((" ".join(report) + " (json)", [*tracklog, *report, "--format", "json"]))
+        if report != ["status"]:
+            cases.append((" ".join(report) + " (table)", [*tracklog, *report]))
+    floors: list[tuple[float, float]] = []
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in cases}
+    for _ in range(args.runs):
+        for name, cmd in cases:
+            floors.append(measure(floor_cmd))
+            times[name].append(measure(cmd))
+    f_med, f_best, f_cpu = _figures(floors)
+    print(f"database: {db} ({db.stat().st_size / 1e6:,.0f} MB), {args.runs} runs each")
+    print(f"floor (bare duckdb open): median {f_med:.3f} s, best {f_best:.3f} s, CPU {f_cpu:.3f} s")
+    rows = []
+    for name, runs in times.items():
+        med, best, cpu = _figures(runs)
+        rows.append(
+            [name, f"{med:.3f}", f"{best:.3f}", f"{best / f_best:.2f}x", f"{cpu:.3f}", f"{cpu / f_cpu:.2f}x"]
+        )
+    print_table(["command", "median s", "best s", "best/floor", "CPU s", "CPU/floor"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
