@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -29,7 +29,7 @@ from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS, routed_sql
 from tracklog.schema import HIT_COLUMNS
-from tracklog.signing import hmac_pads, sql_expected_sig
+from tracklog.signing import hmac_pads_of, sql_pad_params, sql_sig_status
 from tracklog.store import fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
@@ -89,7 +89,7 @@ class Ingester:
         con: duckdb.DuckDBPyConnection,
         log_format: LogFormat,
         *,
-        secret: bytes | None,
+        secret: bytes | Sequence[bytes] | None,
         verify_signatures: bool,
         max_bad_ratio: float,
         progress: Progress | None = None,
@@ -104,23 +104,20 @@ class Ingester:
         self.max_bad_ratio = max_bad_ratio
         self.progress = progress
         self._params: dict[str, object] = {}
+        secrets = [secret] if isinstance(secret, bytes) else list(secret or ())
+        self._keys = len(secrets)
         if verify_signatures:
-            if secret is None:
+            if not secrets:
                 raise DataError("cannot verify tracking hits without a secret")
-            ipad, opad = hmac_pads(secret)
-            self._params = {"ipad": ipad, "opad": opad}
+            self._params = dict(sql_pad_params(secrets))
         self._chunk_sql = self._compile_chunk_sql()
-        self._fast = fast_parser(log_format, (ipad, opad) if verify_signatures else None)
+        self._fast = fast_parser(log_format, hmac_pads_of(secrets) if verify_signatures else None)
 
     def _compile_chunk_sql(self) -> str:
         """The SELECT turning tl_lines into tl_chunk's rows: the reference that the compiled fast
         path (fastpath.py) reproduces exactly, and the path of every format it does not cover."""
         if self.verify:
-            expected = sql_expected_sig("path", "$ipad", "$opad")
-            sig_status = f"""CASE WHEN kind IS NULL THEN NULL
-                WHEN sig IS NULL OR sig = '' THEN 'missing'
-                WHEN length(sig) <> 22 THEN 'invalid'
-                WHEN sig = {expected} THEN 'valid' ELSE 'invalid' END"""
+            sig_status = f"CASE WHEN kind IS NOT NULL THEN {sql_sig_status('path', 'sig', self._keys)} END"
         else:
             sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
         parsed = f"({self.fmt.select_sql('tl_lines')})"

@@ -111,7 +111,7 @@ def run_ingest(
             ingester = Ingester(
                 con,
                 fmt,
-                secret=config.secret,
+                secret=config.verify_secrets(),
                 verify_signatures=config.verify_signatures,
                 max_bad_ratio=config.max_bad_ratio,
                 progress=progress,
