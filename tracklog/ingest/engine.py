@@ -138,6 +138,12 @@ class Ingester:
             return result
         try:
             self._ingest_stream(stream, result)
+            if stream.damage is not None:
+                raise DataError(
+                    f"{result.name}: {stream.damage}: only its first {stream.verified or 0} bytes "
+                    "(decompressed, the members whose checksum matched) were read; ingest an intact "
+                    "copy to complete it (it resumes there)"
+                )
         except TracklogError as exc:
             self._rollback()
             result.status, result.error = "error", str(exc)
