@@ -5,6 +5,7 @@ Real files, real processes, a real DuckDB file; expected figures computed from t
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import random
 import subprocess
@@ -87,7 +88,10 @@ def test_damaged_gzip_then_intact_copy_gives_the_intact_hits(tmp_path: Path, mem
     alone = tmp_path / "alone.duckdb"
     assert tracklog(alone, "ingest", str(good), env=env).returncode == 0
     exp = expected_counts(lines)
-    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY kind")) == {"open": exp["open"], "click": exp["click"]}
+    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY kind")) == {
+        "open": exp["open"],
+        "click": exp["click"],
+    }
     assert q(db, HIT_ROWS) == q(alone, HIT_ROWS)  # nothing lost, nothing doubled
     assert q(db, "SELECT count(*), max(byte_offset) FROM sources") == [(1, len(text))]
 
@@ -114,4 +118,121 @@ def test_damaged_gzip_on_stdin_keeps_nothing_unverified(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     exp = expected_counts(lines)
-    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY kind")) == {"open": exp["open"], "click": exp["click"]}
+    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY kind")) == {
+        "open": exp["open"],
+        "click": exp["click"],
+    }
+
+
+# -- 2. signatures you can operate -----------------------------------------------------------------
+
+
+def _manifest(folder: Path, delivery: str = "NL-1", sent_at: str = "2026-11-03T08:00:00Z") -> Path:
+    """A manifest for tracking_lines(): recipients r0000-r0049, links link0-link2."""
+    recipients = [{"recipient_id": f"r{i:04d}", "email": f"u{i}@ex{i % 3}.test"} for i in range(50)]
+    links = [{"id": f"link{i}", "url": f"https://shop.example.com/{i}"} for i in range(3)]
+    doc = {"delivery": delivery, "sent_at": sent_at, "links": links, "recipients": recipients}
+    path = folder / f"{delivery}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _totals(db: Path) -> list[tuple]:
+    return q(db, "SELECT * FROM delivery_totals ORDER BY delivery_id")
+
+
+def _report(db: Path, *args: str) -> object:
+    res = tracklog(db, "report", *args, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_wrong_secret_is_loud_and_reverify_makes_the_figures_right(tmp_path: Path) -> None:
+    lines = tracking_lines(600, seed=21)
+    log = tmp_path / "access.log"
+    log.write_text("".join(lines))
+    manifest = _manifest(tmp_path)
+    exp = expected_counts(lines)
+
+    db = tmp_path / "t.duckdb"
+    res = tracklog(db, "ingest", "--manifest", str(manifest), str(log), env={"TRACKLOG_SECRET": "wrong"})
+    assert res.returncode == 1
+    errors = [x for x in res.stderr.splitlines() if x.startswith("Error:")]
+    signed = exp["open"] + exp["click"]
+    assert errors == [
+        f"Error: {log}: {signed} of {signed} signed hits failed signature verification and are stored as "
+        "rejected: the signing secret is probably wrong (TRACKLOG_SECRET, secret_file or secrets in the "
+        "config): fix it, then run `tracklog reverify`",
+        "Error: 1 input(s) could not be ingested (see above)",
+    ]
+    status = json.loads(tracklog(db, "status", "--format", "json").stdout)
+    assert [(a["path"], a["signed"], a["invalid"]) for a in status["signature_alerts"]] == [(str(log), signed, signed)]
+    assert status["last_runs"][0]["exit_code"] == 1
+    # the next ingest with the right secret finds nothing new: only reverify repairs the verdicts
+    assert tracklog(db, "ingest", str(log)).returncode == 0
+    assert _report(db, "delivery", "NL-1")["rejected_hits"] == signed
+
+    res = tracklog(db, "reverify", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [{"before": "invalid", "after": "valid", "hits": signed, "deliveries": 1}]
+    clean = tmp_path / "clean.duckdb"
+    assert tracklog(clean, "ingest", "--manifest", str(manifest), str(log)).returncode == 0
+    assert _totals(db) == _totals(clean)
+    for report in (("delivery", "NL-1"), ("stats", "--by", "browser"), ("stats", "--by", "domain"), ("urls",)):
+        assert _report(db, *report) == _report(clean, *report)
+    # independently: opens and clicks as the text of the log says
+    got = _report(db, "delivery", "NL-1")
+    assert (got["opens_total"], got["clicks_total"], got["rejected_hits"]) == (exp["open"], exp["click"], 0)
+    assert json.loads(tracklog(db, "status", "--format", "json").stdout)["signature_alerts"] == []
+    # once more: nothing changes
+    res = tracklog(db, "reverify", "--format", "json")
+    assert res.returncode == 0 and json.loads(res.stdout) == []
+
+
+def _rotation_config(tmp_path: Path) -> Path:
+    (tmp_path / "old.key").write_text("old-secret\n")
+    config = tmp_path / "tracklog.toml"
+    config.write_text(
+        'secrets = [\n  {id = "2026-12", secret = "new-secret"},\n  {id = "2026-06", secret_file = "old.key"},\n]\n'
+    )
+    return config
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_several_keys_valid_at_once(tmp_path: Path, pure: str) -> None:
+    config = _rotation_config(tmp_path)
+    rnd = random.Random(5)
+    lines, want = [], {"valid": 0, "invalid": 0}
+    for i in range(300):
+        path = f"/o/NL-1/r{i % 50:04d}.gif"
+        secret = rnd.choice([b"new-secret", b"old-secret", b"other-secret"])
+        lines.append(line(path, query=f"s={sig(path, secret)}"))
+        want["invalid" if secret == b"other-secret" else "valid"] += 1
+    log = tmp_path / "access.log"
+    log.write_text("".join(lines))
+    db = tmp_path / "t.duckdb"
+    env = {"TRACKLOG_SECRET": "", "TRACKLOG_CONFIG": str(config), "TRACKLOG_PURE": pure}
+    res = tracklog(db, "ingest", str(log), env=env)
+    assert res.returncode == 0, res.stderr
+    assert dict(q(db, "SELECT sig_status, count(*) FROM hits GROUP BY 1")) == want
+    # new links are signed with the newest key (the first listed)
+    assert tracklog(db, "ingest", "--manifest", str(_manifest(tmp_path)), env=env).returncode == 0
+    res = tracklog(db, "link", "--delivery", "NL-1", "--recipient", "r0001", "--type", "open",
+                   "--base-url", "https://t.example.com", "--format", "csv", env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"/o/NL-1/r0001.gif?s={sig('/o/NL-1/r0001.gif', b'new-secret')}" in res.stdout
+
+
+def test_rotation_then_reverify_accepts_the_old_key(tmp_path: Path) -> None:
+    """Hits signed with a key missing from the config are rejected; listing the key and running
+    reverify accepts them (the procedure of the README)."""
+    path = "/o/NL-1/r0001.gif"
+    log = tmp_path / "access.log"
+    log.write_text("".join(line(path, query=f"s={sig(path, b'old-secret')}") for _ in range(5)))
+    db = tmp_path / "t.duckdb"
+    assert tracklog(db, "ingest", str(log), env={"TRACKLOG_SECRET": "new-secret"}).returncode == 0  # 5 < 20: quiet
+    assert q(db, "SELECT sig_status, count(*) FROM hits GROUP BY 1") == [("invalid", 5)]
+    env = {"TRACKLOG_SECRET": "", "TRACKLOG_CONFIG": str(_rotation_config(tmp_path))}
+    res = tracklog(db, "reverify", "--format", "csv", env=env)
+    assert res.returncode == 0, res.stderr
+    assert q(db, "SELECT sig_status, count(*) FROM hits GROUP BY 1") == [("valid", 5)]

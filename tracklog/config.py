@@ -29,6 +29,7 @@ class SigningKey:
     key_id: str
     secret: bytes
 
+
 _KNOWN_KEYS = {
     "db",
     "secret",
@@ -62,6 +63,11 @@ class Config:
         if self.secrets:
             return [k.secret for k in self.secrets]
         return [self.secret] if self.secret is not None else []
+
+    def require_secrets(self) -> list[bytes]:
+        """Every key a signature may be made with (the signing key first), or ConfigError."""
+        self.require_secret()
+        return self.verify_secrets()
 
     def require_secret(self) -> bytes:
         if self.secret is None:
@@ -115,7 +121,7 @@ def _signing_keys(items: list[Any], base: Path, path: Path) -> tuple[SigningKey,
     for n, item in enumerate(items, start=1):
         where = f"config {path}: secrets #{n}"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where} must be a table like {{id = \"2026-11\", secret_file = \"...\"}}")
+            raise ConfigError(f'{where} must be a table like {{id = "2026-11", secret_file = "..."}}')
         unknown = sorted(set(item) - {"id", "secret", "secret_file"})
         if unknown:
             raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: id, secret, secret_file)")
@@ -191,7 +197,9 @@ def load_config(
             cfg.secrets = _signing_keys(v, base, path)
             cfg.secret = cfg.secrets[0].secret
         if (v := _typed(data, "clock_window_days", list, path)) is not None:
-            if len(v) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 36500 for d in v):
+            if len(v) != 2 or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 36500 for d in v
+            ):
                 raise ConfigError(
                     f"config {path}: 'clock_window_days' must be [days before sent_at, days after], "
                     f"two whole numbers from 0 to 36500 (got {v!r})"

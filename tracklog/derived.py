@@ -244,9 +244,7 @@ def _rebuild_changed_deliveries(con: duckdb.DuckDBPyConnection) -> None:
         if not con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]:
             return
         changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
-        for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
-            con.execute(f"DELETE FROM {table} WHERE {changed}")
-        for table in ("delivery_domains", "recipient_keys", "derived_manifests"):
+        for table in ("recipient_keys", "derived_manifests"):
             con.execute(f"DELETE FROM {table} WHERE {changed}")
         con.execute("""
 INSERT INTO delivery_keys
@@ -258,21 +256,30 @@ FROM deliveries d WHERE d.delivery_id NOT IN (SELECT delivery_id FROM delivery_k
             + metrics.recipient_keys_sql("delivery_keys", f"r.{changed}")
         )
         con.execute(
-            "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
-            f"FROM ({metrics.domain_recipients_sql(f'r.{changed}')}) t"
-        )
-        con.execute(
             "INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries "
             f"WHERE {changed}"
         )
-        # the delivery's hits are resolved again, as any hit not resolved yet (_catch_up)
-        unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
-        con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
-        con.execute(
-            "UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)"
-        )
+        forget_deliveries(con, "_changed")
     finally:
         con.execute("DROP TABLE IF EXISTS _changed")
+
+
+def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None:
+    """Inside the caller's transaction: drop the derived rows of the deliveries whose ids are in
+    the table `delivery_ids` (column delivery_id) and mark their hits unresolved, so that the
+    next sync (its catch-up) resolves and merges them again; the other deliveries are untouched.
+    What a manifest change, and a change of verdicts (`tracklog reverify`), needs."""
+    changed = f"delivery_id IN (SELECT delivery_id FROM {delivery_ids})"
+    for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions", "delivery_domains"):
+        con.execute(f"DELETE FROM {table} WHERE {changed}")
+    con.execute(
+        "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
+        f"FROM ({metrics.domain_recipients_sql(f'r.{changed}')}) t"
+    )
+    # the deliveries' hits are resolved again, as any hit not resolved yet (_catch_up)
+    unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
+    con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
+    con.execute("UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)")
 
 
 def _catch_up(con: duckdb.DuckDBPyConnection) -> None:

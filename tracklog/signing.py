@@ -15,6 +15,20 @@ SIG_BYTES = 16
 SIG_CHARS = 22
 _BLOCK = 64  # SHA-256 block size
 
+# An input whose signed hits (at least WRONG_SECRET_MIN) fail verification at this share or more
+# was most likely verified with the wrong secret: real traffic is signed by the sender, so nearly
+# all-invalid does not happen because forgers outnumber the recipients.
+WRONG_SECRET_SHARE = 0.9
+WRONG_SECRET_MIN = 20
+WRONG_SECRET_HINT = (
+    "the signing secret is probably wrong (TRACKLOG_SECRET, secret_file or secrets in the config): "
+    "fix it, then run `tracklog reverify`"
+)
+
+
+def looks_like_wrong_secret(signed: int, invalid: int) -> bool:
+    return signed >= WRONG_SECRET_MIN and invalid >= WRONG_SECRET_SHARE * signed
+
 
 def sign_path(secret: bytes, path: str) -> str:
     """The signature of a tracked URL path such as '/c/NL-2026-11/hero/r000123'."""

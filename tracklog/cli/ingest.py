@@ -18,7 +18,8 @@ from rich.progress import (
 )
 
 from tracklog.cli import App, cli, pass_app, wait_option
-from tracklog.errors import DataError
+from tracklog.errors import DataError, UsageError
+from tracklog.ingest.reverify import reverify as reverify_hits
 from tracklog.ingest.run import run_ingest
 from tracklog.profiling import Phases
 from tracklog.render import FORMATS, json_value, render
@@ -173,3 +174,20 @@ def status(app: App, fmt: str) -> None:
         return
     for name, table in sections:
         render(table, "table", title=name.replace("_", " ").capitalize())
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@wait_option
+@pass_app
+def reverify(app: App, fmt: str) -> None:
+    """Check every stored hit's signature again with the current secret(s) and bring the figures
+    up to date, without the original logs (after fixing a wrong secret or adding a key)."""
+    config = app.config
+    if not config.verify_signatures:
+        raise UsageError("verify_signatures is false in the config: there is nothing to verify")
+    changes = reverify_hits(config.db, config.require_secrets(), config.wait, app.waiting_notice())
+    render(changes, fmt, title="Signature verdicts changed")
+    if not app.quiet:
+        n = sum(changes.column("hits").to_pylist())
+        app.err.print(f"{n} hits changed verdict; the figures of their deliveries are up to date")

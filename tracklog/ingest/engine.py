@@ -29,7 +29,13 @@ from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS, routed_sql
 from tracklog.schema import HIT_COLUMNS
-from tracklog.signing import hmac_pads_of, sql_pad_params, sql_sig_status
+from tracklog.signing import (
+    WRONG_SECRET_HINT,
+    hmac_pads_of,
+    looks_like_wrong_secret,
+    sql_pad_params,
+    sql_sig_status,
+)
 from tracklog.store import fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
@@ -54,6 +60,8 @@ class FileResult:
     ignored: int = 0
     quarantined: int = 0
     rejected: int = 0
+    signed: int = 0  # hits carrying a signature (valid or invalid)
+    invalid: int = 0
     error: str | None = None
 
     @property
@@ -64,6 +72,8 @@ class FileResult:
         self.lines += counts.lines
         self.quarantined += counts.quarantined
         self.rejected += counts.rejected
+        self.signed += counts.signed
+        self.invalid += counts.invalid
         for kind, n in counts.hits.items():
             self.hits[kind] += n
         self.ignored += counts.lines - sum(counts.hits.values()) - counts.quarantined
@@ -78,7 +88,19 @@ class Counts:
     lines: int = 0
     quarantined: int = 0
     rejected: int = 0
+    signed: int = 0
+    invalid: int = 0
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+
+def wrong_secret_problem(name: str, signed: int, invalid: int) -> str | None:
+    """The one-line error when nearly all of an input's signed hits failed verification."""
+    if not looks_like_wrong_secret(signed, invalid):
+        return None
+    return (
+        f"{name}: {invalid} of {signed} signed hits failed signature verification and are stored "
+        f"as rejected: {WRONG_SECRET_HINT}"
+    )
 
 
 class Ingester:
@@ -144,6 +166,8 @@ class Ingester:
                     "(decompressed, the members whose checksum matched) were read; ingest an intact "
                     "copy to complete it (it resumes there)"
                 )
+            if (problem := wrong_secret_problem(result.name, result.signed, result.invalid)) is not None:
+                raise DataError(problem)
         except TracklogError as exc:
             self._rollback()
             result.status, result.error = "error", str(exc)
@@ -331,6 +355,8 @@ class Ingester:
             self.con,
             "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL), "
             "count(*) FILTER (WHERE sig_status IN ('invalid', 'missing')), "
+            "count(*) FILTER (WHERE sig_status IN ('valid', 'invalid')), "
+            "count(*) FILTER (WHERE sig_status = 'invalid'), "
             + ", ".join(f"count(*) FILTER (WHERE kind = '{k}')" for k in KINDS)
             + " FROM tl_chunk",
         )
@@ -339,7 +365,9 @@ class Ingester:
             lines=int(row[0]),
             quarantined=int(row[1]),
             rejected=int(row[2]),
-            hits={k: int(v) for k, v in zip(KINDS, row[3:], strict=True)},
+            signed=int(row[3]),
+            invalid=int(row[4]),
+            hits={k: int(v) for k, v in zip(KINDS, row[5:], strict=True)},
         )
 
     def _quarantine(self, source_id: int, chunk: Chunk) -> None:

@@ -14,11 +14,11 @@ import hashlib
 import os
 import stat
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-import tempfile
 from typing import IO, Any, BinaryIO, cast
 
 from tracklog.errors import DataError
