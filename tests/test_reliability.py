@@ -236,3 +236,69 @@ def test_rotation_then_reverify_accepts_the_old_key(tmp_path: Path) -> None:
     res = tracklog(db, "reverify", "--format", "csv", env=env)
     assert res.returncode == 0, res.stderr
     assert q(db, "SELECT sig_status, count(*) FROM hits GROUP BY 1") == [("valid", 5)]
+
+
+# -- 6. absurd timestamps ----------------------------------------------------------------------------
+
+CLOCK_OPENS = {  # signed opens of NL-1 (sent 2026-11-03 08:00 UTC) with a clock far off
+    "01/Jan/1970:00:00:01 +0000": "clock",
+    "01/Jan/2100:00:00:00 +0000": "clock",
+    "25/Oct/2026:08:00:00 +0000": "clock",  # nine days before the send
+    "03/Nov/2026:07:30:00 +0000": "event",  # half an hour before: inside the window (1 day)
+}
+BAD_TIMES = (
+    "31/Dec/1969:23:59:59 +0000",  # before 1970 UTC
+    "01/Jan/1970:00:30:00 +0100",  # the same, by its offset
+    "31/Dec/9999:23:59:59 -1200",  # after 9999 UTC
+    "03/Nov/2026:10:00:00 +2500",  # offsets nginx never writes
+    "03/Nov/2026:10:00:00 +0199",
+)
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_absurd_timestamps_are_clock_or_quarantined_and_reports_stay_small(tmp_path: Path, pure: str) -> None:
+    normal = tracking_lines(200, seed=31)  # 03/Nov/2026 10:00-10:03, two hours after the send
+    odd = [line("/o/NL-1/r0007.gif", ts=ts) for ts in CLOCK_OPENS]
+    bad = [line("/o/NL-1/r0008.gif", ts=ts) for ts in BAD_TIMES]
+    log = tmp_path / "access.log"
+    log.write_text("".join(odd + bad + normal))
+    db = tmp_path / "t.duckdb"
+    env = {"TRACKLOG_PURE": pure}
+    res = tracklog(db, "ingest", "--manifest", str(_manifest(tmp_path)), str(log), env=env)
+    assert res.returncode == 0, res.stderr
+    assert q(db, "SELECT reason, count(*) FROM quarantine GROUP BY 1") == [("bad timestamp", len(BAD_TIMES))]
+    assert dict(q(db, "SELECT resolution, count(*) FROM hits WHERE line_no <= 4 GROUP BY 1")) == {
+        "clock": 3,
+        "event": 1,
+    }
+    exp = expected_counts(normal)
+    timeline = _report(db, "stats", "--delivery", "NL-1")
+    rows = timeline["buckets"]
+    assert [(r["bucket"], r["opens"], r["clicks"]) for r in rows] == [
+        ("-1h", 1, 0),
+        ("+0h", 0, 0),
+        ("+1h", 0, 0),
+        ("+2h", exp["open"], exp["click"]),
+    ]
+    res = tracklog(db, "report", "delivery", "NL-1", env={"COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert "3 clock (dated outside the delivery's window)" in " ".join(res.stdout.split())
+    got = _report(db, "delivery", "NL-1")
+    assert got["opens_total"] == exp["open"] + 1
+
+
+def test_clock_window_is_configurable(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_text("".join(line("/o/NL-1/r0007.gif", ts=ts) for ts in CLOCK_OPENS))
+    db = tmp_path / "t.duckdb"
+    assert tracklog(db, "ingest", "--manifest", str(_manifest(tmp_path)), str(log)).returncode == 0
+    assert _report(db, "delivery", "NL-1")["opens_total"] == 1
+    config = tmp_path / "tracklog.toml"
+    config.write_text("clock_window_days = [10, 36500]\n")
+    # a new window resolves every stored hit again: nine days before and 2100 now count
+    res = tracklog(db, "ingest", str(log), env={"TRACKLOG_CONFIG": str(config)})
+    assert res.returncode == 0, res.stderr
+    assert _report(db, "delivery", "NL-1")["opens_total"] == 3
+    config.write_text("clock_window_days = [10, 36500, 1]\n")
+    res = tracklog(db, "ingest", str(log), env={"TRACKLOG_CONFIG": str(config)})
+    assert res.returncode == 5 and "clock_window_days" in res.stderr

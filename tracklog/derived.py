@@ -158,6 +158,26 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     _catch_up(con)
 
 
+def use_clock_window(con: duckdb.DuckDBPyConnection, days: tuple[int, int]) -> None:
+    """Record the clock window (days before, after a delivery's send; metrics.clock_sql) in
+    `meta`. A different window than the one the hits were resolved with makes the next sync
+    build everything anew (it changes resolutions anywhere), once."""
+    stored = dict(con.execute("SELECT key, value FROM meta WHERE key LIKE 'clock_%'").fetchall())
+    wanted = {key: str(int(v)) for key, v in zip(metrics.CLOCK_WINDOW_KEYS, days, strict=True)}
+    if stored == wanted:
+        return
+    # until recorded, the hits were resolved with the defaults
+    current = stored or {key: str(v) for key, v in metrics.CLOCK_WINDOW_KEYS.items()}
+    _transaction(con, lambda c: _set_clock_window(c, wanted, rebuild=current != wanted))
+
+
+def _set_clock_window(con: duckdb.DuckDBPyConnection, wanted: dict[str, str], *, rebuild: bool) -> None:
+    con.execute("DELETE FROM meta WHERE key LIKE 'clock_%'")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", list(wanted.items()))
+    if rebuild:
+        con.execute("UPDATE derived_state SET definitions = 'clock window changed'")
+
+
 def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
     """Store the new hits of the relation `hits` (the log columns of `hits`) resolved, and merge
     them into the derived tables, inside the caller's transaction (an ingest's chunk)."""

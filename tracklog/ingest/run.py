@@ -103,6 +103,7 @@ def run_ingest(
         if manifests:
             with phases.phase("manifests"):
                 _ingest_manifests(con, manifests, report)
+        derived.use_clock_window(con, config.clock_window_days)
         # new or replaced manifests resolve their deliveries' stored hits again (and a database
         # of an earlier version is brought up to date) before new hits merge, chunk by chunk
         with phases.phase("derived tables (manifests, upgrades)"):

@@ -78,9 +78,11 @@ ORDER BY n
 
 
 def _bucket_label(n: int, minutes: int) -> str:
+    """'+3h', '+2d'; a bucket before the send (within the clock window) '-1h'."""
+    sign = "+" if n >= 0 else "-"
     if minutes % 1440 == 0:
-        return f"+{n * minutes // 1440}d"
-    return f"+{n * minutes // 60}h"
+        return f"{sign}{abs(n * minutes // 1440)}d"
+    return f"{sign}{abs(n * minutes // 60)}h"
 
 
 def reach(
