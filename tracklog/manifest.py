@@ -49,6 +49,7 @@ SELECT _idx, recipient_id, status, first_idx,
        CASE WHEN recipient_id IS NULL OR recipient_id = '' THEN 'empty'
             WHEN length(recipient_id) > {ID_MAX} THEN 'long'
             WHEN NOT regexp_full_match(recipient_id, '[{ID_CHARS}]+') THEN 'chars'
+            WHEN recipient_id IN ('.', '..') THEN 'dots'
             WHEN _idx > first_idx THEN 'duplicate'
             WHEN status NOT IN ('sent', 'failed') THEN 'status'
        END AS problem
@@ -419,6 +420,8 @@ def _check_recipients(con: duckdb.DuckDBPyConnection, locator: _Locator, fail: _
         raise fail(f"{at}: recipient_id is longer than {ID_MAX} characters (got {_shown(recipient_id)})")
     if problem == "chars":
         raise fail(f"{at}: recipient_id has characters outside [{ID_CHARS}] (got {_shown(recipient_id)})")
+    if problem == "dots":
+        raise fail(f"{at}: recipient_id is . or .. (got {_shown(recipient_id)})")
     if problem == "duplicate":
         raise fail(f'{at}: duplicate recipient_id "{recipient_id}" (first on {where[first_idx]})')
     raise fail(f"{at}: status must be sent or failed (got {_shown(status)})")

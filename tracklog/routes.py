@@ -59,6 +59,8 @@ def id_problem(value: str) -> str | None:
         return f"is longer than {ID_MAX} characters"
     if not _ID_RE.fullmatch(value):
         return f"has characters outside [{ID_CHARS}]"
+    if value in (".", ".."):  # a path segment that means this or the parent folder, not an id
+        return "is . or .."
     return None
 
 

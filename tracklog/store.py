@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import duckdb
 
 from tracklog.config import DEFAULT_WAIT_SECONDS
 from tracklog.errors import DataError, LockBusyError
-from tracklog.schema import apply_schema
+from tracklog.schema import apply_schema, check_tracklog_database
 
 # DuckDB's buffer pool and the merge's temporary tables fill up to this; the rest of the process
 # (two chunks of lines in Arrow, the compiled pass's columns, Python) comes on top. With 32 MiB
@@ -98,9 +99,11 @@ def writer_session(
     `on_wait` is called if another ingest holds the run lock."""
     if db.parent and not db.parent.exists():
         raise DataError(f"database {db}: folder {db.parent} does not exist")
+    check_database_file(db)
+    _peek(db)
     run_lock = _acquire_run_lock(db, wait, on_wait)
     try:
-        session = WriterSession(duckdb.connect(":memory:"), db, wait, _open_signal(db))
+        session = WriterSession(duckdb.connect(":memory:", config=_NO_EXTENSIONS), db, wait, _open_signal(db))
         try:
             if threads:
                 session.con.execute(f"SET threads = {int(threads)}")
@@ -134,6 +137,53 @@ def open_writer(
     """A writer's connection, for work without hand-offs (tests, benchmarks)."""
     with writer_session(db, wait, threads) as session:
         yield session.con
+
+
+# DuckDB would install and load an extension to open some files (a SQLite file, say): never.
+_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_DUCKDB_MAGIC = (8, b"DUCK")  # offset and bytes of the magic in a DuckDB file's header
+_SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def check_database_file(db: Path) -> None:
+    """Refuse, from its first bytes and before anything is created or opened, a --db that is not
+    a DuckDB file (a SQLite file, a log, a folder). A missing or empty file is a new database."""
+    try:
+        with db.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise DataError(f"database {db}: not a regular file")
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise DataError(f"database {db}: is a folder (name the DuckDB file with --db)") from None
+    except PermissionError:
+        raise DataError(f"database {db}: permission denied") from None
+    except OSError as exc:
+        raise DataError(f"database {db}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        return
+    offset, magic = _DUCKDB_MAGIC
+    if head[offset : offset + len(magic)] == magic:
+        return
+    kind = "a SQLite database" if head.startswith(_SQLITE_MAGIC) else "not a DuckDB database"
+    raise DataError(
+        f"database {db}: {kind}: nothing was written; name a tracklog database or a new file with --db"
+    )
+
+
+def _peek(db: Path) -> None:
+    """Before taking the lock (which creates files next to it): an existing database must be
+    tracklog's, of a schema this version knows. Skipped while a writer holds it (tracklog's ingest)."""
+    if not db.exists() or db.stat().st_size == 0:
+        return
+    con = _try_read_only(db)
+    if con is None:
+        return
+    try:
+        check_tracklog_database(con, db)
+    finally:
+        con.close()
 
 
 def _acquire_run_lock(db: Path, wait: float, on_wait: OnWait | None) -> IO[str]:
@@ -203,7 +253,8 @@ def open_reader(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection, waiting up to `wait` seconds while an ingest holds the file;
     `on_wait` is called once if it has to wait. A database that does not exist reads as empty."""
-    if not db.exists():
+    check_database_file(db)
+    if not db.exists() or db.stat().st_size == 0:
         con = duckdb.connect(":memory:")
         try:
             apply_schema(con)
@@ -213,6 +264,7 @@ def open_reader(
         return
     con = _connect_reader(db, wait, on_wait)
     try:
+        check_tracklog_database(con, db)
         yield con
     finally:
         con.close()
@@ -249,7 +301,7 @@ def _connect_reader(db: Path, wait: float, on_wait: OnWait | None) -> duckdb.Duc
 def _try_read_only(db: Path) -> duckdb.DuckDBPyConnection | None:
     """A read-only connection, or None while a writer holds the file."""
     try:
-        return duckdb.connect(str(db), read_only=True)
+        return duckdb.connect(str(db), read_only=True, config=_NO_EXTENSIONS)
     except duckdb.Error as exc:
         if _is_busy(exc):
             return None
