@@ -302,3 +302,123 @@ def test_clock_window_is_configurable(tmp_path: Path) -> None:
     config.write_text("clock_window_days = [10, 36500, 1]\n")
     res = tracklog(db, "ingest", str(log), env={"TRACKLOG_CONFIG": str(config)})
     assert res.returncode == 5 and "clock_window_days" in res.stderr
+
+
+# -- 7. one bad manifest value ----------------------------------------------------------------------
+
+
+def _doc(**fields: object) -> dict[str, object]:
+    doc: dict[str, object] = {"delivery": "BAD-1", "sent_at": "2026-11-03T08:00:00Z", "links": [],
+                              "recipients": [{"recipient_id": "r1"}]}
+    doc.update(fields)
+    return doc
+
+
+BAD_VALUES = {
+    "sent_at overflow": (
+        json.dumps(_doc(sent_at="9999-12-31T23:59:59-12:00")),
+        '"sent_at" must be a time in the years 1970-2999 UTC (got "9999-12-31T23:59:59-12:00")',
+    ),
+    "deeply nested": ('{"delivery": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid JSON (nested too deeply)"),
+    "NaN": (json.dumps(_doc()).replace('"links": []', '"links": NaN'), "invalid JSON (NaN is not a JSON value)"),
+    "Infinity": (json.dumps(_doc()).replace('"links": []', '"links": -Infinity'),
+                 "invalid JSON (-Infinity is not a JSON value)"),
+    "duplicate key": (
+        json.dumps(_doc()).replace('"links": []', '"links": [], "delivery": "OTHER"'),
+        'invalid JSON (key "delivery" appears twice in one object)',
+    ),
+    "javascript link": (
+        json.dumps(_doc(links=[{"id": "a", "url": "https:javascript:alert(1)"}])),
+        'link #1: "url" must be an absolute http or https URL with a host (got "https:javascript:alert(1)")',
+    ),
+    "no host": (json.dumps(_doc(links=[{"id": "a", "url": "https:///x"}])), "must be an absolute http or https URL"),
+    "mailto": (json.dumps(_doc(links=[{"id": "a", "url": "mailto:x@example.com"}])), "must be an absolute http"),
+    "dot id": (json.dumps(_doc(delivery="..")), '"delivery" is . or .. (got "..")'),
+    "dot recipient": (json.dumps(_doc(recipients=[{"recipient_id": "."}])), "recipient_id is . or .."),
+    "dot link": (json.dumps(_doc(links=[{"id": ".", "url": "https://x.example/"}])), '"id" is . or ..'),
+    "recipients outside": (
+        json.dumps(_doc(recipients="../../../../../../etc/passwd")),
+        '"../../../../../../etc/passwd" is outside the manifest\'s folder',
+    ),
+    "recipients absolute": (json.dumps(_doc(recipients="/etc/passwd")), '"/etc/passwd" is outside the manifest'),
+    "content outside": (json.dumps(_doc(content="../secret.html")), '"../secret.html" is outside the manifest'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_one_bad_manifest_value_does_not_stop_the_run(tmp_path: Path, case: str) -> None:
+    text, expected = BAD_VALUES[case]
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    bad = folder / "bad.json"
+    bad.write_text(text)
+    (tmp_path / "secret.html").write_text("<p>not for the manifest</p>")
+    good = _manifest(folder)
+    lines = tracking_lines(100, seed=41)
+    log = tmp_path / "access.log"
+    log.write_text("".join(lines))
+    db = tmp_path / "t.duckdb"
+    res = tracklog(db, "ingest", "--manifest", str(bad), "--manifest", str(good), str(log))
+    assert res.returncode == 1
+    errors = [x for x in res.stderr.splitlines() if x.startswith("Error: ")]
+    assert len(errors) == 2 and errors[0].startswith(f"Error: manifest {bad}: ")
+    assert expected in errors[0]
+    assert "Traceback" not in res.stderr and "root:" not in res.stderr  # nothing of /etc/passwd
+    assert q(db, "SELECT delivery_id FROM deliveries") == [("NL-1",)]
+    exp = expected_counts(lines)
+    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY 1")) == {"open": exp["open"], "click": exp["click"]}
+    assert q(db, "SELECT finished_at IS NOT NULL, exit_code FROM runs") == [(True, 1)]
+
+
+# -- 8. a wrong --db ---------------------------------------------------------------------------------
+
+
+def _foreign_duckdb(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE invoices (id INTEGER, amount DECIMAL(10, 2)); INSERT INTO invoices VALUES (1, 9.5)")
+    con.close()
+
+
+def _newer_tracklog(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '99')")
+    con.close()
+
+
+def _sqlite(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (a)")
+    con.commit()
+    con.close()
+
+
+WRONG_DBS = {
+    "foreign duckdb": (_foreign_duckdb, "is a DuckDB database of another program"),
+    "newer schema": (_newer_tracklog, "was written by a newer tracklog (schema 99"),
+    "sqlite": (_sqlite, "a SQLite database"),
+    "a log file": (lambda p: p.write_text("".join(tracking_lines(3))), "not a DuckDB database"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_DBS))
+@pytest.mark.parametrize("command", [("ingest", "LOG"), ("status",), ("report", "deliveries"), ("reverify",)])
+def test_a_wrong_db_is_never_written(tmp_path: Path, case: str, command: tuple[str, ...]) -> None:
+    make, expected = WRONG_DBS[case]
+    folder = tmp_path / "other"
+    folder.mkdir()
+    db = folder / "their.db"
+    make(db)
+    before = db.read_bytes()
+    log = tmp_path / "access.log"
+    log.write_text("".join(tracking_lines(50)))
+    # no network: an attempt to download a DuckDB extension (for SQLite) would fail differently
+    env = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    res = tracklog(db, *(str(log) if a == "LOG" else a for a in command), env=env)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.startswith(f"Error: database {db}") and expected in res.stderr
+    assert "nothing was written" in res.stderr
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["their.db"]  # no lock, wait or WAL file either

@@ -232,7 +232,7 @@ def _merge(con: duckdb.DuckDBPyConnection) -> None:
 
 def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
     for table in ("_nf", "_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_dv"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+        store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
 def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
@@ -241,7 +241,7 @@ def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPy
         step(con)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        store.cleanup(con, "ROLLBACK")
         raise
 
 
@@ -281,7 +281,7 @@ FROM deliveries d WHERE d.delivery_id NOT IN (SELECT delivery_id FROM delivery_k
         )
         forget_deliveries(con, "_changed")
     finally:
-        con.execute("DROP TABLE IF EXISTS _changed")
+        store.cleanup(con, "DROP TABLE IF EXISTS _changed")
 
 
 def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None:
@@ -551,4 +551,4 @@ GROUP BY {", ".join(keys)}""")
         con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _delta d WHERE {same})")
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _sums")
     finally:
-        con.execute("DROP TABLE IF EXISTS _delta; DROP TABLE IF EXISTS _sums")
+        store.cleanup(con, "DROP TABLE IF EXISTS _delta; DROP TABLE IF EXISTS _sums")

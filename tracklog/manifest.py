@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from tracklog.errors import DataError, TracklogError
 from tracklog.routes import ID_CHARS, ID_MAX, id_problem
+from tracklog.store import cleanup
 
 TRAP_CATEGORY = "trap"
 # sent_at, in UTC: a delivery's clock window (up to 100 years after) stays inside DuckDB's times
@@ -645,7 +646,7 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
             ).fetchone()
             con.execute("COMMIT")
         except BaseException:
-            _rollback(con)  # the cause is what failed, not a rollback that fails after it
+            cleanup(con, "ROLLBACK")  # the cause is what failed, not a rollback that fails after it
             raise
     finally:
         try:
@@ -654,13 +655,6 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
             pass
     assert counts is not None
     return _result(manifest, counts, replaced=replaced)
-
-
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 def _unchanged(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> ManifestResult:

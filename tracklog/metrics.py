@@ -58,6 +58,7 @@ def clock_sql(h: str, d: str) -> str:
     )
     return f"({h}.ts < {d}.sent_at - to_days({before}) OR {h}.ts > {d}.sent_at + to_days({after}))"
 
+
 # Event types that prove a person opened the message (the one-click unsubscribe POST does not:
 # the mailbox provider sends it, not the reader's browser).
 OPENING_TYPES = ("open", "click", "mirror", "optout")

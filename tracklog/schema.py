@@ -295,7 +295,10 @@ def _in_transaction(
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(step)])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:  # never hide the cause behind a rollback that fails too
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
         raise
 
 

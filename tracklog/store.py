@@ -8,6 +8,7 @@ holds a shared flock on `<db>.wait`), it DETACHes the file, lets them in and ATT
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -46,6 +47,49 @@ def fetch_one(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -
     """
     rows = con.execute(sql, params).fetchall()
     return tuple(rows[0]) if rows else None
+
+
+# What DuckDB says when the file or the disk, not tracklog, is the problem
+_DAMAGED = ("corrupt database file", "could not read enough bytes", "invalid magic", "not a valid duckdb")
+_UNWRITABLE = ("no space left", "disk quota", "read-only file system", "permission denied", "could not write")
+
+
+def environment_problem(exc: BaseException) -> str | None:
+    """One line saying what is wrong with the database file or its disk when `exc` (a DuckDB or
+    OS error) is such a failure rather than a bug, with what to do; None otherwise."""
+    if not isinstance(exc, (duckdb.Error, OSError)):
+        return None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    ):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or text}: cannot write next to the database (free space, or a writable folder)"
+    if any(m in lower for m in _DAMAGED):
+        return (
+            f"the database file is damaged ({text}): restore it from a backup, or ingest the logs "
+            "into a new file with --db"
+        )
+    if any(m in lower for m in _UNWRITABLE):
+        return f"the database cannot be written ({text}): free disk space or fix the permissions, then run again (what was committed is kept)"
+    if isinstance(exc, duckdb.IOException):
+        return f"database input/output error ({text})"
+    return None
+
+
+def cleanup(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Run a clean-up statement (a ROLLBACK, a DROP of temporary tables) that must never hide
+    the error that made it necessary: after a failed statement (a full disk, say) DuckDB refuses
+    everything but a rollback, which undoes the temporary tables anyway."""
+    try:
+        con.execute(sql)
+    except duckdb.Error:
+        pass
 
 
 def lock_path(db: Path) -> Path:
@@ -188,7 +232,13 @@ def _peek(db: Path) -> None:
 
 def _acquire_run_lock(db: Path, wait: float, on_wait: OnWait | None) -> IO[str]:
     path = lock_path(db)
-    fh = path.open("a+")
+    try:
+        fh = path.open("a+")
+    except OSError as exc:
+        raise DataError(
+            f"database {db}: cannot create its lock file {path} ({exc.strerror or exc}): an ingest needs "
+            "a folder it can write"
+        ) from None
     deadline = time.monotonic() + max(wait, 0.0)
     waiting = False
     while True:

@@ -19,7 +19,7 @@ from rich.console import Console
 from tracklog.config import Config, load_config
 from tracklog.derived import open_reader
 from tracklog.errors import ExitCode, TracklogError
-from tracklog.store import OnWait
+from tracklog.store import OnWait, environment_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,6 +119,10 @@ class TracklogGroup(click.Group):
         except Exception as exc:  # a bug: one line unless --debug
             if debug:
                 raise
+            # a damaged database file, a full disk, a read-only folder: data errors, not bugs
+            if (problem := environment_problem(exc)) is not None:
+                click.echo(f"Error: {problem}", err=True)
+                ctx.exit(int(ExitCode.DATA_ERROR))
             click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
             ctx.exit(int(ExitCode.INTERNAL_ERROR))
         return None

@@ -36,7 +36,7 @@ from tracklog.signing import (
     sql_pad_params,
     sql_sig_status,
 )
-from tracklog.store import fetch_one
+from tracklog.store import cleanup, environment_problem, fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
 BAD_RATIO_LINES = 1000  # the wrong-format check looks at this many first lines of a new stream
@@ -173,16 +173,14 @@ class Ingester:
             result.status, result.error = "error", str(exc)
         except duckdb.Error as exc:
             self._rollback()
-            result.status, result.error = "error", f"{result.name}: database error: {exc}"
+            problem = environment_problem(exc) or f"database error: {exc}"
+            result.status, result.error = "error", f"{result.name}: {problem}"
         finally:
             stream.close()
         return result
 
     def _rollback(self) -> None:
-        try:
-            self.con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
+        cleanup(self.con, "ROLLBACK")
 
     def _find_source(self, head: bytes) -> tuple[int, int, int, int] | None:
         """(source_id, byte_offset, lines, fp_len) of the known stream this head belongs to."""

@@ -14,7 +14,7 @@ import pyarrow as pa
 from tracklog import derived
 from tracklog.routes import sig_sql
 from tracklog.signing import sql_pad_params, sql_sig_status
-from tracklog.store import OnWait, writer_session
+from tracklog.store import OnWait, cleanup, writer_session
 
 
 def reverify(db: Path, secrets: Sequence[bytes], wait: float, on_wait: OnWait | None = None) -> pa.Table:
@@ -28,10 +28,10 @@ def reverify(db: Path, secrets: Sequence[bytes], wait: float, on_wait: OnWait | 
             changes = _reverify_in_transaction(con, secrets)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            cleanup(con, "ROLLBACK")
             raise
         finally:
-            con.execute("DROP TABLE IF EXISTS _rv; DROP TABLE IF EXISTS _rv_deliveries")
+            cleanup(con, "DROP TABLE IF EXISTS _rv; DROP TABLE IF EXISTS _rv_deliveries")
         derived.sync(con)  # the affected deliveries' hits resolved and merged again
     return changes
 

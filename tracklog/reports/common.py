@@ -128,7 +128,9 @@ def excluded_hits(con: duckdb.DuckDBPyConnection, delivery_id: str | None, windo
     orphan = fetch_one(con, f"SELECT count(*) FROM orphans h WHERE {where}", params)
     counts["orphan_hits"] = int(orphan[0]) if orphan else 0
     clock = fetch_one(
-        con, f"SELECT count(*) FROM hits_classified h WHERE {where} AND h.resolution = '{metrics.CLOCK}'", params
+        con,
+        f"SELECT count(*) FROM hits_classified h WHERE {where} AND h.resolution = '{metrics.CLOCK}'",
+        params,
     )
     counts["clock_hits"] = int(clock[0]) if clock else 0
     return {k: int(v or 0) for k, v in counts.items()}
