@@ -10,6 +10,8 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -166,7 +168,9 @@ def test_wrong_secret_is_loud_and_reverify_makes_the_figures_right(tmp_path: Pat
         "Error: 1 input(s) could not be ingested (see above)",
     ]
     status = json.loads(tracklog(db, "status", "--format", "json").stdout)
-    assert [(a["path"], a["signed"], a["invalid"]) for a in status["signature_alerts"]] == [(str(log), signed, signed)]
+    assert [(a["path"], a["signed"], a["invalid"]) for a in status["signature_alerts"]] == [
+        (str(log), signed, signed)
+    ]
     assert status["last_runs"][0]["exit_code"] == 1
     # the next ingest with the right secret finds nothing new: only reverify repairs the verdicts
     assert tracklog(db, "ingest", str(log)).returncode == 0
@@ -174,11 +178,18 @@ def test_wrong_secret_is_loud_and_reverify_makes_the_figures_right(tmp_path: Pat
 
     res = tracklog(db, "reverify", "--format", "json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == [{"before": "invalid", "after": "valid", "hits": signed, "deliveries": 1}]
+    assert json.loads(res.stdout) == [
+        {"before": "invalid", "after": "valid", "hits": signed, "deliveries": 1}
+    ]
     clean = tmp_path / "clean.duckdb"
     assert tracklog(clean, "ingest", "--manifest", str(manifest), str(log)).returncode == 0
     assert _totals(db) == _totals(clean)
-    for report in (("delivery", "NL-1"), ("stats", "--by", "browser"), ("stats", "--by", "domain"), ("urls",)):
+    for report in (
+        ("delivery", "NL-1"),
+        ("stats", "--by", "browser"),
+        ("stats", "--by", "domain"),
+        ("urls",),
+    ):
         assert _report(db, *report) == _report(clean, *report)
     # independently: opens and clicks as the text of the log says
     got = _report(db, "delivery", "NL-1")
@@ -217,8 +228,21 @@ def test_several_keys_valid_at_once(tmp_path: Path, pure: str) -> None:
     assert dict(q(db, "SELECT sig_status, count(*) FROM hits GROUP BY 1")) == want
     # new links are signed with the newest key (the first listed)
     assert tracklog(db, "ingest", "--manifest", str(_manifest(tmp_path)), env=env).returncode == 0
-    res = tracklog(db, "link", "--delivery", "NL-1", "--recipient", "r0001", "--type", "open",
-                   "--base-url", "https://t.example.com", "--format", "csv", env=env)
+    res = tracklog(
+        db,
+        "link",
+        "--delivery",
+        "NL-1",
+        "--recipient",
+        "r0001",
+        "--type",
+        "open",
+        "--base-url",
+        "https://t.example.com",
+        "--format",
+        "csv",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert f"/o/NL-1/r0001.gif?s={sig('/o/NL-1/r0001.gif', b'new-secret')}" in res.stdout
 
@@ -230,7 +254,9 @@ def test_rotation_then_reverify_accepts_the_old_key(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_text("".join(line(path, query=f"s={sig(path, b'old-secret')}") for _ in range(5)))
     db = tmp_path / "t.duckdb"
-    assert tracklog(db, "ingest", str(log), env={"TRACKLOG_SECRET": "new-secret"}).returncode == 0  # 5 < 20: quiet
+    assert (
+        tracklog(db, "ingest", str(log), env={"TRACKLOG_SECRET": "new-secret"}).returncode == 0
+    )  # 5 < 20: quiet
     assert q(db, "SELECT sig_status, count(*) FROM hits GROUP BY 1") == [("invalid", 5)]
     env = {"TRACKLOG_SECRET": "", "TRACKLOG_CONFIG": str(_rotation_config(tmp_path))}
     res = tracklog(db, "reverify", "--format", "csv", env=env)
@@ -308,8 +334,12 @@ def test_clock_window_is_configurable(tmp_path: Path) -> None:
 
 
 def _doc(**fields: object) -> dict[str, object]:
-    doc: dict[str, object] = {"delivery": "BAD-1", "sent_at": "2026-11-03T08:00:00Z", "links": [],
-                              "recipients": [{"recipient_id": "r1"}]}
+    doc: dict[str, object] = {
+        "delivery": "BAD-1",
+        "sent_at": "2026-11-03T08:00:00Z",
+        "links": [],
+        "recipients": [{"recipient_id": "r1"}],
+    }
     doc.update(fields)
     return doc
 
@@ -319,10 +349,18 @@ BAD_VALUES = {
         json.dumps(_doc(sent_at="9999-12-31T23:59:59-12:00")),
         '"sent_at" must be a time in the years 1970-2999 UTC (got "9999-12-31T23:59:59-12:00")',
     ),
-    "deeply nested": ('{"delivery": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid JSON (nested too deeply)"),
-    "NaN": (json.dumps(_doc()).replace('"links": []', '"links": NaN'), "invalid JSON (NaN is not a JSON value)"),
-    "Infinity": (json.dumps(_doc()).replace('"links": []', '"links": -Infinity'),
-                 "invalid JSON (-Infinity is not a JSON value)"),
+    "deeply nested": (
+        '{"delivery": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "invalid JSON (nested too deeply)",
+    ),
+    "NaN": (
+        json.dumps(_doc()).replace('"links": []', '"links": NaN'),
+        "invalid JSON (NaN is not a JSON value)",
+    ),
+    "Infinity": (
+        json.dumps(_doc()).replace('"links": []', '"links": -Infinity'),
+        "invalid JSON (-Infinity is not a JSON value)",
+    ),
     "duplicate key": (
         json.dumps(_doc()).replace('"links": []', '"links": [], "delivery": "OTHER"'),
         'invalid JSON (key "delivery" appears twice in one object)',
@@ -331,8 +369,14 @@ BAD_VALUES = {
         json.dumps(_doc(links=[{"id": "a", "url": "https:javascript:alert(1)"}])),
         'link #1: "url" must be an absolute http or https URL with a host (got "https:javascript:alert(1)")',
     ),
-    "no host": (json.dumps(_doc(links=[{"id": "a", "url": "https:///x"}])), "must be an absolute http or https URL"),
-    "mailto": (json.dumps(_doc(links=[{"id": "a", "url": "mailto:x@example.com"}])), "must be an absolute http"),
+    "no host": (
+        json.dumps(_doc(links=[{"id": "a", "url": "https:///x"}])),
+        "must be an absolute http or https URL",
+    ),
+    "mailto": (
+        json.dumps(_doc(links=[{"id": "a", "url": "mailto:x@example.com"}])),
+        "must be an absolute http",
+    ),
     "dot id": (json.dumps(_doc(delivery="..")), '"delivery" is . or .. (got "..")'),
     "dot recipient": (json.dumps(_doc(recipients=[{"recipient_id": "."}])), "recipient_id is . or .."),
     "dot link": (json.dumps(_doc(links=[{"id": ".", "url": "https://x.example/"}])), '"id" is . or ..'),
@@ -340,8 +384,14 @@ BAD_VALUES = {
         json.dumps(_doc(recipients="../../../../../../etc/passwd")),
         '"../../../../../../etc/passwd" is outside the manifest\'s folder',
     ),
-    "recipients absolute": (json.dumps(_doc(recipients="/etc/passwd")), '"/etc/passwd" is outside the manifest'),
-    "content outside": (json.dumps(_doc(content="../secret.html")), '"../secret.html" is outside the manifest'),
+    "recipients absolute": (
+        json.dumps(_doc(recipients="/etc/passwd")),
+        '"/etc/passwd" is outside the manifest',
+    ),
+    "content outside": (
+        json.dumps(_doc(content="../secret.html")),
+        '"../secret.html" is outside the manifest',
+    ),
 }
 
 
@@ -366,7 +416,10 @@ def test_one_bad_manifest_value_does_not_stop_the_run(tmp_path: Path, case: str)
     assert "Traceback" not in res.stderr and "root:" not in res.stderr  # nothing of /etc/passwd
     assert q(db, "SELECT delivery_id FROM deliveries") == [("NL-1",)]
     exp = expected_counts(lines)
-    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY 1")) == {"open": exp["open"], "click": exp["click"]}
+    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY 1")) == {
+        "open": exp["open"],
+        "click": exp["click"],
+    }
     assert q(db, "SELECT finished_at IS NOT NULL, exit_code FROM runs") == [(True, 1)]
 
 
@@ -375,7 +428,9 @@ def test_one_bad_manifest_value_does_not_stop_the_run(tmp_path: Path, case: str)
 
 def _foreign_duckdb(path: Path) -> None:
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE invoices (id INTEGER, amount DECIMAL(10, 2)); INSERT INTO invoices VALUES (1, 9.5)")
+    con.execute(
+        "CREATE TABLE invoices (id INTEGER, amount DECIMAL(10, 2)); INSERT INTO invoices VALUES (1, 9.5)"
+    )
     con.close()
 
 
@@ -422,3 +477,115 @@ def test_a_wrong_db_is_never_written(tmp_path: Path, case: str, command: tuple[s
     assert "nothing was written" in res.stderr
     assert db.read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["their.db"]  # no lock, wait or WAL file either
+
+
+# -- smaller ones: disk full, damaged database, read-only folder, FIFO -------------------------------
+
+
+@contextmanager
+def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs; needs root) at `mnt`."""
+    mnt.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "disk", "3M") as mnt:  # to fill up
+        yield mnt
+
+
+@pytest.fixture
+def roomy_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "disk", "64M") as mnt:  # to remount read-only
+        yield mnt
+
+
+def test_disk_full_is_a_data_error_naming_the_cause(tmp_path: Path, small_disk: Path) -> None:
+    log = tmp_path / "big.log"
+    log.write_text("".join(tracking_lines(100_000, seed=51)))  # 22 MB of lines: more than the disk holds
+    small = tmp_path / "small.log"
+    small.write_text("".join(tracking_lines(10, seed=52)))
+    res = tracklog(small_disk / "t.duckdb", "ingest", str(log), str(small))
+    assert res.returncode == 1
+    assert "No space left on device" in res.stderr and "free disk space" in res.stderr
+    assert "internal error" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_manifest_on_a_full_disk_reports_the_cause(tmp_path: Path, small_disk: Path) -> None:
+    recipients = [{"recipient_id": f"r{i:07d}", "email": f"user{i}@example.com"} for i in range(200_000)]
+    big = tmp_path / "big.json"
+    big.write_text(
+        json.dumps(
+            {"delivery": "BIG", "sent_at": "2026-11-03T08:00:00Z", "links": [], "recipients": recipients}
+        )
+    )
+    res = tracklog(small_disk / "t.duckdb", "ingest", "--manifest", str(big))
+    assert res.returncode == 1
+    assert "No space left on device" in res.stderr
+    assert "rollback" not in res.stderr.lower() and "internal error" not in res.stderr
+
+
+def _built_db(tmp_path: Path) -> Path:
+    db = tmp_path / "t.duckdb"
+    log = tmp_path / "access.log"
+    log.write_text("".join(tracking_lines(20_000, seed=53)))
+    assert tracklog(db, "ingest", "--manifest", str(_manifest(tmp_path)), str(log)).returncode == 0
+    return db
+
+
+def test_damaged_database_file_is_a_data_error(tmp_path: Path) -> None:
+    db = _built_db(tmp_path)
+    data = db.read_bytes()
+    # every block after the headers damaged (seen at open), or 10-60% of the file (at query time)
+    header = 3 * 4096
+    lo, hi = (len(data) // 10) // 4096 * 4096, (len(data) * 6 // 10) // 4096 * 4096
+    damaged = {
+        "blocks": data[:header] + bytes(b ^ 0x5A for b in data[header:]),
+        "middle": data[:lo] + bytes(b ^ 0x5A for b in data[lo:hi]) + data[hi:],
+    }
+    for name, content in damaged.items():
+        db.write_bytes(content)
+        for command in (("status",), ("report", "deliveries"), ("recipient", "r0001"), ("report", "stats")):
+            res = tracklog(db, *command)
+            assert res.returncode == 1, (name, command, res.stderr)
+            [message] = res.stderr.splitlines()
+            assert message.startswith("Error: ") and "the database file is damaged" in message
+            assert "restore it from a backup" in message
+
+
+def test_read_only_folder_is_a_data_error(tmp_path: Path, roomy_disk: Path) -> None:
+    db = _built_db(tmp_path)
+    (roomy_disk / "t.duckdb").write_bytes(db.read_bytes())
+    assert subprocess.run(["mount", "-o", "remount,ro", str(roomy_disk)], capture_output=True).returncode == 0
+    res = tracklog(roomy_disk / "t.duckdb", "ingest", str(tmp_path / "access.log"))
+    assert res.returncode == 1
+    assert "cannot create its lock file" in res.stderr and "Read-only file system" in res.stderr
+    res = tracklog(roomy_disk / "t.duckdb", "report", "deliveries", "--format", "json")  # reading works
+    assert res.returncode == 0 and json.loads(res.stdout)[0]["delivery"] == "NL-1"
+
+
+def test_a_fifo_without_writer_is_skipped_not_waited_for(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.log"
+    os.mkfifo(fifo)
+    log = tmp_path / "access.log"
+    lines = tracking_lines(30, seed=54)
+    log.write_text("".join(lines))
+    db = tmp_path / "t.duckdb"
+    res = tracklog(db, "ingest", str(fifo), str(log))  # would block forever (timeout: 120 s)
+    assert res.returncode == 1
+    assert f"Error: {fifo}: a named pipe (FIFO), not read" in res.stderr
+    exp = expected_counts(lines)
+    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY 1")) == {
+        "open": exp["open"],
+        "click": exp["click"],
+    }
+    # and the lock was released: another ingest runs at once
+    assert tracklog(db, "ingest", "--wait", "0", str(log)).returncode == 0

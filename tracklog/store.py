@@ -275,7 +275,7 @@ def _attach(con: duckdb.DuckDBPyConnection, db: Path, wait: float, *, taking_bac
             return
         except duckdb.Error as exc:
             if not _is_busy(exc):
-                raise DataError(f"database {db}: {exc}") from exc
+                raise DataError(f"database {db}: {environment_problem(exc) or exc}") from exc
             if time.monotonic() >= deadline:
                 who = "a reader let in between commits" if taking_back else "another process"
                 raise LockBusyError(
@@ -355,7 +355,7 @@ def _try_read_only(db: Path) -> duckdb.DuckDBPyConnection | None:
     except duckdb.Error as exc:
         if _is_busy(exc):
             return None
-        raise DataError(f"database {db}: {exc}") from exc
+        raise DataError(f"database {db}: {environment_problem(exc) or exc}") from exc
 
 
 def _raise_hand(signal: int) -> None:
