@@ -5,6 +5,7 @@ Real files, real processes, a real DuckDB file; expected figures computed from t
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import random
@@ -24,7 +25,8 @@ ENV = {**os.environ, "TRACKLOG_SECRET": SECRET.decode(), "TRACKLOG_CONFIG": ""}
 def tracklog(db: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A real `tracklog` process."""
     return subprocess.run(
-        [sys.executable, "-m", "tracklog", "--db", str(db), *args],
+        check=False,
+        args=[sys.executable, "-m", "tracklog", "--db", str(db), *args],
         env={**ENV, **(env or {})},
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -58,7 +60,7 @@ def test_damaged_gzip_then_intact_copy_gives_the_intact_hits(tmp_path: Path, mem
     text = "".join(lines).encode()
     # logrotate writes one member; concatenated files hold several: split at line ends
     cuts = [0] + [text.index(b"\n", len(text) * k // members) + 1 for k in range(1, members)] + [len(text)]
-    parts = [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    parts = [text[a:b] for a, b in itertools.pairwise(cuts)]
     packed = [gzip.compress(p, compresslevel=6) for p in parts]
     intact = b"".join(packed)
     # the damage at 60% of the last member
@@ -103,7 +105,8 @@ def test_damaged_gzip_on_stdin_keeps_nothing_unverified(tmp_path: Path) -> None:
     text = "".join(lines).encode()
     db = tmp_path / "t.duckdb"
     proc = subprocess.run(
-        [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", "-"],
+        check=False,
+        args=[sys.executable, "-m", "tracklog", "--db", str(db), "ingest", "-"],
         env={**ENV, "TRACKLOG_CHUNK_BYTES": str(32 << 10)},
         input=_flip(gzip.compress(text), 0.5),
         capture_output=True,
@@ -112,7 +115,8 @@ def test_damaged_gzip_on_stdin_keeps_nothing_unverified(tmp_path: Path) -> None:
     assert proc.returncode == 1 and b"corrupt gzip data" in proc.stderr
     assert q(db, "SELECT count(*) FROM hits")[0][0] == 0
     proc = subprocess.run(
-        [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", "-"],
+        check=False,
+        args=[sys.executable, "-m", "tracklog", "--db", str(db), "ingest", "-"],
         env={**ENV, "TRACKLOG_CHUNK_BYTES": str(32 << 10)},
         input=gzip.compress(text),
         capture_output=True,
@@ -162,9 +166,11 @@ def test_wrong_secret_is_loud_and_reverify_makes_the_figures_right(tmp_path: Pat
     errors = [x for x in res.stderr.splitlines() if x.startswith("Error:")]
     signed = exp["open"] + exp["click"]
     assert errors == [
-        f"Error: {log}: {signed} of {signed} signed hits failed signature verification and are stored as "
-        "rejected: the signing secret is probably wrong (TRACKLOG_SECRET, secret_file or secrets in the "
-        "config): fix it, then run `tracklog reverify`",
+        (
+            f"Error: {log}: {signed} of {signed} signed hits failed signature verification and are stored as "
+            "rejected: the signing secret is probably wrong (TRACKLOG_SECRET, secret_file or secrets in the "
+            "config): fix it, then run `tracklog reverify`"
+        ),
         "Error: 1 input(s) could not be ingested (see above)",
     ]
     status = json.loads(tracklog(db, "status", "--format", "json").stdout)
@@ -487,7 +493,9 @@ def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
     """A real filesystem of `size` (tmpfs; needs root) at `mnt`."""
     mnt.mkdir()
     if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
+        check=False,
+        args=["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+        capture_output=True,
     ).returncode:
         pytest.skip("cannot mount a tmpfs here (not root?)")
     try:
@@ -564,7 +572,12 @@ def test_damaged_database_file_is_a_data_error(tmp_path: Path) -> None:
 def test_read_only_folder_is_a_data_error(tmp_path: Path, roomy_disk: Path) -> None:
     db = _built_db(tmp_path)
     (roomy_disk / "t.duckdb").write_bytes(db.read_bytes())
-    assert subprocess.run(["mount", "-o", "remount,ro", str(roomy_disk)], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            check=False, args=["mount", "-o", "remount,ro", str(roomy_disk)], capture_output=True
+        ).returncode
+        == 0
+    )
     res = tracklog(roomy_disk / "t.duckdb", "ingest", str(tmp_path / "access.log"))
     assert res.returncode == 1
     assert "cannot create its lock file" in res.stderr and "Read-only file system" in res.stderr

@@ -184,7 +184,10 @@ def open_writer(
 
 
 # DuckDB would install and load an extension to open some files (a SQLite file, say): never.
-_NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+_NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 _DUCKDB_MAGIC = (8, b"DUCK")  # offset and bytes of the magic in a DuckDB file's header
 _SQLITE_MAGIC = b"SQLite format 3\0"
 
