@@ -602,3 +602,30 @@ def test_a_fifo_without_writer_is_skipped_not_waited_for(tmp_path: Path) -> None
     }
     # and the lock was released: another ingest runs at once
     assert tracklog(db, "ingest", "--wait", "0", str(log)).returncode == 0
+
+
+# -- fuzz: the manifest loader -------------------------------------------------------------------------
+
+
+def test_manifest_fuzz_seeds_hold() -> None:
+    import fuzz_manifest
+
+    for seed in fuzz_manifest.SEEDS:
+        fuzz_manifest.check(seed)
+
+
+@pytest.mark.fuzz
+def test_manifest_fuzz_target(tmp_path: Path) -> None:
+    """The atheris fuzz target of the manifest loader, for a bounded number of inputs."""
+    pytest.importorskip("atheris")
+    import fuzz_manifest
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, seed in enumerate(fuzz_manifest.SEEDS):
+        (corpus / f"seed{i}").write_bytes(seed)
+    script = Path(__file__).resolve().parent / "fuzz_manifest.py"
+    args = [sys.executable, str(script), "-atheris_runs=3000", "-max_len=2000", "-seed=1", str(corpus)]
+    run = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert "Done 3000 " in run.stderr

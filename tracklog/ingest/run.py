@@ -148,12 +148,14 @@ def _run(
             progress=progress,
             phases=phases,
             between_commits=_between_commits(session),
+            readers_waiting=session.readers_waiting,
         )
         for spec in specs:
             result = ingester.ingest(spec)
             report.files.append(result)
             if result.error:
                 report.errors.append(result.error)
+        ingester.merge_pending()
     report.seconds = time.monotonic() - started
     _finish_run(con, run_id, report)
 
