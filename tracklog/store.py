@@ -114,15 +114,13 @@ class WriterSession:
         self._signal = signal  # fd of <db>.wait; None when it cannot be opened (no hand-offs)
         self.lost: LockBusyError | None = None  # set when the file could not be taken back
 
-    def readers_waiting(self) -> bool:
-        """Whether a reader waits for a hand-off (one non-blocking flock)."""
-        return self._signal is not None and _readers_waiting(self._signal)
-
-    def hand_off(self) -> None:
-        """Outside a transaction: when readers wait, let them in, then take the file back.
-        Costs one non-blocking flock when nobody waits."""
+    def hand_off(self, prepare: Callable[[], None] | None = None) -> None:
+        """Outside a transaction: when readers wait, `prepare` (what they must find done), then
+        let them in, then take the file back. Costs one non-blocking flock when nobody waits."""
         if self._signal is None or not _readers_waiting(self._signal):
             return
+        if prepare is not None:
+            prepare()
         self.con.execute(f"USE memory; DETACH {ALIAS}")  # checkpoints; temp tables stay
         deadline = time.monotonic() + HANDOFF_SECONDS
         while _readers_waiting(self._signal) and time.monotonic() < deadline:

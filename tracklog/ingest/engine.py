@@ -124,13 +124,14 @@ class Ingester:
         max_bad_ratio: float,
         progress: Progress | None = None,
         phases: Phases | None = None,
-        between_commits: Callable[[], None] | None = None,
-        readers_waiting: Callable[[], bool] | None = None,
+        between_commits: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.con = con
-        self.between_commits = between_commits  # after each chunk's commit: hand the file to readers
-        self.readers_waiting = readers_waiting  # whether a hand-off is due (merge what is pending first)
+        # after each chunk's commit: hand the file to waiting readers, calling its argument
+        # first (merge_pending: readers must find the figures current)
+        self.between_commits = between_commits
         self._unmerged = (0, 0)  # small chunks stored unresolved since the last merge: chunks, hits
+        self.problems: list[str] = []  # errors that are no input's (a failed merge of small inputs)
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
@@ -256,14 +257,10 @@ class Ingester:
         _fault_point(result.lines + counts.lines)
         with self.phases.phase("commit"):
             self.con.execute("COMMIT")
-        if self._unmerged[0] and (
-            self._unmerged[0] >= MERGE_CHUNKS
-            or self._unmerged[1] >= MERGE_HITS
-            or (self.readers_waiting is not None and self.readers_waiting())
-        ):
-            self.merge_pending()  # readers get a database whose figures are current
+        if self._unmerged[0] >= MERGE_CHUNKS or self._unmerged[1] >= MERGE_HITS:
+            self.merge_pending()
         if self.between_commits is not None:
-            self.between_commits()
+            self.between_commits(self.merge_pending)
         result.add(counts)
         result.bytes = end - offset
         if self.progress is not None:
@@ -273,10 +270,19 @@ class Ingester:
         """Resolve and merge the hits of small chunks stored unresolved (derived.store_unresolved):
         one merge for many small inputs. Called after enough of them, before a hand-off to
         readers, and at the end of the run; after a crash, the next sync does it."""
-        if self._unmerged[0]:
+        if not self._unmerged[0]:
+            return
+        self._unmerged = (0, 0)
+        try:
             with self.phases.phase("store hits, merge the derived tables"):
                 derived.sync(self.con)
-            self._unmerged = (0, 0)
+        except duckdb.Error as exc:
+            # the hits and read positions are committed: the next run (or report) merges them
+            problem = environment_problem(exc) or f"database error: {exc}"
+            self.problems.append(
+                f"merging the hits of small inputs into the derived tables failed ({problem}); "
+                "they are stored and the next run merges them"
+            )
 
     def _save_position(
         self, source_id: int, stream: LogStream, name: str, end: int, counts: Counts, *, insert: bool

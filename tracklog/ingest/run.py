@@ -148,7 +148,6 @@ def _run(
             progress=progress,
             phases=phases,
             between_commits=_between_commits(session),
-            readers_waiting=session.readers_waiting,
         )
         for spec in specs:
             result = ingester.ingest(spec)
@@ -156,20 +155,21 @@ def _run(
             if result.error:
                 report.errors.append(result.error)
         ingester.merge_pending()
+        report.errors.extend(ingester.problems)
     report.seconds = time.monotonic() - started
     _finish_run(con, run_id, report)
 
 
-def _between_commits(session: WriterSession) -> Callable[[], None]:
+def _between_commits(session: WriterSession) -> Callable[[Callable[[], None]], None]:
     """The hand-off to waiting readers after each commit. Tests: TRACKLOG_FAULT_SLEEP_AFTER_COMMIT=
     SECONDS first sleeps that long still holding the database, so that readers wait for it."""
     pause = float(os.environ.get("TRACKLOG_FAULT_SLEEP_AFTER_COMMIT") or 0)
     if not pause:
         return session.hand_off
 
-    def sleep_then_hand_off() -> None:
+    def sleep_then_hand_off(prepare: Callable[[], None]) -> None:
         time.sleep(pause)
-        session.hand_off()
+        session.hand_off(prepare)
 
     return sleep_then_hand_off
 
