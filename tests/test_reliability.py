@@ -629,3 +629,55 @@ def test_manifest_fuzz_target(tmp_path: Path) -> None:
     run = subprocess.run(args, check=False, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-5000:]
     assert "Done 3000 " in run.stderr
+
+
+def test_several_keys_both_parse_paths_identical() -> None:
+    """The compiled pass and the SQL verify against several keys alike, column for column."""
+    from fuzz_fastlog import _pure
+
+    from tracklog.ingest.engine import Ingester, make_chunk
+    from tracklog.ingest.formats import resolve_format
+
+    keys = [b"k-newest", b"k-older", b"k-oldest"]
+    rnd = random.Random(9)
+    lines = []
+    for i in range(400):
+        path = rnd.choice([f"/o/D/r{i}.gif", f"/c/D/hero/r{i}", f"/m/D/r{i}", f"/u/D/r{i}"])
+        secret = rnd.choice([*keys, b"unknown"])
+        query = rnd.choice(
+            [
+                f"s={sig(path, secret)}",
+                f"a=1&s={sig(path, secret)}",
+                "s=short",
+                None,
+                f"s={sig(path, secret)}x",
+            ]
+        )
+        lines.append(line(path, query=query))
+    buf = "".join(lines).encode()
+    rows = {}
+    for fast in (True, False):
+        with _pure(not fast):
+            ingester = Ingester(
+                duckdb.connect(),
+                resolve_format("combined", {}),
+                secret=keys,
+                verify_signatures=True,
+                max_bad_ratio=1,
+            )
+        assert (ingester._fast is not None) == fast
+        ingester._parse_chunk(make_chunk(buf, 0, 0, ingester._fast))
+        rows[fast] = ingester.con.execute("SELECT * FROM tl_chunk ORDER BY line_no").fetchall()
+    assert rows[True] == rows[False]
+    verdicts = [r[-1] for r in rows[True]]
+    expected = []  # independently: which key, if any, made each line's signature
+    for text in lines:
+        target = text.split('"')[1].split(" ")[1]
+        path, _, query = target.partition("?")
+        given = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("s") if query else None
+        if not given:
+            expected.append("missing")
+        else:
+            expected.append("valid" if any(sig(path, k) == given for k in keys) else "invalid")
+    assert verdicts == expected
+    assert {"valid", "invalid", "missing"} <= set(verdicts)
