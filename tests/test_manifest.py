@@ -303,12 +303,12 @@ BAD_CSVS: list[tuple[str, str, str]] = [
     (
         "no recipient_id column",
         "id,email\nr1,a\n",
-        'recipients nl.recipients.csv line 1: the header has no recipient_id column (found 2 comma-separated fields, not shown',
+        "recipients nl.recipients.csv line 1: the header has no recipient_id column (found 2 comma-separated fields, not shown",
     ),
     (
         "semicolons",
         "recipient_id;email\nr1;a\n",
-        'the header has no recipient_id column (found 1 comma-separated field, not shown; expected a header',
+        "the header has no recipient_id column (found 1 comma-separated field, not shown; expected a header",
     ),
     ("duplicate column", "recipient_id,city,city\n", 'line 1: column "city" appears twice in the header'),
     ("unnamed column", "recipient_id,,city\n", "line 1: column 2 of the header has no name"),

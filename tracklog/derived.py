@@ -125,7 +125,7 @@ def open_reader(
     try:
         with store.open_writer(db, wait=wait) as writer:
             sync(writer)
-    except (OSError, duckdb.IOException) as exc:  # e.g. a reader without write access to the file
+    except (OSError, duckdb.IOException, DataError) as exc:  # e.g. a reader that cannot write the folder
         raise DataError(
             f"database {db} must be brought up to date for this version of tracklog once, by a user "
             f"who can write it (run `tracklog ingest` or any report as that user): {exc}"
