@@ -426,7 +426,7 @@ def test_sanitizer_sees_a_bad_read(tmp_path: Path) -> None:
 def _read_all(path: Path) -> tuple[bytes, str | None]:
     stream = sources.LogStream(sources.InputSpec(str(path)))
     try:
-        return b"".join(buf for _, buf in stream.chunks(0)), None
+        return b"".join(buf for _, buf in stream.chunks(0)), stream.damage
     except DataError as exc:
         return b"", str(exc)
     finally:
@@ -450,4 +450,6 @@ def test_gzip_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sources, "GzipReader", gzip.GzipFile)
     assert {name: _read_all(tmp_path / name) for name in cases} == fast
     assert fast["members.gz"][0] == corpus + corpus[:5000] + b"\n"  # gzip: its last line is complete
-    assert fast["truncated.gz"][1] is not None and "corrupt gzip data" in fast["truncated.gz"][1]
+    # nothing of a member whose checksum could not be verified is read
+    assert fast["truncated.gz"][0] == b"" and "truncated gzip data" in str(fast["truncated.gz"][1])
+    assert fast["damaged.gz"][0] == b"" and "corrupt gzip data" in str(fast["damaged.gz"][1])

@@ -20,6 +20,7 @@ from conftest import apache_logs
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
 
 from tracklog.cli import cli
+from tracklog.ingest.engine import SMALL_CHUNK_LINES
 from tracklog.schema import SCHEMA_VERSION
 from tracklog.store import lock_path, open_writer
 
@@ -392,10 +393,11 @@ def test_usage_errors(db: Path) -> None:
 def test_a_failed_merge_rolls_back_its_chunk(tmp_path: Path, db: Path) -> None:
     """A chunk's hits, its merge into the derived tables and its read position commit together:
     when the merge fails (here a derived table was replaced by hand), that file stores nothing
-    and keeps no read position, the error names it, and the next run stores it whole."""
+    and keeps no read position, the error names it, and the next run stores it whole. (A chunk
+    of 10,000 lines or more: smaller ones are merged later, several at once.)"""
     first, second = tmp_path / "a.log", tmp_path / "b.log"
     write(first, tracking_lines(50, seed=13))
-    write(second, tracking_lines(50, seed=14, delivery="NL-2"))
+    write(second, tracking_lines(SMALL_CHUNK_LINES, seed=14, delivery="NL-2"))
     assert run(db, "ingest", str(first)).exit_code == 0
     before = q(db, "SELECT count(*) FROM hits")
     con = duckdb.connect(str(db))
@@ -416,6 +418,42 @@ def test_a_failed_merge_rolls_back_its_chunk(tmp_path: Path, db: Path) -> None:
         "open": exp["open"],
         "click": exp["click"],
     }
+
+
+def test_a_failed_merge_of_small_inputs_keeps_them_for_the_next_run(tmp_path: Path, db: Path) -> None:
+    """Small inputs are stored unresolved with their read positions and merged together; when
+    that merge fails, the run says so (exit 1), the hits stay stored, and the next run merges
+    them: figures as if nothing had happened, no line read twice."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    write(first, tracking_lines(50, seed=13))
+    lines = tracking_lines(50, seed=14, delivery="NL-2")
+    write(second, lines)
+    assert run(db, "ingest", str(first)).exit_code == 0
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE click_browsers RENAME TO click_browsers_saved")
+    con.execute("CREATE VIEW click_browsers AS SELECT 1 AS x")
+    con.close()
+    res = run(db, "ingest", str(second))
+    assert res.exit_code == 1 and "merging the hits of small inputs" in res.stderr
+    exp = expected_counts(lines)
+    assert q(db, "SELECT count(*) FROM hits WHERE delivery_id = 'NL-2' AND resolution IS NULL") == [
+        (exp["open"] + exp["click"],)
+    ]
+    con = duckdb.connect(str(db))
+    con.execute("DROP VIEW click_browsers")
+    con.execute("ALTER TABLE click_browsers_saved RENAME TO click_browsers")
+    con.close()
+    res, summary = ingest_json(db, str(second))
+    assert res.exit_code == 0 and summary[0]["status"] == "unchanged"
+    assert q(db, "SELECT count(*) FROM hits WHERE resolution IS NULL") == [(0,)]
+    assert q(db, "SELECT hits FROM derived_state") == q(db, "SELECT count(*) FROM hits")
+    # the derived tables as a rebuild from the hits makes them
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    assert run(rebuilt, "ingest", str(first), str(second)).exit_code == 0
+    for table in ("delivery_totals", "click_browsers"):
+        assert q(db, f"SELECT * FROM {table} ORDER BY ALL") == q(
+            rebuilt, f"SELECT * FROM {table} ORDER BY ALL"
+        )
 
 
 def test_schema_1_database_is_migrated_with_path_computed(tmp_path: Path, db: Path) -> None:

@@ -18,11 +18,25 @@ DEFAULT_DB = "tracklog.duckdb"
 DEFAULT_CONFIG = "tracklog.toml"
 DEFAULT_WAIT_SECONDS = 60.0
 DEFAULT_MAX_BAD_RATIO = 0.5
+# hits this many days before a delivery's sent_at, or after, are "clock" (not counted)
+DEFAULT_CLOCK_WINDOW_DAYS = (1, 400)
+MAX_SECRETS = 16  # keys valid at once (the compiled pass tries them in order)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One signing secret and its id (the id names it in messages and the README's rotation)."""
+
+    key_id: str
+    secret: bytes
+
 
 _KNOWN_KEYS = {
     "db",
     "secret",
     "secret_file",
+    "secrets",
+    "clock_window_days",
     "verify_signatures",
     "log_format",
     "log_formats",
@@ -37,7 +51,9 @@ _KNOWN_KEYS = {
 class Config:
     db: Path = Path(DEFAULT_DB)
     config_file: Path | None = None
-    secret: bytes | None = None
+    secret: bytes | None = None  # the signing key: the first of `secrets`
+    # every key accepted when verifying, newest (the signing key) first
+    secrets: tuple[SigningKey, ...] = ()
     verify_signatures: bool = True
     log_format: str | None = None  # None: the one `nginx-config` recorded, else combined
     log_formats: dict[str, str] = field(default_factory=dict)
@@ -45,6 +61,18 @@ class Config:
     wait: float = DEFAULT_WAIT_SECONDS
     tz: str = "UTC"  # IANA zone (config key tz, env TRACKLOG_TZ): report times, export --yesterday
     exclude: list[str] = field(default_factory=list)  # ingest: file-name globs skipped in DIR/GLOB
+    clock_window_days: tuple[int, int] = DEFAULT_CLOCK_WINDOW_DAYS
+
+    def verify_secrets(self) -> list[bytes]:
+        """The secrets a signature may be made with, the signing key first."""
+        if self.secrets:
+            return [k.secret for k in self.secrets]
+        return [self.secret] if self.secret is not None else []
+
+    def require_secrets(self) -> list[bytes]:
+        """Every key a signature may be made with (the signing key first), or ConfigError."""
+        self.require_secret()
+        return self.verify_secrets()
 
     def require_secret(self) -> bytes:
         if self.secret is None:
@@ -86,6 +114,39 @@ def _read_secret_file(path: Path) -> bytes:
     if not secret:
         raise ConfigError(f"secret file {path} is empty")
     return secret
+
+
+def _signing_keys(items: list[Any], base: Path, path: Path) -> tuple[SigningKey, ...]:
+    """`secrets = [{id = "2026-11", secret_file = "..."}, ...]`: newest first, ids unique."""
+    if not items:
+        raise ConfigError(f"config {path}: 'secrets' is empty (list at least one key)")
+    if len(items) > MAX_SECRETS:
+        raise ConfigError(f"config {path}: 'secrets' lists {len(items)} keys (at most {MAX_SECRETS})")
+    keys: list[SigningKey] = []
+    for n, item in enumerate(items, start=1):
+        where = f"config {path}: secrets #{n}"
+        if not isinstance(item, dict):
+            raise ConfigError(f'{where} must be a table like {{id = "2026-11", secret_file = "..."}}')
+        unknown = sorted(set(item) - {"id", "secret", "secret_file"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: id, secret, secret_file)")
+        key_id = item.get("id")
+        if not isinstance(key_id, str) or not key_id.strip():
+            raise ConfigError(f"{where}: 'id' must be a non-empty string")
+        if key_id in {k.key_id for k in keys}:
+            raise ConfigError(f"{where}: id {key_id!r} appears twice")
+        if ("secret" in item) == ("secret_file" in item):
+            raise ConfigError(f"{where} ({key_id}): give exactly one of 'secret' and 'secret_file'")
+        if "secret_file" in item:
+            if not isinstance(item["secret_file"], str):
+                raise ConfigError(f"{where} ({key_id}): 'secret_file' must be a string")
+            secret = _read_secret_file(base / item["secret_file"])
+        else:
+            if not isinstance(item["secret"], str) or not item["secret"].strip():
+                raise ConfigError(f"{where} ({key_id}): 'secret' is empty or not a string")
+            secret = item["secret"].encode()
+        keys.append(SigningKey(key_id, secret))
+    return tuple(keys)
 
 
 def _env_wait(text: str) -> float:
@@ -149,6 +210,20 @@ def load_config(
             cfg.secret = v.encode()
         if (v := _typed(data, "secret_file", str, path)) is not None:
             cfg.secret = _read_secret_file(base / v)
+        if (v := _typed(data, "secrets", list, path)) is not None:
+            if "secret" in data or "secret_file" in data:
+                raise ConfigError(f"config {path}: use either 'secrets' or 'secret'/'secret_file', not both")
+            cfg.secrets = _signing_keys(v, base, path)
+            cfg.secret = cfg.secrets[0].secret
+        if (v := _typed(data, "clock_window_days", list, path)) is not None:
+            if len(v) != 2 or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 36500 for d in v
+            ):
+                raise ConfigError(
+                    f"config {path}: 'clock_window_days' must be [days before sent_at, days after], "
+                    f"two whole numbers from 0 to 36500 (got {v!r})"
+                )
+            cfg.clock_window_days = (v[0], v[1])
         if (v := _typed(data, "verify_signatures", bool, path)) is not None:
             cfg.verify_signatures = v
         if (v := _typed(data, "log_format", str, path)) is not None:
@@ -175,8 +250,9 @@ def load_config(
 
     if env.get("TRACKLOG_DB"):
         cfg.db = Path(env["TRACKLOG_DB"])
-    if env.get("TRACKLOG_SECRET"):
+    if env.get("TRACKLOG_SECRET"):  # replaces the config's keys: one key
         cfg.secret = env["TRACKLOG_SECRET"].encode()
+        cfg.secrets = ()
     if env.get("TRACKLOG_WAIT"):
         cfg.wait = _env_wait(env["TRACKLOG_WAIT"])
     if env.get("TRACKLOG_TZ"):

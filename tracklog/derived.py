@@ -30,6 +30,7 @@ Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit
 Relation = tuple[str, list[object]]  # SQL text and its bound parameters
 
 CATCH_UP_BATCH = 1_000_000  # hits resolved per statement when catching up (bounds the memory)
+_ALL_LINES = 1 << 62
 
 
 def _definitions_text() -> str:
@@ -124,7 +125,7 @@ def open_reader(
     try:
         with store.open_writer(db, wait=wait) as writer:
             sync(writer)
-    except (OSError, duckdb.IOException) as exc:  # e.g. a reader without write access to the file
+    except (OSError, duckdb.IOException, DataError) as exc:  # e.g. a reader that cannot write the folder
         raise DataError(
             f"database {db} must be brought up to date for this version of tracklog once, by a user "
             f"who can write it (run `tracklog ingest` or any report as that user): {exc}"
@@ -158,6 +159,26 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     _catch_up(con)
 
 
+def use_clock_window(con: duckdb.DuckDBPyConnection, days: tuple[int, int]) -> None:
+    """Record the clock window (days before, after a delivery's send; metrics.clock_sql) in
+    `meta`. A different window than the one the hits were resolved with makes the next sync
+    build everything anew (it changes resolutions anywhere), once."""
+    stored = dict(con.execute("SELECT key, value FROM meta WHERE key LIKE 'clock_%'").fetchall())
+    wanted = {key: str(int(v)) for key, v in zip(metrics.CLOCK_WINDOW_KEYS, days, strict=True)}
+    if stored == wanted:
+        return
+    # until recorded, the hits were resolved with the defaults
+    current = stored or {key: str(v) for key, v in metrics.CLOCK_WINDOW_KEYS.items()}
+    _transaction(con, lambda c: _set_clock_window(c, wanted, rebuild=current != wanted))
+
+
+def _set_clock_window(con: duckdb.DuckDBPyConnection, wanted: dict[str, str], *, rebuild: bool) -> None:
+    con.execute("DELETE FROM meta WHERE key LIKE 'clock_%'")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", list(wanted.items()))
+    if rebuild:
+        con.execute("UPDATE derived_state SET definitions = 'clock window changed'")
+
+
 def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
     """Store the new hits of the relation `hits` (the log columns of `hits`) resolved, and merge
     them into the derived tables, inside the caller's transaction (an ingest's chunk)."""
@@ -170,13 +191,15 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
         _drop_batch(con)
 
 
-def _resolve_stored(con: duckdb.DuckDBPyConnection, source_id: int, start: int, stop: int) -> None:
-    """Resolve the stored hits of a source with line numbers in [start, stop) that are not
-    resolved yet, and merge them, inside the caller's transaction."""
+def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], start: int, stop: int) -> None:
+    """Resolve the stored hits of the sources numbered sources[0] to sources[1] with line
+    numbers in [start, stop) that are not resolved yet, and merge them, inside the caller's
+    transaction."""
 
     def lines(h: str) -> str:
         return (
-            f"{h}.source_id = {int(source_id)} AND {h}.line_no >= {int(start)} AND {h}.line_no < {int(stop)}"
+            f"{h}.source_id BETWEEN {int(sources[0])} AND {int(sources[1])} "
+            f"AND {h}.line_no >= {int(start)} AND {h}.line_no < {int(stop)}"
         )
 
     _resolve(con, f"(SELECT * FROM hits h WHERE h.resolution IS NULL AND {lines('h')})")
@@ -212,7 +235,7 @@ def _merge(con: duckdb.DuckDBPyConnection) -> None:
 
 def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
     for table in ("_nf", "_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_dv"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+        store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
 def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
@@ -221,7 +244,7 @@ def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPy
         step(con)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        store.cleanup(con, "ROLLBACK")
         raise
 
 
@@ -244,9 +267,7 @@ def _rebuild_changed_deliveries(con: duckdb.DuckDBPyConnection) -> None:
         if not con.execute("SELECT count(*) FROM _changed").fetchall()[0][0]:
             return
         changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
-        for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
-            con.execute(f"DELETE FROM {table} WHERE {changed}")
-        for table in ("delivery_domains", "recipient_keys", "derived_manifests"):
+        for table in ("recipient_keys", "derived_manifests"):
             con.execute(f"DELETE FROM {table} WHERE {changed}")
         con.execute("""
 INSERT INTO delivery_keys
@@ -258,36 +279,67 @@ FROM deliveries d WHERE d.delivery_id NOT IN (SELECT delivery_id FROM delivery_k
             + metrics.recipient_keys_sql("delivery_keys", f"r.{changed}")
         )
         con.execute(
-            "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
-            f"FROM ({metrics.domain_recipients_sql(f'r.{changed}')}) t"
-        )
-        con.execute(
             "INSERT INTO derived_manifests SELECT delivery_id, manifest_sha256, loaded_at FROM deliveries "
             f"WHERE {changed}"
         )
-        # the delivery's hits are resolved again, as any hit not resolved yet (_catch_up)
-        unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
-        con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
-        con.execute(
-            "UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)"
-        )
+        forget_deliveries(con, "_changed")
     finally:
-        con.execute("DROP TABLE IF EXISTS _changed")
+        store.cleanup(con, "DROP TABLE IF EXISTS _changed")
+
+
+def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None:
+    """Inside the caller's transaction: drop the derived rows of the deliveries whose ids are in
+    the table `delivery_ids` (column delivery_id) and mark their hits unresolved, so that the
+    next sync (its catch-up) resolves and merges them again; the other deliveries are untouched.
+    What a manifest change, and a change of verdicts (`tracklog reverify`), needs."""
+    changed = f"delivery_id IN (SELECT delivery_id FROM {delivery_ids})"
+    for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions", "delivery_domains"):
+        con.execute(f"DELETE FROM {table} WHERE {changed}")
+    con.execute(
+        "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
+        f"FROM ({metrics.domain_recipients_sql(f'r.{changed}')}) t"
+    )
+    # the deliveries' hits are resolved again, as any hit not resolved yet (_catch_up)
+    unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
+    con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
+    con.execute("UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)")
 
 
 def _catch_up(con: duckdb.DuckDBPyConnection) -> None:
     """Resolve and merge the stored hits not resolved yet (hits of a delivery whose manifest
-    changed, of a database of an earlier version, or stored straight into the table), in
-    batches of line numbers so that memory stays bounded; each batch commits on its own."""
+    changed, of a database of an earlier version, of small inputs stored unresolved by an
+    ingest, see store_unresolved), in batches of about CATCH_UP_BATCH hits so that memory stays
+    bounded and small sources share one merge; each batch commits on its own."""
     pending = con.execute("""
-SELECT h.source_id, min(h.line_no), max(h.line_no) FROM hits h WHERE h.resolution IS NULL
+SELECT h.source_id, min(h.line_no), max(h.line_no), count(*) FROM hits h WHERE h.resolution IS NULL
 GROUP BY h.source_id ORDER BY h.source_id""").fetchall()
-    for source_id, first, last in pending:
-        for start in range(int(first), int(last) + 1, CATCH_UP_BATCH):
-            batch = functools.partial(
-                _resolve_stored, source_id=source_id, start=start, stop=start + CATCH_UP_BATCH
-            )
-            _transaction(con, batch)
+    batches: list[tuple[tuple[int, int], int, int]] = []
+    group: list[int] = []
+    size = 0
+    for source_id, first, last, n in pending:
+        if n > CATCH_UP_BATCH:  # a large source alone, in ranges of line numbers
+            batches += [
+                ((source_id, source_id), start, start + CATCH_UP_BATCH)
+                for start in range(int(first), int(last) + 1, CATCH_UP_BATCH)
+            ]
+            continue
+        if group and size + n > CATCH_UP_BATCH:
+            batches.append(((group[0], group[-1]), 0, _ALL_LINES))
+            group, size = [], 0
+        group.append(int(source_id))
+        size += int(n)
+    if group:
+        batches.append(((group[0], group[-1]), 0, _ALL_LINES))
+    for sources, start, stop in batches:
+        _transaction(con, functools.partial(_resolve_stored, sources=sources, start=start, stop=stop))
+
+
+def store_unresolved(con: duckdb.DuckDBPyConnection, hits: str) -> None:
+    """Store the hits of the relation `hits` without resolving or merging them (inside the
+    caller's transaction): the next sync does, many inputs at once. For small inputs, whose
+    merge would cost more than their hits (a fixed 0.1-0.2 s per merge)."""
+    columns = ", ".join(HIT_COLUMNS)
+    con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM {hits}")
 
 
 def _parse_new_agents(con: duckdb.DuckDBPyConnection) -> None:
@@ -524,4 +576,4 @@ GROUP BY {", ".join(keys)}""")
         con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM _delta d WHERE {same})")
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _sums")
     finally:
-        con.execute("DROP TABLE IF EXISTS _delta; DROP TABLE IF EXISTS _sums")
+        store.cleanup(con, "DROP TABLE IF EXISTS _delta; DROP TABLE IF EXISTS _sums")

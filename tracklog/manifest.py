@@ -12,11 +12,13 @@ import datetime as dt
 import glob
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
@@ -24,14 +26,17 @@ import pyarrow.compute as pc
 
 from tracklog.errors import DataError, TracklogError
 from tracklog.routes import ID_CHARS, ID_MAX, id_problem
+from tracklog.store import cleanup
 
 TRAP_CATEGORY = "trap"
+# sent_at, in UTC: a delivery's clock window (up to 100 years after) stays inside DuckDB's times
+SENT_AT_RANGE = (dt.datetime(1970, 1, 1), dt.datetime(3000, 1, 1))
 STATUSES = ("sent", "failed")
 
 _FIELDS = ("delivery", "label", "sent_at", "subject", "content", "links", "recipients")
 _REQUIRED = ("delivery", "sent_at", "links", "recipients")
 _LINK_FIELDS = ("id", "url", "label", "category")
-_LINK_SCHEMES = ("http", "https", "mailto", "tel")
+_LINK_SCHEMES = ("http", "https")
 _RESERVED_COLUMNS = ("recipient_id", "email", "status")
 _PARQUET_MAGIC = b"PAR1"
 _PARQUET_SUFFIXES = (".parquet", ".parq")
@@ -45,6 +50,7 @@ SELECT _idx, recipient_id, status, first_idx,
        CASE WHEN recipient_id IS NULL OR recipient_id = '' THEN 'empty'
             WHEN length(recipient_id) > {ID_MAX} THEN 'long'
             WHEN NOT regexp_full_match(recipient_id, '[{ID_CHARS}]+') THEN 'chars'
+            WHEN recipient_id IN ('.', '..') THEN 'dots'
             WHEN _idx > first_idx THEN 'duplicate'
             WHEN status NOT IN ('sent', 'failed') THEN 'status'
        END AS problem
@@ -140,11 +146,17 @@ def load_manifest(path: Path) -> Manifest:
     fail = _Fail(path)
     raw = _read_manifest_bytes(path, fail)
     try:
-        doc = json.loads(raw.decode("utf-8-sig"))
+        doc = json.loads(
+            raw.decode("utf-8-sig"), object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant
+        )
     except UnicodeDecodeError:
         raise fail("is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise fail(f"invalid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+    except _JsonProblem as exc:
+        raise fail(f"invalid JSON ({exc})") from None
+    except RecursionError:
+        raise fail("invalid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise fail(f"must be a JSON object (got {type(doc).__name__})")
     unknown = [k for k in doc if k not in _FIELDS]
@@ -161,9 +173,11 @@ def load_manifest(path: Path) -> Manifest:
     label = _string(doc, "label", fail) or delivery
     subject = _string(doc, "subject", fail) or None
     content_file = _string(doc, "content", fail) or None
-    content_html = _read_content(path.parent / content_file, content_file, fail) if content_file else None
+    content_html = (
+        _read_content(_inside(path.parent, content_file, fail), content_file, fail) if content_file else None
+    )
     links = _links(doc["links"], fail)
-    source, recipients = _recipients(doc["recipients"], path.parent, fail)
+    source, recipients = _recipients(doc["recipients"], path.parent, fail, confined=True)
     return Manifest(
         path=path,
         sha256=_digest(raw, content_html, recipients),
@@ -177,6 +191,25 @@ def load_manifest(path: Path) -> Manifest:
         recipients_source=source,
         recipients=recipients,
     )
+
+
+class _JsonProblem(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json keeps the last one silently)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _JsonProblem(f"key {_shown(key)} appears twice in one object")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity: not JSON (Python's json reads them)."""
+    raise _JsonProblem(f"{name} is not a JSON value")
 
 
 def _digest(raw: bytes, content_html: str | None, recipients: pa.Table) -> str:
@@ -193,7 +226,7 @@ def _digest(raw: bytes, content_html: str | None, recipients: pa.Table) -> str:
 
 def load_recipients(path: Path) -> pa.Table:
     """A recipients file (CSV or Parquet, as in a manifest) on its own, validated the same way."""
-    return _recipients(str(path), Path(), _Fail(None))[1]
+    return _recipients(str(path), Path(), _Fail(None), confined=False)[1]
 
 
 def _read_manifest_bytes(path: Path, fail: _Fail) -> bytes:
@@ -230,7 +263,13 @@ def _utc_timestamp(text: str, fail: _Fail) -> dt.datetime:
         raise fail(
             f'"sent_at" is not an ISO 8601 date with offset (got {_shown(text)}; add Z or an offset like +01:00)'
         )
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+    try:
+        utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        utc = None
+    if utc is None or not SENT_AT_RANGE[0] <= utc < SENT_AT_RANGE[1]:
+        raise fail(f'"sent_at" must be a time in the years 1970-2999 UTC (got {_shown(text)})')
+    return utc
 
 
 def _read_content(file: Path, name: str, fail: _Fail) -> str:
@@ -263,13 +302,25 @@ def _links(value: Any, fail: _Fail) -> tuple[Link, ...]:
             raise fail(f'{where}duplicate link id "{link_id}" (also link #{first_at[link_id]})')
         first_at[link_id] = position
         url = _string(item, "url", fail, where, required=True)
-        scheme = url.partition(":")[0].lower()
-        if scheme not in _LINK_SCHEMES or len(url) <= len(scheme) + 1:
-            raise fail(f'{where}"url" must be an absolute {"/".join(_LINK_SCHEMES)} URL (got {_shown(url)})')
+        if not _is_web_url(url):
+            raise fail(f'{where}"url" must be an absolute http or https URL with a host (got {_shown(url)})')
         label = _string(item, "label", fail, where) or link_id
         category = _string(item, "category", fail, where) or None
         links.append(Link(link_id, position, url, label, category))
     return tuple(links)
+
+
+def _is_web_url(url: str) -> bool:
+    """http(s)://host/...: what a click may redirect to (not `https:javascript:...`, not a
+    relative or scheme-less URL, no control characters or spaces)."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme.lower() in _LINK_SCHEMES and url[len(parts.scheme) :].startswith("://") and bool(host)
 
 
 class _Locator:
@@ -314,14 +365,25 @@ def _csv_lines_of_records(file: Path, indices: set[int], single_column: bool) ->
     return found
 
 
-def _recipients(value: Any, base: Path, fail: _Fail) -> tuple[str, pa.Table]:
+def _inside(base: Path, name: str, fail: _Fail) -> Path:
+    """The file `name` of a manifest in the folder `base`, refused when it is outside that folder
+    (an absolute path, `..`, or a symbolic link leading out): a manifest names its own files."""
+    file = base / name
+    root = os.path.realpath(base)
+    if os.path.isabs(name) or os.path.commonpath([root, os.path.realpath(file)]) != root:
+        raise fail(f"{_shown(name)} is outside the manifest's folder (name a file next to the manifest)")
+    return file
+
+
+def _recipients(value: Any, base: Path, fail: _Fail, *, confined: bool) -> tuple[str, pa.Table]:
     con = duckdb.connect(":memory:")
     source = "inline"
     try:
         if isinstance(value, list):
             rec, attrs_sql, locator = _inline_recipients(value, fail), "attrs", _Locator("inline")
         elif isinstance(value, str) and value:
-            rec, attrs_sql, locator = _file_recipients(con, base / value, value, fail)
+            file = _inside(base, value, fail) if confined else base / value
+            rec, attrs_sql, locator = _file_recipients(con, file, value, fail)
             source = value
         else:
             raise fail(f'"recipients" must be a file name or a list of objects (got {_shown(value)})')
@@ -359,6 +421,8 @@ def _check_recipients(con: duckdb.DuckDBPyConnection, locator: _Locator, fail: _
         raise fail(f"{at}: recipient_id is longer than {ID_MAX} characters (got {_shown(recipient_id)})")
     if problem == "chars":
         raise fail(f"{at}: recipient_id has characters outside [{ID_CHARS}] (got {_shown(recipient_id)})")
+    if problem == "dots":
+        raise fail(f"{at}: recipient_id is . or .. (got {_shown(recipient_id)})")
     if problem == "duplicate":
         raise fail(f'{at}: duplicate recipient_id "{recipient_id}" (first on {where[first_idx]})')
     raise fail(f"{at}: status must be sent or failed (got {_shown(status)})")
@@ -454,8 +518,8 @@ def _csv_header(file: Path, name: str, fail: _Fail) -> list[str]:
         raise fail(f"recipients {name}: the file is empty (expected a header row such as recipient_id,email)")
     if "recipient_id" not in header:
         raise fail(
-            f"{at}: the header has no recipient_id column (found {_shown(','.join(header))}; "
-            "expected a comma-separated header such as recipient_id,email)"
+            f"{at}: the header has no recipient_id column (found {len(header)} comma-separated "
+            f"field{'s' if len(header) != 1 else ''}, not shown; expected a header such as recipient_id,email)"
         )
     seen: set[str] = set()
     for n, column in enumerate(header, start=1):
@@ -582,10 +646,13 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
             ).fetchone()
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            cleanup(con, "ROLLBACK")  # the cause is what failed, not a rollback that fails after it
             raise
     finally:
-        con.unregister("manifest_recipients")
+        try:
+            con.unregister("manifest_recipients")
+        except duckdb.Error:
+            pass
     assert counts is not None
     return _result(manifest, counts, replaced=replaced)
 
@@ -623,6 +690,13 @@ def ingest_manifests(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> l
             result = store_manifest(con, load_manifest(path))
         except TracklogError as exc:
             outcomes.append(ManifestOutcome(path, None, str(exc)))
+        except (ValueError, ArithmeticError, RecursionError, OSError) as exc:
+            # a value no check above foresaw: this manifest fails, the run goes on
+            outcomes.append(
+                ManifestOutcome(path, None, f"manifest {path}: cannot be read ({_first_line(exc)})")
+            )
+        except duckdb.Error as exc:  # the database failed (a full disk): say why, go on
+            outcomes.append(ManifestOutcome(path, None, f"manifest {path}: not stored: {_first_line(exc)}"))
         else:
             outcomes.append(ManifestOutcome(path, result, None))
     return outcomes

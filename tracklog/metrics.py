@@ -43,6 +43,21 @@ def verdict_sql(h: str = "h") -> str:
 
 TRAP_CATEGORY = "trap"
 ORPHAN_REASONS = ("delivery", "recipient", "link")
+# A hit dated outside the plausible window around its delivery's send (a wrong clock, a forged
+# or replayed line) is not counted: resolution 'clock'. The window is the database's, in `meta`
+# (set from the config key clock_window_days by each ingest; these defaults until then).
+CLOCK = "clock"
+CLOCK_WINDOW_KEYS = {"clock_before_days": 1, "clock_after_days": 400}
+
+
+def clock_sql(h: str, d: str) -> str:
+    """Whether the hit `h` is dated outside the clock window around the send of its delivery `d`."""
+    before, after = (
+        f"coalesce((SELECT CAST(m.value AS INTEGER) FROM meta m WHERE m.key = '{key}'), {default})"
+        for key, default in CLOCK_WINDOW_KEYS.items()
+    )
+    return f"({h}.ts < {d}.sent_at - to_days({before}) OR {h}.ts > {d}.sent_at + to_days({after}))"
+
 
 # Event types that prove a person opened the message (the one-click unsubscribe POST does not:
 # the mailbox provider sends it, not the reader's browser).
@@ -311,9 +326,10 @@ LEFT JOIN (
 def resolve_sql(hits: str) -> str:
     """The hits of the relation `hits` (the log columns of the `hits` table) with their event
     type and verdict, resolved against the manifests: the reader keys, the recipient's email
-    domain, and the `resolution`: the verdict when the hit is not accepted, else the first id
-    that failed to match ('delivery', 'recipient', 'link': an orphan), 'trap' for a click on a
-    trap link, or 'event': a counted tracking event (an accepted hit of a manifest recipient of
+    domain, and the `resolution`: the verdict when the hit is not accepted, else 'delivery' (an
+    orphan) when no manifest has its delivery, 'clock' when it is dated outside the delivery's
+    clock window (clock_sql), else the first id that failed to match ('recipient', 'link': an
+    orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event (an accepted hit of a manifest recipient of
     its delivery; a click on a manifest link that is not a trap). Reads `delivery_keys` and
     `recipient_keys` (see recipient_keys_sql)."""
     columns = ", ".join(f"h.{c}" for c in HIT_COLUMNS)
@@ -321,6 +337,7 @@ def resolve_sql(hits: str) -> str:
 SELECT {columns}, h.type, h.verdict,
     CASE WHEN h.verdict <> 'accepted' THEN h.verdict
          WHEN d.delivery_id IS NULL THEN 'delivery'
+         WHEN {clock_sql("h", "d")} THEN '{CLOCK}'
          WHEN r.recipient_id IS NULL THEN 'recipient'
          WHEN h.type = 'click' AND l.link_id IS NULL THEN 'link'
          WHEN h.type = 'click' AND coalesce(l.category, '') = '{TRAP_CATEGORY}' THEN 'trap'

@@ -59,6 +59,8 @@ def id_problem(value: str) -> str | None:
         return f"is longer than {ID_MAX} characters"
     if not _ID_RE.fullmatch(value):
         return f"has characters outside [{ID_CHARS}]"
+    if value in (".", ".."):  # a path segment that means this or the parent folder, not an id
+        return "is . or .."
     return None
 
 
@@ -183,6 +185,16 @@ _LINK_SQL = _in_sql("kind", tuple(r.kind for r in ROUTES if r.has_link))
 _RECIPIENT_SQL = "\n".join(f"            WHEN '{r.kind}' THEN {_recipient_sql(r)}" for r in ROUTES)
 
 
+def sig_sql(query: str) -> str:
+    """The signature of a tracked URL from its query string `query` (without the '?'): the value
+    of its `s` parameter, NULL when there is none."""
+    return f"""CASE
+            WHEN {query} IS NULL THEN NULL
+            WHEN starts_with({query}, 's=') THEN split_part(substr({query}, 3), '&', 1)
+            WHEN contains({query}, '&s=') THEN split_part(split_part({query}, '&s=', 2), '&', 1)
+        END"""
+
+
 def routed_sql(parsed: str) -> str:
     """A SELECT over `parsed` (the format's columns) adding path, query, kind, ids and sig.
 
@@ -209,10 +221,6 @@ def routed_sql(parsed: str) -> str:
         CASE kind
 {_RECIPIENT_SQL}
         END AS recipient_id,
-        CASE
-            WHEN kind IS NULL OR query IS NULL THEN NULL
-            WHEN starts_with(query, 's=') THEN split_part(substr(query, 3), '&', 1)
-            WHEN contains(query, '&s=') THEN split_part(split_part(query, '&s=', 2), '&', 1)
-        END AS sig
+        CASE WHEN kind IS NOT NULL THEN {sig_sql("query")} END AS sig
     FROM k
     """

@@ -249,14 +249,35 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
+def check_tracklog_database(con: duckdb.DuckDBPyConnection, name: object = "") -> int | None:
+    """The schema version of the attached database (None: a new, empty one), or DataError when
+    it is another program's DuckDB database or a newer tracklog's: tracklog never writes into those."""
+    version = schema_version(con)
+    where = f"database {name}" if name else "database"
+    if version is None:
+        tables = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()[0][0]
+        views = con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()[0][0]
+        if tables or views:
+            raise DataError(
+                f"{where} is a DuckDB database of another program (it has tables but no tracklog "
+                "schema version): nothing was written; name a tracklog database or a new file with --db"
+            )
+    elif version > SCHEMA_VERSION:
+        raise DataError(
+            f"{where} was written by a newer tracklog (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}): nothing was written; upgrade tracklog"
+        )
+    return version
+
+
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables of a new database, or bring an older one up to SCHEMA_VERSION: each
     step of the ladder runs in its own transaction, in order."""
-    version = schema_version(con)
-    if version is not None and version > SCHEMA_VERSION:
-        raise DataError(
-            f"database was written by a newer tracklog (schema {version}, this one knows {SCHEMA_VERSION})"
-        )
+    version = check_tracklog_database(con)
     con.execute(SCHEMA)
     if version is None:
         con.execute(DERIVED_SCHEMA)
@@ -277,7 +298,10 @@ def _in_transaction(
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(step)])
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:  # never hide the cause behind a rollback that fails too
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
         raise
 
 

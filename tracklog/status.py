@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tracklog.derived import open_reader
+from tracklog.signing import WRONG_SECRET_HINT, WRONG_SECRET_MIN, WRONG_SECRET_SHARE
 from tracklog.store import OnWait
 
 _SECTIONS = {
@@ -38,6 +39,18 @@ _SECTIONS = {
         FROM runs ORDER BY run_id DESC LIMIT 5""",
 }
 
+# Streams whose signed hits nearly all failed verification: most likely a wrong secret
+# (signing.looks_like_wrong_secret), until `tracklog reverify` with the right one.
+_SIGNATURE_ALERTS = f"""
+    SELECT x.source_id, s.path, x.signed, x.invalid, '{WRONG_SECRET_HINT}' AS likely_cause
+    FROM (
+        SELECT source_id, count(*) FILTER (WHERE sig_status IN ('valid', 'invalid')) AS signed,
+               count(*) FILTER (WHERE sig_status = 'invalid') AS invalid
+        FROM hits GROUP BY source_id
+    ) x JOIN sources s ON s.source_id = x.source_id
+    WHERE x.signed >= {WRONG_SECRET_MIN} AND x.invalid >= {WRONG_SECRET_SHARE} * x.signed
+    ORDER BY x.source_id"""
+
 # Orphan hits per delivery id (the `orphan_counts` view), most first.
 _ORPHANS = "SELECT * FROM orphan_counts ORDER BY orphan_hits DESC, delivery_id"
 
@@ -46,6 +59,7 @@ def status_tables(db: Path, wait: float, on_wait: OnWait | None = None) -> list[
     with open_reader(db, wait, on_wait) as con:
         out = [(name, con.sql(sql).to_arrow_table()) for name, sql in _SECTIONS.items()]
         out.insert(4, ("orphans", con.sql(_ORPHANS).to_arrow_table()))
+        out.insert(4, ("signature_alerts", con.sql(_SIGNATURE_ALERTS).to_arrow_table()))
     return out
 
 

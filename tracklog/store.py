@@ -8,8 +8,10 @@ holds a shared flock on `<db>.wait`), it DETACHes the file, lets them in and ATT
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ import duckdb
 
 from tracklog.config import DEFAULT_WAIT_SECONDS
 from tracklog.errors import DataError, LockBusyError
-from tracklog.schema import apply_schema
+from tracklog.schema import apply_schema, check_tracklog_database
 
 # DuckDB's buffer pool and the merge's temporary tables fill up to this; the rest of the process
 # (two chunks of lines in Arrow, the compiled pass's columns, Python) comes on top. With 32 MiB
@@ -59,6 +61,47 @@ def meta_value(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+# What DuckDB says when the file or the disk, not tracklog, is the problem
+_DAMAGED = ("corrupt database file", "could not read enough bytes", "invalid magic", "not a valid duckdb")
+_UNWRITABLE = ("no space left", "disk quota", "read-only file system", "permission denied", "could not write")
+
+
+def environment_problem(exc: BaseException) -> str | None:
+    """One line saying what is wrong with the database file or its disk when `exc` (a DuckDB or
+    OS error) is such a failure rather than a bug, with what to do; None otherwise."""
+    if not isinstance(exc, (duckdb.Error, OSError)):
+        return None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    ):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or text}: cannot write next to the database (free space, or a writable folder)"
+    if any(m in lower for m in _DAMAGED):
+        return (
+            f"the database file is damaged ({text}): restore it from a backup, or ingest the logs "
+            "into a new file with --db"
+        )
+    if any(m in lower for m in _UNWRITABLE):
+        return f"the database cannot be written ({text}): free disk space or fix the permissions, then run again (what was committed is kept)"
+    if isinstance(exc, duckdb.IOException):
+        return f"database input/output error ({text})"
+    return None
+
+
+def cleanup(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Run a clean-up statement (a ROLLBACK, a DROP of temporary tables) that must never hide
+    the error that made it necessary: after a failed statement (a full disk, say) DuckDB refuses
+    everything but a rollback, which undoes the temporary tables anyway."""
+    try:
+        con.execute(sql)
+    except duckdb.Error:
+        pass
 
 
 def lock_path(db: Path) -> Path:
@@ -83,11 +126,13 @@ class WriterSession:
         self._signal = signal  # fd of <db>.wait; None when it cannot be opened (no hand-offs)
         self.lost: LockBusyError | None = None  # set when the file could not be taken back
 
-    def hand_off(self) -> None:
-        """Outside a transaction: when readers wait, let them in, then take the file back.
-        Costs one non-blocking flock when nobody waits."""
+    def hand_off(self, prepare: Callable[[], None] | None = None) -> None:
+        """Outside a transaction: when readers wait, `prepare` (what they must find done), then
+        let them in, then take the file back. Costs one non-blocking flock when nobody waits."""
         if self._signal is None or not _readers_waiting(self._signal):
             return
+        if prepare is not None:
+            prepare()
         self.con.execute(f"USE memory; DETACH {ALIAS}")  # checkpoints; temp tables stay
         deadline = time.monotonic() + HANDOFF_SECONDS
         while _readers_waiting(self._signal) and time.monotonic() < deadline:
@@ -112,9 +157,11 @@ def writer_session(
     `on_wait` is called if another ingest holds the run lock."""
     if db.parent and not db.parent.exists():
         raise DataError(f"database {db}: folder {db.parent} does not exist")
+    check_database_file(db)
+    _peek(db)
     run_lock = _acquire_run_lock(db, wait, on_wait)
     try:
-        session = WriterSession(duckdb.connect(":memory:"), db, wait, _open_signal(db))
+        session = WriterSession(duckdb.connect(":memory:", config=_NO_EXTENSIONS), db, wait, _open_signal(db))
         try:
             if threads:
                 session.con.execute(f"SET threads = {int(threads)}")
@@ -150,9 +197,65 @@ def open_writer(
         yield session.con
 
 
+# DuckDB would install and load an extension to open some files (a SQLite file, say): never.
+_NO_EXTENSIONS: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+_DUCKDB_MAGIC = (8, b"DUCK")  # offset and bytes of the magic in a DuckDB file's header
+_SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def check_database_file(db: Path) -> None:
+    """Refuse, from its first bytes and before anything is created or opened, a --db that is not
+    a DuckDB file (a SQLite file, a log, a folder). A missing or empty file is a new database."""
+    try:
+        with db.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise DataError(f"database {db}: not a regular file")
+            head = fh.read(16)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise DataError(f"database {db}: is a folder (name the DuckDB file with --db)") from None
+    except PermissionError:
+        raise DataError(f"database {db}: permission denied") from None
+    except OSError as exc:
+        raise DataError(f"database {db}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        return
+    offset, magic = _DUCKDB_MAGIC
+    if head[offset : offset + len(magic)] == magic:
+        return
+    kind = "a SQLite database" if head.startswith(_SQLITE_MAGIC) else "not a DuckDB database"
+    raise DataError(
+        f"database {db}: {kind}: nothing was written; name a tracklog database or a new file with --db"
+    )
+
+
+def _peek(db: Path) -> None:
+    """Before taking the lock (which creates files next to it): an existing database must be
+    tracklog's, of a schema this version knows. Skipped while a writer holds it (tracklog's ingest)."""
+    if not db.exists() or db.stat().st_size == 0:
+        return
+    con = _try_read_only(db)
+    if con is None:
+        return
+    try:
+        check_tracklog_database(con, db)
+    finally:
+        con.close()
+
+
 def _acquire_run_lock(db: Path, wait: float, on_wait: OnWait | None) -> IO[str]:
     path = lock_path(db)
-    fh = path.open("a+")
+    try:
+        fh = path.open("a+")
+    except OSError as exc:
+        raise DataError(
+            f"database {db}: cannot create its lock file {path} ({exc.strerror or exc}): an ingest needs "
+            "a folder it can write"
+        ) from None
     deadline = time.monotonic() + max(wait, 0.0)
     waiting = False
     while True:
@@ -189,7 +292,7 @@ def _attach(con: duckdb.DuckDBPyConnection, db: Path, wait: float, *, taking_bac
             return
         except duckdb.Error as exc:
             if not _is_busy(exc):
-                raise DataError(f"database {db}: {exc}") from exc
+                raise DataError(f"database {db}: {environment_problem(exc) or exc}") from exc
             if time.monotonic() >= deadline:
                 who = "a reader let in between commits" if taking_back else "another process"
                 raise LockBusyError(
@@ -217,7 +320,8 @@ def open_reader(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection, waiting up to `wait` seconds while an ingest holds the file;
     `on_wait` is called once if it has to wait. A database that does not exist reads as empty."""
-    if not db.exists():
+    check_database_file(db)
+    if not db.exists() or db.stat().st_size == 0:
         con = duckdb.connect(":memory:")
         try:
             apply_schema(con)
@@ -227,6 +331,7 @@ def open_reader(
         return
     con = _connect_reader(db, wait, on_wait)
     try:
+        check_tracklog_database(con, db)
         yield con
     finally:
         con.close()
@@ -263,11 +368,11 @@ def _connect_reader(db: Path, wait: float, on_wait: OnWait | None) -> duckdb.Duc
 def _try_read_only(db: Path) -> duckdb.DuckDBPyConnection | None:
     """A read-only connection, or None while a writer holds the file."""
     try:
-        return duckdb.connect(str(db), read_only=True)
+        return duckdb.connect(str(db), read_only=True, config=_NO_EXTENSIONS)
     except duckdb.Error as exc:
         if _is_busy(exc):
             return None
-        raise DataError(f"database {db}: {exc}") from exc
+        raise DataError(f"database {db}: {environment_problem(exc) or exc}") from exc
 
 
 def _raise_hand(signal: int) -> None:

@@ -174,6 +174,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Write the tracking server's nginx configuration from the manifests in the database.",
     ),
     "check": ("tracklog.cli.tracking_server", "For monitoring: exit 6 when a tracking server's logs stopped arriving."),
+    "reverify": ("tracklog.cli.ingest", "Check every stored hit's signature again with the current secrets."),
     "status": (
         "tracklog.cli.ingest",
         "What has been ingested: files, counts, quarantine by reason, orphans, last run.",
@@ -231,6 +232,12 @@ class TracklogGroup(click.Group):
         except Exception as exc:  # a bug: one line unless --debug
             if debug:
                 raise
+            # a damaged database file, a full disk, a read-only folder: data errors, not bugs
+            from tracklog.store import environment_problem
+
+            if (problem := environment_problem(exc)) is not None:
+                click.echo(f"Error: {inert(problem)}", err=True)
+                ctx.exit(int(ExitCode.DATA_ERROR))
             click.echo(
                 f"Error: internal error: {type(exc).__name__}: {inert(str(exc))} (rerun with --debug)",
                 err=True,

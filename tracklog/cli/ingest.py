@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tracklog.cli import App, cli, pass_app, wait_option
-from tracklog.errors import DataError
+from tracklog.errors import DataError, UsageError
 from tracklog.render import FORMATS, Section, inert, json_value, render, render_sections
 
 if TYPE_CHECKING:
@@ -225,3 +225,24 @@ def status(app: App, fmt: str) -> None:
         Section(table, name=name, title=name.replace("_", " ").capitalize()) for name, table in sections
     ]
     render_sections(tables, "table", tz=parse_tz(app.config.tz))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@wait_option
+@pass_app
+def reverify(app: App, fmt: str) -> None:
+    """Check every stored hit's signature again with the current secrets.
+
+    Brings the figures up to date without the original logs: after fixing a wrong secret or
+    adding a key."""
+    from tracklog.ingest.reverify import reverify as reverify_hits
+
+    config = app.config
+    if not config.verify_signatures:
+        raise UsageError("verify_signatures is false in the config: there is nothing to verify")
+    changes = reverify_hits(config.db, config.require_secrets(), config.wait, app.waiting_notice())
+    render(changes, fmt, title="Signature verdicts changed")
+    if not app.quiet:
+        n = sum(changes.column("hits").to_pylist())
+        app.err.print(f"{n} hits changed verdict; the figures of their deliveries are up to date")

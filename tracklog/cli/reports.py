@@ -136,8 +136,8 @@ def footer(con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Wind
     return [
         (
             f"Not counted: {n['rejected_hits']} rejected (bad signature), {n['failed_hits']} failed (4xx/5xx), "
-            f"{n['orphan_hits']} orphan (not in a manifest), {n['machine_opens']} machine opens, "
-            f"{n['bot_clicks']} bot clicks"
+            f"{n['orphan_hits']} orphan (not in a manifest), {n['clock_hits']} clock (dated outside the "
+            f"delivery's window), {n['machine_opens']} machine opens, {n['bot_clicks']} bot clicks"
         )
     ]
 

@@ -520,6 +520,7 @@ static int json_escape_into(growbuf *out, const char *s, size_t n) {
 
 enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2 };
 #define MAX_EXTRA 16
+#define MAX_KEYS 16 /* config.MAX_SECRETS */
 
 typedef struct {
     int combined;  /* 1: combined (+ extras), 0: common */
@@ -529,7 +530,8 @@ typedef struct {
     const char *key[MAX_EXTRA]; /* "name": for the JSON of `extra` */
     size_t key_len[MAX_EXTRA];
     int verify;
-    hmac_key hmac;
+    int n_keys;             /* keys a signature may be made with, the signing key first */
+    hmac_key hmac[MAX_KEYS];
 } plan;
 
 enum {
@@ -614,6 +616,9 @@ static int time_local(span t, int64_t *us) {
     int64_t secs = days_from_civil(year, (unsigned)month + 1, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
     int64_t offset = (int64_t)oh * 3600 + om * 60;
     secs -= s[22] == '+' ? offset : -offset;
+    /* UTC years 1970-9999 only (formats.py: the SQL's range): anything else is deferred, to be
+     * quarantined as a bad timestamp there */
+    if (secs < 0 || secs >= 253402300800LL) return 0;
     *us = secs * 1000000;
     return 1;
 }
@@ -932,8 +937,15 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
             verdict = "invalid";
         } else {
             char want[22];
-            expected_sig(&pl->hmac, path.p, path.n, want);
-            verdict = memcmp(want, sig.p, 22) == 0 ? "valid" : "invalid";
+            verdict = "invalid";
+            /* the next key only when this one fails: one key's cost for every hit signed with the first */
+            for (int k = 0; k < pl->n_keys; k++) {
+                expected_sig(&pl->hmac[k], path.p, path.n, want);
+                if (memcmp(want, sig.p, 22) == 0) {
+                    verdict = "valid";
+                    break;
+                }
+            }
         }
     }
     return col_str(&o->col[C_SIG], i, verdict, strlen(verdict));
@@ -1042,7 +1054,7 @@ PyDoc_STRVAR(parse_doc,
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`). extras: ((b'\"name\":', role, decode), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
-             "each), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
+             "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
              "indices of the rows to compute with the SQL,\n"
              "and whether string offsets are int64.");
@@ -1075,13 +1087,17 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     pl.combined = combined;
     if (load_plan(&pl, extras)) goto done;
     if (ipad != Py_None) {
-        if (!PyBytes_Check(ipad) || !PyBytes_Check(opad) || PyBytes_GET_SIZE(ipad) != 64 ||
-            PyBytes_GET_SIZE(opad) != 64) {
-            PyErr_SetString(PyExc_ValueError, "ipad and opad must be 64 bytes");
+        Py_ssize_t size = PyBytes_Check(ipad) ? PyBytes_GET_SIZE(ipad) : 0;
+        if (!PyBytes_Check(ipad) || !PyBytes_Check(opad) || size == 0 || size % 64 != 0 ||
+            size / 64 > MAX_KEYS || PyBytes_GET_SIZE(opad) != size) {
+            PyErr_SetString(PyExc_ValueError, "ipad and opad must be 64 bytes per key, 1 to 16 keys");
             goto done;
         }
         pl.verify = 1;
-        hmac_key_init(&pl.hmac, (const uint8_t *)PyBytes_AS_STRING(ipad), (const uint8_t *)PyBytes_AS_STRING(opad));
+        pl.n_keys = (int)(size / 64);
+        for (int k = 0; k < pl.n_keys; k++)
+            hmac_key_init(&pl.hmac[k], (const uint8_t *)PyBytes_AS_STRING(ipad) + 64 * k,
+                          (const uint8_t *)PyBytes_AS_STRING(opad) + 64 * k);
     }
     size_t n = (size_t)length;
     size_t text = length ? (size_t)(off[offset + length] - off[offset]) : 0;
@@ -1179,7 +1195,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 2) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 3) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

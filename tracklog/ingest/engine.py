@@ -12,7 +12,7 @@ import datetime as dt
 import io
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -29,8 +29,14 @@ from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS, routed_sql
 from tracklog.schema import HIT_COLUMNS
-from tracklog.signing import hmac_pads, sql_expected_sig
-from tracklog.store import fetch_one
+from tracklog.signing import (
+    WRONG_SECRET_HINT,
+    hmac_pads_of,
+    looks_like_wrong_secret,
+    sql_pad_params,
+    sql_sig_status,
+)
+from tracklog.store import cleanup, environment_problem, fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
 BAD_RATIO_LINES = 1000  # the wrong-format check looks at this many first lines of a new stream
@@ -54,6 +60,8 @@ class FileResult:
     ignored: int = 0
     quarantined: int = 0
     rejected: int = 0
+    signed: int = 0  # hits carrying a signature (valid or invalid)
+    invalid: int = 0
     error: str | None = None
 
     @property
@@ -64,6 +72,8 @@ class FileResult:
         self.lines += counts.lines
         self.quarantined += counts.quarantined
         self.rejected += counts.rejected
+        self.signed += counts.signed
+        self.invalid += counts.invalid
         for kind, n in counts.hits.items():
             self.hits[kind] += n
         self.ignored += counts.lines - sum(counts.hits.values()) - counts.quarantined
@@ -78,8 +88,28 @@ class Counts:
     lines: int = 0
     quarantined: int = 0
     rejected: int = 0
+    signed: int = 0
+    invalid: int = 0
     hits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     last_hit: dt.datetime | None = None  # of the chunk's newest hit
+
+
+# A chunk of fewer lines is stored unresolved and merged with others (Ingester.merge_pending):
+# the merge costs a fixed 0.1-0.2 s, about the cost of merging 30,000 hits; merged every
+# MERGE_CHUNKS such chunks or MERGE_HITS hits, before a hand-off to readers, and at the end.
+SMALL_CHUNK_LINES = 10_000
+MERGE_CHUNKS = 2_000
+MERGE_HITS = 500_000
+
+
+def wrong_secret_problem(name: str, signed: int, invalid: int) -> str | None:
+    """The one-line error when nearly all of an input's signed hits failed verification."""
+    if not looks_like_wrong_secret(signed, invalid):
+        return None
+    return (
+        f"{name}: {invalid} of {signed} signed hits failed signature verification and are stored "
+        f"as rejected: {WRONG_SECRET_HINT}"
+    )
 
 
 class Ingester:
@@ -90,38 +120,39 @@ class Ingester:
         con: duckdb.DuckDBPyConnection,
         log_format: LogFormat,
         *,
-        secret: bytes | None,
+        secret: bytes | Sequence[bytes] | None,
         verify_signatures: bool,
         max_bad_ratio: float,
         progress: Progress | None = None,
         phases: Phases | None = None,
-        between_commits: Callable[[], None] | None = None,
+        between_commits: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.con = con
-        self.between_commits = between_commits  # after each chunk's commit: hand the file to readers
+        # after each chunk's commit: hand the file to waiting readers, calling its argument
+        # first (merge_pending: readers must find the figures current)
+        self.between_commits = between_commits
+        self._unmerged = (0, 0)  # small chunks stored unresolved since the last merge: chunks, hits
+        self.problems: list[str] = []  # errors that are no input's (a failed merge of small inputs)
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
         self.max_bad_ratio = max_bad_ratio
         self.progress = progress
         self._params: dict[str, object] = {}
+        secrets = [secret] if isinstance(secret, bytes) else list(secret or ())
+        self._keys = len(secrets)
         if verify_signatures:
-            if secret is None:
+            if not secrets:
                 raise DataError("cannot verify tracking hits without a secret")
-            ipad, opad = hmac_pads(secret)
-            self._params = {"ipad": ipad, "opad": opad}
+            self._params = dict(sql_pad_params(secrets))
         self._chunk_sql = self._compile_chunk_sql()
-        self._fast = fast_parser(log_format, (ipad, opad) if verify_signatures else None)
+        self._fast = fast_parser(log_format, hmac_pads_of(secrets) if verify_signatures else None)
 
     def _compile_chunk_sql(self) -> str:
         """The SELECT turning tl_lines into tl_chunk's rows: the reference that the compiled fast
         path (fastpath.py) reproduces exactly, and the path of every format it does not cover."""
         if self.verify:
-            expected = sql_expected_sig("path", "$ipad", "$opad")
-            sig_status = f"""CASE WHEN kind IS NULL THEN NULL
-                WHEN sig IS NULL OR sig = '' THEN 'missing'
-                WHEN length(sig) <> 22 THEN 'invalid'
-                WHEN sig = {expected} THEN 'valid' ELSE 'invalid' END"""
+            sig_status = f"CASE WHEN kind IS NOT NULL THEN {sql_sig_status('path', 'sig', self._keys)} END"
         else:
             sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
         parsed = f"({self.fmt.select_sql('tl_lines')})"
@@ -142,21 +173,27 @@ class Ingester:
             return result
         try:
             self._ingest_stream(stream, result)
+            if stream.damage is not None:
+                raise DataError(
+                    f"{result.name}: {stream.damage}: only its first {stream.verified or 0} bytes "
+                    "(decompressed, the members whose checksum matched) were read; ingest an intact "
+                    "copy to complete it (it resumes there)"
+                )
+            if (problem := wrong_secret_problem(result.name, result.signed, result.invalid)) is not None:
+                raise DataError(problem)
         except TracklogError as exc:
             self._rollback()
             result.status, result.error = "error", str(exc)
         except duckdb.Error as exc:
             self._rollback()
-            result.status, result.error = "error", f"{result.name}: database error: {exc}"
+            problem = environment_problem(exc) or f"database error: {exc}"
+            result.status, result.error = "error", f"{result.name}: {problem}"
         finally:
             stream.close()
         return result
 
     def _rollback(self) -> None:
-        try:
-            self.con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
+        cleanup(self.con, "ROLLBACK")
 
     def _find_source(self, head: bytes) -> tuple[int, int, int, int] | None:
         """(source_id, byte_offset, lines, fp_len) of the known stream this head belongs to."""
@@ -221,12 +258,32 @@ class Ingester:
         _fault_point(result.lines + counts.lines)
         with self.phases.phase("commit"):
             self.con.execute("COMMIT")
+        if self._unmerged[0] >= MERGE_CHUNKS or self._unmerged[1] >= MERGE_HITS:
+            self.merge_pending()
         if self.between_commits is not None:
-            self.between_commits()
+            self.between_commits(self.merge_pending)
         result.add(counts)
         result.bytes = end - offset
         if self.progress is not None:
             self.progress(result.name, stream.disk_position(), result.lines)
+
+    def merge_pending(self) -> None:
+        """Resolve and merge the hits of small chunks stored unresolved (derived.store_unresolved):
+        one merge for many small inputs. Called after enough of them, before a hand-off to
+        readers, and at the end of the run; after a crash, the next sync does it."""
+        if not self._unmerged[0]:
+            return
+        self._unmerged = (0, 0)
+        try:
+            with self.phases.phase("store hits, merge the derived tables"):
+                derived.sync(self.con)
+        except duckdb.Error as exc:
+            # the hits and read positions are committed: the next run (or report) merges them
+            problem = environment_problem(exc) or f"database error: {exc}"
+            self.problems.append(
+                f"merging the hits of small inputs into the derived tables failed ({problem}); "
+                "they are stored and the next run merges them"
+            )
 
     def _save_position(
         self, source_id: int, stream: LogStream, name: str, end: int, counts: Counts, *, insert: bool
@@ -286,7 +343,7 @@ class Ingester:
         with self.phases.phase("parse, route, verify"):
             self._parse_chunk(chunk)
         with self.phases.phase("store hits, merge the derived tables"):
-            self._store_hits(source_id)
+            self._store_hits(source_id, chunk)
         with self.phases.phase("quarantine, counts"):
             return self._quarantine_and_count(source_id, chunk)
 
@@ -321,13 +378,19 @@ class Ingester:
         self.con.unregister("tl_chunk")
         self.con.execute("DROP TABLE IF EXISTS temp.tl_chunk")
 
-    def _store_hits(self, source_id: int) -> None:
-        # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged
+    def _store_hits(self, source_id: int, chunk: Chunk) -> None:
+        # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged;
+        # a small chunk's merge would cost more than its hits: merged later, with others
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW tl_hits AS SELECT {int(source_id)} AS source_id, "
             f"{', '.join(HIT_COLUMNS[1:])} FROM tl_chunk WHERE kind IS NOT NULL"
         )
-        derived.store_hits(self.con, "tl_hits")
+        if chunk.lines.num_rows >= SMALL_CHUNK_LINES:
+            derived.store_hits(self.con, "tl_hits")
+            return
+        derived.store_unresolved(self.con, "tl_hits")
+        hits = fetch_one(self.con, "SELECT count(*) FROM tl_hits")
+        self._unmerged = (self._unmerged[0] + 1, self._unmerged[1] + int(hits[0] if hits else 0))
 
     def _quarantine_and_count(self, source_id: int, chunk: Chunk) -> Counts:
         self._quarantine(source_id, chunk)
@@ -336,6 +399,8 @@ class Ingester:
             "SELECT count(*), count(*) FILTER (WHERE reason IS NOT NULL), "
             "count(*) FILTER (WHERE sig_status IN ('invalid', 'missing')), "
             "max(ts) FILTER (WHERE kind IS NOT NULL), "
+            "count(*) FILTER (WHERE sig_status IN ('valid', 'invalid')), "
+            "count(*) FILTER (WHERE sig_status = 'invalid'), "
             + ", ".join(f"count(*) FILTER (WHERE kind = '{k}')" for k in KINDS)
             + " FROM tl_chunk",
         )
@@ -345,7 +410,9 @@ class Ingester:
             quarantined=int(row[1]),
             rejected=int(row[2]),
             last_hit=row[3],
-            hits={k: int(v) for k, v in zip(KINDS, row[4:], strict=True)},
+            signed=int(row[4]),
+            invalid=int(row[5]),
+            hits={k: int(v) for k, v in zip(KINDS, row[6:], strict=True)},
         )
 
     def _quarantine(self, source_id: int, chunk: Chunk) -> None:

@@ -626,10 +626,23 @@ def _request_part(usual: str, other: str, fallback: str) -> str:
 def _timestamp(name: str, raw: str, affixes: tuple[str, str]) -> str:
     """UTC from the variable's text; through epoch_us so the session's TimeZone plays no part."""
     if name == "msec":
-        return f"try(make_timestamp_ms(CAST(try_cast({raw} AS DECIMAL(18, 3)) * 1000 AS BIGINT)))"
+        return _in_range(f"try(CAST(try_cast({raw} AS DECIMAL(18, 3)) * 1000 AS BIGINT) * 1000)")
     body = "%Y-%m-%dT%H:%M:%S%z" if name == "time_iso8601" else "%d/%b/%Y:%H:%M:%S %z"
     prefix, suffix = (a.replace("%", "%%") for a in affixes)
-    return f"make_timestamp(epoch_us(try_strptime({raw}, {_literal(prefix + body + suffix)})))"
+    parsed = f"epoch_us(try_strptime({raw}, {_literal(prefix + body + suffix)}))"
+    # strptime's %z takes any two digits: +2500 or +0199 is no offset nginx writes
+    text = f"left({raw}, length({raw}) - {len(affixes[1])})" if affixes[1] else raw
+    offset = f"regexp_extract({text}, '[+-]([0-9][0-9]):?([0-9][0-9])$', ['h', 'm'])"
+    bad = f"(try_cast({offset}.h AS INTEGER) > 23 OR try_cast({offset}.m AS INTEGER) > 59)"
+    return f"CASE WHEN {bad} THEN NULL ELSE {_in_range(parsed)} END"
+
+
+# Times are kept in UTC years 1970-9999 (as _fastlog.c): before or after, a 'bad timestamp'.
+_MAX_EPOCH_US = 253402300800 * 1_000_000
+
+
+def _in_range(epoch_us: str) -> str:
+    return f"CASE WHEN {epoch_us} >= 0 AND {epoch_us} < {_MAX_EPOCH_US} THEN make_timestamp({epoch_us}) END"
 
 
 def _coalesce(exprs: list[str]) -> str:

@@ -21,10 +21,18 @@ from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import LogFormat, resolve_format
-from tracklog.ingest.sources import DEFAULT_EXCLUDE, expand_inputs
+from tracklog.ingest.sources import DEFAULT_EXCLUDE, InputSpec, expand_inputs
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import KINDS
-from tracklog.store import LOG_FORMAT_KEY, OnWait, WriterSession, fetch_one, meta_value, writer_session
+from tracklog.store import (
+    LOG_FORMAT_KEY,
+    OnWait,
+    WriterSession,
+    environment_problem,
+    fetch_one,
+    meta_value,
+    writer_session,
+)
 
 
 @dataclass
@@ -111,36 +119,21 @@ def run_ingest(
     with ExitStack() as stack:
         with phases.phase("open database"):
             session = stack.enter_context(writer_session(config.db, config.wait, on_wait=on_wait))
-        con = session.con
-        run_id = _start_run(con)
-        if manifests:
-            with phases.phase("manifests"):
-                _ingest_manifests(con, manifests, report)
-        # new or replaced manifests resolve their deliveries' stored hits again (and a database
-        # of an earlier version is brought up to date) before new hits merge, chunk by chunk
-        with phases.phase("derived tables (manifests, upgrades)"):
-            derived.sync(con)
-        if specs:
-            ingester = Ingester(
-                con,
-                fmt or recorded_format(con),
-                secret=config.secret,
-                verify_signatures=config.verify_signatures,
-                max_bad_ratio=config.max_bad_ratio,
-                progress=progress,
-                phases=phases,
-                between_commits=_between_commits(session),
-            )
-            for spec in specs:
-                result = ingester.ingest(spec)
-                report.files.append(result)
-                if result.error:
-                    report.errors.append(result.error)
-        report.seconds = time.monotonic() - started
-        _finish_run(con, run_id, report)
+        try:
+            _run(session, config, fmt, specs, manifests, report, phases, progress, started)
+        except Exception as exc:
+            # a full disk or a damaged file: the errors so far, then why the run stopped
+            if (problem := environment_problem(exc)) is None:
+                raise
+            report.errors.append(f"database {config.db}: {problem}")
         closing = stack.pop_all()  # closed below, timed: the checkpoint happens there
     with phases.phase("close database (checkpoint)"):
-        closing.close()
+        try:
+            closing.close()
+        except Exception as exc:
+            if (problem := environment_problem(exc)) is None:
+                raise
+            report.errors.append(f"database {config.db}: {problem}")
     return report
 
 
@@ -153,16 +146,60 @@ def recorded_format(con: duckdb.DuckDBPyConnection) -> LogFormat:
     return resolve_format(name, {name: spec})
 
 
-def _between_commits(session: WriterSession) -> Callable[[], None]:
+def _run(
+    session: WriterSession,
+    config: Config,
+    fmt: LogFormat | None,
+    specs: list[InputSpec],
+    manifests: list[str],
+    report: IngestReport,
+    phases: Phases,
+    progress: Progress | None,
+    started: float,
+) -> None:
+    """The run inside the open database: manifests, derived tables, inputs, the runs record."""
+    con = session.con
+    run_id = _start_run(con)
+    if manifests:
+        with phases.phase("manifests"):
+            _ingest_manifests(con, manifests, report)
+    derived.use_clock_window(con, config.clock_window_days)
+    # new or replaced manifests resolve their deliveries' stored hits again (and a database
+    # of an earlier version is brought up to date) before new hits merge, chunk by chunk
+    with phases.phase("derived tables (manifests, upgrades)"):
+        derived.sync(con)
+    if specs:
+        ingester = Ingester(
+            con,
+            fmt or recorded_format(con),
+            secret=config.verify_secrets(),
+            verify_signatures=config.verify_signatures,
+            max_bad_ratio=config.max_bad_ratio,
+            progress=progress,
+            phases=phases,
+            between_commits=_between_commits(session),
+        )
+        for spec in specs:
+            result = ingester.ingest(spec)
+            report.files.append(result)
+            if result.error:
+                report.errors.append(result.error)
+        ingester.merge_pending()
+        report.errors.extend(ingester.problems)
+    report.seconds = time.monotonic() - started
+    _finish_run(con, run_id, report)
+
+
+def _between_commits(session: WriterSession) -> Callable[[Callable[[], None]], None]:
     """The hand-off to waiting readers after each commit. Tests: TRACKLOG_FAULT_SLEEP_AFTER_COMMIT=
     SECONDS first sleeps that long still holding the database, so that readers wait for it."""
     pause = float(os.environ.get("TRACKLOG_FAULT_SLEEP_AFTER_COMMIT") or 0)
     if not pause:
         return session.hand_off
 
-    def sleep_then_hand_off() -> None:
+    def sleep_then_hand_off(prepare: Callable[[], None]) -> None:
         time.sleep(pause)
-        session.hand_off()
+        session.hand_off(prepare)
 
     return sleep_then_hand_off
 

@@ -12,14 +12,15 @@ import fnmatch
 import glob
 import gzip
 import hashlib
-import io
 import os
+import stat
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 
 from tracklog.errors import DataError
 
@@ -28,9 +29,11 @@ try:  # zlib-ng inflates in about half the CPU of zlib; same bytes, same errors,
 
     GzipReader: type[gzip.GzipFile] = gzip_ng.GzipFile
     ZLIB_ERRORS: tuple[type[Exception], ...] = (zlib.error, cast(type[Exception], zlib_ng.error))
+    _decompressobj: Any = zlib_ng.decompressobj
 except ImportError:  # the standard library's zlib
     GzipReader = gzip.GzipFile
     ZLIB_ERRORS = (zlib.error,)
+    _decompressobj = zlib.decompressobj
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *ZLIB_ERRORS)
 
 FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
@@ -128,8 +131,63 @@ def expand_inputs(
     return specs, errors, skipped
 
 
+@dataclass(frozen=True)
+class GzipCheck:
+    """What a pass over a gzip file verified: the decompressed bytes of its complete members
+    whose CRC matched, and why the rest could not be used (None: the whole file is good)."""
+
+    verified: int
+    damage: str | None
+
+
+_VERIFY_READ = 1 << 20
+
+
+def verify_gzip(raw: BinaryIO) -> GzipCheck:
+    """Inflate every member of the gzip file `raw` (from where it is; put back there after)
+    and check its CRC and length: only the bytes of members that pass can be trusted. A corrupt
+    member is detected at its end at the latest, so nothing of it is ever ingested. Costs one
+    gunzip without storing anything (zlib-ng: about 0.3 s per 100 MB compressed)."""
+    start = raw.tell()
+    verified = 0
+    done = 0  # decompressed bytes of the current member so far
+    inflate = _decompressobj(wbits=31)
+    in_member = False
+    damage: str | None = None
+    try:
+        pending = b""
+        while True:
+            data = pending or raw.read(_VERIFY_READ)
+            pending = b""
+            if not data:
+                break
+            if not in_member:
+                data = data.lstrip(b"\0")  # zero padding between members, as gzip tolerates
+                if not data:
+                    continue
+                in_member = True
+            done += len(inflate.decompress(data))
+            if inflate.eof:  # the member's trailer (CRC-32 and length) matched
+                verified += done
+                done, in_member = 0, False
+                pending = inflate.unused_data
+                inflate = _decompressobj(wbits=31)
+        if in_member:
+            damage = "truncated gzip data (the last member has no end)"
+    except ZLIB_ERRORS as exc:
+        damage = f"corrupt gzip data ({exc})"
+    except OSError as exc:
+        damage = _describe(exc)
+    finally:
+        raw.seek(start)
+    return GzipCheck(verified, damage)
+
+
 class LogStream:
-    """An opened input: decompressed bytes, its head (for the fingerprint), and how to read it."""
+    """An opened input: decompressed bytes, its head (for the fingerprint), and how to read it.
+
+    A gzip input is verified first (verify_gzip): only its verified bytes are read, and
+    `damage` says why the rest is not."""
 
     def __init__(self, spec: InputSpec) -> None:
         self.name = spec.name
@@ -141,23 +199,30 @@ class LogStream:
         self._fh: BinaryIO | gzip.GzipFile
         self._pending = b""  # bytes read ahead (head of stdin) not yet handed out
         self._pos = 0
+        self.damage: str | None = None  # gzip: why the bytes after `verified` are not read
+        self.verified: int | None = None  # gzip: decompressed bytes whose CRC matched
+        self._spool: IO[bytes] | None = None
         try:
             if spec.name == STDIN:
                 self._raw = sys.stdin.buffer
                 first = self._raw.read(2)
                 if first == GZIP_MAGIC:
-                    self.compressed = True
-                    self._fh = GzipReader(fileobj=_Prefixed(first, self._raw), mode="rb")
+                    # verified before anything is read: spooled (compressed) to a temporary file
+                    self._spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+                    self._spool.write(first)
+                    while block := self._raw.read(_VERIFY_READ):
+                        self._spool.write(block)
+                    self._spool.seek(0)
+                    self._open_gzip(self._spool)
                 else:
                     self._fh = self._raw
                     self._pending = first
             else:
-                self._raw = open(spec.name, "rb")  # noqa: SIM115 - closed in close()
+                self._raw = _open_regular(spec.name)
                 magic = self._raw.read(2)
                 self._raw.seek(0)
                 if magic == GZIP_MAGIC:
-                    self.compressed = True
-                    self._fh = GzipReader(fileobj=self._raw, mode="rb")
+                    self._open_gzip(self._raw)
                 else:
                     self._fh = self._raw
                     self.complete = False
@@ -166,12 +231,24 @@ class LogStream:
         except OSError as exc:
             raise DataError(f"{spec.name}: {_describe(exc)}") from exc
 
+    def _open_gzip(self, raw: BinaryIO) -> None:
+        self.compressed = True
+        check = verify_gzip(raw)
+        self.verified, self.damage = check.verified, check.damage
+        if self.damage is not None:
+            self.complete = False  # a member may end inside a line: it waits for the intact copy
+        self._gz_raw = raw
+        self._fh = GzipReader(fileobj=raw, mode="rb")
+
     def _read_head(self) -> bytes:
         if self.name != STDIN and not self.compressed:
             head = self._raw.read(min(FP_MAX, self.size_limit or 0))
             self._raw.seek(0)
             return head
-        head = self._pending + self._read_exact(FP_MAX - len(self._pending))
+        want = FP_MAX - len(self._pending)
+        if self.verified is not None:
+            want = min(want, self.verified)
+        head = self._pending + self._read_exact(want)
         self._pending = head
         return head
 
@@ -195,8 +272,9 @@ class LogStream:
             if len(out) < n:
                 out += self._read_exact(n - len(out))
         else:
-            if self.size_limit is not None:
-                n = min(n, self.size_limit - self._pos)
+            limit = self.size_limit if self.verified is None else self.verified
+            if limit is not None:
+                n = min(n, limit - self._pos)
                 if n <= 0:
                     return b""
             out = self._read_exact(n)
@@ -241,34 +319,34 @@ class LogStream:
 
     def disk_position(self) -> int:
         """Bytes consumed of the file on disk (compressed bytes for gzip), for progress."""
-        if self.compressed and self.name != STDIN:
-            return self._raw.tell()
+        if self.compressed:
+            return self._gz_raw.tell()
         return self._pos
 
     def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
         if self.name != STDIN:
             self._raw.close()
 
 
-class _Prefixed(io.RawIOBase):
-    """A stream that first returns `prefix` then reads from `rest` (stdin after a magic peek)."""
-
-    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
-        self._prefix = prefix
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._rest.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+def _open_regular(name: str) -> BinaryIO:
+    """The file opened for reading, refusing what is not a regular file: a FIFO with no writer
+    would block the run (holding the lock) forever, a device never ends. Opened non-blocking,
+    so that a FIFO is seen for what it is instead of waiting for a writer."""
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            if stat.S_ISDIR(info.st_mode):
+                raise DataError(f"{name}: is a directory")
+            kind = "a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "not a regular file"
+            raise DataError(f"{name}: {kind}, not read (pipe it to `tracklog ingest -` instead)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def fingerprint(head: bytes, length: int) -> str:

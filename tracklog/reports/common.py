@@ -116,7 +116,7 @@ def limit_clause(limit: int | None) -> str:
 
 
 def excluded_hits(con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window) -> dict[str, int]:
-    """Hits shown beside a report but never counted: rejected, failed, automated, orphan."""
+    """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock."""
     where = "h.ts >= ? AND h.ts < ?"
     params: list[Any] = window.params()
     if delivery_id is not None:
@@ -127,4 +127,10 @@ def excluded_hits(con: duckdb.DuckDBPyConnection, delivery_id: str | None, windo
     counts = dict(zip(metrics.EXCLUDED_AGGREGATES, row or (), strict=False))
     orphan = fetch_one(con, f"SELECT count(*) FROM orphans h WHERE {where}", params)
     counts["orphan_hits"] = int(orphan[0]) if orphan else 0
+    clock = fetch_one(
+        con,
+        f"SELECT count(*) FROM hits_classified h WHERE {where} AND h.resolution = '{metrics.CLOCK}'",
+        params,
+    )
+    counts["clock_hits"] = int(clock[0]) if clock else 0
     return {k: int(v or 0) for k, v in counts.items()}

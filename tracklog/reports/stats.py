@@ -120,10 +120,12 @@ def _bucketed(hourly: list[tuple[int, int, int]], first: int, later: int) -> lis
 
 
 def _bucket_label(hours: int, minutes: int) -> str:
-    """'+3h' for buckets of hours, '+2d' for buckets of days."""
+    """'+3h' for buckets of hours, '+2d' for buckets of days; a bucket before the send (hits
+    within the clock window) '-1h'."""
+    sign = "+" if hours >= 0 else "-"
     if minutes % 1440 == 0:
-        return f"+{hours // 24}d"
-    return f"+{hours}h"
+        return f"{sign}{abs(hours) // 24}d"
+    return f"{sign}{abs(hours)}h"
 
 
 def reach_marks(
