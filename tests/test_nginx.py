@@ -40,9 +40,11 @@ GIF_43 = bytes.fromhex(
 )
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0"
 # what the manifest says, and what the Location header must carry: bytes outside printable
-# ASCII percent-encoded, everything else (quotes, ;, $, braces, backslash) exactly as written
-HOSTILE_URL = 'https://shop.example.com/bf?q="x";$y{z}\\w\'#\n}\x1b é'
-HOSTILE_LOCATION = 'https://shop.example.com/bf?q="x";$y{z}\\w\'#%0A}%1B%20%C3%A9'
+# ASCII percent-encoded, everything else (quotes, ;, $, braces, backslash) exactly as written;
+# nginx syntax in a URL the manifest accepts (it refuses control characters and spaces, so those
+# never reach the map; nginx.py percent-encodes them all the same)
+HOSTILE_URL = 'https://shop.example.com/bf?q="x";$y{z}\\w\'#}é'
+HOSTILE_LOCATION = 'https://shop.example.com/bf?q="x";$y{z}\\w\'#}%C3%A9'
 
 
 def _need_nginx() -> str:
@@ -402,21 +404,15 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
 HOSTILE = {
     "quote": ('https://x.example/a"b', 'https://x.example/a"b'),
     "squote": ("https://x.example/a'b';", "https://x.example/a'b';"),
-    "semi": ("https://x.example/;return 200 'pwned';", "https://x.example/;return%20200%20'pwned';"),
+    "semi": ("https://x.example/;return;200;'pwned';", "https://x.example/;return;200;'pwned';"),
     "dollar": ("https://x.example/$host${uri}$", "https://x.example/$host${uri}$"),
-    "braces": (
-        "https://x.example/} server { listen 9; {",
-        "https://x.example/}%20server%20{%20listen%209;%20{",
-    ),
-    "newline": (
-        "https://x.example/a\nadd_header X-Evil 1;\r\n",
-        "https://x.example/a%0Aadd_header%20X-Evil%201;%0D%0A",
-    ),
-    "backslash": ('https://x.example/a\\"; \\n\\', 'https://x.example/a\\";%20\\n\\'),
-    "hash": ("https://x.example/#include /etc/passwd", "https://x.example/#include%20/etc/passwd"),
+    "braces": ("https://x.example/}server{listen;9;{", "https://x.example/}server{listen;9;{"),
+    "backslash": ('https://x.example/a\\";\\n\\', 'https://x.example/a\\";\\n\\'),
+    "hash": ("https://x.example/#include;/etc/passwd", "https://x.example/#include;/etc/passwd"),
     "unicode": ("https://x.example/café?q=ü", "https://x.example/caf%C3%A9?q=%C3%BC"),
-    "mailto": ("mailto:a@x.example?subject=hi there", "mailto:a@x.example?subject=hi%20there"),
 }
+# Whitespace and control characters never reach the map from a manifest (the loader refuses such
+# URLs); nginx.nginx_url percent-encodes them all the same (test_nginx_url_escapes_or_refuses).
 
 
 def hostile_links() -> list[dict[str, str]]:
@@ -590,6 +586,8 @@ def test_nginx_url_escapes_or_refuses() -> None:
     assert nginx.nginx_url("https://x.example/a") == '"https://x.example/a"'
     assert nginx.nginx_url('https://x/"\\$') == '"https://x/\\"\\\\${tracklog_dollar}"'
     assert nginx.nginx_url("https://x/\n") == '"https://x/%0A"'
+    assert nginx.nginx_url("https://x/a\nadd_header X-Evil 1;\r\n") == '"https://x/a%0Aadd_header%20X-Evil%201;%0D%0A"'
+    assert nginx.nginx_url("https://x/} server { listen 9; {") == '"https://x/}%20server%20{%20listen%209;%20{"'
     for refused in ("javascript:alert(1)", "data:text/html,x", "//x.example", "https:", "ftp://x"):
         assert nginx.nginx_url(refused) is None
 
