@@ -30,7 +30,7 @@ STATUSES = ("sent", "failed")
 
 _FIELDS = ("delivery", "label", "sent_at", "subject", "content", "links", "recipients")
 _REQUIRED = ("delivery", "sent_at", "links", "recipients")
-_LINK_FIELDS = ("id", "url", "label", "category")
+_LINK_FIELDS = ("id", "url", "label", "category", "web_tracking")
 _LINK_SCHEMES = ("http", "https", "mailto", "tel")
 _RESERVED_COLUMNS = ("recipient_id", "email", "status")
 _PARQUET_MAGIC = b"PAR1"
@@ -62,6 +62,7 @@ class Link:
     url: str
     label: str
     category: str | None
+    web_tracking: bool = False  # its click carries the landing token (tl=) to the site
 
     @property
     def is_trap(self) -> bool:
@@ -268,7 +269,12 @@ def _links(value: Any, fail: _Fail) -> tuple[Link, ...]:
             raise fail(f'{where}"url" must be an absolute {"/".join(_LINK_SCHEMES)} URL (got {_shown(url)})')
         label = _string(item, "label", fail, where) or link_id
         category = _string(item, "category", fail, where) or None
-        links.append(Link(link_id, position, url, label, category))
+        web_tracking = item.get("web_tracking", False)
+        if not isinstance(web_tracking, bool):
+            raise fail(f'{where}"web_tracking" must be true or false (got {_shown(web_tracking)})')
+        if web_tracking and scheme not in ("http", "https"):
+            raise fail(f'{where}"web_tracking" needs an http or https "url" (got {_shown(url)})')
+        links.append(Link(link_id, position, url, label, category, web_tracking))
     return tuple(links)
 
 
@@ -567,9 +573,12 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
             )
             if manifest.links:
                 con.executemany(
-                    "INSERT INTO links (delivery_id, link_id, position, url, label, category)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [[d, k.link_id, k.position, k.url, k.label, k.category] for k in manifest.links],
+                    "INSERT INTO links (delivery_id, link_id, position, url, label, category, web_tracking)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [d, k.link_id, k.position, k.url, k.label, k.category, k.web_tracking]
+                        for k in manifest.links
+                    ],
                 )
             con.execute(
                 "INSERT INTO recipients (delivery_id, recipient_id, email, status, attributes)"

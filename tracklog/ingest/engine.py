@@ -27,7 +27,8 @@ from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.profiling import NoPhases, Phases
-from tracklog.routes import KINDS, routed_sql
+from tracklog.routes import HIT_KINDS as KINDS
+from tracklog.routes import PAGE_KIND, routed_sql
 from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import hmac_pads, sql_expected_sig
 from tracklog.store import fetch_one
@@ -116,14 +117,18 @@ class Ingester:
     def _compile_chunk_sql(self) -> str:
         """The SELECT turning tl_lines into tl_chunk's rows: the reference that the compiled fast
         path (fastpath.py) reproduces exactly, and the path of every format it does not cover."""
+        # a page tag's token is checked for its shape even unverified: without one (or with a
+        # malformed one) a page tag has no recipient
+        page = f"""WHEN kind = '{PAGE_KIND}' AND (sig IS NULL OR sig = '') THEN 'missing'
+                WHEN kind = '{PAGE_KIND}' AND signed IS NULL THEN 'invalid'"""
         if self.verify:
-            expected = sql_expected_sig("path", "$ipad", "$opad")
-            sig_status = f"""CASE WHEN kind IS NULL THEN NULL
+            expected = sql_expected_sig("signed", "$ipad", "$opad")
+            sig_status = f"""CASE WHEN kind IS NULL THEN NULL {page}
                 WHEN sig IS NULL OR sig = '' THEN 'missing'
                 WHEN length(sig) <> 22 THEN 'invalid'
                 WHEN sig = {expected} THEN 'valid' ELSE 'invalid' END"""
         else:
-            sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
+            sig_status = f"CASE WHEN kind IS NULL THEN NULL {page} ELSE 'unchecked' END"
         parsed = f"({self.fmt.select_sql('tl_lines')})"
         # a quarantined row keeps its raw line and nothing parsed (whatever a split of garbage
         # gave); copying every line would double the work

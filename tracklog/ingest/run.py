@@ -23,7 +23,7 @@ from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import LogFormat, resolve_format
 from tracklog.ingest.sources import DEFAULT_EXCLUDE, expand_inputs
 from tracklog.profiling import NoPhases, Phases
-from tracklog.routes import KINDS
+from tracklog.routes import HIT_KINDS as KINDS
 from tracklog.store import LOG_FORMAT_KEY, OnWait, WriterSession, fetch_one, meta_value, writer_session
 
 
