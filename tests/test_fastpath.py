@@ -97,7 +97,9 @@ def left_to_sql(buf: bytes) -> int:
     """Lines whose request (the first quoted field) holds "/w/" (a page tag, routed by the SQL
     only) or an escape that could decode to it: what the C pass defers, counted by hand."""
     return sum(
-        1 for line in buf.splitlines() if b'"' in line and (b"/w/" in (r := line.split(b'"')[1]) or b"\\" in r)
+        1
+        for line in buf.splitlines()
+        if b'"' in line and (b"/w/" in (r := line.split(b'"')[1]) or b"\\" in r)
     )
 
 

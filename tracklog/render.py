@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 import decimal
+import json
 import math
 import sys
 from collections.abc import Mapping, Sequence

@@ -161,6 +161,20 @@ def split_token(token: str) -> tuple[str, str, str] | None:
     return delivery, recipient, sig
 
 
+def landing_affixes(url: str) -> tuple[str, str, str]:
+    """(base, separator, fragment) of a web-tracking link's URL: its landing URL with a token is
+    base + separator + 'tl=' + token + fragment (the token goes into the query, before any
+    '#fragment'); without a token the URL stays base + fragment, unchanged."""
+    base, hash_, fragment = url.partition("#")
+    if "?" not in base:
+        separator = "?"
+    elif base.endswith(("?", "&")):
+        separator = ""
+    else:
+        separator = "&"
+    return base, separator, hash_ + fragment
+
+
 def query_param(query: str | None, name: str) -> str | None:
     """The raw value of the first `name=` parameter of a query string (as routed_sql reads it)."""
     if query is None:
