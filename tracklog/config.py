@@ -30,6 +30,7 @@ _KNOWN_KEYS = {
     "wait",
     "tz",
     "exclude",
+    "truncate_ips",
 }
 
 
@@ -45,6 +46,7 @@ class Config:
     wait: float = DEFAULT_WAIT_SECONDS
     tz: str = "UTC"  # IANA zone name (config key tz, env TRACKLOG_TZ): what "yesterday" means
     exclude: list[str] = field(default_factory=list)  # ingest: file-name globs skipped in DIR/GLOB
+    truncate_ips: bool = False  # ingest: keep IPv4 /24 and IPv6 /48 of every hit's address
 
     def require_secret(self) -> bytes:
         if self.secret is None:
@@ -165,6 +167,8 @@ def load_config(
             cfg.wait = float(v)
         if (v := _typed(data, "tz", str, path)) is not None:
             cfg.tz = _zone_name(v, f"config {path}: 'tz'")
+        if (v := _typed(data, "truncate_ips", bool, path)) is not None:
+            cfg.truncate_ips = v
         if (v := _typed(data, "exclude", list, path)) is not None:
             if not all(isinstance(g, str) and g for g in v):
                 raise ConfigError(f"config {path}: 'exclude' must be a list of file-name globs")

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from tracklog.errors import DataError, TracklogError
 from tracklog.routes import ID_CHARS, ID_MAX, id_problem
+from tracklog.signing import hmac_pads, sql_recipient_hash
 
 TRAP_CATEGORY = "trap"
 STATUSES = ("sent", "failed")
@@ -540,8 +541,12 @@ def _all_null(raw: pa.Table) -> pa.ChunkedArray | pa.Array | None:
     return mask
 
 
-def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> ManifestResult:
-    """Replace the delivery's rows in deliveries, links and recipients, all or nothing; hits are untouched."""
+def store_manifest(
+    con: duckdb.DuckDBPyConnection, manifest: Manifest, secret: bytes | None = None
+) -> ManifestResult:
+    """Replace the delivery's rows in deliveries, links and recipients, all or nothing; hits are
+    untouched. Recipients named by a tombstone of `tracklog forget` are left out (which takes the
+    `secret`: tombstones hold keyed hashes)."""
     d = manifest.delivery_id
     con.register("manifest_recipients", manifest.recipients)
     try:
@@ -580,10 +585,18 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
                         for k in manifest.links
                     ],
                 )
+            forgotten, params = "", list[object]([d])
+            if secret is not None:
+                ipad, opad = hmac_pads(secret)
+                forgotten = (
+                    " m WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE (f.delivery_id IS NULL OR"
+                    f" f.delivery_id = ?) AND f.recipient_hash = {sql_recipient_hash('m.recipient_id', '?', '?')})"
+                )
+                params += [d, ipad, opad]
             con.execute(
                 "INSERT INTO recipients (delivery_id, recipient_id, email, status, attributes)"
-                " SELECT ?, recipient_id, email, status, attributes FROM manifest_recipients",
-                [d],
+                f" SELECT ?, recipient_id, email, status, attributes FROM manifest_recipients{forgotten}",
+                params,
             )
             counts = con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')"
@@ -624,12 +637,14 @@ def _result(
     )
 
 
-def ingest_manifests(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[ManifestOutcome]:
+def ingest_manifests(
+    con: duckdb.DuckDBPyConnection, paths: Sequence[Path], secret: bytes | None = None
+) -> list[ManifestOutcome]:
     """Load and store each manifest on its own: a bad one stores nothing and the others go on."""
     outcomes: list[ManifestOutcome] = []
     for path in paths:
         try:
-            result = store_manifest(con, load_manifest(path))
+            result = store_manifest(con, load_manifest(path), secret)
         except TracklogError as exc:
             outcomes.append(ManifestOutcome(path, None, str(exc)))
         else:

@@ -292,8 +292,10 @@ def funnel_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: An
             anon = funnel_report.anonymous_views(con, c.window)
             notes = [
                 *footer(con, delivery_id, c.window),
-                f"Counted apart, of no delivery: {anon['page_views']} anonymous page views (no token), "
-                f"{anon['visits']} visits, {anon['transactions']} transactions",
+                (
+                    f"Counted apart, of no delivery: {anon['page_views']} anonymous page views (no token), "
+                    f"{anon['visits']} visits, {anon['transactions']} transactions"
+                ),
             ]
         render_sections(sections, c.fmt, footer=notes, tz=c.tz, excel_safe=c.excel_safe)
 

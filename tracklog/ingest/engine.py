@@ -30,7 +30,7 @@ from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import HIT_KINDS as KINDS
 from tracklog.routes import PAGE_KIND, routed_sql
 from tracklog.schema import HIT_COLUMNS
-from tracklog.signing import hmac_pads, sql_expected_sig
+from tracklog.signing import hmac_pads, sql_expected_sig, sql_recipient_hash
 from tracklog.store import fetch_one
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
@@ -97,8 +97,13 @@ class Ingester:
         progress: Progress | None = None,
         phases: Phases | None = None,
         between_commits: Callable[[], None] | None = None,
+        truncate_ips: bool = False,
     ) -> None:
         self.con = con
+        self.truncate_ips = truncate_ips
+        # tombstones of `tracklog forget` hold keyed hashes: checking them needs the secret
+        self._pads = hmac_pads(secret) if secret is not None else None
+        self._tombstones: bool | None = None
         self.between_commits = between_commits  # after each chunk's commit: hand the file to readers
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
@@ -327,12 +332,43 @@ class Ingester:
         self.con.execute("DROP TABLE IF EXISTS temp.tl_chunk")
 
     def _store_hits(self, source_id: int) -> None:
-        # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged
+        # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged;
+        # the IP truncated when asked, the recipients of a tombstone left out
+        columns = ", ".join(truncated_ip_sql("ip") + " AS ip" if c == "ip" else c for c in HIT_COLUMNS[1:])
+        where = "kind IS NOT NULL"
+        if self.has_tombstones() and self._pads is not None:
+            self._forgotten_in_chunk()
+            where += (
+                " AND NOT EXISTS (SELECT 1 FROM tl_gone g"
+                " WHERE g.delivery_id = c.delivery_id AND g.recipient_id = c.recipient_id)"
+            )
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW tl_hits AS SELECT {int(source_id)} AS source_id, "
-            f"{', '.join(HIT_COLUMNS[1:])} FROM tl_chunk WHERE kind IS NOT NULL"
+            f"CREATE OR REPLACE TEMP VIEW tl_hits AS SELECT {int(source_id)} AS source_id, {columns} "
+            f"FROM tl_chunk c WHERE {where}"
         )
         derived.store_hits(self.con, "tl_hits")
+
+    def has_tombstones(self) -> bool:
+        """Whether `tracklog forget` left tombstones (read once: forget takes the writer lock)."""
+        if self._tombstones is None:
+            row = fetch_one(self.con, "SELECT count(*) FROM forgotten")
+            self._tombstones = bool(row and row[0])
+        return self._tombstones
+
+    def _forgotten_in_chunk(self) -> None:
+        """tl_gone: the (delivery, recipient) pairs of the chunk that a tombstone names; each
+        distinct recipient id is hashed once."""
+        assert self._pads is not None
+        recipient_hash = sql_recipient_hash("c.recipient_id", "$ipad", "$opad")
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE tl_gone AS
+            SELECT c.delivery_id, c.recipient_id
+            FROM (SELECT DISTINCT delivery_id, recipient_id FROM tl_chunk
+                  WHERE kind IS NOT NULL AND recipient_id IS NOT NULL) c
+            WHERE EXISTS (SELECT 1 FROM forgotten f WHERE f.recipient_hash = {recipient_hash}
+                          AND (f.delivery_id IS NULL OR f.delivery_id = c.delivery_id))""",
+            {"ipad": self._pads[0], "opad": self._pads[1]},
+        )
 
     def _quarantine_and_count(self, source_id: int, chunk: Chunk) -> Counts:
         self._quarantine(source_id, chunk)
@@ -402,6 +438,25 @@ def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser |
     lines, repaired = split_lines(buf, chunk_offset, line_base)
     parsed = fast.parse(lines) if fast is not None else None
     return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed)
+
+
+def truncated_ip_sql(ip: str) -> str:
+    """The address `ip` truncated, as `truncate_ips` stores it: an IPv4 address to its /24
+    (203.0.113.0), an IPv6 address to its /48 (2001:db8:85a3::, any '::' expanded first, a
+    zone dropped); anything else, which no real $remote_addr is, to NULL. SQL (vectorized)."""
+    v6 = f"lower(split_part({ip}, '%', 1))"
+    left = f"list_filter(string_split(split_part({v6}, '::', 1), ':'), lambda x: x <> '')"
+    right = f"list_filter(string_split(split_part({v6}, '::', 2), ':'), lambda x: x <> '')"
+    groups = (
+        f"CASE WHEN contains({v6}, '::') THEN list_concat({left}, "
+        f"list_transform(range(greatest(8 - len({left}) - len({right}), 0)), lambda x: '0'), {right}) "
+        f"ELSE string_split({v6}, ':') END"
+    )
+    first3 = f"list_transform(({groups})[1:3], lambda x: coalesce(nullif(ltrim(x, '0'), ''), '0'))"
+    return f"""CASE WHEN {ip} IS NULL THEN NULL
+        WHEN regexp_full_match({ip}, '[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}') THEN regexp_replace({ip}, '\\.[0-9]+$', '.0')
+        WHEN contains({ip}, ':') AND regexp_full_match({v6}, '[0-9a-f:.]+') THEN array_to_string({first3}, ':') || '::'
+        END"""
 
 
 def _fault_point(lines_done: int) -> None:

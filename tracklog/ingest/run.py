@@ -115,7 +115,7 @@ def run_ingest(
         run_id = _start_run(con)
         if manifests:
             with phases.phase("manifests"):
-                _ingest_manifests(con, manifests, report)
+                _ingest_manifests(con, manifests, report, config.secret)
         # new or replaced manifests resolve their deliveries' stored hits again (and a database
         # of an earlier version is brought up to date) before new hits merge, chunk by chunk
         with phases.phase("derived tables (manifests, upgrades)"):
@@ -130,7 +130,13 @@ def run_ingest(
                 progress=progress,
                 phases=phases,
                 between_commits=_between_commits(session),
+                truncate_ips=config.truncate_ips,
             )
+            if config.secret is None and ingester.has_tombstones():
+                report.warnings.append(
+                    "the database holds tombstones of `tracklog forget` but no secret is set: hits of "
+                    "forgotten recipients in these logs are stored again (set TRACKLOG_SECRET)"
+                )
             for spec in specs:
                 result = ingester.ingest(spec)
                 report.files.append(result)
@@ -167,12 +173,14 @@ def _between_commits(session: WriterSession) -> Callable[[], None]:
     return sleep_then_hand_off
 
 
-def _ingest_manifests(con: duckdb.DuckDBPyConnection, manifests: list[str], report: IngestReport) -> None:
+def _ingest_manifests(
+    con: duckdb.DuckDBPyConnection, manifests: list[str], report: IngestReport, secret: bytes | None
+) -> None:
     from tracklog.manifest import expand_manifest_args, ingest_manifests
 
     paths, missing = expand_manifest_args(manifests)
     report.errors.extend(missing)
-    for outcome in ingest_manifests(con, paths):
+    for outcome in ingest_manifests(con, paths, secret):
         report.manifests.append(ManifestLine(str(outcome.path), outcome.ok, outcome.message))
         if not outcome.ok:
             report.errors.append(outcome.message)
