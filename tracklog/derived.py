@@ -464,7 +464,7 @@ def _merge_totals(con: duckdb.DuckDBPyConnection, readers: Part, browsers: Part)
     parts = [
         (f"SELECT e.delivery_id, {counts} FROM _ev e GROUP BY e.delivery_id", tuple(metrics.EVENT_COUNTS)),
         (
-            f"SELECT h.delivery_id, {excluded} FROM _nf h GROUP BY h.delivery_id",
+            f"SELECT h.delivery_id, {excluded} FROM _nf h WHERE h.delivery_id IS NOT NULL GROUP BY h.delivery_id",
             tuple(metrics.EXCLUDED_AGGREGATES),
         ),
         readers,

@@ -59,6 +59,13 @@ def forget(
         )
         tokens = [f"{len(d)}.{d}{recipient_id}" for d in deliveries]
         hits = _count(con, f"SELECT count(*) FROM hits WHERE {scope}", params)
+        # the user agents it used, parsed and kept in user_agent_families: a user agent can name
+        # a person too, and goes when no other hit has it
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _forget_agents AS SELECT DISTINCT user_agent FROM hits"
+            f" WHERE {scope} AND user_agent IS NOT NULL",
+            params,
+        )
         con.execute(f"DELETE FROM hits WHERE {scope}", params)
         for token in tokens:
             hits += _count(
@@ -73,6 +80,11 @@ def forget(
         rows = _count(con, f"SELECT count(*) FROM recipients WHERE {scope}", params)
         con.execute(f"DELETE FROM recipients WHERE {scope}", params)
         quarantined = _forget_quarantined(con, recipient_id, emails)
+        con.execute(
+            "DELETE FROM user_agent_families WHERE user_agent IN (SELECT user_agent FROM _forget_agents)"
+            " AND user_agent NOT IN (SELECT user_agent FROM hits WHERE user_agent IS NOT NULL)"
+        )
+        con.execute("DROP TABLE _forget_agents")
         derived.recompute_deliveries(con, deliveries)
         tombstone = secret is not None
         if tombstone:
@@ -90,14 +102,20 @@ def forget(
         con.execute("ROLLBACK")
         raise
     derived.sync(con)
+    # dimension values (browser, os, ... parsed from those user agents) that no reader holds now
+    con.execute(
+        "DELETE FROM dimension_values WHERE value_key NOT IN (SELECT unnest(value_keys) FROM readers)"
+        " AND value NOT IN (SELECT value FROM delivery_dimensions WHERE value IS NOT NULL)"
+    )
     con.execute("CHECKPOINT")
     return Forgotten(recipient_id, len(deliveries), hits, rows, quarantined, tombstone)
 
 
 def _forget_quarantined(con: duckdb.DuckDBPyConnection, recipient_id: str, emails: list[str]) -> int:
-    """Quarantined lines holding the id as a whole word (not inside a longer id) or an email:
+    """Quarantined lines holding the id as a whole word (not inside a longer id; an open pixel's
+    '.gif' may follow) or an email:
     lines that did not parse can still name the person."""
-    word = f"(^|[^{routes.ID_CHARS}]){re.escape(recipient_id)}([^{routes.ID_CHARS}]|$)"
+    word = f"(^|[^{routes.ID_CHARS}]){re.escape(recipient_id)}(\\.gif)?([^{routes.ID_CHARS}]|$)"
     where = "regexp_matches(CAST(raw AS VARCHAR), ?)" + " OR contains(lower(CAST(raw AS VARCHAR)), ?)" * len(
         emails
     )

@@ -592,7 +592,7 @@ def store_manifest(
                     " m WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE (f.delivery_id IS NULL OR"
                     f" f.delivery_id = ?) AND f.recipient_hash = {sql_recipient_hash('m.recipient_id', '?', '?')})"
                 )
-                params += [d, ipad, opad]
+                params += [d, opad, ipad]  # in the order the expression names them
             con.execute(
                 "INSERT INTO recipients (delivery_id, recipient_id, email, status, attributes)"
                 f" SELECT ?, recipient_id, email, status, attributes FROM manifest_recipients{forgotten}",

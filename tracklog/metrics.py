@@ -184,7 +184,8 @@ INDICATORS = (
 
 def delivery_totals_sql(event_where: str = "TRUE", hit_where: str = "TRUE") -> str:
     """Per delivery id (column delivery_id, then TOTAL_COLUMNS): the event aggregates of the
-    events `e` in `event_where` and the excluded hits `h` (hits_classified) in `hit_where`.
+    events `e` in `event_where` and the excluded hits `h` (hits_classified) in `hit_where` that
+    name a delivery (a page tag without a token, or a malformed one, names none).
     Bound parameters: those of event_where, then hit_where."""
     ev = ", ".join(f"{sql} AS {name}" for name, sql in EVENT_AGGREGATES.items())
     ex = ", ".join(f"{sql} AS {name}" for name, sql in EXCLUDED_AGGREGATES.items())
@@ -193,7 +194,10 @@ SELECT coalesce(ev.delivery_id, ex.delivery_id) AS delivery_id,
     {", ".join(f"coalesce(ev.{n}, 0) AS {n}" for n in EVENT_AGGREGATES)},
     {", ".join(f"coalesce(ex.{n}, 0) AS {n}" for n in EXCLUDED_AGGREGATES)}
 FROM (SELECT e.delivery_id, {ev} FROM events e WHERE {event_where} GROUP BY e.delivery_id) ev
-FULL JOIN (SELECT h.delivery_id, {ex} FROM hits_classified h WHERE {hit_where} GROUP BY h.delivery_id) ex
+FULL JOIN (
+    SELECT h.delivery_id, {ex} FROM hits_classified h WHERE {hit_where} AND h.delivery_id IS NOT NULL
+    GROUP BY h.delivery_id
+) ex
     ON ex.delivery_id = ev.delivery_id
 """
 
@@ -402,7 +406,7 @@ WEB_COUNTS: dict[str, str] = {
     "visits": "count(*) FILTER (WHERE p.visit_start)",
     "visitors": "count(DISTINCT p.recipient_key)",
     "transactions": "count(*) FILTER (WHERE p.amount IS NOT NULL)",
-    "items": "coalesce(sum(p.items) FILTER (WHERE p.amount IS NOT NULL), 0)",
+    "items": "CAST(coalesce(sum(p.items) FILTER (WHERE p.amount IS NOT NULL), 0) AS BIGINT)",
 }
 WEB_INDICATORS = ("page_views", "visits", "visitors", "pages_per_visitor", "transactions", "items")
 
@@ -440,7 +444,7 @@ SELECT x.delivery_id, x.currency, x.transactions, x.items, x.revenue,
          ELSE CAST(CAST(CAST({per} AS BIGINT) AS DECIMAL(18,4)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(18,4))
     END AS revenue_per_delivered
 FROM (
-    SELECT p.delivery_id, p.currency, count(*) AS transactions, coalesce(sum(p.items), 0) AS items,
+    SELECT p.delivery_id, p.currency, count(*) AS transactions, CAST(coalesce(sum(p.items), 0) AS BIGINT) AS items,
         CAST(sum(p.amount) AS DECIMAL(18,4)) AS revenue, coalesce(max(dl.delivered), 0) AS delivered
     FROM page_events p LEFT JOIN ({delivered}) dl ON dl.delivery_id = p.delivery_id
     WHERE NOT p.anonymous AND p.amount IS NOT NULL AND {where}
