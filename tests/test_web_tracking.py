@@ -190,13 +190,29 @@ def test_landing_url_keeps_query_and_fragment() -> None:
 
 
 def test_link_prints_tokens(web_db: Path) -> None:
-    out = ok(run(web_db, "link", "--delivery", DELIVERY, "--recipient", "r1", "--type", "click",
-                 "--format", "csv", "--base-url", "https://t.example.com"))  # fmt: skip
+    out = ok(
+        run(
+            web_db,
+            "link",
+            "--delivery",
+            DELIVERY,
+            "--recipient",
+            "r1",
+            "--type",
+            "click",
+            "--format",
+            "csv",
+            "--base-url",
+            "https://t.example.com",
+        )
+    )
     token = token_by_hand(DELIVERY, "r1")
     assert out.splitlines() == [
         "recipient_id,type,link_id,url,landing_url",
-        f"r1,click,shop,https://t.example.com{signed(f'/c/{DELIVERY}/shop/r1')}&tl={token},"
-        f"https://shop.example.com/landing?utm=mail&tl={token}#top",
+        (
+            f"r1,click,shop,https://t.example.com{signed(f'/c/{DELIVERY}/shop/r1')}&tl={token},"
+            f"https://shop.example.com/landing?utm=mail&tl={token}#top"
+        ),
         f"r1,click,blog,https://t.example.com{signed(f'/c/{DELIVERY}/blog/r1')},",
     ]
 
@@ -266,10 +282,21 @@ def test_funnel_figures_by_hand(web_db: Path) -> None:
     ]
     # EUR: 12.50 + 99.99 = 112.49, / 6 delivered = 18.748333 -> 18.7483; USD: 7.5 / 6 = 1.25
     assert out["revenue"] == [
-        {"currency": "EUR", "transactions": 2, "items": 11, "revenue": "112.4900",
-         "revenue_per_delivered": "18.7483"},
-        {"currency": "USD", "transactions": 1, "items": 1, "revenue": "7.5000", "revenue_per_delivered": "1.2500"},
-    ]  # fmt: skip
+        {
+            "currency": "EUR",
+            "transactions": 2,
+            "items": 11,
+            "revenue": "112.4900",
+            "revenue_per_delivered": "18.7483",
+        },
+        {
+            "currency": "USD",
+            "transactions": 1,
+            "items": 1,
+            "revenue": "7.5000",
+            "revenue_per_delivered": "1.2500",
+        },
+    ]
     table = ok(run(web_db, "report", "funnel", "--delivery", DELIVERY))
     # anonymous: 3 page views, one visit (09:30, 09:31, 09:40), one transaction; apart
     assert "3 anonymous page views (no token), 1 visits, 1 transactions" in table
@@ -290,7 +317,7 @@ def test_funnel_window(web_db: Path) -> None:
                 "--format",
                 "json",
             )
-        )  # fmt: skip
+        )
     )
     # before 09:15: r1 converted (09:06), r2 clicked (09:11)
     assert [r["readers"] for r in out["funnel"]] == [6, 2, 2, 1, 1]
@@ -327,8 +354,17 @@ def test_opt_out_cookie_header_form(tmp_path: Path) -> None:
             for c in ("a=1; tl_optout=1", "tl_optout=1", "tl_optout=0", "x_tl_optout=1")
         )
     )
-    ok(run(db, "ingest", "--manifest", str(manifest(tmp_path)), "--log-format", COMBINED + ' "$http_cookie"',
-           str(log)))  # fmt: skip
+    ok(
+        run(
+            db,
+            "ingest",
+            "--manifest",
+            str(manifest(tmp_path)),
+            "--log-format",
+            COMBINED + ' "$http_cookie"',
+            str(log),
+        )
+    )
     assert q(db, "SELECT count(*) FROM hits WHERE kind = 'page'") == [(2,)]
 
 
@@ -401,8 +437,9 @@ def test_forget_leaves_no_trace(web_db: Path, tmp_path: Path) -> None:
     indicators = json.loads(ok(run(web_db, "report", "delivery", DELIVERY, "--format", "json")))
     # opens: r1..r4 (4, the forgotten one's gone); clicks: r1, r2, r3
     assert (indicators["opens_unique"], indicators["clicks_unique"], indicators["sent"]) == (4, 3, 6)
-    assert indicators == json.loads(ok(run(web_db, "report", "delivery", DELIVERY, "--since", "2026-01-01",
-                                               "--format", "json")))  # fmt: skip
+    assert indicators == json.loads(
+        ok(run(web_db, "report", "delivery", DELIVERY, "--since", "2026-01-01", "--format", "json"))
+    )
     # exports written afterwards hold none of it
     ok(run(web_db, "export", "--out", str(tmp_path / "exp"), "--date", "2026-12-01"))
     exported = "".join(p.read_text() for p in (tmp_path / "exp").rglob("*.csv"))
@@ -414,10 +451,21 @@ def test_forget_tombstone_keeps_it_out(web_db: Path, tmp_path: Path) -> None:
     ok(run(web_db, "forget", FORGET_ID, "--delivery", DELIVERY))
     # the manifest changed (so it is stored again) and a new log with the recipient's hits
     log = tmp_path / "again.log"
-    log.write_text(f"{line(FORGET_IP, '12:00', signed(f'/o/{DELIVERY}/{FORGET_ID}.gif'))}\n"
-                   f"{line('203.0.113.2', '12:01', signed(f'/o/{DELIVERY}/r2.gif'))}\n")  # fmt: skip
-    ok(run(web_db, "ingest", "--manifest", str(manifest(tmp_path, label="Web one again")), "--log-format",
-           FORMAT, str(log)))  # fmt: skip
+    log.write_text(
+        f"{line(FORGET_IP, '12:00', signed(f'/o/{DELIVERY}/{FORGET_ID}.gif'))}\n"
+        f"{line('203.0.113.2', '12:01', signed(f'/o/{DELIVERY}/r2.gif'))}\n"
+    )
+    ok(
+        run(
+            web_db,
+            "ingest",
+            "--manifest",
+            str(manifest(tmp_path, label="Web one again")),
+            "--log-format",
+            FORMAT,
+            str(log),
+        )
+    )
     assert q(web_db, "SELECT count(*) FROM recipients WHERE recipient_id = ?", [FORGET_ID]) == [(0,)]
     assert q(web_db, "SELECT count(*) FROM hits WHERE recipient_id = ?", [FORGET_ID]) == [(0,)]
     assert q(web_db, "SELECT count(*) FROM hits WHERE recipient_id = 'r2' AND ts >= '2026-12-01 12:00'") == [
