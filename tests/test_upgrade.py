@@ -56,7 +56,11 @@ def run(db: Path, *args: str) -> str:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_report_is_unchanged_after_the_upgrade(upgraded: Path, case: str) -> None:
-    assert json.loads(run(upgraded, *CASES[case])) == json.loads((DATA / f"{case}.json").read_text())
+    got, want = json.loads(run(upgraded, *CASES[case])), json.loads((DATA / f"{case}.json").read_text())
+    if case.startswith("recipient"):
+        # schema 5 added the recipient tab's transaction columns: empty for every earlier event
+        assert all(e.pop("amount") is None and e.pop("currency") is None for e in got)
+    assert got == want
 
 
 def test_the_upgrade_happens_once_and_keeps_every_hit(upgraded: Path) -> None:
