@@ -17,6 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tracklog import routes
 from tracklog.cli import cli
@@ -27,6 +29,7 @@ SECRET = "web-secret"
 DELIVERY = "WEB-1"
 # a log format with the opt-out cookie, as a site logging it would have (extra variable)
 FORMAT = COMBINED + ' "$cookie_tl_optout"'
+ID_ALPHABET = "ABCXYZabcxyz0123456789._~-"
 FORGET_ID = "zq-forget-me-7"  # a recipient id, email and IP found nowhere else
 FORGET_EMAIL = "zq.forget.me@example.net"
 FORGET_IP = "192.0.2.201"
@@ -393,6 +396,28 @@ def test_truncate_ips(tmp_path: Path) -> None:
         ipaddress.ip_network(f"{ip}/{24 if '.' in ip else 48}", strict=False).network_address for ip in ips
     ]
     assert [ipaddress.ip_address(str(s)) for s in stored] == expected
+    # without the flag (nor the config key) the addresses are kept whole
+    other = tmp_path / "whole.duckdb"
+    ok(run(other, "ingest", "--manifest", str(manifest(tmp_path)), "--log-format", FORMAT, str(log)))
+    assert [r[0] for r in q(other, "SELECT ip FROM hits ORDER BY line_no")] == ips
+    # the config key does what the flag does
+    config = tmp_path / "tracklog.toml"
+    config.write_text("truncate_ips = true\n")
+    by_config = tmp_path / "config.duckdb"
+    ok(
+        run(
+            by_config,
+            "--config",
+            str(config),
+            "ingest",
+            "--manifest",
+            str(manifest(tmp_path)),
+            "--log-format",
+            FORMAT,
+            str(log),
+        )
+    )
+    assert [r[0] for r in q(by_config, "SELECT ip FROM hits ORDER BY line_no")] == stored
 
 
 def text_cells(db: Path) -> str:
@@ -417,6 +442,7 @@ def text_cells(db: Path) -> str:
 def test_forget_leaves_no_trace(web_db: Path, tmp_path: Path) -> None:
     before = text_cells(web_db)
     assert FORGET_ID in before and FORGET_EMAIL in before and FORGET_IP in before
+    assert q(web_db, "SELECT count(*) FROM hits WHERE ip = ?", [FORGET_IP]) == [(3,)]
     result = run(web_db, "forget", FORGET_ID)
     assert result.exit_code == 0, result.stderr
     assert "1 quarantined line" in result.stderr
@@ -485,3 +511,32 @@ def test_decimal_amounts_are_exact(web_db: Path) -> None:
     with duckdb.connect(str(web_db), read_only=True) as con:
         total = con.execute("SELECT sum(amount) FROM page_events WHERE NOT anonymous").fetchone()
     assert total == (Decimal("119.9900"),)  # 12.50 + 7.5 + 99.99, no float on the way
+
+
+TOKENISH = st.one_of(
+    st.builds(
+        lambda d, r, sig: f"{len(d)}.{d}{r}{sig}",
+        st.text(alphabet=ID_ALPHABET, min_size=1, max_size=5),
+        st.text(alphabet=ID_ALPHABET, min_size=1, max_size=5),
+        st.text(alphabet=ID_ALPHABET, min_size=20, max_size=24),
+    ),
+    st.text(alphabet=ID_ALPHABET + "%&=?/ ", max_size=40),
+)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(tag_name=st.text(alphabet=ID_ALPHABET, min_size=0, max_size=6), tl=TOKENISH, before=st.booleans())
+def test_page_routes_agree_in_python_and_sql(tag_name: str, tl: str, before: bool) -> None:
+    """routes.parse_path (with the query) and routed_sql read the same page tag the same way."""
+    query = f"x=1&tl={tl}" if before else f"tl={tl}&amount=1"
+    target = f"/w/{tag_name}.gif?{query}"
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE lines (reason VARCHAR, method VARCHAR, target VARCHAR, extra VARCHAR)")
+        con.execute("INSERT INTO lines VALUES (NULL, 'GET', ?, NULL)", [target])
+        row = con.execute(
+            f"SELECT kind, delivery_id, link_id, recipient_id FROM ({routes.routed_sql('lines')})"
+        ).fetchone()
+    hit = routes.parse_path(target.partition("?")[0], "GET", query)
+    assert row == ((None,) * 4 if hit is None else (hit.kind, hit.delivery_id, hit.link_id, hit.recipient_id))
+    if hit is not None and hit.recipient_id is not None:
+        assert routes.split_token(tl) == (hit.delivery_id, hit.recipient_id, tl[-22:])

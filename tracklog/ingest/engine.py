@@ -334,7 +334,9 @@ class Ingester:
     def _store_hits(self, source_id: int) -> None:
         # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged;
         # the IP truncated when asked, the recipients of a tombstone left out
-        columns = ", ".join(truncated_ip_sql("ip") + " AS ip" if c == "ip" else c for c in HIT_COLUMNS[1:])
+        columns = ", ".join(
+            f"{truncated_ip_sql('ip')} AS ip" if c == "ip" and self.truncate_ips else c for c in HIT_COLUMNS[1:]
+        )
         where = "kind IS NOT NULL"
         if self.has_tombstones() and self._pads is not None:
             self._forgotten_in_chunk()
