@@ -30,6 +30,7 @@ DELIVERY = "WEB-1"
 # a log format with the opt-out cookie, as a site logging it would have (extra variable)
 FORMAT = COMBINED + ' "$cookie_tl_optout"'
 ID_ALPHABET = "ABCXYZabcxyz0123456789._~-"
+SHOP = "https://shop.example.com/landing?utm=mail#top"
 FORGET_ID = "zq-forget-me-7"  # a recipient id, email and IP found nowhere else
 FORGET_EMAIL = "zq.forget.me@example.net"
 FORGET_IP = "192.0.2.201"
@@ -87,9 +88,11 @@ def manifest(folder: Path, label: str = "Web one") -> Path:
 
 
 def line(
-    ip: str, hhmm: str, target: str, ua: str = "Mozilla/5.0", cookie: str = "-", status: int = 200
+    ip: str, hhmm: str, target: str, ua: str = "Mozilla/5.0", cookie: str = "-", referer: str = "-"
 ) -> str:
-    return f'{ip} - - [01/Dec/2026:{hhmm}:00 +0000] "GET {target} HTTP/1.1" {status} 43 "-" "{ua}" "{cookie}"'
+    return (
+        f'{ip} - - [01/Dec/2026:{hhmm}:00 +0000] "GET {target} HTTP/1.1" 200 43 "{referer}" "{ua}" "{cookie}"'
+    )
 
 
 def signed(path: str) -> str:
@@ -142,6 +145,20 @@ def log_lines() -> list[str]:
         line(FORGET_IP, "09:55", signed(f"/o/{DELIVERY}/{FORGET_ID}.gif"), ua=f"Agent {FORGET_ID}"),
         line(FORGET_IP, "09:56", click("shop", FORGET_ID)),
         line(FORGET_IP, "09:57", tag("order-confirmed", FORGET_ID, "amount=99.99&currency=EUR&items=9")),
+        # anonymous page views whose referer is a landing URL with a token: the forgotten
+        # recipient's, and that of an id that merely starts like r1's
+        line(
+            "198.51.100.8",
+            "09:58",
+            tag("home", None),
+            referer=landing_url(SHOP, token_by_hand(DELIVERY, FORGET_ID)),
+        ),
+        line(
+            "198.51.100.9",
+            "09:59",
+            tag("home", None),
+            referer=landing_url(SHOP, token_by_hand(DELIVERY, "r1x")),
+        ),
         # a line that does not parse, naming the forgotten recipient
         f'{FORGET_IP} - - [garbage] "GET /o/{DELIVERY}/{FORGET_ID}.gif" x',
     ]
@@ -252,6 +269,8 @@ def test_tag_hits_stored_and_attributed(web_db: Path) -> None:
         ("r2", "home", "invalid", "rejected"),  # forged: rejected like a forged signature
         (None, "home", "invalid", "rejected"),  # malformed
         (FORGET_ID, "order-confirmed", "valid", "event"),
+        (None, "home", "missing", "anonymous"),  # referer: the forgotten recipient's landing URL
+        (None, "home", "missing", "anonymous"),
         ("r5", "order-confirmed", "valid", "event"),
         ("r1", "home", "valid", "event"),
     ]
@@ -301,8 +320,9 @@ def test_funnel_figures_by_hand(web_db: Path) -> None:
         },
     ]
     table = ok(run(web_db, "report", "funnel", "--delivery", DELIVERY))
-    # anonymous: 3 page views, one visit (09:30, 09:31, 09:40), one transaction; apart
-    assert "3 anonymous page views (no token), 1 visits, 1 transactions" in table
+    # anonymous: 5 page views; visits: one browser at 09:30, 09:31, 09:40, and two other
+    # browsers (09:58, 09:59) = 3; one transaction; apart
+    assert "5 anonymous page views (no token), 3 visits, 1 transactions" in table
     assert "2 rejected" not in table and "1 rejected" in table  # the forged token of WEB-1
 
 
@@ -446,6 +466,10 @@ def test_forget_leaves_no_trace(web_db: Path, tmp_path: Path) -> None:
     result = run(web_db, "forget", FORGET_ID)
     assert result.exit_code == 0, result.stderr
     assert "1 quarantined line" in result.stderr
+    # the anonymous page view that came from its landing URL went too; r1x's stayed
+    assert q(web_db, "SELECT ip FROM hits WHERE resolution = 'anonymous' AND referer <> '-' ORDER BY ts") == [
+        ("198.51.100.9",)
+    ]
     after = text_cells(web_db)
     for trace in (FORGET_ID, FORGET_EMAIL, FORGET_IP):
         assert trace not in after
@@ -540,3 +564,14 @@ def test_page_routes_agree_in_python_and_sql(tag_name: str, tl: str, before: boo
     assert row == ((None,) * 4 if hit is None else (hit.kind, hit.delivery_id, hit.link_id, hit.recipient_id))
     if hit is not None and hit.recipient_id is not None:
         assert routes.split_token(tl) == (hit.delivery_id, hit.recipient_id, tl[-22:])
+
+
+def test_forget_touches_no_one_else(web_db: Path) -> None:
+    per_recipient = "SELECT coalesce(recipient_id, ''), count(*) FROM hits GROUP BY ALL ORDER BY ALL"
+    before = dict(q(web_db, per_recipient))
+    ok(run(web_db, "forget", "r1"))
+    after = dict(q(web_db, per_recipient))
+    # r1's 6 hits (open, click, 4 pages) go; the anonymous view with r1x's token in its referer stays
+    assert before.pop("r1") == 6 and "r1" not in after
+    assert after == before
+    assert q(web_db, "SELECT count(*) FROM recipients WHERE recipient_id LIKE 'r%'") == [(5,)]

@@ -68,15 +68,14 @@ def forget(
         )
         con.execute(f"DELETE FROM hits WHERE {scope}", params)
         for token in tokens:
-            hits += _count(
-                con,
-                "SELECT count(*) FROM hits WHERE contains(coalesce(query, '') || ' ' || coalesce(referer, ''), ?)",
-                [token],
+            # the token whole: its prefix, a 22-character signature, then no more id characters
+            # (so r1's token never matches r10's)
+            carries = (
+                "regexp_matches(coalesce(query, '') || ' ' || coalesce(referer, ''), ?)",
+                [f"{re.escape(token)}[A-Za-z0-9_-]{{22}}([^{routes.ID_CHARS}]|$)"],
             )
-            con.execute(
-                "DELETE FROM hits WHERE contains(coalesce(query, '') || ' ' || coalesce(referer, ''), ?)",
-                [token],
-            )
+            hits += _count(con, f"SELECT count(*) FROM hits WHERE {carries[0]}", carries[1])
+            con.execute(f"DELETE FROM hits WHERE {carries[0]}", carries[1])
         rows = _count(con, f"SELECT count(*) FROM recipients WHERE {scope}", params)
         con.execute(f"DELETE FROM recipients WHERE {scope}", params)
         quarantined = _forget_quarantined(con, recipient_id, emails)
