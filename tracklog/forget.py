@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -124,10 +125,10 @@ def _forget_quarantined(con: duckdb.DuckDBPyConnection, recipient_id: str, email
     return n
 
 
-def _column(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> list[str]:
+def _column(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object]) -> list[str]:
     return [str(r[0]) for r in con.execute(sql, params).fetchall()]
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> int:
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object]) -> int:
     row = con.execute(sql, params).fetchone()
     return int(row[0]) if row else 0

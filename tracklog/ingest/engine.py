@@ -335,7 +335,8 @@ class Ingester:
         # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged;
         # the IP truncated when asked, the recipients of a tombstone left out
         columns = ", ".join(
-            f"{truncated_ip_sql('ip')} AS ip" if c == "ip" and self.truncate_ips else c for c in HIT_COLUMNS[1:]
+            f"{truncated_ip_sql('ip')} AS ip" if c == "ip" and self.truncate_ips else c
+            for c in HIT_COLUMNS[1:]
         )
         where = "kind IS NOT NULL"
         if self.has_tombstones() and self._pads is not None:
