@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -294,6 +295,7 @@ class Link:
     label: str
     category: str
     weight: float  # how much readers click it, relative to the other links
+    web: bool = False  # web tracking: the click carries the landing token (tl=) to the shop
 
 
 @dataclass(frozen=True)
@@ -349,8 +351,9 @@ class Hit:
     raw: str | None = None  # the whole line, for malformed lines
     delivery: str | None = None
     recipient: str | None = None
-    kind: str | None = None  # open | click | mirror | unsubscribe, for route-valid tracking hits
-    sig: str = "valid"  # valid | invalid | missing
+    kind: str | None = None  # open | click | mirror | unsubscribe | page, for route-valid tracking hits
+    sig: str = "valid"  # valid | invalid | missing (a page tag's token: missing = anonymous)
+    amount: str | None = None  # a page tag's transaction amount (EUR), as written
 
 
 def trap() -> Link:
@@ -426,13 +429,22 @@ DELIVERIES = (
         "Black Friday: up to 50% off, today only",
         "promo",
         (
-            Link("hero", "https://shop.example.com/black-friday", "Hero: up to 50% off", "promo", 34),
             Link(
-                "code", "https://shop.example.com/black-friday?code=BF30", "Extra 30% with BF30", "promo", 14
+                "hero", "https://shop.example.com/black-friday", "Hero: up to 50% off", "promo", 34, web=True
             ),
-            Link("women", "https://shop.example.com/black-friday/women", "Shop women", "category", 12),
-            Link("men", "https://shop.example.com/black-friday/men", "Shop men", "category", 9),
-            Link("home", "https://shop.example.com/black-friday/home", "Shop home", "category", 5),
+            Link(
+                "code",
+                "https://shop.example.com/black-friday?code=BF30",
+                "Extra 30% with BF30",
+                "promo",
+                14,
+                web=True,
+            ),
+            Link(
+                "women", "https://shop.example.com/black-friday/women", "Shop women", "category", 12, web=True
+            ),
+            Link("men", "https://shop.example.com/black-friday/men", "Shop men", "category", 9, web=True),
+            Link("home", "https://shop.example.com/black-friday/home", "Shop home", "category", 5, web=True),
             Link("app", "https://www.example.com/app", "Get the app", "app", 1.5),
             trap(),
         ),
@@ -466,6 +478,10 @@ class Generator:
 
     def signed(self, path: str) -> str:
         return f"{path}?s={sign_path(self.secret, path)}"
+
+    def token(self, delivery: str, recipient: str) -> str:
+        """The landing token of a web-tracking click (README, "Web tracking")."""
+        return f"{len(delivery)}.{delivery}{recipient}{sign_path(self.secret, f'/w/{delivery}/{recipient}')}"
 
     def ip_in(self, prefix: str) -> str:
         rest = 4 - prefix.count(".") - 1
@@ -659,11 +675,13 @@ class Generator:
         if referer is None:
             origin = WEBMAIL_ORIGINS.get(p.family) if p.client == "webmail" else None
             referer = origin if origin and self.rng.random() < 0.5 else "-"
+        web = any(lk.web for lk in d.links if lk.id == link_id)
         self.add(
             t,
             tag,
             ip=ip or (p.mobile_ip if p.mobile else (p.work_ip or p.home_ip)),
-            target=self.signed(f"/c/{d.id}/{link_id}/{p.rid}"),
+            target=self.signed(f"/c/{d.id}/{link_id}/{p.rid}")
+            + (f"&tl={self.token(d.id, p.rid)}" if web else ""),
             status=302,
             size=REDIRECT_BYTES,
             referer=referer,
@@ -1067,6 +1085,78 @@ class Generator:
                 self.add(t, "noise_scanner", ip=ip, target=path, status=404, size=ERROR_BYTES[404], ua=ua)
                 t += rng.randint(0, 2)
 
+    def web_visits(self, rng: random.Random) -> None:
+        """The shop's page tags after the clicks on web-tracking links (each followed click lands
+        with its token: landing page, product, cart, order), anonymous visitors (no token) and a
+        few forged tokens. A random stream of its own, so the rest of the data set is unchanged."""
+        links = {(d.id, lk.id): lk for d in DELIVERIES for lk in d.links if lk.web}
+        clicks = [
+            h for h in self.hits
+            if h.kind == "click" and h.tag in ("click", "click_stream") and h.status == 302 and h.sig == "valid"
+        ]  # fmt: skip
+        for h in clicks:
+            assert h.delivery is not None and h.recipient is not None
+            link = links.get((h.delivery, h.target.split("/")[3]))
+            if link is None or rng.random() >= 0.85:
+                continue  # not a web-tracking link, or the landing page never loaded
+            token = self.token(h.delivery, h.recipient)
+            landing = f"{link.url}{'&' if '?' in link.url else '?'}tl={token}"
+            t, steps = h.ts + rng.randint(1, 5), ["landing"]
+            if rng.random() < 0.55:
+                steps.append("product")
+                if rng.random() < 0.4:
+                    steps.append("cart")
+                    if rng.random() < 0.6:
+                        steps.append("order-confirmed")
+            for step in steps:
+                amount = None
+                query = f"tl={token}"
+                if step == "order-confirmed":
+                    amount = f"{rng.randint(1990, 24900) / 100:.2f}"
+                    query += f"&amount={amount}&currency=EUR&items={rng.randint(1, 4)}"
+                self.page_tag(t, step, query, h.ip, h.ua, landing, h.delivery, h.recipient, "valid", amount)
+                t += rng.randint(20, 300)
+        start = int(datetime(2026, 11, 27, 7, 0, tzinfo=UTC).timestamp())
+        for i in range(150 * self.scale):
+            ip = f"{rng.choice(('81.64', '90.12', '176.150', '86.245'))}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+            t = start + rng.randint(0, 6 * 86400)
+            self.page_tag(t, rng.choice(("landing", "product")), "", ip, DESKTOP_BROWSERS[i % len(DESKTOP_BROWSERS)],
+                          "https://shop.example.com/", None, None, "missing", None)  # fmt: skip
+        for i in range(3):  # a token copied with a made-up signature: rejected
+            fake = f"{len('PROMO-BF-2026')}.PROMO-BF-2026r{i + 1:06d}" + "A" * 22
+            self.page_tag(start + 9000 + i, "landing", f"tl={fake}", "45.148.10.77", "curl/8.5.0", "-",
+                          "PROMO-BF-2026", f"r{i + 1:06d}", "invalid", None)  # fmt: skip
+
+    def page_tag(
+        self,
+        ts: int,
+        name: str,
+        query: str,
+        ip: str,
+        ua: str,
+        referer: str,
+        delivery: str | None,
+        recipient: str | None,
+        sig: str,
+        amount: str | None,
+    ) -> None:
+        self.add(
+            ts,
+            "page_tag" if delivery is not None and sig == "valid" else f"page_tag_{sig}",
+            ip=ip,
+            target=f"/w/{name}.gif" + (f"?{query}" if query else ""),
+            status=200,
+            size=PIXEL_BYTES,
+            referer=referer,
+            ua=ua,
+            proto="HTTP/2.0",
+            delivery=delivery,
+            recipient=recipient,
+            kind="page",
+            sig=sig,
+            amount=amount,
+        )
+
     def malformed(self) -> None:
         tls = "".join(
             f"\\x{b:02X}" for b in (0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03)
@@ -1115,7 +1205,11 @@ def manifest_json(d: Delivery) -> str:
         "sent_at": d.sent_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "subject": d.subject,
         "content": f"{d.slug}.html",
-        "links": [{"id": lk.id, "url": lk.url, "label": lk.label, "category": lk.category} for lk in d.links],
+        "links": [
+            {"id": lk.id, "url": lk.url, "label": lk.label, "category": lk.category}
+            | ({"web_tracking": True} if lk.web else {})
+            for lk in d.links
+        ],
         "recipients": f"{d.slug}.recipients.csv",
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -1274,7 +1368,22 @@ def ground_truth(gen: Generator, files: dict[str, list[Hit]]) -> dict[str, objec
                 {h.recipient for h in mine if h.kind == "click" and h.sig == "valid" and h.status != 404}
             ),
         }
+    pages = [h for h in tracked if h.kind == "page" and h.sig == "valid"]
+    web = {
+        d_id: {
+            "page_views": sum(1 for h in pages if h.delivery == d_id),
+            "visitors": len({h.recipient for h in pages if h.delivery == d_id}),
+            "transactions": sum(1 for h in pages if h.delivery == d_id and h.amount is not None),
+            "converted": len({h.recipient for h in pages if h.delivery == d_id and h.amount is not None}),
+            "revenue_eur": str(
+                sum((Decimal(h.amount) for h in pages if h.delivery == d_id and h.amount), Decimal(0))
+            ),
+        }
+        for d_id in sorted({h.delivery for h in pages if h.delivery is not None})
+    }
     return {
+        "web": web,
+        "anonymous_page_views": sum(1 for h in tracked if h.kind == "page" and h.sig == "missing"),
         "log_lines": {name: len(rows) for name, rows in files.items()},
         "lines_by_file_and_tag": {
             name: dict(sorted(Counter(h.tag for h in rows).items())) for name, rows in files.items()
@@ -1313,6 +1422,7 @@ def main() -> None:
     gen.anomalies()
     gen.noise()
     gen.malformed()
+    gen.web_visits(random.Random(args.seed + 1))
     expected = write_outputs(gen, args.out, args.secret)
     lines = expected["log_lines"]
     assert isinstance(lines, dict)

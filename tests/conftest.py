@@ -245,7 +245,7 @@ def store_manifests(con: duckdb.DuckDBPyConnection, data: DataSet) -> None:
         )
         for pos, (link_id, url, label, category) in enumerate(d.links, start=1):
             con.execute(
-                "INSERT INTO links VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO links (delivery_id, link_id, position, url, label, category) VALUES (?, ?, ?, ?, ?, ?)",
                 [d.delivery_id, link_id, pos, url, label, category],
             )
         for rid, email, status in d.recipients:

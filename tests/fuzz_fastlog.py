@@ -43,6 +43,8 @@ SEEDS = [
     b'1.2.3.4 - - [29/Feb/2024:23:59:59 +1400] "GET /caf\\xC3\\xA9?q=%41 HTTP/1.1" 200 43 "\\xE2\\x82" "\\xF0\\x9F\\x98\\x80x"\n',
     b'1.2.3.4 - - [7/nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 1e2 +5 "-" "-"\n',
     b'\n\xff\xfe\x00"\r\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /w/cart.gif?tl=2.NLr1WhPvSB_eoIpWVhhAypsTpg&amount=12.50&currency=EUR&items=2 HTTP/1.1" 200 43 "https://shop.example/" "Mozilla/5.0"\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /w/home.gif HTTP/1.1" 200 43 "-" "-"\n',
 ]
 
 

@@ -92,11 +92,21 @@ def test_signature_matches_signing() -> None:
 # -- real and generated data sets --------------------------------------------------------
 
 
+def left_to_sql(buf: bytes) -> int:
+    """Lines whose request (the first quoted field) holds "/w/" (a page tag, routed by the SQL
+    only) or an escape that could decode to it: what the C pass defers, counted by hand."""
+    return sum(
+        1
+        for line in buf.splitlines()
+        if b'"' in line and (b"/w/" in (r := line.split(b'"')[1]) or b"\\" in r)
+    )
+
+
 def test_apache_corpus() -> None:
     buf = apache_logs().read_bytes()
     for spec in ("combined", "common", UID_FORMAT):
         assert assert_same(buf, spec) == 10_000
-    assert deferred_rows(buf, "combined") == 0
+    assert deferred_rows(buf, "combined") == left_to_sql(buf)
 
 
 @pytest.mark.parametrize("name", ["access.log.2.gz", "access.log.1", "access.log"])
@@ -104,7 +114,7 @@ def test_sample_logs(name: str) -> None:
     raw = (SAMPLES / name).read_bytes()
     buf = gzip.decompress(raw) if name.endswith(".gz") else raw
     assert assert_same(buf) > 100
-    assert deferred_rows(buf, "combined") == 0
+    assert deferred_rows(buf, "combined") == left_to_sql(buf)
 
 
 def test_conftest_data_set() -> None:
@@ -122,7 +132,7 @@ def test_benchmark_generator_lines() -> None:
         sys.path.remove(str(ROOT / "bench"))
     buf = "".join(line + "\n" for line in lines(30_000, SECRET, seed=3))
     assert assert_same(buf.encode()) == 30_000
-    assert deferred_rows(buf.encode(), "combined") == 0
+    assert deferred_rows(buf.encode(), "combined") == left_to_sql(buf.encode())
 
 
 def test_seeds_and_odd_lines() -> None:

@@ -125,6 +125,7 @@ def test_bulk_sql_urls_match_python(db: Path) -> None:
             "type": kind,
             "link_id": link,
             "url": tracked_url(BASE, SECRET, kind, "NL-2026-11", r, link),
+            "landing_url": None,  # no web-tracking link in this manifest
         }
         for r in ("a1", "r000123")
         for kind, link in [
@@ -180,9 +181,9 @@ def test_cli_csv_one_recipient_clicks(db: Path) -> None:
     )
     assert (code, err) == (0, "")
     assert out == (
-        "recipient_id,type,link_id,url\n"
-        f"r000123,click,hero,{BASE}{VECTOR_PATH}?s={VECTOR_SIG}\n"
-        f"r000123,click,trap,{url('click', 'r000123', 'trap')}\n"
+        "recipient_id,type,link_id,url,landing_url\n"
+        f"r000123,click,hero,{BASE}{VECTOR_PATH}?s={VECTOR_SIG},\n"
+        f"r000123,click,trap,{url('click', 'r000123', 'trap')},\n"
     )
 
 

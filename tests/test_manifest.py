@@ -112,9 +112,9 @@ def test_csv_manifest_loads_and_stores(tmp_path: Path, con: duckdb.DuckDBPyConne
         "<html><body><a href='x'>Sale</a></body></html>\n",
     )
     assert rows["links"] == [
-        ("NL-2026-11", "footer", 3, "https://shop.example.com/", "footer", None),
-        ("NL-2026-11", "hero", 1, "https://shop.example.com/sale", "Hero banner", "promo"),
-        ("NL-2026-11", "trap", 2, "https://t.example.com/x", "hidden", "trap"),
+        ("NL-2026-11", "footer", 3, "https://shop.example.com/", "footer", None, False),
+        ("NL-2026-11", "hero", 1, "https://shop.example.com/sale", "Hero banner", "promo", False),
+        ("NL-2026-11", "trap", 2, "https://t.example.com/x", "hidden", "trap", False),
     ]
     recipients = {r[1]: r for r in rows["recipients"]}
     assert recipients["r000001"] == ("NL-2026-11", "r000001", "a@example.com", "sent", '{"city":"Paris"}')

@@ -99,7 +99,7 @@ def test_json_one_delivery_is_an_object_with_the_issue_fields(tracking_db: Path)
 def test_recipient_json_fields(tracking_db: Path) -> None:
     data = json.loads(run(tracking_db, "recipient", "r4", "--format", "json").stdout)
     assert [list(d) for d in data] == [
-        ["ts", "type", "delivery", "delivery_label", "link_id", "label", "url"]
+        ["ts", "type", "delivery", "delivery_label", "link_id", "label", "url", "amount", "currency"]
     ] * 3
     assert data[0]["type"] == "unsubscribe" and data[0]["url"] is None
 

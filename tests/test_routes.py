@@ -68,7 +68,7 @@ hostile = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=12))
 def con() -> Iterator[duckdb.DuckDBPyConnection]:
     c = duckdb.connect()
     # the columns of a parsed log line that the route match reads
-    c.execute("CREATE TABLE lines (n INTEGER, reason VARCHAR, method VARCHAR, target VARCHAR)")
+    c.execute("CREATE TABLE lines (n INTEGER, reason VARCHAR, method VARCHAR, target VARCHAR, extra VARCHAR)")
     c.execute("CREATE TABLE hit (kind VARCHAR, delivery_id VARCHAR, link_id VARCHAR, recipient_id VARCHAR)")
     yield c
     c.close()
@@ -80,7 +80,7 @@ def sql_routes(
     """What ingest makes of each (method, target): route and ?s= signature, as engine.py feeds it."""
     con.execute("DELETE FROM lines")
     con.executemany(
-        "INSERT INTO lines VALUES (?, NULL, ?, ?)", [[n, m, t] for n, (m, t) in enumerate(requests)]
+        "INSERT INTO lines VALUES (?, NULL, ?, ?, NULL)", [[n, m, t] for n, (m, t) in enumerate(requests)]
     )
     rows = con.execute(
         f"SELECT kind, delivery_id, link_id, recipient_id, sig FROM ({routed_sql('lines')}) ORDER BY n"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -89,3 +90,25 @@ def test_orphans(ingested: tuple[Path, list[dict[str, object]]], truth: dict) ->
     nl10 = truth["deliveries"]["NL-2026-10"]["hits"]
     assert orphans["NL-2026-10"]["orphan_hits"] == nl10["open"] + nl10["click"]
     assert orphans["NL-2026-10"]["unknown_delivery"] == nl10["open"] + nl10["click"]
+
+
+def test_web_tracking_funnel(ingested: tuple[Path, list[dict[str, object]]], truth: dict) -> None:
+    """The shop's page tags after the Black Friday clicks: the generator's own counts."""
+    db, _ = ingested
+    res = CliRunner().invoke(
+        cli, ["--db", str(db), "report", "funnel", "--delivery", "PROMO-BF-2026", "--format", "json"]
+    )
+    assert res.exit_code == 0, res.stderr
+    got, want = json.loads(res.stdout), truth["web"]["PROMO-BF-2026"]
+    (web,) = got["web"]
+    assert (web["page_views"], web["visitors"], web["transactions"]) == (
+        want["page_views"],
+        want["visitors"],
+        want["transactions"],
+    )
+    steps = {s["step"]: s["readers"] for s in got["funnel"]}
+    assert (steps["visited"], steps["converted"]) == (want["visitors"], want["converted"])
+    (eur,) = got["revenue"]
+    assert (eur["currency"], Decimal(eur["revenue"])) == ("EUR", Decimal(want["revenue_eur"]))
+    anonymous = q(db, "SELECT count(*) FROM hits WHERE kind = 'page' AND resolution = 'anonymous'")
+    assert anonymous == [(truth["anonymous_page_views"],)]

@@ -77,6 +77,9 @@ def test_every_report_is_unchanged_after_the_upgrade(upgraded: Path, case: str) 
     new = json.loads(run(upgraded, *args))
     if isinstance(new, dict) and "reach" in new:
         new["reach"] = [{k: v for k, v in r.items() if k != "hours_to_90"} for r in new["reach"]]
+    if case.startswith("recipient"):
+        # schema 5 added the recipient tab's transaction columns: empty for every earlier event
+        assert all(e.pop("amount") is None and e.pop("currency") is None for e in new)
     assert new == as_this_version_prints(case, json.loads((DATA / f"{case}.json").read_text()))
 
 

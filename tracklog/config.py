@@ -44,6 +44,7 @@ _KNOWN_KEYS = {
     "wait",
     "tz",
     "exclude",
+    "truncate_ips",
 }
 
 
@@ -73,6 +74,7 @@ class Config:
         """Every key a signature may be made with (the signing key first), or ConfigError."""
         self.require_secret()
         return self.verify_secrets()
+    truncate_ips: bool = False  # ingest: keep IPv4 /24 and IPv6 /48 of every hit's address
 
     def require_secret(self) -> bytes:
         if self.secret is None:
@@ -243,6 +245,8 @@ def load_config(
             cfg.wait = float(v)
         if (v := _typed(data, "tz", str, path)) is not None:
             cfg.tz = _zone_name(v, f"config {path}: 'tz'")
+        if (v := _typed(data, "truncate_ips", bool, path)) is not None:
+            cfg.truncate_ips = v
         if (v := _typed(data, "exclude", list, path)) is not None:
             if not all(isinstance(g, str) and g for g in v):
                 raise ConfigError(f"config {path}: 'exclude' must be a list of file-name globs")

@@ -305,6 +305,33 @@ def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None
     con.execute("UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)")
 
 
+def recompute_deliveries(con: duckdb.DuckDBPyConnection, deliveries: list[str]) -> None:
+    """Inside the caller's transaction: drop the derived rows of `deliveries` and mark their
+    hits unresolved, so that the next sync() builds them again from the rows stored now (after
+    rows were erased: `tracklog forget`)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _recompute (delivery_id VARCHAR)")
+    try:
+        con.executemany("INSERT INTO _recompute VALUES (?)", [[d] for d in deliveries])
+        which = "delivery_id IN (SELECT delivery_id FROM _recompute)"
+        for table in (
+            "readers",
+            "click_browsers",
+            "delivery_totals",
+            "delivery_dimensions",
+            "delivery_domains",
+            "recipient_keys",
+            "derived_manifests",
+        ):
+            con.execute(f"DELETE FROM {table} WHERE {which}")
+        unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
+        con.execute(f"UPDATE hits SET {unresolved} WHERE {which} AND resolution IS NOT NULL")
+        con.execute(
+            "UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)"
+        )
+    finally:
+        con.execute("DROP TABLE IF EXISTS _recompute")
+
+
 def _catch_up(con: duckdb.DuckDBPyConnection) -> None:
     """Resolve and merge the stored hits not resolved yet (hits of a delivery whose manifest
     changed, of a database of an earlier version, of small inputs stored unresolved by an
@@ -489,7 +516,7 @@ def _merge_totals(con: duckdb.DuckDBPyConnection, readers: Part, browsers: Part)
     parts = [
         (f"SELECT e.delivery_id, {counts} FROM _ev e GROUP BY e.delivery_id", tuple(metrics.EVENT_COUNTS)),
         (
-            f"SELECT h.delivery_id, {excluded} FROM _nf h GROUP BY h.delivery_id",
+            f"SELECT h.delivery_id, {excluded} FROM _nf h WHERE h.delivery_id IS NOT NULL GROUP BY h.delivery_id",
             tuple(metrics.EXCLUDED_AGGREGATES),
         ),
         readers,

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from tracklog.errors import DataError, TracklogError
 from tracklog.routes import ID_CHARS, ID_MAX, id_problem
+from tracklog.signing import hmac_pads, sql_recipient_hash
 from tracklog.store import cleanup
 
 TRAP_CATEGORY = "trap"
@@ -35,7 +36,7 @@ STATUSES = ("sent", "failed")
 
 _FIELDS = ("delivery", "label", "sent_at", "subject", "content", "links", "recipients")
 _REQUIRED = ("delivery", "sent_at", "links", "recipients")
-_LINK_FIELDS = ("id", "url", "label", "category")
+_LINK_FIELDS = ("id", "url", "label", "category", "web_tracking")
 _LINK_SCHEMES = ("http", "https")
 _RESERVED_COLUMNS = ("recipient_id", "email", "status")
 _PARQUET_MAGIC = b"PAR1"
@@ -68,6 +69,7 @@ class Link:
     url: str
     label: str
     category: str | None
+    web_tracking: bool = False  # its click carries the landing token (tl=) to the site
 
     @property
     def is_trap(self) -> bool:
@@ -306,7 +308,10 @@ def _links(value: Any, fail: _Fail) -> tuple[Link, ...]:
             raise fail(f'{where}"url" must be an absolute http or https URL with a host (got {_shown(url)})')
         label = _string(item, "label", fail, where) or link_id
         category = _string(item, "category", fail, where) or None
-        links.append(Link(link_id, position, url, label, category))
+        web_tracking = item.get("web_tracking", False)
+        if not isinstance(web_tracking, bool):
+            raise fail(f'{where}"web_tracking" must be true or false (got {_shown(web_tracking)})')
+        links.append(Link(link_id, position, url, label, category, web_tracking))
     return tuple(links)
 
 
@@ -598,8 +603,12 @@ def _all_null(raw: pa.Table) -> pa.ChunkedArray | pa.Array | None:
     return mask
 
 
-def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> ManifestResult:
-    """Replace the delivery's rows in deliveries, links and recipients, all or nothing; hits are untouched."""
+def store_manifest(
+    con: duckdb.DuckDBPyConnection, manifest: Manifest, secret: bytes | Sequence[bytes] | None = None
+) -> ManifestResult:
+    """Replace the delivery's rows in deliveries, links and recipients, all or nothing; hits are
+    untouched. Recipients named by a tombstone of `tracklog forget` are left out (which takes the
+    `secret`: tombstones hold keyed hashes)."""
     d = manifest.delivery_id
     con.register("manifest_recipients", manifest.recipients)
     try:
@@ -631,14 +640,32 @@ def store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> Manife
             )
             if manifest.links:
                 con.executemany(
-                    "INSERT INTO links (delivery_id, link_id, position, url, label, category)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [[d, k.link_id, k.position, k.url, k.label, k.category] for k in manifest.links],
+                    "INSERT INTO links (delivery_id, link_id, position, url, label, category, web_tracking)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [d, k.link_id, k.position, k.url, k.label, k.category, k.web_tracking]
+                        for k in manifest.links
+                    ],
                 )
+            forgotten, params = "", list[object]([d])
+            keys = [secret] if isinstance(secret, bytes) else list(secret or ())
+            if keys:
+                # a tombstone is the hash made with the signing key of its day: any current key
+                hashes = " OR ".join(
+                    f"f.recipient_hash = {sql_recipient_hash('m.recipient_id', '?', '?')}" for _ in keys
+                )
+                forgotten = (
+                    " m WHERE NOT EXISTS (SELECT 1 FROM forgotten f WHERE (f.delivery_id IS NULL OR"
+                    f" f.delivery_id = ?) AND ({hashes}))"
+                )
+                params.append(d)
+                for key in keys:
+                    ipad, opad = hmac_pads(key)
+                    params += [opad, ipad]  # in the order the expression names them
             con.execute(
                 "INSERT INTO recipients (delivery_id, recipient_id, email, status, attributes)"
-                " SELECT ?, recipient_id, email, status, attributes FROM manifest_recipients",
-                [d],
+                f" SELECT ?, recipient_id, email, status, attributes FROM manifest_recipients{forgotten}",
+                params,
             )
             counts = con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE status = 'sent'), count(*) FILTER (WHERE status = 'failed')"
@@ -682,12 +709,14 @@ def _result(
     )
 
 
-def ingest_manifests(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[ManifestOutcome]:
+def ingest_manifests(
+    con: duckdb.DuckDBPyConnection, paths: Sequence[Path], secret: bytes | Sequence[bytes] | None = None
+) -> list[ManifestOutcome]:
     """Load and store each manifest on its own: a bad one stores nothing and the others go on."""
     outcomes: list[ManifestOutcome] = []
     for path in paths:
         try:
-            result = store_manifest(con, load_manifest(path))
+            result = store_manifest(con, load_manifest(path), secret)
         except TracklogError as exc:
             outcomes.append(ManifestOutcome(path, None, str(exc)))
         except (ValueError, ArithmeticError, RecursionError, OSError) as exc:

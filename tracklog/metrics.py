@@ -29,12 +29,18 @@ def type_sql(h: str = "h") -> str:
     )
 
 
+def anonymous_sql(h: str = "h") -> str:
+    """The hit `h` is a page tag without a landing token: an anonymous visit, counted apart."""
+    return f"({h}.kind = 'page' AND {h}.sig_status = 'missing')"
+
+
 def verdict_sql(h: str = "h") -> str:
-    """Verdict on the hit `h`. rejected: bad or missing signature; failed: 4xx/5xx (an unknown
+    """Verdict on the hit `h`. rejected: bad or missing signature (a page tag's forged or
+    malformed token; a page tag without a token is an anonymous visit, not rejected); failed: 4xx/5xx (an unknown
     status counts as served); automated: flagged machine/bot activity; accepted: everything
     else, the counted hits."""
     return (
-        f"CASE WHEN {h}.sig_status NOT IN ('valid', 'unchecked') THEN 'rejected' "
+        f"CASE WHEN {h}.sig_status NOT IN ('valid', 'unchecked') AND NOT {anonymous_sql(h)} THEN 'rejected' "
         f"WHEN {h}.status >= 400 THEN 'failed' "
         f"WHEN {automated_sql(h)} THEN 'automated' "
         "ELSE 'accepted' END"
@@ -193,7 +199,8 @@ INDICATORS = (
 
 def delivery_totals_sql(event_where: str = "TRUE", hit_where: str = "TRUE") -> str:
     """Per delivery id (column delivery_id, then TOTAL_COLUMNS): the event aggregates of the
-    events `e` in `event_where` and the excluded hits `h` (hits_classified) in `hit_where`.
+    events `e` in `event_where` and the excluded hits `h` (hits_classified) in `hit_where` that
+    name a delivery (a page tag without a token, or a malformed one, names none).
     Bound parameters: those of event_where, then hit_where."""
     ev = ", ".join(f"{sql} AS {name}" for name, sql in EVENT_AGGREGATES.items())
     ex = ", ".join(f"{sql} AS {name}" for name, sql in EXCLUDED_AGGREGATES.items())
@@ -202,7 +209,10 @@ SELECT coalesce(ev.delivery_id, ex.delivery_id) AS delivery_id,
     {", ".join(f"coalesce(ev.{n}, 0) AS {n}" for n in EVENT_AGGREGATES)},
     {", ".join(f"coalesce(ex.{n}, 0) AS {n}" for n in EXCLUDED_AGGREGATES)}
 FROM (SELECT e.delivery_id, {ev} FROM events e WHERE {event_where} GROUP BY e.delivery_id) ev
-FULL JOIN (SELECT h.delivery_id, {ex} FROM hits_classified h WHERE {hit_where} GROUP BY h.delivery_id) ex
+FULL JOIN (
+    SELECT h.delivery_id, {ex} FROM hits_classified h WHERE {hit_where} AND h.delivery_id IS NOT NULL
+    GROUP BY h.delivery_id
+) ex
     ON ex.delivery_id = ev.delivery_id
 """
 
@@ -329,13 +339,15 @@ def resolve_sql(hits: str) -> str:
     domain, and the `resolution`: the verdict when the hit is not accepted, else 'delivery' (an
     orphan) when no manifest has its delivery, 'clock' when it is dated outside the delivery's
     clock window (clock_sql), else the first id that failed to match ('recipient', 'link': an
-    orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event (an accepted hit of a manifest recipient of
-    its delivery; a click on a manifest link that is not a trap). Reads `delivery_keys` and
+    orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event (an
+    accepted hit of a manifest recipient of its delivery; a click on a manifest link that is not
+    a trap; a page tag whose token names one), 'anonymous' for a page tag without token. Reads `delivery_keys` and
     `recipient_keys` (see recipient_keys_sql)."""
     columns = ", ".join(f"h.{c}" for c in HIT_COLUMNS)
     return f"""
 SELECT {columns}, h.type, h.verdict,
     CASE WHEN h.verdict <> 'accepted' THEN h.verdict
+         WHEN {anonymous_sql("h")} THEN 'anonymous'
          WHEN d.delivery_id IS NULL THEN 'delivery'
          WHEN {clock_sql("h", "d")} THEN '{CLOCK}'
          WHEN r.recipient_id IS NULL THEN 'recipient'
@@ -361,6 +373,133 @@ SELECT r.delivery_id, r.recipient_id, r.email, r.status,
         + row_number() OVER (PARTITION BY r.delivery_id ORDER BY r.recipient_id) AS recipient_key
 FROM recipients r JOIN {delivery_keys} dk ON dk.delivery_id = r.delivery_id
 WHERE {recipient_where}
+"""
+
+
+# -- web tracking: the page tags (routes: /w/{tag}.gif?tl=TOKEN[&amount=&currency=&items=]) --------
+
+VISIT_GAP = "INTERVAL 30 MINUTES"  # a page view after this long without one starts a new visit
+
+
+def _param_sql(query: str, name: str, value_re: str) -> str:
+    """The first `name=` parameter of `query` whose whole value matches `value_re`, else NULL
+    (regexp_extract gives '' on no match in DuckDB and Spark alike)."""
+    return f"nullif(regexp_extract('&' || {query}, '&{name}=({value_re})(&|$)', 1), '')"
+
+
+# A transaction's amount: a plain decimal with at most 4 decimals, exact (DECIMAL, never a
+# float); the currency: 3 letters, upper-cased (ISO 4217 shape); items: a whole number.
+AMOUNT_SQL = f"CAST({_param_sql('c.query', 'amount', '[0-9]{1,14}([.][0-9]{1,4})?')} AS DECIMAL(18,4))"
+CURRENCY_SQL = f"upper({_param_sql('c.query', 'currency', '[A-Za-z]{3}')})"
+ITEMS_SQL = f"CAST({_param_sql('c.query', 'items', '[0-9]{1,9}')} AS BIGINT)"
+
+
+def page_events_sql(classified: str = "hits_classified") -> str:
+    """Every counted page view (resolution 'event': a valid token of a manifest recipient) and
+    every anonymous one (no token), with its tag, transaction figures (amount NULL: not a
+    transaction) and whether it starts a visit (no page view of the same visitor, a reader or for
+    anonymous views a browser, in the VISIT_GAP before it)."""
+    anon = "c.resolution = 'anonymous'"
+    # a reader, or for an anonymous view its browser (as BROWSER_COLUMNS)
+    visitor = (
+        f"c.resolution, c.delivery_id, c.recipient_id, CASE WHEN {anon} THEN c.uid END, "
+        f"CASE WHEN {anon} AND c.uid IS NULL THEN c.ip END, "
+        f"CASE WHEN {anon} AND c.uid IS NULL THEN c.user_agent END"
+    )
+    return f"""
+SELECT c.ts, c.delivery_id, c.recipient_id, c.delivery_key, c.recipient_key, c.link_id AS tag,
+    {anon} AS anonymous, {AMOUNT_SQL} AS amount, {CURRENCY_SQL} AS currency, {ITEMS_SQL} AS items,
+    c.ip, c.user_agent, c.uid,
+    coalesce(lag(c.ts) OVER (PARTITION BY {visitor} ORDER BY c.ts) < c.ts - {VISIT_GAP}, TRUE) AS visit_start
+FROM {classified} c
+WHERE c.type = 'page' AND c.resolution IN ('event', 'anonymous')
+"""
+
+
+# Per delivery over `page_events AS p` (attributed views only; anonymous ones are counted apart,
+# with the same definitions over `p.anonymous`).
+WEB_COUNTS: dict[str, str] = {
+    "page_views": "count(*)",
+    "visits": "count(*) FILTER (WHERE p.visit_start)",
+    "visitors": "count(DISTINCT p.recipient_key)",
+    "transactions": "count(*) FILTER (WHERE p.amount IS NOT NULL)",
+    "items": "CAST(coalesce(sum(p.items) FILTER (WHERE p.amount IS NOT NULL), 0) AS BIGINT)",
+}
+WEB_INDICATORS = ("page_views", "visits", "visitors", "pages_per_visitor", "transactions", "items")
+
+
+def web_indicators_sql(where: str = "TRUE") -> str:
+    """Per delivery (delivery_id, then WEB_INDICATORS) over the page views `p` in `where`, not
+    anonymous. Anonymous views: anonymous_web_sql. Revenue: revenue_sql (one row per currency)."""
+    counts = ", ".join(f"{sql} AS {name}" for name, sql in WEB_COUNTS.items())
+    return f"""
+SELECT w.delivery_id, w.page_views, w.visits, w.visitors,
+    {tenths_sql("w.page_views", "w.visitors")} AS pages_per_visitor, w.transactions, w.items
+FROM (SELECT p.delivery_id, {counts} FROM page_events p WHERE NOT p.anonymous AND {where} GROUP BY p.delivery_id) w
+"""
+
+
+def anonymous_web_sql(where: str = "TRUE") -> str:
+    """The anonymous page views (no token) in `where`: page_views, visits, transactions (one row)."""
+    return f"""
+SELECT {WEB_COUNTS["page_views"]} AS page_views, {WEB_COUNTS["visits"]} AS visits,
+    {WEB_COUNTS["transactions"]} AS transactions
+FROM page_events p WHERE p.anonymous AND {where}
+"""
+
+
+def revenue_sql(delivered: str, where: str = "TRUE") -> str:
+    """Per delivery and currency (NULL: the tag named none): transactions, items, revenue (exact
+    DECIMAL sum of the amounts) and revenue_per_delivered (revenue / delivered messages, half up
+    to 4 decimals, computed on whole ten-thousandths), over the attributed page views `p` in
+    `where`; `delivered` is a relation (delivery_id, delivered)."""
+    units = "CAST(x.revenue * 10000 AS BIGINT)"
+    per = f"floor((2 * {units} + x.delivered) / (2 * x.delivered))"
+    return f"""
+SELECT x.delivery_id, x.currency, x.transactions, x.items, x.revenue,
+    CASE WHEN x.delivered = 0 THEN NULL
+         ELSE CAST(CAST(CAST({per} AS BIGINT) AS DECIMAL(18,4)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(18,4))
+    END AS revenue_per_delivered
+FROM (
+    SELECT p.delivery_id, p.currency, count(*) AS transactions, CAST(coalesce(sum(p.items), 0) AS BIGINT) AS items,
+        CAST(sum(p.amount) AS DECIMAL(18,4)) AS revenue, coalesce(max(dl.delivered), 0) AS delivered
+    FROM page_events p LEFT JOIN ({delivered}) dl ON dl.delivery_id = p.delivery_id
+    WHERE NOT p.anonymous AND p.amount IS NOT NULL AND {where}
+    GROUP BY p.delivery_id, p.currency
+) x
+"""
+
+
+# The conversion funnel: each reader's deepest step; a step counts the readers who reached it or
+# a later one (a visitor came through a click, so counts as clicked and opened, even when that
+# click was not counted itself), so the steps never grow.
+FUNNEL_STEPS = ("delivered", "opened", "clicked", "visited", "converted")
+
+
+def funnel_sql(event_where: str = "TRUE", page_where: str = "TRUE") -> str:
+    """Per delivery: delivered, opened, clicked, visited, converted (readers, see FUNNEL_STEPS)
+    over the events `e` in `event_where` and the page views `p` in `page_where` (bound
+    parameters in that order). delivered: recipients sent (not failed)."""
+    return f"""
+SELECT rc.delivery_id, rc.delivered,
+    count(*) FILTER (WHERE s.depth >= 1) AS opened,
+    count(*) FILTER (WHERE s.depth >= 2) AS clicked,
+    count(*) FILTER (WHERE s.depth >= 3) AS visited,
+    count(*) FILTER (WHERE s.depth >= 4) AS converted
+FROM (SELECT r.delivery_id, count(*) FILTER (WHERE r.status = 'sent') AS delivered FROM recipients r GROUP BY r.delivery_id) rc
+LEFT JOIN (
+    SELECT u.delivery_id, u.recipient_key, max(u.depth) AS depth
+    FROM (
+        SELECT e.delivery_id, e.recipient_key,
+            CASE WHEN e.type = 'click' THEN 2 WHEN {OPENING_SQL} THEN 1 ELSE 0 END AS depth
+        FROM events e WHERE e.type <> 'page' AND {event_where}
+        UNION ALL
+        SELECT p.delivery_id, p.recipient_key, CASE WHEN p.amount IS NOT NULL THEN 4 ELSE 3 END AS depth
+        FROM page_events p WHERE NOT p.anonymous AND {page_where}
+    ) u
+    GROUP BY u.delivery_id, u.recipient_key
+) s ON s.delivery_id = rc.delivery_id
+GROUP BY rc.delivery_id, rc.delivered
 """
 
 
@@ -414,6 +553,8 @@ SELECT o.delivery_id,
 FROM orphans o
 GROUP BY o.delivery_id
 """,
+        # Page views of the site (web tracking), attributed or anonymous.
+        "page_events": page_events_sql(classified),
         # The Tracking indicators of every delivery, of all time (from the merged totals).
         "delivery_indicators": indicators_sql("SELECT * FROM delivery_totals"),
     }

@@ -67,6 +67,11 @@ _DEFAULT_UNSUBSCRIBE = """<!DOCTYPE html>
 </body></html>
 """
 _UNSUBSCRIBED = "<!DOCTYPE html><title>Unsubscribed</title><p>You are unsubscribed.</p>"
+_OPTED_OUT = (
+    "<!DOCTYPE html><title>Web tracking off</title><p>Web tracking is off for this browser. "
+    "This does not unsubscribe you from our emails.</p>"
+)
+_OPTED_IN = "<!DOCTYPE html><title>Web tracking on</title><p>Web tracking is on again for this browser.</p>"
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,13 @@ def generate(con: duckdb.DuckDBPyConnection, settings: Settings) -> Generated:
     out = Generated()
     try:
         s.out.mkdir(parents=True, exist_ok=True)
-        links = con.execute(
-            "SELECT delivery_id, link_id, url FROM links ORDER BY delivery_id, position, link_id"
+        rows = con.execute(
+            "SELECT delivery_id, link_id, url, coalesce(web_tracking, FALSE) FROM links"
+            " ORDER BY delivery_id, position, link_id"
         ).fetchall()
-        map_text, out.links, out.refused = map_file(links)
+        links = [(d, k, u) for d, k, u, _ in rows]
+        web = {(d, k) for d, k, _, w in rows if w}
+        map_text, out.links, out.refused = map_file(links, web)
         files = {
             MAP_FILE: map_text,
             HTTP_FILE: http_file(s),
@@ -183,11 +191,31 @@ def nginx_url(url: str) -> str | None:
     scheme = url.partition(":")[0].lower()
     if scheme not in _URL_SCHEMES or not url[len(scheme) + 1 :]:
         return None
+    return f'"{_nginx_text(url)}"'
+
+
+def _nginx_text(text: str) -> str:
+    """`text` for the inside of a double-quoted nginx string (see nginx_url)."""
     encoded = "".join(
-        chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in url.encode("utf-8", "surrogatepass")
+        chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in text.encode("utf-8", "surrogatepass")
     )
-    quoted = encoded.replace("\\", "\\\\").replace('"', '\\"').replace("$", "${" + _DOLLAR + "}")
-    return f'"{quoted}"'
+    return encoded.replace("\\", "\\\\").replace('"', '\\"').replace("$", "${" + _DOLLAR + "}")
+
+
+# Web tracking: a click on a web-tracking link carries the landing token (?s=SIG&tl=TOKEN, from
+# `tracklog link`); nginx copies it, when shaped like one and the browser has not opted out,
+# into the redirect, as "?tl=", "&tl=" or "tl=" (routes.landing_affixes) before the fragment.
+_TOKEN_RE = f"[0-9]{{1,3}}\\.[{routes.ID_CHARS}]{{24,300}}"
+_TL_SEPARATORS = {"?": "tracklog_tl_q", "&": "tracklog_tl_amp", "": "tracklog_tl"}
+_OPTOUT_MAX_AGE = 10 * 365 * 24 * 3600  # the opt-out cookie lasts ten years
+
+
+def landing_value(url: str) -> str | None:
+    """The map value of a web-tracking link: its URL with the token variable in its query."""
+    if nginx_url(url) is None:
+        return None
+    base, separator, fragment = routes.landing_affixes(url)
+    return f'"{_nginx_text(base)}${{{_TL_SEPARATORS[separator]}}}{_nginx_text(fragment)}"'
 
 
 def _map_key(delivery: str, link: str) -> str:
@@ -201,8 +229,11 @@ def _map_regex(delivery: str, link: str) -> str:
     return '"~^' + f"{delivery}/{link}".replace(".", "\\.") + '$"'
 
 
-def map_file(links: list[tuple[str, str, str]]) -> tuple[str, int, list[str]]:
-    """The map file from (delivery_id, link_id, url) rows: (text, links mapped, refusals).
+def map_file(
+    links: list[tuple[str, str, str]], web: set[tuple[str, str]] | None = None
+) -> tuple[str, int, list[str]]:
+    """The map file from (delivery_id, link_id, url) rows: (text, links mapped, refusals); the
+    (delivery_id, link_id) in `web` redirect with the landing token (landing_value).
 
     nginx compares map strings case-insensitively, and tracklog ids are case-sensitive: ids that
     differ only in case get exact regex keys instead (a plain key for both would not load), and
@@ -221,7 +252,7 @@ def map_file(links: list[tuple[str, str, str]]) -> tuple[str, int, list[str]]:
         if routes.id_problem(delivery) or routes.id_problem(link):
             refused.append(f"delivery {delivery!r} link {link!r}: invalid id")
             continue
-        value = nginx_url(url)
+        value = landing_value(url) if web and (delivery, link) in web else nginx_url(url)
         if value is None:
             refused.append(f"delivery {delivery} link {link}: URL scheme is not http, https, mailto or tel")
             continue
@@ -283,6 +314,27 @@ def http_file(s: Settings) -> str:
             "",
             f"include {s.out / MAP_FILE};",
             "",
+            "# web tracking: the landing token of a click (?tl=), unless the browser opted out",
+            *(
+                line
+                for variable, prefix in (
+                    ("tracklog_tl_q", "?"),
+                    ("tracklog_tl_amp", "&"),
+                    ("tracklog_tl", ""),
+                )
+                for line in (
+                    f'map "$cookie_{routes.OPTOUT_COOKIE}|$arg_{routes.TOKEN_PARAM}" ${variable} {{',
+                    '    default "";',
+                    f'    "~^(?!1\\|)[^|]*\\|(?<tracklog_token>{_TOKEN_RE})$" "{prefix}{routes.TOKEN_PARAM}=$tracklog_token";',
+                    "}",
+                )
+            ),
+            "# page tags of an opted-out browser are not logged at all",
+            f"map $cookie_{routes.OPTOUT_COOKIE} $tracklog_log_web {{",
+            "    default 1;",
+            '    "1" 0;',
+            "}",
+            "",
         ]
     )
 
@@ -302,18 +354,34 @@ def _common(s: Settings) -> list[str]:
     return lines
 
 
-def _location(pattern: str, body: list[str], s: Settings, comment: str) -> list[str]:
+def _location(
+    pattern: str, body: list[str], s: Settings, comment: str, log_if: str | None = None
+) -> list[str]:
+    common = _common(s)
+    if log_if is not None:
+        common[0] = common[0].removesuffix(";") + f" if={log_if};"
     return [
         f"# {comment}",
         f'location ~ "^{pattern}$" {{',
-        *(f"    {b}" for b in [*_common(s), *body]),
+        *(f"    {b}" for b in [*common, *body]),
+        "}",
+        "",
+    ]
+
+
+def _exact_location(path: str, body: list[str], comment: str) -> list[str]:
+    return [
+        f"# {comment}",
+        f"location = {path} {{",
+        "    access_log off;",
+        *(f"    {b}" for b in body),
         "}",
         "",
     ]
 
 
 def locations_file(s: Settings) -> str:
-    """The four tracking locations, exactly tracklog/routes.py's shapes (ids: 1-128 characters of
+    """The tracking locations, exactly tracklog/routes.py's shapes, and the web-tracking opt-out (ids: 1-128 characters of
     [A-Za-z0-9._~-]); include it in the server {} of the tracking domain."""
     page_headers = [
         _NO_CACHE,
@@ -357,6 +425,36 @@ def locations_file(s: Settings) -> str:
             s,
             "mirror page: "
             + ("proxied" if s.mirror_upstream else "the delivery's copy, mirror/{delivery}.html"),
+        ),
+        *_location(
+            f"/{routes.PAGE_LETTER}/{_ID}\\.gif",
+            [
+                "empty_gif;",
+                _NO_CACHE,
+                'add_header Pragma "no-cache" always;',
+                'add_header Expires "Thu, 01 Jan 1970 00:00:00 GMT" always;',
+            ],
+            s,
+            "page tag of the site (web tracking): the GIF; not logged when the browser opted out",
+            log_if="$tracklog_log_web",
+        ),
+        *_exact_location(
+            f"/{routes.PAGE_LETTER}/optout",
+            [
+                *page_headers,
+                f'add_header Set-Cookie "{routes.OPTOUT_COOKIE}=1; Max-Age={_OPTOUT_MAX_AGE}; Path=/; SameSite=Lax" always;',
+                f"return 200 '{_OPTED_OUT}';",
+            ],
+            "web-tracking opt-out: a long-lived cookie; nothing is logged",
+        ),
+        *_exact_location(
+            f"/{routes.PAGE_LETTER}/optin",
+            [
+                *page_headers,
+                f'add_header Set-Cookie "{routes.OPTOUT_COOKIE}=; Max-Age=0; Path=/; SameSite=Lax" always;',
+                f"return 200 '{_OPTED_IN}';",
+            ],
+            "web-tracking opt-in: the opt-out cookie removed; nothing is logged",
         ),
         *_location(
             f"/u/{_ID}/{_ID}",

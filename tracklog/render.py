@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import decimal
 import json
 import math
 import re
@@ -271,6 +272,8 @@ def json_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # money stays exact: a JSON number would be read as a float
     if isinstance(value, dict):
         return {k: json_value(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -5,7 +5,14 @@ from one table of route shapes:
   GET      /c/{delivery}/{link}/{recipient}   click redirect
   GET      /m/{delivery}/{recipient}          mirror page
   GET|POST /u/{delivery}/{recipient}          unsubscribe (GET opt-out link, POST RFC 8058 one-click)
+  GET      /w/{tag}.gif?tl=TOKEN[&amount=..]  page tag of the site (web tracking): the delivery and
+                                              recipient come from the landing token, not the path
 Ids are 1-128 characters of [A-Za-z0-9._~-], URL-unreserved, so a path never needs escaping.
+
+The landing token (`tl=`) that a web-tracking click carries to the site is made of the same
+characters, so no site, framework or nginx ever re-encodes it: `{n}.{delivery}{recipient}{sig}`,
+n the delivery id's length in decimal, sig the 22-character signature of token_text(delivery,
+recipient) (tracklog.signing, the same HMAC as the tracked URLs, over a text no route signs).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ ROUTES = (
     Route("mirror", "m", has_link=False, suffix="", methods=("GET",)),
     Route("unsubscribe", "u", has_link=False, suffix="", methods=("GET", "POST")),
 )
-KINDS = tuple(r.kind for r in ROUTES)
+KINDS = tuple(r.kind for r in ROUTES)  # the routes of a message, with a URL per recipient
+PAGE_KIND = "page"
+PAGE_LETTER = "w"
+PAGE_METHODS = ("GET",)
+HIT_KINDS = (*KINDS, PAGE_KIND)  # everything ingest stores
+TOKEN_PARAM = "tl"
+OPTOUT_COOKIE = "tl_optout"  # set by GET /w/optout, removed by GET /w/optin (nginx.py)
 _BY_KIND = {r.kind: r for r in ROUTES}
 _BY_LETTER = {r.letter: r for r in ROUTES}
 
@@ -46,9 +59,9 @@ class TrackedPath:
     """What a tracking path says: its kind and ids (link_id only for clicks)."""
 
     kind: str
-    delivery_id: str
-    link_id: str | None
-    recipient_id: str
+    delivery_id: str | None  # None: a page tag without a valid-looking token
+    link_id: str | None  # the link of a click, the tag of a page
+    recipient_id: str | None
 
 
 def id_problem(value: str) -> str | None:
@@ -120,9 +133,74 @@ def _shape(route: Route, id_re: str) -> str:
 _PATH_RES = {r.letter: re.compile(f"/{r.letter}{_shape(r, f'({ID_PATTERN})')}") for r in ROUTES}
 
 
-def parse_path(path: str, method: str = "GET") -> TrackedPath | None:
-    """The kind and ids of a request path (without its query string), or None when a request
-    with this method and path is not a tracking hit. Agrees with routed_sql line for line."""
+_PAGE_RE = re.compile(f"/{PAGE_LETTER}/({ID_PATTERN})\\.gif")
+_TOKEN_RE = re.compile(f"([0-9]{{1,3}})\\.([{ID_CHARS}]+)")
+
+
+def token_text(delivery: str, recipient: str) -> str:
+    """What a landing token's signature signs: a path of no route, so that no tracked URL's
+    signature is ever a valid token (nor the reverse)."""
+    return f"/{PAGE_LETTER}/{delivery}/{recipient}"
+
+
+def landing_token(delivery: str, recipient: str, sig: str) -> str:
+    """The `tl` value of (delivery, recipient) with its signature (ValueError for invalid ids)."""
+    _check_id("delivery", delivery)
+    _check_id("recipient", recipient)
+    return f"{len(delivery)}.{delivery}{recipient}{sig}"
+
+
+def split_token(token: str) -> tuple[str, str, str] | None:
+    """(delivery, recipient, sig) of a landing token, or None when it is not shaped like one.
+    Agrees with routed_sql."""
+    match = _TOKEN_RE.fullmatch(token)
+    if match is None:
+        return None
+    n, rest = int(match[1]), match[2]
+    delivery, recipient, sig = rest[:n], rest[n : len(rest) - 22], rest[len(rest) - 22 :]
+    if not 1 <= n <= ID_MAX or not 1 <= len(recipient) <= ID_MAX or len(sig) != 22:
+        return None
+    return delivery, recipient, sig
+
+
+def landing_affixes(url: str) -> tuple[str, str, str]:
+    """(base, separator, fragment) of a web-tracking link's URL: its landing URL with a token is
+    base + separator + 'tl=' + token + fragment (the token goes into the query, before any
+    '#fragment'); without a token the URL stays base + fragment, unchanged."""
+    base, hash_, fragment = url.partition("#")
+    if "?" not in base:
+        separator = "?"
+    elif base.endswith(("?", "&")):
+        separator = ""
+    else:
+        separator = "&"
+    return base, separator, hash_ + fragment
+
+
+def query_param(query: str | None, name: str) -> str | None:
+    """The raw value of the first `name=` parameter of a query string (as routed_sql reads it)."""
+    if query is None:
+        return None
+    for part in query.split("&"):
+        key, eq, value = part.partition("=")
+        if eq and key == name:
+            return value
+    return None
+
+
+def parse_path(path: str, method: str = "GET", query: str | None = None) -> TrackedPath | None:
+    """The kind and ids of a request path (and, for a page tag, its query string's token), or
+    None when a request with this method and path is not a tracking hit. Agrees with routed_sql
+    line for line."""
+    if path[1:2] == PAGE_LETTER:
+        page = _PAGE_RE.fullmatch(path)
+        if page is None or method not in PAGE_METHODS:
+            return None
+        token = query_param(query, TOKEN_PARAM)
+        parts = split_token(token) if token else None
+        if parts is None:
+            return TrackedPath(PAGE_KIND, None, page[1], None)
+        return TrackedPath(PAGE_KIND, parts[0], page[1], parts[1])
     route = _BY_LETTER.get(path[1:2])
     if route is None or method not in route.methods:
         return None
@@ -175,7 +253,11 @@ def _path_sql(route: Route) -> str:
 
 # The path of a hit from its kind and ids: the inverse of the route match (which takes each id
 # whole from a path of this exact shape), so `hits` computes it rather than storing it.
-PATH_SQL = "CASE kind " + " ".join(f"WHEN '{r.kind}' THEN {_path_sql(r)}" for r in ROUTES) + " END"
+PATH_SQL = (
+    "CASE kind "
+    + " ".join(f"WHEN '{r.kind}' THEN {_path_sql(r)}" for r in ROUTES)
+    + f" WHEN '{PAGE_KIND}' THEN '/{PAGE_LETTER}/' || link_id || '.gif' END"
+)
 
 _KIND_SQL = "\n".join(
     f"                    WHEN '{r.letter}' THEN CASE WHEN {_in_sql('method', r.methods)} THEN '{r.kind}' END"
@@ -188,17 +270,38 @@ _RECIPIENT_SQL = "\n".join(f"            WHEN '{r.kind}' THEN {_recipient_sql(r)
 def sig_sql(query: str) -> str:
     """The signature of a tracked URL from its query string `query` (without the '?'): the value
     of its `s` parameter, NULL when there is none."""
-    return f"""CASE
-            WHEN {query} IS NULL THEN NULL
-            WHEN starts_with({query}, 's=') THEN split_part(substr({query}, 3), '&', 1)
-            WHEN contains({query}, '&s=') THEN split_part(split_part({query}, '&s=', 2), '&', 1)
-        END"""
+    return param_sql(query, "s")
+
+
+def param_sql(query: str, name: str) -> str:
+    """The raw value of the first `name=` parameter of the query string `query` (a constant name
+    from code), NULL when absent: query_param in SQL."""
+    return (
+        f"CASE WHEN {query} IS NULL THEN NULL "
+        f"WHEN starts_with({query}, '{name}=') THEN split_part(substr({query}, {len(name) + 2}), '&', 1) "
+        f"WHEN contains({query}, '&{name}=') THEN split_part(split_part({query}, '&{name}=', 2), '&', 1) END"
+    )
+
+
+PAGE_RE = f"/{PAGE_LETTER}/{ID_PATTERN}\\.gif"
+_TOKEN_SHAPE = f"[0-9]{{1,3}}\\.[{ID_CHARS}]+"
+# The opt-out cookie in a log line: its own variable ("$cookie_tl_optout") or the Cookie header
+# ("$http_cookie"), both kept in `extra` by the log format.
+OPTED_OUT_SQL = (
+    f"coalesce(json_extract_string(extra, '$.cookie_{OPTOUT_COOKIE}') = '1'"
+    f" OR regexp_matches(json_extract_string(extra, '$.http_cookie'), '(^|;)\\s*{OPTOUT_COOKIE}=1\\s*(;|$)'),"
+    " FALSE)"
+)
 
 
 def routed_sql(parsed: str) -> str:
-    """A SELECT over `parsed` (the format's columns) adding path, query, kind, ids and sig.
+    """A SELECT over `parsed` (the format's columns, with `extra`) adding path, query, kind, ids,
+    sig and `signed` (the text the signature signs: the path, or a page tag's token_text).
 
-    kind is NULL for lines that are not tracking hits (wrong path, wrong method, unparsed).
+    kind is NULL for lines that are not tracking hits (wrong path, wrong method, unparsed) and
+    for page tags carrying the opt-out cookie (never stored). A page tag's delivery and
+    recipient come from its token (NULL without one); its tag is link_id; a token present but
+    not shaped like one leaves them NULL with sig '-' (invalid, never valid).
     """
     return f"""
     WITH t AS (
@@ -212,15 +315,39 @@ def routed_sql(parsed: str) -> str:
                 CASE substr(path, 2, 1)
 {_KIND_SQL}
                 END
+                WHEN reason IS NULL AND {_in_sql("method", PAGE_METHODS)} AND regexp_full_match(path, '{PAGE_RE}')
+                    AND NOT {OPTED_OUT_SQL} THEN '{PAGE_KIND}'
             END AS kind
         FROM t
+    ), p AS (
+        SELECT *, CASE WHEN kind = '{PAGE_KIND}' THEN nullif({param_sql("query", TOKEN_PARAM)}, '') END AS tl
+        FROM k
+    ), n AS (
+        SELECT *,
+            CASE WHEN regexp_full_match(tl, '{_TOKEN_SHAPE}') THEN CAST(split_part(tl, '.', 1) AS INTEGER) END AS tl_n,
+            CASE WHEN regexp_full_match(tl, '{_TOKEN_SHAPE}') THEN substr(tl, strpos(tl, '.') + 1) END AS tl_rest
+        FROM p
+    ), v AS (
+        SELECT *,
+            CASE WHEN tl_n BETWEEN 1 AND {ID_MAX} AND length(tl_rest) - tl_n - 22 BETWEEN 1 AND {ID_MAX}
+                THEN TRUE ELSE FALSE END AS tl_ok
+        FROM n
     )
-    SELECT *,
-        CASE WHEN kind IS NOT NULL THEN split_part(path, '/', 3) END AS delivery_id,
-        CASE WHEN {_LINK_SQL} THEN split_part(path, '/', 4) END AS link_id,
+    SELECT * EXCLUDE (tl, tl_n, tl_rest, tl_ok),
+        CASE WHEN kind = '{PAGE_KIND}' THEN CASE WHEN tl_ok THEN substr(tl_rest, 1, tl_n) END
+             WHEN kind IS NOT NULL THEN split_part(path, '/', 3) END AS delivery_id,
+        CASE WHEN {_LINK_SQL} THEN split_part(path, '/', 4)
+             WHEN kind = '{PAGE_KIND}' THEN regexp_replace(split_part(path, '/', 3), '\\.gif$', '') END AS link_id,
         CASE kind
 {_RECIPIENT_SQL}
+            WHEN '{PAGE_KIND}' THEN CASE WHEN tl_ok THEN substr(tl_rest, tl_n + 1, length(tl_rest) - tl_n - 22) END
         END AS recipient_id,
-        CASE WHEN kind IS NOT NULL THEN {sig_sql("query")} END AS sig
-    FROM k
+        CASE
+            WHEN kind = '{PAGE_KIND}' THEN CASE WHEN tl IS NULL THEN NULL WHEN tl_ok THEN right(tl_rest, 22) ELSE '-' END
+            WHEN kind IS NOT NULL THEN {sig_sql("query")}
+        END AS sig,
+        CASE WHEN kind = '{PAGE_KIND}' THEN CASE WHEN tl_ok
+                THEN '/{PAGE_LETTER}/' || substr(tl_rest, 1, tl_n) || '/' || substr(tl_rest, tl_n + 1, length(tl_rest) - tl_n - 22) END
+             ELSE path END AS signed
+    FROM v
     """

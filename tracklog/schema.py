@@ -16,7 +16,9 @@ from tracklog.routes import PATH_SQL
 # 3: hits carry their resolution; the derived tables of tracklog.derived, merged per commit,
 #    replace the caches of schema 2
 # 4: sources carry the tracking server they came from and the time of their newest hit
-SCHEMA_VERSION = 4
+# 5: web tracking: page-tag hits (anonymous ones have no delivery nor recipient), links marked
+#    for web tracking, the tombstones of `tracklog forget`
+SCHEMA_VERSION = 5
 
 # The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
 HIT_COLUMNS = (
@@ -63,11 +65,12 @@ CREATE TABLE IF NOT EXISTS {table} (
     user_agent   VARCHAR,
     uid          VARCHAR,               -- nginx userid cookie ($uid_got, else $uid_set) when logged
     extra        VARCHAR,               -- JSON object of the other log_format variables, NULL if none
-    kind         VARCHAR NOT NULL,      -- open | click | mirror | unsubscribe
-    delivery_id  VARCHAR NOT NULL,
-    link_id      VARCHAR,               -- clicks only
-    recipient_id VARCHAR NOT NULL,
-    sig_status   VARCHAR NOT NULL,      -- the ?s= signature: valid | invalid | missing | unchecked
+    kind         VARCHAR NOT NULL,      -- open | click | mirror | unsubscribe | page
+    delivery_id  VARCHAR,               -- NULL only for a page tag without a valid-looking token
+    link_id      VARCHAR,               -- clicks: the link; pages: the tag
+    recipient_id VARCHAR,               -- NULL only for a page tag without a valid-looking token
+    sig_status   VARCHAR NOT NULL,      -- the ?s= signature (a page's tl= token): valid | invalid |
+                                        -- missing | unchecked
     -- Resolved against the manifests by tracklog.derived as the hit is stored (NULL until then),
     -- and again when its delivery's manifest is stored or replaced (metrics.resolve_sql):
     resolution   VARCHAR,               -- event | trap | delivery, recipient, link (orphans) |
@@ -146,7 +149,8 @@ CREATE TABLE IF NOT EXISTS links (
     position     INTEGER NOT NULL,      -- 1-based order of appearance in the message
     url          VARCHAR NOT NULL,
     label        VARCHAR NOT NULL,
-    category     VARCHAR
+    category     VARCHAR,
+    web_tracking BOOLEAN                -- the click carries the landing token to the site
 );
 
 CREATE TABLE IF NOT EXISTS recipients (
@@ -155,6 +159,14 @@ CREATE TABLE IF NOT EXISTS recipients (
     email        VARCHAR,
     status       VARCHAR NOT NULL,      -- sent | failed
     attributes   VARCHAR                -- JSON object of the other columns, NULL if none
+);
+
+-- `tracklog forget`: a keyed hash (HMAC with the secret) of each erased recipient id, never the
+-- id, so that re-ingesting an old manifest or log does not bring the recipient back
+CREATE TABLE IF NOT EXISTS forgotten (
+    delivery_id    VARCHAR,             -- NULL: every delivery
+    recipient_hash VARCHAR NOT NULL,    -- signing.sign_path(secret, routes.forget_text(id))
+    forgotten_at   TIMESTAMP NOT NULL
 );
 """
 )
@@ -341,8 +353,17 @@ def _add_servers(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _add_web_tracking(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 4 -> 5: page-tag hits may have no ids (anonymous visits), links say whether they
+    carry the landing token (the `forgotten` table is created with the base tables)."""
+    con.execute("ALTER TABLE hits ALTER COLUMN delivery_id DROP NOT NULL")
+    con.execute("ALTER TABLE hits ALTER COLUMN recipient_id DROP NOT NULL")
+    con.execute("ALTER TABLE links ADD COLUMN IF NOT EXISTS web_tracking BOOLEAN")
+
+
 _LADDER: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     2: _migrate_path_column,
     3: _replace_caches,
     4: _add_servers,
+    5: _add_web_tracking,
 }

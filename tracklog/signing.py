@@ -42,6 +42,20 @@ def verify_path(secret: bytes, path: str, sig: str | None) -> bool:
     return hmac.compare_digest(sign_path(secret, path), sig)
 
 
+# What a tombstone of `tracklog forget` hashes: a text no tracked URL signs (paths start with '/').
+FORGET_PREFIX = "forget:"
+
+
+def recipient_hash(secret: bytes, recipient: str) -> str:
+    """The keyed hash of a recipient id that a tombstone keeps instead of the id."""
+    return sign_path(secret, FORGET_PREFIX + recipient)
+
+
+def sql_recipient_hash(recipient_expr: str, ipad_param: str, opad_param: str) -> str:
+    """recipient_hash of the VARCHAR `recipient_expr` in SQL (see sql_expected_sig)."""
+    return sql_expected_sig(f"'{FORGET_PREFIX}' || {recipient_expr}", ipad_param, opad_param)
+
+
 def hmac_pads(secret: bytes) -> tuple[bytes, bytes]:
     """The inner and outer padded keys of HMAC-SHA256 (RFC 2104), to bind as SQL parameters."""
     key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret

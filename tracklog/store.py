@@ -143,6 +143,22 @@ class WriterSession:
             self.lost = exc
             raise
 
+    def rewrite(self) -> None:
+        """Outside a transaction: write the database anew into a fresh file (its tables, views
+        and rows as they are now) and put it in place of the old one, so that no byte of erased
+        rows stays in the file's free blocks (`tracklog forget`). Readers that have the old file
+        open keep reading it; the session holds the new one afterwards."""
+        fresh = self.db.with_name(self.db.name + ".rewrite")
+        fresh.unlink(missing_ok=True)
+        self.con.execute("ATTACH ? AS tl_fresh", [str(fresh)])
+        try:
+            self.con.execute(f"COPY FROM DATABASE {ALIAS} TO tl_fresh")
+        finally:
+            self.con.execute("DETACH tl_fresh")
+        self.con.execute(f"USE memory; DETACH {ALIAS}")
+        os.replace(fresh, self.db)
+        _attach(self.con, self.db, self.wait, taking_back=True)
+
     def close(self) -> None:
         self.con.close()
         if self._signal is not None:

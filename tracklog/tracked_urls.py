@@ -25,15 +25,34 @@ ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058
 
 @dataclass(frozen=True)
 class Target:
-    """One URL per recipient: its path is prefix + recipient_id + suffix."""
+    """One URL per recipient: its path is prefix + recipient_id + suffix. A web-tracking link
+    also has its landing URL's head and tail (routes.landing_affixes): head + token + tail."""
 
     kind: str
     link_id: str | None
     prefix: str
     suffix: str
+    delivery: str = ""
+    landing: tuple[str, str] | None = None
 
 
-def target(kind: str, delivery: str, link: str | None = None) -> Target:
+def landing_token(secret: bytes, delivery: str, recipient: str) -> str:
+    """The signed `tl` token of a recipient of a delivery (routes: carried from a web-tracking
+    click to the site, and back in its page tags)."""
+    check_id("delivery", delivery)
+    check_id("recipient", recipient)
+    return routes.landing_token(
+        delivery, recipient, sign_path(secret, routes.token_text(delivery, recipient))
+    )
+
+
+def landing_url(url: str, token: str) -> str:
+    """A web-tracking link's URL with the landing token in its query (before any fragment)."""
+    base, separator, fragment = routes.landing_affixes(url)
+    return f"{base}{separator}{routes.TOKEN_PARAM}={token}{fragment}"
+
+
+def target(kind: str, delivery: str, link: str | None = None, landing_of: str | None = None) -> Target:
     if kind not in KINDS:
         raise UsageError(f"unknown URL type {kind!r} (known: {', '.join(KINDS)})")
     if (kind == "click") != (link is not None):
@@ -43,7 +62,11 @@ def target(kind: str, delivery: str, link: str | None = None) -> Target:
     check_id("delivery", delivery)
     if link is not None:
         check_id("link", link)
-    return Target(kind, link, *routes.path_affixes(kind, delivery, link))
+    landing = None
+    if landing_of is not None:
+        base, separator, fragment = routes.landing_affixes(landing_of)
+        landing = (f"{base}{separator}{routes.TOKEN_PARAM}=", fragment)
+    return Target(kind, link, *routes.path_affixes(kind, delivery, link), delivery, landing)
 
 
 def check_id(what: str, value: str) -> None:
@@ -97,9 +120,11 @@ def delivery_targets(con: duckdb.DuckDBPyConnection, delivery: str, kinds: Seque
             continue
         if kind == "click":
             links = con.execute(
-                "SELECT link_id FROM links WHERE delivery_id = ? ORDER BY position", [delivery]
+                "SELECT link_id, CASE WHEN web_tracking THEN url END FROM links WHERE delivery_id = ?"
+                " ORDER BY position",
+                [delivery],
             ).fetchall()
-            targets.extend(target("click", delivery, link_id) for (link_id,) in links)
+            targets.extend(target("click", delivery, link_id, url) for (link_id, url) in links)
         else:
             targets.append(target(kind, delivery))
     return targets
@@ -131,7 +156,10 @@ def delivery_urls(
     delivery: str | None = None,
     batch_rows: int = 100_000,
 ) -> Iterator[pa.RecordBatch]:
-    """recipient_id, type, link_id, url for every recipient x target, in batches.
+    """recipient_id, type, link_id, url, landing_url for every recipient x target, in batches.
+    A web-tracking link's click URL carries the landing token (`&tl=`), which the generated
+    nginx config appends to the link's URL on redirect; landing_url is that URL with the token
+    (NULL for other targets), for a sending system that redirects by itself.
 
     Recipients are `recipients` (a table with a recipient_id column, kept in its order) or,
     when None, the stored recipients of `delivery` (by recipient_id).
@@ -150,6 +178,13 @@ def delivery_urls(
                     "link_id": pa.array([t.link_id for t in targets], pa.string()),
                     "prefix": pa.array([t.prefix for t in targets], pa.string()),
                     "suffix": pa.array([t.suffix for t in targets], pa.string()),
+                    "delivery": pa.array([t.delivery for t in targets], pa.string()),
+                    "landing_head": pa.array(
+                        [t.landing[0] if t.landing else None for t in targets], pa.string()
+                    ),
+                    "landing_tail": pa.array(
+                        [t.landing[1] if t.landing else None for t in targets], pa.string()
+                    ),
                 }
             ),
         )
@@ -164,11 +199,21 @@ def delivery_urls(
             cur.register("link_recipients", _numbered_ids(recipients))
             source = "SELECT recipient_id, rn FROM link_recipients"
         sig = sql_expected_sig("path", "$ipad", "$opad")
+        token_sig = sql_expected_sig("token_text", "$ipad", "$opad")
+        token = f"CAST(length(delivery) AS VARCHAR) || '.' || delivery || recipient_id || {token_sig}"
         sql = f"""
-            SELECT recipient_id, kind AS type, link_id, $origin || path || '?s=' || {sig} AS url
-            FROM (SELECT r.rn, t.ord, r.recipient_id, t.kind, t.link_id,
-                         t.prefix || r.recipient_id || t.suffix AS path
-                  FROM ({source}) r CROSS JOIN link_targets t)
+            SELECT recipient_id, type, link_id,
+                url || coalesce('&{routes.TOKEN_PARAM}=' || token, '') AS url,
+                landing_head || token || landing_tail AS landing_url
+            FROM (
+                SELECT rn, ord, recipient_id, kind AS type, link_id, landing_head, landing_tail,
+                    $origin || path || '?s=' || {sig} AS url,
+                    CASE WHEN landing_head IS NOT NULL THEN {token} END AS token
+                FROM (SELECT r.rn, t.ord, r.recipient_id, t.kind, t.link_id, t.delivery, t.landing_head,
+                             t.landing_tail, t.prefix || r.recipient_id || t.suffix AS path,
+                             '/{routes.PAGE_LETTER}/' || t.delivery || '/' || r.recipient_id AS token_text
+                      FROM ({source}) r CROSS JOIN link_targets t)
+            )
             ORDER BY rn, ord
         """
         yield from cur.sql(sql, params=params).to_arrow_reader(batch_rows)

@@ -174,6 +174,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Write the tracking server's nginx configuration from the manifests in the database.",
     ),
     "check": ("tracklog.cli.tracking_server", "For monitoring: exit 6 when a tracking server's logs stopped arriving."),
+    "forget": (
+        "tracklog.cli.forget",
+        "Erase a recipient (GDPR): its hits, manifest rows and what was derived from them.",
+    ),
     "reverify": ("tracklog.cli.ingest", "Check every stored hit's signature again with the current secrets."),
     "status": (
         "tracklog.cli.ingest",

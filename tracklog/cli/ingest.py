@@ -52,6 +52,11 @@ if TYPE_CHECKING:
     help="Skip files of a DIR or GLOB whose name matches (repeatable; config key exclude; "
     "error.log* always).",
 )
+@click.option(
+    "--truncate-ips/--no-truncate-ips",
+    default=None,
+    help="Store each hit's IP truncated: IPv4 to its /24, IPv6 to its /48 (config key truncate_ips).",
+)
 @wait_option
 @click.option(
     "--format",
@@ -73,6 +78,7 @@ def ingest(
     source: str | None,
     max_bad_ratio: float | None,
     exclude: tuple[str, ...],
+    truncate_ips: bool | None,
     fmt: str | None,
     profile: bool,
 ) -> None:
@@ -88,6 +94,8 @@ def ingest(
     config = app.config
     if max_bad_ratio is not None:
         config.max_bad_ratio = max_bad_ratio
+    if truncate_ips is not None:
+        config.truncate_ips = truncate_ips
     if not inputs and not manifests:
         raise click.UsageError(
             "nothing to ingest: give log files (FILE, DIR, GLOB or -) and/or --manifest FILE"

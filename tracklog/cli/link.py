@@ -62,7 +62,8 @@ from tracklog.tracked_urls import (
     type=click.Choice(["text", "csv"]),
     default="text",
     show_default=True,
-    help="text: one URL per line; csv: recipient_id,type,link_id,url for a sending system to merge.",
+    help="text: one URL per line; csv: recipient_id,type,link_id,url,landing_url for a sending system "
+    "to merge (landing_url: a web-tracking link's URL with its tl= token).",
 )
 @wait_option
 @pass_app
@@ -112,10 +113,10 @@ def _write_urls(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
     out = sys.stdout
     writer = csv.writer(out, lineterminator="\n")
     if fmt == "csv":
-        writer.writerow(["recipient_id", "type", "link_id", "url"])
+        writer.writerow(["recipient_id", "type", "link_id", "url", "landing_url"])
     for batch in batches:
         if fmt == "csv":
-            writer.writerows(zip(*(batch.column(c).to_pylist() for c in range(4)), strict=True))
+            writer.writerows(zip(*(batch.column(c).to_pylist() for c in range(5)), strict=True))
         elif batch.num_rows:
             out.write("\n".join(batch.column("url").to_pylist()) + "\n")
 

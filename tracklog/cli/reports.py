@@ -18,6 +18,7 @@ from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
 from tracklog.render import FORMATS, Section, note, render, render_sections
 from tracklog.reports import delivery as delivery_reports
+from tracklog.reports import funnel as funnel_report
 from tracklog.reports import hot_clicks as hot_clicks_report
 from tracklog.reports import recipient as recipient_report
 from tracklog.reports import stats as stats_report
@@ -299,6 +300,54 @@ def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: A
             tz=c.tz,
             excel_safe=c.excel_safe,
         )
+
+
+@report.command("funnel")
+@click.option("--delivery", "delivery_id", metavar="ID", required=True, help="The delivery.")
+@click.option(
+    "--table",
+    "table_name",
+    type=click.Choice(["funnel", "web", "revenue"]),
+    help="Print only this table (CSV prints one table: funnel unless this names another).",
+)
+@common_options()
+@pass_app
+def funnel_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: Any) -> None:
+    """Conversion funnel: delivered -> opened -> clicked -> visited -> converted, then the
+    web-tracking indicators (visits, visitors, transactions) and the revenue per currency."""
+    c = common(app, **opts)
+    with reader(app) as con:
+        label, _ = require_delivery(con, delivery_id)
+        sections = [
+            Section(
+                funnel_report.funnel(con, delivery_id, c.window),
+                name="funnel",
+                title=f"Conversion funnel: {label} ({delivery_id})",
+                bars={"": "readers"},
+            ),
+            Section(
+                funnel_report.web_indicators(con, delivery_id, c.window),
+                name="web",
+                title="Web tracking (page tags with the delivery's landing token)",
+            ),
+            Section(
+                funnel_report.revenue(con, delivery_id, c.window),
+                name="revenue",
+                title="Revenue per currency",
+            ),
+        ]
+        sections = chosen(sections, table_name)
+        notes: list[str] = []
+        if c.fmt == "table":
+            anon = funnel_report.anonymous_views(con, c.window)
+            notes = [
+                *footer(con, delivery_id, c.window),
+                (
+                    f"Counted apart, of no delivery: {anon['page_views']} anonymous page views (no token), "
+                    f"{anon['visits']} visits, {anon['transactions']} transactions"
+                ),
+            ]
+        render_sections(sections, c.fmt, footer=notes, tz=c.tz, excel_safe=c.excel_safe)
 
 
 @report.command("stats")

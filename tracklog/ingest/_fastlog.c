@@ -778,6 +778,12 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
 
     /* a parsed line */
     int bs = memchr(s, '\\', n) != NULL;
+    /* page tags (/w/..., routes.PAGE_RE: the ids come from the query's token, the opt-out
+     * cookie from the extra variables) are left to the SQL: a request holding "/w/" or an
+     * escape (which could decode to it) is deferred, so both paths agree */
+    if (memchr(request.p, '\\', request.n)) return defer_row(o, i);
+    for (size_t k = 0; k + 3 <= request.n; k++)
+        if (request.p[k] == '/' && request.p[k + 1] == 'w' && request.p[k + 2] == '/') return defer_row(o, i);
     col_null(&o->col[C_REASON], i);
     col_null(&o->col[C_LINE], i);
     col_i64(&o->col[C_TS], i, ts);
@@ -1195,7 +1201,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 3) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 4) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

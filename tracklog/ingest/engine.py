@@ -27,13 +27,16 @@ from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
 from tracklog.profiling import NoPhases, Phases
-from tracklog.routes import KINDS, routed_sql
+from tracklog.routes import HIT_KINDS as KINDS
+from tracklog.routes import PAGE_KIND, routed_sql
 from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import (
     WRONG_SECRET_HINT,
+    hmac_pads,
     hmac_pads_of,
     looks_like_wrong_secret,
     sql_pad_params,
+    sql_recipient_hash,
     sql_sig_status,
 )
 from tracklog.store import cleanup, environment_problem, fetch_one
@@ -126,13 +129,16 @@ class Ingester:
         progress: Progress | None = None,
         phases: Phases | None = None,
         between_commits: Callable[[Callable[[], None]], None] | None = None,
+        truncate_ips: bool = False,
     ) -> None:
         self.con = con
+        self.truncate_ips = truncate_ips
         # after each chunk's commit: hand the file to waiting readers, calling its argument
         # first (merge_pending: readers must find the figures current)
         self.between_commits = between_commits
         self._unmerged = (0, 0)  # small chunks stored unresolved since the last merge: chunks, hits
         self.problems: list[str] = []  # errors that are no input's (a failed merge of small inputs)
+        self._tombstones: bool | None = None
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
@@ -141,6 +147,9 @@ class Ingester:
         self._params: dict[str, object] = {}
         secrets = [secret] if isinstance(secret, bytes) else list(secret or ())
         self._keys = len(secrets)
+        # tombstones of `tracklog forget` hold keyed hashes (made with the signing key of the
+        # day): checking them needs the secrets, every one of them after a rotation
+        self._pads = [hmac_pads(s) for s in secrets]
         if verify_signatures:
             if not secrets:
                 raise DataError("cannot verify tracking hits without a secret")
@@ -151,10 +160,14 @@ class Ingester:
     def _compile_chunk_sql(self) -> str:
         """The SELECT turning tl_lines into tl_chunk's rows: the reference that the compiled fast
         path (fastpath.py) reproduces exactly, and the path of every format it does not cover."""
+        # a page tag's token is checked for its shape even unverified: without one (or with a
+        # malformed one) a page tag has no recipient
+        page = f"""WHEN kind = '{PAGE_KIND}' AND (sig IS NULL OR sig = '') THEN 'missing'
+                WHEN kind = '{PAGE_KIND}' AND signed IS NULL THEN 'invalid'"""
         if self.verify:
-            sig_status = f"CASE WHEN kind IS NOT NULL THEN {sql_sig_status('path', 'sig', self._keys)} END"
+            sig_status = f"CASE WHEN kind IS NULL THEN NULL {page} ELSE {sql_sig_status('signed', 'sig', self._keys)} END"
         else:
-            sig_status = "CASE WHEN kind IS NOT NULL THEN 'unchecked' END"
+            sig_status = f"CASE WHEN kind IS NULL THEN NULL {page} ELSE 'unchecked' END"
         parsed = f"({self.fmt.select_sql('tl_lines')})"
         # a quarantined row keeps its raw line and nothing parsed (whatever a split of garbage
         # gave); copying every line would double the work
@@ -380,10 +393,22 @@ class Ingester:
 
     def _store_hits(self, source_id: int, chunk: Chunk) -> None:
         # the chunk's hits as rows of `hits` (source_id is an int from code), resolved and merged;
-        # a small chunk's merge would cost more than its hits: merged later, with others
+        # the IP truncated when asked, the recipients of a tombstone left out; a small chunk's
+        # merge would cost more than its hits: merged later, with others
+        columns = ", ".join(
+            f"{truncated_ip_sql('ip')} AS ip" if c == "ip" and self.truncate_ips else c
+            for c in HIT_COLUMNS[1:]
+        )
+        where = "kind IS NOT NULL"
+        if self.has_tombstones() and self._pads:
+            self._forgotten_in_chunk()
+            where += (
+                " AND NOT EXISTS (SELECT 1 FROM tl_gone g"
+                " WHERE g.delivery_id = c.delivery_id AND g.recipient_id = c.recipient_id)"
+            )
         self.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW tl_hits AS SELECT {int(source_id)} AS source_id, "
-            f"{', '.join(HIT_COLUMNS[1:])} FROM tl_chunk WHERE kind IS NOT NULL"
+            f"CREATE OR REPLACE TEMP VIEW tl_hits AS SELECT {int(source_id)} AS source_id, {columns} "
+            f"FROM tl_chunk c WHERE {where}"
         )
         if chunk.lines.num_rows >= SMALL_CHUNK_LINES:
             derived.store_hits(self.con, "tl_hits")
@@ -391,6 +416,35 @@ class Ingester:
         derived.store_unresolved(self.con, "tl_hits")
         hits = fetch_one(self.con, "SELECT count(*) FROM tl_hits")
         self._unmerged = (self._unmerged[0] + 1, self._unmerged[1] + int(hits[0] if hits else 0))
+
+    def has_tombstones(self) -> bool:
+        """Whether `tracklog forget` left tombstones (read once: forget takes the writer lock)."""
+        if self._tombstones is None:
+            row = fetch_one(self.con, "SELECT count(*) FROM forgotten")
+            self._tombstones = bool(row and row[0])
+        return self._tombstones
+
+    def _forgotten_in_chunk(self) -> None:
+        """tl_gone: the (delivery, recipient) pairs of the chunk that a tombstone names, by the
+        hash of any current key; each distinct recipient id is hashed once per key."""
+        hashes = " OR ".join(
+            f"f.recipient_hash = {sql_recipient_hash('c.recipient_id', f'$ipad{n}', f'$opad{n}')}"
+            for n in range(len(self._pads))
+        )
+        params = {
+            f"{pad}{n}": pads[i]
+            for n, pads in enumerate(self._pads)
+            for i, pad in enumerate(("ipad", "opad"))
+        }
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE tl_gone AS
+            SELECT c.delivery_id, c.recipient_id
+            FROM (SELECT DISTINCT delivery_id, recipient_id FROM tl_chunk
+                  WHERE kind IS NOT NULL AND recipient_id IS NOT NULL) c
+            WHERE EXISTS (SELECT 1 FROM forgotten f WHERE ({hashes})
+                          AND (f.delivery_id IS NULL OR f.delivery_id = c.delivery_id))""",
+            params,
+        )
 
     def _quarantine_and_count(self, source_id: int, chunk: Chunk) -> Counts:
         self._quarantine(source_id, chunk)
@@ -464,6 +518,25 @@ def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser |
     lines, repaired = split_lines(buf, chunk_offset, line_base)
     parsed = fast.parse(lines) if fast is not None else None
     return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed)
+
+
+def truncated_ip_sql(ip: str) -> str:
+    """The address `ip` truncated, as `truncate_ips` stores it: an IPv4 address to its /24
+    (203.0.113.0), an IPv6 address to its /48 (2001:db8:85a3::, any '::' expanded first, a
+    zone dropped); anything else, which no real $remote_addr is, to NULL. SQL (vectorized)."""
+    v6 = f"lower(split_part({ip}, '%', 1))"
+    left = f"list_filter(string_split(split_part({v6}, '::', 1), ':'), lambda x: x <> '')"
+    right = f"list_filter(string_split(split_part({v6}, '::', 2), ':'), lambda x: x <> '')"
+    groups = (
+        f"CASE WHEN contains({v6}, '::') THEN list_concat({left}, "
+        f"list_transform(range(greatest(8 - len({left}) - len({right}), 0)), lambda x: '0'), {right}) "
+        f"ELSE string_split({v6}, ':') END"
+    )
+    first3 = f"list_transform(({groups})[1:3], lambda x: coalesce(nullif(ltrim(x, '0'), ''), '0'))"
+    return f"""CASE WHEN {ip} IS NULL THEN NULL
+        WHEN regexp_full_match({ip}, '[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}') THEN regexp_replace({ip}, '\\.[0-9]+$', '.0')
+        WHEN contains({ip}, ':') AND regexp_full_match({v6}, '[0-9a-f:.]+') THEN array_to_string({first3}, ':') || '::'
+        END"""
 
 
 def _fault_point(lines_done: int) -> None:

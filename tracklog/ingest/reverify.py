@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from tracklog import derived
-from tracklog.routes import sig_sql
+from tracklog.routes import PAGE_KIND, TOKEN_PARAM, param_sql, sig_sql, token_text
 from tracklog.signing import sql_pad_params, sql_sig_status
 from tracklog.store import OnWait, cleanup, writer_session
 
@@ -37,11 +37,20 @@ def reverify(db: Path, secrets: Sequence[bytes], wait: float, on_wait: OnWait | 
 
 
 def _reverify_in_transaction(con: duckdb.DuckDBPyConnection, secrets: Sequence[bytes]) -> pa.Table:
-    status = sql_sig_status("h.path", sig_sql("h.query"), len(secrets))
+    # a page tag is signed by its landing token (tl=): over routes.token_text, its last 22
+    # characters the signature; one without a well-formed token has no recipient, nothing to check
+    page = f"h.kind = '{PAGE_KIND}'"
+    token_text_sql = "'" + token_text("' || h.delivery_id || '", "' || h.recipient_id || '") + "'"
+    signed = f"CASE WHEN {page} THEN {token_text_sql} ELSE h.path END"
+    sig = (
+        f"CASE WHEN {page} THEN right({param_sql('h.query', TOKEN_PARAM)}, 22) ELSE {sig_sql('h.query')} END"
+    )
+    status = sql_sig_status(signed, sig, len(secrets))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _rv AS
         SELECT * FROM (
             SELECT h.source_id, h.line_no, h.delivery_id, h.sig_status AS before, {status} AS after FROM hits h
+            WHERE NOT ({page} AND h.recipient_id IS NULL)
         ) x WHERE x.after IS DISTINCT FROM x.before""",
         sql_pad_params(secrets),
     )

@@ -23,7 +23,7 @@ from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import LogFormat, resolve_format
 from tracklog.ingest.sources import DEFAULT_EXCLUDE, InputSpec, expand_inputs
 from tracklog.profiling import NoPhases, Phases
-from tracklog.routes import KINDS
+from tracklog.routes import HIT_KINDS as KINDS
 from tracklog.store import (
     LOG_FORMAT_KEY,
     OnWait,
@@ -162,7 +162,7 @@ def _run(
     run_id = _start_run(con)
     if manifests:
         with phases.phase("manifests"):
-            _ingest_manifests(con, manifests, report)
+            _ingest_manifests(con, manifests, report, config.verify_secrets())
     derived.use_clock_window(con, config.clock_window_days)
     # new or replaced manifests resolve their deliveries' stored hits again (and a database
     # of an earlier version is brought up to date) before new hits merge, chunk by chunk
@@ -178,7 +178,13 @@ def _run(
             progress=progress,
             phases=phases,
             between_commits=_between_commits(session),
+            truncate_ips=config.truncate_ips,
         )
+        if config.secret is None and ingester.has_tombstones():
+            report.warnings.append(
+                "the database holds tombstones of `tracklog forget` but no secret is set: hits of "
+                "forgotten recipients in these logs are stored again (set TRACKLOG_SECRET)"
+            )
         for spec in specs:
             result = ingester.ingest(spec)
             report.files.append(result)
@@ -204,12 +210,14 @@ def _between_commits(session: WriterSession) -> Callable[[Callable[[], None]], N
     return sleep_then_hand_off
 
 
-def _ingest_manifests(con: duckdb.DuckDBPyConnection, manifests: list[str], report: IngestReport) -> None:
+def _ingest_manifests(
+    con: duckdb.DuckDBPyConnection, manifests: list[str], report: IngestReport, secret: list[bytes]
+) -> None:
     from tracklog.manifest import expand_manifest_args, ingest_manifests
 
     paths, missing = expand_manifest_args(manifests)
     report.errors.extend(missing)
-    for outcome in ingest_manifests(con, paths):
+    for outcome in ingest_manifests(con, paths, secret):
         report.manifests.append(ManifestLine(str(outcome.path), outcome.ok, outcome.message))
         if not outcome.ok:
             report.errors.append(outcome.message)
