@@ -5,6 +5,8 @@ from one table of route shapes:
   GET      /c/{delivery}/{link}/{recipient}   click redirect
   GET      /m/{delivery}/{recipient}          mirror page
   GET|POST /u/{delivery}/{recipient}          unsubscribe (GET opt-out link, POST RFC 8058 one-click)
+and HEAD on each: a machine's request (link scanners check links with it), stored as a hit so
+that tracklog.classify counts it as one.
 Ids are 1-128 characters of [A-Za-z0-9._~-], URL-unreserved, so a path never needs escaping.
 """
 
@@ -31,10 +33,10 @@ class Route:
 
 
 ROUTES = (
-    Route("open", "o", has_link=False, suffix=".gif", methods=("GET",)),
-    Route("click", "c", has_link=True, suffix="", methods=("GET",)),
-    Route("mirror", "m", has_link=False, suffix="", methods=("GET",)),
-    Route("unsubscribe", "u", has_link=False, suffix="", methods=("GET", "POST")),
+    Route("open", "o", has_link=False, suffix=".gif", methods=("GET", "HEAD")),
+    Route("click", "c", has_link=True, suffix="", methods=("GET", "HEAD")),
+    Route("mirror", "m", has_link=False, suffix="", methods=("GET", "HEAD")),
+    Route("unsubscribe", "u", has_link=False, suffix="", methods=("GET", "HEAD", "POST")),
 )
 KINDS = tuple(r.kind for r in ROUTES)
 _BY_KIND = {r.kind: r for r in ROUTES}

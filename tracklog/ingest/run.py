@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from tracklog import derived
+from tracklog import classify, derived
 from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
@@ -104,8 +104,10 @@ def run_ingest(
             with phases.phase("manifests"):
                 _ingest_manifests(con, manifests, report)
         # new or replaced manifests resolve their deliveries' stored hits again (and a database
-        # of an earlier version is brought up to date) before new hits merge, chunk by chunk
-        with phases.phase("derived tables (manifests, upgrades)"):
+        # of an earlier version, or classified with other settings, is brought up to date)
+        # before new hits merge, chunk by chunk
+        with phases.phase("derived tables (manifests, upgrades, classifier)"):
+            classify.store_settings(con, config.classify)
             derived.sync(con)
         if specs:
             ingester = Ingester(
