@@ -113,10 +113,10 @@ def ip_number_sql(ip: str) -> str:
     )
     groups = (
         f"string_split(CASE WHEN contains({ip}, '::') THEN trim(replace({ip}, '::', ':' || "
-        f"repeat('0:', 8 - len(list_filter(string_split({ip}, ':'), g -> g <> '')))), ':') ELSE {ip} END, ':')"
+        f"repeat('0:', 8 - len(list_filter(string_split({ip}, ':'), lambda g: g <> '')))), ':') ELSE {ip} END, ':')"
     )
     v6 = (
-        f"CASE WHEN len(g6) = 8 AND len(list_filter(g6, g -> regexp_full_match(g, '[0-9A-Fa-f]{{1,4}}'))) = 8 "
+        f"CASE WHEN len(g6) = 8 AND len(list_filter(g6, lambda g: regexp_full_match(g, '[0-9A-Fa-f]{{1,4}}'))) = 8 "
         "THEN " + " + ".join(f"(TRY_CAST('0x' || g6[{i + 1}] AS UBIGINT) << {48 - 16 * i})" for i in range(4))
         + " END"
     )
