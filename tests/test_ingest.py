@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
 
 from tracklog.cli import cli
+from tracklog.schema import SCHEMA_VERSION
 from tracklog.store import lock_path, open_writer
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "apache_logs"
@@ -442,7 +443,7 @@ def test_schema_1_database_is_migrated_with_path_computed(tmp_path: Path, db: Pa
 
     write(log, lines[2:], mode="a")
     assert run(db, "ingest", str(log)).exit_code == 0
-    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert q(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert q(db, "SELECT line_no, path, kind FROM hits ORDER BY line_no") == [
         (1, "/o/NL-1/r1.gif", "open"),
         (2, "/c/NL-1/hero/r2", "click"),

@@ -75,7 +75,8 @@ def test_urls_sum_the_same_url_across_deliveries(reader: duckdb.DuckDBPyConnecti
     sale = next(
         r for r in urls.urls(reader, "url").to_pylist() if r["url"] == "https://shop.example.com/sale"
     )
-    assert (sale["clicks"], sale["deliveries"]) == (3 + 3, 2)  # NL1 hero + NL2 sale
+    # NL1 hero (r1 twice, r3; not r5's scanner nor r2's HEAD) + NL2 sale (r1, r8 twice, r2)
+    assert (sale["clicks"], sale["deliveries"]) == (3 + 4, 2)
 
 
 def _model_paths(model: Model, delivery_id: str) -> dict[str, list[str]]:

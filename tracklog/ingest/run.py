@@ -106,7 +106,7 @@ def run_ingest(
         # new or replaced manifests resolve their deliveries' stored hits again (and a database
         # of an earlier version, or classified with other settings, is brought up to date)
         # before new hits merge, chunk by chunk
-        with phases.phase("derived tables (manifests, upgrades, classifier)"):
+        with phases.phase("derived tables (manifests, upgrades)"):
             classify.store_settings(con, config.classify)
             derived.sync(con)
         if specs:
