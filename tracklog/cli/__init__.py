@@ -153,6 +153,7 @@ def main() -> None:
 
 
 # Commands register themselves on `cli` when their module is imported.
+from tracklog.cli import classify as _classify  # noqa: F401
 from tracklog.cli import ingest as _ingest  # noqa: F401
 from tracklog.cli import link as _link  # noqa: F401
 from tracklog.cli import reports as _reports  # noqa: F401
