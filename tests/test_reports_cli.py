@@ -37,6 +37,8 @@ CASES = {
     "stats_by_device": ["report", "stats", "--by", "device"],
     "stats_by_domain": ["report", "stats", "--by", "domain"],
     "recipient": ["recipient", "r1"],
+    "recipient_humans_only": ["recipient", "r2", "--humans-only"],
+    "bots": ["report", "bots"],
 }
 
 
