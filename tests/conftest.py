@@ -373,7 +373,9 @@ class Model:
             return []
         kind = self.agent_kind(h.ua)
         peers = [
-            p for p in self.data.hits if p.delivery == h.delivery and p.recipient == h.recipient and self.accepted(p)
+            p
+            for p in self.data.hits
+            if p.delivery == h.delivery and p.recipient == h.recipient and self.accepted(p)
         ]
         clicks = [p for p in peers if p.kind == "click"]
         sec = dt.timedelta(seconds=1)
@@ -389,7 +391,8 @@ class Model:
         if any(self.is_trap(p) and abs(p.ts - h.ts) <= 10 * sec for p in peers):
             out.append("trap")
         if t == "click" and any(
-            c.ts <= h.ts <= c.ts + 2 * sec and len({x.link for x in clicks if c.ts <= x.ts <= c.ts + 2 * sec}) >= 3
+            c.ts <= h.ts <= c.ts + 2 * sec
+            and len({x.link for x in clicks if c.ts <= x.ts <= c.ts + 2 * sec}) >= 3
             for c in clicks
         ):
             out.append("burst")
@@ -434,7 +437,9 @@ class Model:
 
     def orphans(self) -> list[Hit]:
         return [
-            h for h in self.data.hits if self.hit_class(h) == "human" and not self.is_trap(h) and not self.resolves(h)
+            h
+            for h in self.data.hits
+            if self.hit_class(h) == "human" and not self.is_trap(h) and not self.resolves(h)
         ]
 
     def is_trap(self, h: Hit) -> bool:

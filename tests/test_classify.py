@@ -108,7 +108,12 @@ def test_gmail_proxy_open_is_human_and_makes_no_extra_person(tmp_path: Path) -> 
     ]
     rows, ind = classified(tmp_path, hits)
     assert rows == [("human", None), ("human", None)]
-    assert (ind["opens_total"], ind["opens_unique"], ind["persons_clicked"], ind["forwards_estimate"]) == (1, 1, 1, 0)
+    assert (ind["opens_total"], ind["opens_unique"], ind["persons_clicked"], ind["forwards_estimate"]) == (
+        1,
+        1,
+        1,
+        0,
+    )
 
 
 def test_mpp_by_exact_agent_or_apple_network_opens_only(tmp_path: Path) -> None:
@@ -220,7 +225,9 @@ def test_reclassify_rebuilds_only_the_deliveries_it_changes(tmp_path: Path) -> N
     and every figure equals a database built from scratch with the same settings."""
     data = make_dataset()
     chromebook = "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
-    data.hits.append(Hit("NL2", "r8", "open", dt.datetime(2026, 12, 2, 8, 0), ua=chromebook, ip="198.51.100.8"))
+    data.hits.append(
+        Hit("NL2", "r8", "open", dt.datetime(2026, 12, 2, 8, 0), ua=chromebook, ip="198.51.100.8")
+    )
     db = build_db(tmp_path / "r.duckdb", data)
     run(db, None, "report", "deliveries")  # the derived tables built with the defaults
     config = tmp_path / "tracklog.toml"
@@ -283,7 +290,13 @@ def test_stats_by_device_and_the_footer_agree_on_bots(tmp_path: Path) -> None:
     """A crawler's agent (ua-parser's `bot` device) is a machine's hit: no `bot` row among the
     people's devices, and the footer counts it."""
     hits = [
-        Hit("NL1", "r1", "open", LATER, ua="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+        Hit(
+            "NL1",
+            "r1",
+            "open",
+            LATER,
+            ua="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        ),
         Hit("NL1", "r2", "open", LATER, ua=CHROME_WIN),
     ]
     db = build_db(tmp_path / "d.duckdb", DataSet(make_dataset().deliveries, hits))

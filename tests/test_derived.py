@@ -104,7 +104,9 @@ def test_a_trap_click_in_a_later_batch_reclassifies_what_it_flags(dataset: DataS
         figures = []
         for batch in (numbered[:-1], numbered[-1:]):
             con.execute("BEGIN TRANSACTION")
-            con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
+            )
             insert_hits(con, batch, "batch")
             derived.store_hits(con, "batch")
             con.execute("COMMIT")

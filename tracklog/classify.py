@@ -16,6 +16,7 @@ import re
 import urllib.error
 import urllib.request
 from importlib import metadata, resources
+from typing import Any
 
 import crawleruseragents
 import duckdb
@@ -99,7 +100,7 @@ def window_seconds(settings: ClassifySettings) -> float:
 
 
 def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 IPV4_RE = r"[0-9]{1,3}(\.[0-9]{1,3}){3}"
@@ -116,8 +117,9 @@ def ip_number_sql(ip: str) -> str:
         f"repeat('0:', 8 - len(list_filter(string_split({ip}, ':'), lambda g: g <> '')))), ':') ELSE {ip} END, ':')"
     )
     v6 = (
-        f"CASE WHEN len(g6) = 8 AND len(list_filter(g6, lambda g: regexp_full_match(g, '[0-9A-Fa-f]{{1,4}}'))) = 8 "
-        "THEN " + " + ".join(f"(TRY_CAST('0x' || g6[{i + 1}] AS UBIGINT) << {48 - 16 * i})" for i in range(4))
+        "CASE WHEN len(g6) = 8 AND len(list_filter(g6, lambda g: regexp_full_match(g, '[0-9A-Fa-f]{1,4}'))) = 8 "
+        "THEN "
+        + " + ".join(f"(TRY_CAST('0x' || g6[{i + 1}] AS UBIGINT) << {48 - 16 * i})" for i in range(4))
         + " END"
     )
     return f"""
@@ -236,8 +238,8 @@ def stored_settings(con: duckdb.DuckDBPyConnection) -> tuple[ClassifySettings, s
         if not _is_read_only(con):
             con.execute("INSERT INTO classifier_settings VALUES (?, ?)", [_settings_json(settings), version])
         return settings, version
-    data = json.loads(rows[0][0])
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    data: dict[str, Any] = json.loads(rows[0][0])
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return ClassifySettings(**values), str(rows[0][1])
 
 
@@ -285,7 +287,13 @@ def parse_ranges(text: str, name: str) -> pa.Table:
         hi.append(int(net.broadcast_address) >> shift)
     if not family:
         raise DataError(f"proxy ranges {name}: no IP network found")
-    return pa.table({"family": pa.array(family, pa.int8()), "lo": pa.array(lo, pa.uint64()), "hi": pa.array(hi, pa.uint64())})
+    return pa.table(
+        {
+            "family": pa.array(family, pa.int8()),
+            "lo": pa.array(lo, pa.uint64()),
+            "hi": pa.array(hi, pa.uint64()),
+        }
+    )
 
 
 def _store_ranges(con: duckdb.DuckDBPyConnection, ranges: pa.Table, source: str) -> None:
@@ -297,8 +305,7 @@ def _store_ranges(con: duckdb.DuckDBPyConnection, ranges: pa.Table, source: str)
         con.unregister("_ranges")
     digest = hashlib.sha256(
         "\n".join(
-            f"{r[0]} {r[1]} {r[2]}"
-            for r in con.execute("SELECT * FROM proxy_ranges ORDER BY ALL").fetchall()
+            f"{r[0]} {r[1]} {r[2]}" for r in con.execute("SELECT * FROM proxy_ranges ORDER BY ALL").fetchall()
         ).encode()
     ).hexdigest()[:16]
     con.execute("DELETE FROM proxy_ranges_source")
@@ -309,7 +316,7 @@ def read_ranges_source(source: str, timeout: float = 60.0) -> tuple[str, str]:
     """The text of a proxy-range list from an http(s) URL or a local file, and its name."""
     if source.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310 (scheme checked)
+            with urllib.request.urlopen(source, timeout=timeout) as response:
                 return response.read().decode("utf-8", errors="replace"), source
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise DataError(
@@ -330,4 +337,4 @@ def replace_ranges(con: duckdb.DuckDBPyConnection, text: str, name: str) -> int:
     _store_ranges(con, ranges, name)
     version = _version(settings, _ranges_digest(con))
     con.execute("UPDATE classifier_settings SET version = ?", [version])
-    return ranges.num_rows
+    return int(ranges.num_rows)

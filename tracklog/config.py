@@ -70,13 +70,15 @@ def classify_settings(data: dict[str, Any], where: str) -> ClassifySettings:
     """The [classify] table checked: known keys, types, ranges (ConfigError naming `where`)."""
 
     values: dict[str, Any] = {}
+    value: Any
     for key, value in data.items():
         kind = _CLASSIFY_TYPES.get(key)
         if kind is None:
             raise ConfigError(
                 f"{where}: unknown key classify.{key} (known: {', '.join(sorted(_CLASSIFY_TYPES))})"
             )
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        type_ok = isinstance(value, kind)  # a separate name: mypy would narrow `value` to object
+        if not type_ok or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"{where}: classify.{key} has the wrong type (got {value!r})")
         if kind is list:
             if not all(isinstance(v, str) and v for v in value):
@@ -86,7 +88,9 @@ def classify_settings(data: dict[str, Any], where: str) -> ClassifySettings:
                     try:
                         re.compile(pattern)
                     except re.error as exc:
-                        raise ConfigError(f"{where}: classify.{key}: {pattern!r} is not a regexp ({exc})") from exc
+                        raise ConfigError(
+                            f"{where}: classify.{key}: {pattern!r} is not a regexp ({exc})"
+                        ) from exc
             value = tuple(value)
         elif kind is not bool and not 0 <= value <= 3600:
             raise ConfigError(f"{where}: classify.{key} must be between 0 and 3600 (got {value!r})")

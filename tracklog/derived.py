@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from tracklog import classify, metrics, store, useragent
+from tracklog.config import ClassifySettings
 from tracklog.errors import DataError
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
 
@@ -157,12 +158,16 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     if [s[:2] for s in state] != [(useragent.PARSER_VERSION, DEFINITIONS)]:
         _transaction(con, _reset)
     elif state[0][2] != classifier:
-        _transaction(con, _reclassify)
+        _transaction(con, _reclassify_quietly)
     _transaction(con, _rebuild_changed_deliveries)
     _catch_up(con)
 
 
-def reclassify(con: duckdb.DuckDBPyConnection, settings: classify.ClassifySettings) -> list[str]:
+def _reclassify_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    _reclassify(con)
+
+
+def reclassify(con: duckdb.DuckDBPyConnection, settings: ClassifySettings) -> list[str]:
     """Make `settings` the classifier's and bring every figure up to date without reading a
     log: the stored hits are classified again and the deliveries where a class or reason
     changed are rebuilt (the others keep their rows). The ids of those deliveries."""
@@ -271,8 +276,10 @@ def _classify(con: duckdb.DuckDBPyConnection) -> None:
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM _hb").fetchall()[0]
     columns = ", ".join(HIT_COLUMNS)
     if lo is None:
-        con.execute("CREATE OR REPLACE TEMP TABLE _hc AS SELECT *, CAST(NULL AS VARCHAR) AS class, "
-            "CAST(NULL AS VARCHAR) AS reasons FROM _hb")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _hc AS SELECT *, CAST(NULL AS VARCHAR) AS class, "
+            "CAST(NULL AS VARCHAR) AS reasons FROM _hb"
+        )
         return
     con.execute("CREATE OR REPLACE TEMP TABLE _hp AS SELECT DISTINCT delivery_id, recipient_id FROM _hb")
     # the stored hits that can change or decide a class of the batch: up to two windows away
@@ -360,9 +367,7 @@ def _unmerge(con: duckdb.DuckDBPyConnection) -> None:
     )
     # the browsers that clicked and that no other recipient's click event holds
     cols = metrics.BROWSER_COLUMNS
-    same = " AND ".join(
-        f"({sql.replace('e.', 'h.')}) IS NOT DISTINCT FROM b.{c}" for c, sql in cols.items()
-    )
+    same = " AND ".join(f"({sql.replace('e.', 'h.')}) IS NOT DISTINCT FROM b.{c}" for c, sql in cols.items())
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _nb AS
 SELECT * FROM (SELECT DISTINCT e.delivery_id, {", ".join(f"{sql} AS {c}" for c, sql in cols.items())}
@@ -383,38 +388,60 @@ WHERE NOT EXISTS (
     )
     parts: list[Part] = [
         (f"SELECT e.delivery_id, {negated} FROM _ev e GROUP BY e.delivery_id", tuple(metrics.EVENT_COUNTS)),
-        (f"SELECT h.delivery_id, {excluded} FROM _nf h GROUP BY h.delivery_id", tuple(metrics.EXCLUDED_AGGREGATES)),
+        (
+            f"SELECT h.delivery_id, {excluded} FROM _nf h GROUP BY h.delivery_id",
+            tuple(metrics.EXCLUDED_AGGREGATES),
+        ),
         (f"SELECT d.delivery_id, {uniques} FROM _rd d GROUP BY d.delivery_id", tuple(metrics.UNIQUE_OF_FLAG)),
-        ("SELECT b.delivery_id, -count(*) AS persons_clicked FROM _nb b GROUP BY b.delivery_id", ("persons_clicked",)),
+        (
+            "SELECT b.delivery_id, -count(*) AS persons_clicked FROM _nb b GROUP BY b.delivery_id",
+            ("persons_clicked",),
+        ),
     ]
     _add_rows(con, "delivery_totals", ("delivery_id",), metrics.TOTAL_COLUMNS, parts)
     named = "JOIN dimension_values v ON v.value_key = p.value_key"
     dims: list[Part] = [
         (
-            "SELECT p.delivery_id, v.dimension, v.value, -p.opens AS opens, -p.clicks AS clicks FROM ("
-            "SELECT r.delivery_id, d.value_key, sum(d.opens) AS opens, sum(d.clicks) AS clicks FROM _dv d "
-            "JOIN (SELECT DISTINCT recipient_key, delivery_id FROM _ev) r ON r.recipient_key = d.recipient_key "
-            f"GROUP BY r.delivery_id, d.value_key) p {named}",
+            (
+                "SELECT p.delivery_id, v.dimension, v.value, -p.opens AS opens, -p.clicks AS clicks FROM ("
+                "SELECT r.delivery_id, d.value_key, sum(d.opens) AS opens, sum(d.clicks) AS clicks FROM _dv d "
+                "JOIN (SELECT DISTINCT recipient_key, delivery_id FROM _ev) r ON r.recipient_key = d.recipient_key "
+                f"GROUP BY r.delivery_id, d.value_key) p {named}"
+            ),
             ("opens", "clicks"),
         ),
         (
-            "SELECT p.delivery_id, v.dimension, v.value, -p.readers AS readers FROM ("
-            "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
-            "SELECT d.delivery_id, unnest(d.value_keys) AS value_key FROM _rd d) n "
-            f"GROUP BY n.delivery_id, n.value_key) p {named}",
+            (
+                "SELECT p.delivery_id, v.dimension, v.value, -p.readers AS readers FROM ("
+                "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
+                "SELECT d.delivery_id, unnest(d.value_keys) AS value_key FROM _rd d) n "
+                f"GROUP BY n.delivery_id, n.value_key) p {named}"
+            ),
             ("readers",),
         ),
     ]
-    _add_rows(con, "delivery_dimensions", ("delivery_id", "dimension", "value"), ("opens", "clicks", "readers"), dims)
+    _add_rows(
+        con,
+        "delivery_dimensions",
+        ("delivery_id", "dimension", "value"),
+        ("opens", "clicks", "readers"),
+        dims,
+    )
     flags = ", ".join(
-        f"-count(*) FILTER (WHERE d.{metrics.UNIQUE_OF_FLAG[n]}) AS {n}" for n in ("opens_unique", "clicks_unique")
+        f"-count(*) FILTER (WHERE d.{metrics.UNIQUE_OF_FLAG[n]}) AS {n}"
+        for n in ("opens_unique", "clicks_unique")
     )
     _add_rows(
         con,
         "delivery_domains",
         ("delivery_id", "domain"),
         ("sent", "delivered", "opens_unique", "clicks_unique"),
-        [(f"SELECT d.delivery_id, d.email_domain AS domain, {flags} FROM _rd d GROUP BY ALL", ("opens_unique", "clicks_unique"))],
+        [
+            (
+                f"SELECT d.delivery_id, d.email_domain AS domain, {flags} FROM _rd d GROUP BY ALL",
+                ("opens_unique", "clicks_unique"),
+            )
+        ],
     )
     con.execute("DELETE FROM readers WHERE recipient_key IN (SELECT recipient_key FROM _rd)")
     con.execute("UPDATE derived_state SET hits = hits - (SELECT count(*) FROM _nf)")

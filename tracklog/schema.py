@@ -314,7 +314,9 @@ def _replace_caches(con: duckdb.DuckDBPyConnection) -> None:
     """Schema 2 -> 3: the resolution columns of `hits` (NULL: not resolved yet), and the caches
     of schema 2 dropped (with the views that read them); the derived tables are created empty
     and tracklog.derived builds them from the hits."""
-    for column, sql_type in zip(RESOLUTION_COLUMNS[:4], ("VARCHAR", "INTEGER", "BIGINT", "VARCHAR"), strict=True):
+    for column, sql_type in zip(
+        RESOLUTION_COLUMNS[:4], ("VARCHAR", "INTEGER", "BIGINT", "VARCHAR"), strict=True
+    ):
         con.execute(f"ALTER TABLE hits ADD COLUMN IF NOT EXISTS {column} {sql_type}")
     views = con.execute(
         "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal"

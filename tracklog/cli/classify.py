@@ -3,6 +3,9 @@ ranges applied to the stored hits, every figure brought up to date without readi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 import pyarrow as pa
 
@@ -27,9 +30,17 @@ def _bots_per_delivery(app: App, rebuilt: list[str]) -> pa.Table:
     )
 
 
-def _format_option(func):  # type: ignore[no-untyped-def]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _format_option(func: F) -> F:
     return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format."
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
     )(func)
 
 
@@ -43,7 +54,12 @@ def reclassify_cmd(app: App, /, fmt: str) -> None:
     with writer_session(app.config.db, app.config.wait, on_wait=app.waiting_notice()) as session:
         rebuilt = derived.reclassify(session.con, app.config.classify)
     if not app.quiet:
-        app.err.print(f"Reclassified: {len(rebuilt)} deliveries rebuilt" + (f" ({', '.join(rebuilt)})" if rebuilt else ""), markup=False, highlight=False)
+        app.err.print(
+            f"Reclassified: {len(rebuilt)} deliveries rebuilt"
+            + (f" ({', '.join(rebuilt)})" if rebuilt else ""),
+            markup=False,
+            highlight=False,
+        )
     render(_bots_per_delivery(app, rebuilt), fmt, title="Machine opens and bot clicks")
 
 

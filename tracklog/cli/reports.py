@@ -275,7 +275,11 @@ def bots_cmd(app: App, /, delivery_id: str | None, **opts: Any) -> None:
     c = common(**opts)
     with reader(app) as con:
         sections = [
-            Section(bots_report.classes(con, delivery_id, c.window), name="classes", title="Hits by class and reason"),
+            Section(
+                bots_report.classes(con, delivery_id, c.window),
+                name="classes",
+                title="Hits by class and reason",
+            ),
             Section(
                 bots_report.agents(con, delivery_id, c.window, c.limit),
                 name="agents",
@@ -296,7 +300,9 @@ def bots_cmd(app: App, /, delivery_id: str | None, **opts: Any) -> None:
 @click.option("--humans-only", is_flag=True, help="Only the counted events (no machine opens or bot clicks).")
 @common_options
 @pass_app
-def recipient_cmd(app: App, /, recipient_id: str, delivery_id: str | None, humans_only: bool, **opts: Any) -> None:
+def recipient_cmd(
+    app: App, /, recipient_id: str, delivery_id: str | None, humans_only: bool, **opts: Any
+) -> None:
     """The recipient's Tracking tab: every tracking event, newest first, with its class and reasons."""
     c = common(**opts)
     with reader(app) as con:

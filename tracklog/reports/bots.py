@@ -46,7 +46,12 @@ ORDER BY delivery, class
 
 
 def _top(
-    con: duckdb.DuckDBPyConnection, value: str, name: str, delivery_id: str | None, window: Window, limit: int | None
+    con: duckdb.DuckDBPyConnection,
+    value: str,
+    name: str,
+    delivery_id: str | None,
+    window: Window,
+    limit: int | None,
 ) -> pa.Table:
     where, params = _scope(delivery_id, window)
     top = TOP if limit is None else int(limit)
