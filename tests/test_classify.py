@@ -303,3 +303,32 @@ def test_stats_by_device_and_the_footer_agree_on_bots(tmp_path: Path) -> None:
     table = run(db, None, "report", "stats", "--by", "device", "--format", "json")
     assert [r["device"] for r in json.loads(table)] == ["desktop"]
     assert "1 machine opens" in run(db, None, "report", "stats", "--by", "device")
+
+
+def test_head_lines_are_ingested_as_hits_by_both_parsers(tmp_path: Path) -> None:
+    """A HEAD on a tracking route is a hit (it used to be ignored), classified `head`: through
+    the compiled parser and through the SQL path (a log_format the compiled parser does not take)."""
+    from conftest import LOG_FORMAT, SECRET, write_tracking_log
+
+    hits = [
+        Hit("NL1", "r1", "click", LATER, "hero", method="HEAD", ip="192.0.2.5"),
+        Hit("NL1", "r1", "open", at(LATER, 1), method="HEAD", ip="192.0.2.5"),
+        Hit("NL1", "r2", "unsubscribe", at(LATER, 2), method="HEAD", ip="192.0.2.5"),
+        Hit("NL1", "r3", "click", at(LATER, 3), "hero"),
+    ]
+    log = write_tracking_log(tmp_path / "access.log", hits)
+    for name, fmt in (("fast", LOG_FORMAT), ("sql", LOG_FORMAT + " extra=$request_time")):
+        if name == "sql":
+            log.write_text(log.read_text().replace("\n", " extra=0.001\n"))
+        db = build_db(tmp_path / f"{name}.duckdb", DataSet(make_dataset().deliveries), hits=False)
+        env = {"TRACKLOG_CONFIG": "", "TRACKLOG_DB": "", "TRACKLOG_SECRET": SECRET.decode()}
+        result = CliRunner().invoke(cli, ["--db", str(db), "ingest", "--log-format", fmt, str(log)], env=env)
+        assert result.exit_code == 0, result.stderr
+        with duckdb.connect(str(db), read_only=True) as con:
+            rows = con.execute("SELECT method, kind, class, reasons FROM hits ORDER BY line_no").fetchall()
+        assert rows == [
+            ("HEAD", "click", "bot_click", "head"),
+            ("HEAD", "open", "machine_open", "head"),
+            ("HEAD", "unsubscribe", "bot_click", "head"),
+            ("GET", "click", "human", None),
+        ], name

@@ -82,9 +82,14 @@ def test_json_one_delivery_is_an_object_with_the_issue_fields(tracking_db: Path)
 def test_recipient_json_fields(tracking_db: Path) -> None:
     data = json.loads(run(tracking_db, "recipient", "r4", "--format", "json").stdout)
     assert [list(d) for d in data] == [
-        ["ts", "type", "delivery", "delivery_label", "link_id", "label", "url"]
-    ] * 3
+        ["ts", "type", "class", "reasons", "delivery", "delivery_label", "link_id", "label", "url"]
+    ] * 5
     assert data[0]["type"] == "unsubscribe" and data[0]["url"] is None
+    # r4's Apple Mail prefetches, seconds after the send: shown, classified
+    assert [(d["type"], d["class"], d["reasons"]) for d in data[3:]] == [
+        ("open", "machine_open", "proxy_range"),
+        ("open", "machine_open", "mpp,proxy_range"),
+    ]
 
 
 @pytest.mark.parametrize(
