@@ -107,7 +107,7 @@ def run_ingest(
         # of an earlier version, or classified with other settings, is brought up to date)
         # before new hits merge, chunk by chunk
         with phases.phase("derived tables (manifests, upgrades)"):
-            classify.store_settings(con, config.classify)
+            _store_classifier_settings(con, config)
             derived.sync(con)
         if specs:
             ingester = Ingester(
@@ -131,6 +131,18 @@ def run_ingest(
     with phases.phase("close database (checkpoint)"):
         closing.close()
     return report
+
+
+def _store_classifier_settings(con: duckdb.DuckDBPyConnection, config: Config) -> None:
+    """The [classify] settings of the config become the ones in force (derived.sync then
+    reclassifies the stored hits if their version changed)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        classify.store_settings(con, config.classify)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _between_commits(session: WriterSession) -> Callable[[], None]:
