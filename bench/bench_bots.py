@@ -86,8 +86,17 @@ class Traffic:
             return f"{prefix}.{r.randrange(1, 255)}"
         return f"{r.choice((81, 86, 90, 92, 109, 176, 188))}.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}"
 
-    def add(self, t: datetime, ip: str, ua: str, truth: str, kind: str, rid: str, link: str | None = None,
-            method: str = "GET") -> None:
+    def add(
+        self,
+        t: datetime,
+        ip: str,
+        ua: str,
+        truth: str,
+        kind: str,
+        rid: str,
+        link: str | None = None,
+        method: str = "GET",
+    ) -> None:
         path = {
             "open": f"/o/{DELIVERY}/{rid}.gif",
             "click": f"/c/{DELIVERY}/{link}/{rid}",
@@ -157,7 +166,9 @@ class Traffic:
                 if scan < 0.5:
                     self.scan_everything(rid, gateway, scanner_ua)
                 elif scan < 0.7:  # one link, with a browser's agent: mostly at the send, 15% later
-                    at = SENT + timedelta(seconds=r.uniform(0.5, 4) if r.random() < 0.85 else r.uniform(6, 90))
+                    at = SENT + timedelta(
+                        seconds=r.uniform(0.5, 4) if r.random() < 0.85 else r.uniform(6, 90)
+                    )
                     self.add(at, gateway, DESKTOP, "bot_click", "click", rid, r.choice(LINKS))
                 elif scan < 0.8:  # HEAD on every link
                     at = SENT + timedelta(seconds=r.uniform(5, 120))
@@ -176,9 +187,13 @@ class Traffic:
                     self.add(at, home, DESKTOP, "human", "click", rid, r.choice(LINKS))
                     continue
                 if r.random() < 0.01:  # an HTTP library fetches the pixel
-                    self.add(self.later(SENT, 30), self.ip(), r.choice(LIBRARIES), "machine_open", "open", rid)
+                    self.add(
+                        self.later(SENT, 30), self.ip(), r.choice(LIBRARIES), "machine_open", "open", rid
+                    )
                 if reads:
-                    self.person_reads(rid, home, r.choice((DESKTOP, MAC, ANDROID, IPHONE, OUTLOOK)), "own", opened)
+                    self.person_reads(
+                        rid, home, r.choice((DESKTOP, MAC, ANDROID, IPHONE, OUTLOOK)), "own", opened
+                    )
         return sorted(self.lines, key=lambda x: x.ts)
 
 
@@ -238,12 +253,28 @@ def main() -> None:
         out = Path(tmp)
         write_inputs(out, lines, args.recipients)
         db = out / "bots.duckdb"
-        base = [sys.executable, "-m", "tracklog", "--db", str(db), "--config", str(out / "tracklog.toml"), "--quiet"]
-        subprocess.run([*base, "ingest", "--manifest", str(out / "manifest.json"), str(out / "access.log")],
-                       check=True, stdout=subprocess.DEVNULL)
+        base = [
+            sys.executable,
+            "-m",
+            "tracklog",
+            "--db",
+            str(db),
+            "--config",
+            str(out / "tracklog.toml"),
+            "--quiet",
+        ]
+        subprocess.run(
+            [*base, "ingest", "--manifest", str(out / "manifest.json"), str(out / "access.log")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         report = json.loads(
-            subprocess.run([*base, "report", "delivery", DELIVERY, "--format", "json"], check=True,
-                           capture_output=True, text=True).stdout
+            subprocess.run(
+                [*base, "report", "delivery", DELIVERY, "--format", "json"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
         )
         import duckdb
 
@@ -252,8 +283,10 @@ def main() -> None:
     truth = {n: x.truth for n, x in enumerate(lines, start=1)}
     classes = ("human", "machine_open", "bot_click")
     matrix = Counter((truth[n], predicted.get(n, "(not a hit)")) for n in truth)
-    print(f"{len(lines)} hits, {args.recipients} recipients; truth: " + ", ".join(
-        f"{c} {sum(1 for t in truth.values() if t == c)}" for c in classes))
+    print(
+        f"{len(lines)} hits, {args.recipients} recipients; truth: "
+        + ", ".join(f"{c} {sum(1 for t in truth.values() if t == c)}" for c in classes)
+    )
     print("\nConfusion matrix (rows: truth, columns: tracklog's class)\n")
     print("| truth \\ class | " + " | ".join(classes) + " |")
     print("|---|" + "---:|" * len(classes))
