@@ -332,3 +332,18 @@ def test_head_lines_are_ingested_as_hits_by_both_parsers(tmp_path: Path) -> None
             ("HEAD", "unsubscribe", "bot_click", "head"),
             ("GET", "click", "human", None),
         ], name
+
+
+def test_the_next_ingest_applies_changed_settings(tmp_path: Path) -> None:
+    """No `reclassify` needed: an ingest stores the config's [classify] settings first, and the
+    stored hits are classified again when their version changed."""
+    hits = [Hit("NL1", "r1", "open", LATER, ua=MPP, ip="198.51.100.1")]
+    db = build_db(tmp_path / "n.duckdb", DataSet(make_dataset().deliveries, hits))
+    assert json.loads(run(db, None, "report", "delivery", "NL1", "--format", "json"))["machine_opens"] == 1
+    config = tmp_path / "tracklog.toml"
+    config.write_text("verify_signatures = false\n[classify]\nmpp_agents = []\n")
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    run(db, config, "--quiet", "ingest", str(empty))
+    row = json.loads(run(db, None, "report", "delivery", "NL1", "--format", "json"))
+    assert (row["machine_opens"], row["opens_total"]) == (0, 1)
