@@ -144,7 +144,11 @@ def test_bad_options_are_usage_errors(tracking_db: Path) -> None:
 def test_tz_changes_table_times_not_json(tracking_db: Path) -> None:
     table = run(tracking_db, "recipient", "r1", "--tz", "Europe/Paris", "--format", "csv").stdout
     assert "2026-12-01T11:03:00+01:00" in table
-    data = json.loads(run(tracking_db, "recipient", "r1", "--tz", "Europe/Paris", "--format", "json").stdout)
+    data = json.loads(
+        run(
+            tracking_db, "recipient", "r1", "--humans-only", "--tz", "Europe/Paris", "--format", "json"
+        ).stdout
+    )
     assert data[0]["ts"] == "2026-12-01T10:03:00Z"
 
 
@@ -154,6 +158,7 @@ def test_since_until_restrict_the_events(tracking_db: Path) -> None:
             tracking_db,
             "recipient",
             "r1",
+            "--humans-only",
             "--since",
             "2026-11-03T09:06:00Z",
             "--until",

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 FORMATS = ("table", "csv", "json")
 BAR_WIDTH = 24
@@ -40,6 +41,16 @@ def cell_text(value: Any, tz: dt.tzinfo | None = None) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
+
+
+# C0 and C1 control characters and DEL, shown escaped in a terminal table (log fields are
+# attacker-written: an escape sequence must not reach the terminal)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def terminal_text(cell: str) -> Text:
+    """A cell for a rich table: never markup, control characters escaped."""
+    return Text(cell.translate(_CONTROLS))
 
 
 def iso_utc(value: dt.datetime) -> str:
@@ -186,8 +197,8 @@ def _rich_table(section: Section, tz: dt.tzinfo | None) -> Table:
         values = [v for v in table.column(source).to_pylist() if v is not None]
         tops[header] = float(max(values, default=0))
     for r in rows_of(table):
-        cells = [cell_text(v, tz) for v in r.values()]
-        cells += [bar_text(float(r[src] or 0), tops[h]) for h, src in section.bars.items()]
+        cells = [terminal_text(cell_text(v, tz)) for v in r.values()]
+        cells += [Text(bar_text(float(r[src] or 0), tops[h])) for h, src in section.bars.items()]
         rt.add_row(*cells)
     return rt
 
@@ -198,5 +209,5 @@ def _transposed(section: Section, tz: dt.tzinfo | None) -> Table:
     rt.add_column("value", justify="right", overflow="fold")
     rows = rows_of(section.table)
     for name in section.table.column_names:
-        rt.add_row(name, cell_text(rows[0][name], tz) if rows else "")
+        rt.add_row(name, terminal_text(cell_text(rows[0][name], tz) if rows else ""))
     return rt
