@@ -347,3 +347,19 @@ def test_the_next_ingest_applies_changed_settings(tmp_path: Path) -> None:
     run(db, config, "--quiet", "ingest", str(empty))
     row = json.loads(run(db, None, "report", "delivery", "NL1", "--format", "json"))
     assert (row["machine_opens"], row["opens_total"]) == (0, 1)
+
+
+def test_report_bots_shows_hostile_agents_as_text(tmp_path: Path) -> None:
+    """Agents are attacker-written: in the table, markup stays text and control characters are
+    escaped, never sent to the terminal."""
+    evil = "python-requests/2.0 [bold red]x[/] \x1b[2J\x07"
+    hits = [Hit("NL1", "r1", "open", LATER, ua=evil)]
+    db = build_db(tmp_path / "h.duckdb", DataSet(make_dataset().deliveries, hits))
+    out = run(db, None, "report", "bots")
+    assert "\x1b" not in out and "\x07" not in out
+    assert "[bold red]x[/] \\x1b[2J\\x07" in out
+    data = json.loads(run(db, None, "report", "bots", "--format", "json"))
+    assert data["agents"] == [
+        {"delivery": "NL1", "user_agent": evil, "hits": 1, "machine_opens": 1, "bot_clicks": 0}
+    ]
+    assert [(r["class"], r["agent"]) for r in data["classes"]] == [("machine_open", 1)]
