@@ -422,6 +422,11 @@ class Model:
             return h.link in links and links[h.link][3] != "trap"
         return True
 
+    def resolves_recipient(self, h: Hit) -> bool:
+        """The hit's delivery has a manifest that names its recipient (links aside)."""
+        d = self.by_id.get(h.delivery)
+        return d is not None and h.recipient in {r[0] for r in d.recipients}
+
     def events(
         self, delivery: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
     ) -> list[Hit]:
