@@ -151,9 +151,6 @@ EXCLUDED_AGGREGATES: dict[str, str] = {
     "machine_opens": "count(*) FILTER (WHERE h.verdict = 'automated' AND h.type = 'open')",
     "bot_clicks": "count(*) FILTER (WHERE h.verdict = 'automated' AND h.type = 'click')",
 }
-# The flagged hits that are neither opens nor clicks (mirror page, opt-out link, and HEADs on
-# them): class bot_click, shown by `report bots` and the recipient tab, in no indicator.
-BOT_OTHER_SQL = "h.verdict = 'automated' AND h.type NOT IN ('open', 'click')"
 TOTAL_COLUMNS = (*EVENT_AGGREGATES, *EXCLUDED_AGGREGATES)
 
 # Field order of the Tracking indicators (the JSON names of issue 4).
