@@ -28,11 +28,9 @@ from tracklog.errors import DataError
 
 # Bump when the rules below change: stored classes are then made again (tracklog reclassify).
 CLASSIFIER_VERSION = "1"
-CLASSES = ("human", "machine_open", "bot_click")
 REASONS = ("mpp", "proxy_range", "head", "agent", "trap", "burst", "fast")
 APPLE_EGRESS_URL = "https://mask-api.icloud.com/egress-ip-ranges.csv"
 BUNDLED_RANGES = "apple-proxy-ranges.csv"
-AGENT_KINDS = ("proxy", "mpp", "bot")  # agent_kinds.kind, NULL for the others
 
 
 def _crawler_list_version() -> str:
