@@ -1348,6 +1348,31 @@ def write_outputs(gen: Generator, out: Path, secret: str) -> dict[str, object]:
     return expected
 
 
+def is_machine(h: Hit) -> bool:
+    """Whether a machine made the request: a mail gateway's scan, or Apple's Mail Privacy
+    Protection proxy (its prefetch, and every open it fetches for an Apple Mail reader)."""
+    return h.tag in ("scanner", "open_mpp_prefetch") or (h.kind == "open" and h.ua == APPLE_PROXY_UA)
+
+
+def human_truth(mine: list[Hit]) -> dict[str, int]:
+    """The people's figures of one delivery and the machines' beside them, from the generator's
+    own records: accepted = valid signature and no 4xx/5xx; a click on the trap is a machine's."""
+    accepted = [h for h in mine if h.sig == "valid" and h.status < 400]
+    people = [h for h in accepted if not is_machine(h)]
+    clicks = [h for h in people if h.kind == "click"]
+    return {
+        "opens_total": sum(1 for h in people if h.kind == "open"),
+        "clicks_total": len(clicks),
+        "recipients_opened": len(
+            {h.recipient for h in people if h.kind in ("open", "click", "mirror")}
+            | {h.recipient for h in people if h.kind == "unsubscribe" and h.method == "GET"}
+        ),
+        "recipients_clicked": len({h.recipient for h in clicks}),
+        "machine_opens": sum(1 for h in accepted if is_machine(h) and h.kind == "open"),
+        "bot_clicks": sum(1 for h in accepted if is_machine(h) and h.kind == "click"),
+    }
+
+
 def ground_truth(gen: Generator, files: dict[str, list[Hit]]) -> dict[str, object]:
     """What the logs contain, counted from the generator's own records (not from a parser)."""
     tracked = [h for rows in files.values() for h in rows if h.kind is not None]
@@ -1367,6 +1392,7 @@ def ground_truth(gen: Generator, files: dict[str, list[Hit]]) -> dict[str, objec
             "recipients_with_valid_click": len(
                 {h.recipient for h in mine if h.kind == "click" and h.sig == "valid" and h.status != 404}
             ),
+            "people": human_truth(mine),
         }
     pages = [h for h in tracked if h.kind == "page" and h.sig == "valid"]
     web = {

@@ -9,7 +9,9 @@ them as log lines too, so the fixture can switch to real ingest.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
+import crawleruseragents
 import duckdb
 import pytest
 
@@ -63,6 +66,9 @@ ANDROID = (
 THUNDERBIRD = "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Thunderbird/115.0"
 SCANNER = "Mozilla/5.0 (compatible; LinkScanner/1.0)"
 ONECLICK = "Google-OneClick-Unsubscribe"
+MPP = "Mozilla/5.0"  # Apple Mail Privacy Protection's prefetch
+GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+PYTHON_REQUESTS = "python-requests/2.31.0"
 
 NL1_SENT = dt.datetime(2026, 11, 3, 9, 0)
 NL2_SENT = dt.datetime(2026, 12, 1, 10, 0)
@@ -138,6 +144,10 @@ def _nl1(minutes: float) -> dt.datetime:
 
 def _nl2(minutes: float) -> dt.datetime:
     return NL2_SENT + dt.timedelta(minutes=minutes)
+
+
+def _s(when: dt.datetime, seconds: float) -> dt.datetime:
+    return when + dt.timedelta(seconds=seconds)
 
 
 def make_dataset() -> DataSet:
@@ -223,6 +233,32 @@ def make_dataset() -> DataSet:
         Hit("NL2", "r8", "click", _nl2(102), "news", ua=ANDROID, ip="198.51.100.8"),
         Hit("NL2", "r8", "click", _nl2(103), "sale", ua=ANDROID, ip="198.51.100.8"),
         Hit("NL2", "r2", "open", _nl2(1440), ua=CHROME_WIN, ip="198.51.100.2"),
+        # machines (README "Machine opens and bot clicks"), and people that look a bit like them
+        # r4's Apple Mail: MPP prefetches seconds after the send (exact agent; Apple's network)
+        Hit("NL1", "r4", "open", _s(NL1_SENT, 2), ua=MPP, ip="17.58.63.10"),
+        Hit("NL1", "r4", "open", _s(NL1_SENT, 4), ip="17.58.63.11"),
+        # r3 reads in Gmail: the image proxy's open is r3's (a person), then the click above
+        Hit("NL1", "r3", "open", _nl1(124.5), ua=GMAIL_PROXY, ip="66.249.84.1"),
+        # a gateway's scanner follows every link of r5's message within a second, and the
+        # opt-out link, seconds after the send (with a browser's agent)
+        Hit("NL1", "r5", "click", _s(NL1_SENT, 3), "hero", ua=CHROME_WIN, ip="192.0.2.77"),
+        Hit("NL1", "r5", "click", _s(NL1_SENT, 3.4), "shoes", ua=CHROME_WIN, ip="192.0.2.77"),
+        Hit("NL1", "r5", "click", _s(NL1_SENT, 3.8), "blog", ua=CHROME_WIN, ip="192.0.2.77"),
+        Hit("NL1", "r5", "unsubscribe", _s(NL1_SENT, 4.2), ua=CHROME_WIN, ip="192.0.2.77"),
+        # a HEAD on r2's hero link (a scanner checking it), a HEAD on r8's pixel
+        Hit("NL1", "r2", "click", _nl1(29), "hero", method="HEAD", ua=CHROME_WIN, ip="192.0.2.78"),
+        Hit("NL2", "r8", "open", _nl2(99), method="HEAD", ua=ANDROID, ip="192.0.2.79"),
+        # r1 opens and clicks within seconds of the send: a person (the open came first)
+        Hit("NL1", "r1", "open", _s(NL1_SENT, 1), uid="u1"),
+        Hit("NL1", "r1", "click", _s(NL1_SENT, 3), "blog", uid="u1"),
+        # r2 in NL2 clicks two links 5 s apart: a person
+        Hit("NL2", "r2", "click", _s(_nl2(1441), 0), "sale", ua=CHROME_WIN, ip="198.51.100.2"),
+        Hit("NL2", "r2", "click", _s(_nl2(1441), 5), "news", ua=CHROME_WIN, ip="198.51.100.2"),
+        # an HTTP library fetches r1's NL2 pixel
+        Hit("NL2", "r1", "open", _nl2(30), ua=PYTHON_REQUESTS, ip="203.0.113.20"),
+        # last (a later batch than what it flags): a trap click 4 s after r2's shoes click in
+        # NL1, from r2's own browser: it flags that click too
+        Hit("NL1", "r2", "click", _s(_nl1(31), 4), "trap", ua=CHROME_WIN, ip="198.51.100.2"),
     ]
     return DataSet([nl1, nl2], hits)
 
@@ -335,6 +371,68 @@ class Model:
     def accepted(self, h: Hit) -> bool:
         return h.sig in ("valid", "unchecked") and h.status < 400
 
+    # the classifier's defaults (README "Machine opens and bot clicks"), written out again
+    IMAGE_PROXIES = ("googleimageproxy", "yahoomailproxy", "outlookimageproxy")
+    APPLE = ipaddress.ip_network("17.0.0.0/8")
+
+    def agent_kind(self, ua: str | None) -> str | None:
+        if not ua:
+            return None
+        if any(p in ua.lower() for p in self.IMAGE_PROXIES):
+            return "proxy"
+        if ua == "Mozilla/5.0":
+            return "mpp"
+        if crawleruseragents.is_crawler(ua) or re.search("(?i)scanner", ua):
+            return "bot"
+        return None
+
+    def reasons(self, h: Hit) -> list[str]:
+        """Why the accepted hit `h` is a machine's ([] for a person's)."""
+        t = self.event_type(h)
+        if t == "unsubscribe":
+            return []
+        kind = self.agent_kind(h.ua)
+        peers = [
+            p
+            for p in self.data.hits
+            if p.delivery == h.delivery and p.recipient == h.recipient and self.accepted(p)
+        ]
+        clicks = [p for p in peers if p.kind == "click"]
+        sec = dt.timedelta(seconds=1)
+        out = []
+        if t == "open" and kind == "mpp":
+            out.append("mpp")
+        if t == "open" and kind != "proxy" and ipaddress.ip_address(h.ip) in self.APPLE:
+            out.append("proxy_range")
+        if h.method == "HEAD":
+            out.append("head")
+        if kind == "bot":
+            out.append("agent")
+        if any(self.is_trap(p) and abs(p.ts - h.ts) <= 10 * sec for p in peers):
+            out.append("trap")
+        if t == "click" and any(
+            c.ts <= h.ts <= c.ts + 2 * sec
+            and len({x.link for x in clicks if c.ts <= x.ts <= c.ts + 2 * sec}) >= 3
+            for c in clicks
+        ):
+            out.append("burst")
+        d = self.by_id.get(h.delivery)
+        if (
+            t in ("click", "mirror", "optout")
+            and d is not None
+            and abs(h.ts - d.sent_at) <= 5 * sec
+            and not any(p.kind == "open" and h.ts - 5 * sec <= p.ts <= h.ts for p in peers)
+        ):
+            out.append("fast")
+        return out
+
+    def hit_class(self, h: Hit) -> str | None:
+        if not self.accepted(h):
+            return None
+        if not self.reasons(h):
+            return "human"
+        return "machine_open" if h.kind == "open" else "bot_click"
+
     def resolves(self, h: Hit) -> bool:
         d = self.by_id.get(h.delivery)
         if d is None or h.recipient not in {r[0] for r in d.recipients}:
@@ -344,13 +442,18 @@ class Model:
             return h.link in links and links[h.link][3] != "trap"
         return True
 
+    def resolves_recipient(self, h: Hit) -> bool:
+        """The hit's delivery has a manifest that names its recipient (links aside)."""
+        d = self.by_id.get(h.delivery)
+        return d is not None and h.recipient in {r[0] for r in d.recipients}
+
     def events(
         self, delivery: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
     ) -> list[Hit]:
         return [
             h
             for h in self.data.hits
-            if self.accepted(h)
+            if self.hit_class(h) == "human"
             and self.resolves(h)
             and (delivery is None or h.delivery == delivery)
             and (since is None or h.ts >= since)
@@ -359,7 +462,9 @@ class Model:
 
     def orphans(self) -> list[Hit]:
         return [
-            h for h in self.data.hits if self.accepted(h) and not self.is_trap(h) and not self.resolves(h)
+            h
+            for h in self.data.hits
+            if self.hit_class(h) == "human" and not self.is_trap(h) and not self.resolves(h)
         ]
 
     def is_trap(self, h: Hit) -> bool:
@@ -403,8 +508,8 @@ class Model:
             "unsubscribes": len({h.recipient for h in ev if self.event_type(h) == "unsubscribe"}),
             "rejected_hits": sum(1 for h in mine if h.sig in ("invalid", "missing")),
             "failed_hits": sum(1 for h in mine if h.sig in ("valid", "unchecked") and h.status >= 400),
-            "machine_opens": 0,
-            "bot_clicks": 0,
+            "machine_opens": sum(1 for h in mine if self.hit_class(h) == "machine_open"),
+            "bot_clicks": sum(1 for h in mine if self.hit_class(h) == "bot_click" and h.kind == "click"),
         }
 
     def hot_clicks(self, delivery: str) -> tuple[list[dict[str, Any]], int]:

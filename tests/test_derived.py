@@ -54,10 +54,12 @@ def insert_hits(con: duckdb.DuckDBPyConnection, hits: list[tuple[int, Hit]], tab
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_merging_in_any_batches_gives_the_definitions(
+def test_merging_in_any_batches_in_any_order_gives_the_definitions(
     dataset: DataSet, model: Model, data: st.DataObject
 ) -> None:
-    numbered = list(enumerate(dataset.hits, start=1))
+    # the hits in any order (a trap click or a scanner's last click may come in a later batch
+    # than the hits it flags, or an earlier one), cut into batches anywhere
+    numbered = data.draw(st.permutations(list(enumerate(dataset.hits, start=1))), label="order")
     cuts = sorted(data.draw(st.lists(st.integers(0, len(numbered)), max_size=5), label="cuts"))
     batches = [numbered[a:b] for a, b in zip([0, *cuts], [*cuts, len(numbered)], strict=True)]
     manifests_at = data.draw(st.integers(0, len(batches)), label="manifests before batch")
@@ -84,6 +86,43 @@ def test_merging_in_any_batches_gives_the_definitions(
             assert stored == defined
         for delivery in ("NL1", "NL2"):
             assert delivery_indicators(con, delivery).to_pylist() == [model.indicators(delivery)]
+        classes = dict(con.execute("SELECT line_no, class FROM hits").fetchall())
+        assert classes == {n: model.hit_class(h) for n, h in enumerate(dataset.hits, start=1)}
+    finally:
+        con.close()
+
+
+def test_a_trap_click_in_a_later_batch_reclassifies_what_it_flags(dataset: DataSet, model: Model) -> None:
+    """r2's shoes click is a person's until the trap click 4 s later arrives, one commit later:
+    the click leaves every human figure and joins bot_clicks."""
+    numbered = list(enumerate(dataset.hits, start=1))
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
+        figures = []
+        for batch in (numbered[:-1], numbered[-1:]):
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
+            )
+            insert_hits(con, batch, "batch")
+            derived.store_hits(con, "batch")
+            con.execute("COMMIT")
+            figures.append(delivery_indicators(con, "NL1").to_pylist()[0])
+        before, after = figures
+        # by hand: the shoes click at 09:31 moves from clicks_total to bot_clicks, with the trap click
+        assert after["clicks_total"] == before["clicks_total"] - 1
+        assert after["bot_clicks"] == before["bot_clicks"] + 2
+        assert after == model.indicators("NL1")
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+        flagged = con.execute(
+            "SELECT class, reasons FROM hits WHERE recipient_id = 'r2' AND link_id = 'shoes' AND ts = ?",
+            [dt.datetime(2026, 11, 3, 9, 31)],
+        ).fetchall()
+        assert flagged == [("bot_click", "trap")]
     finally:
         con.close()
 

@@ -149,13 +149,13 @@ def test_hits_ingested_before_their_manifest_resolve_without_reingest(tmp_path: 
     events = as_json(db, "recipient", "r1")
     # newest first: mirror 09:30, click shoes 09:20, click hero 09:16, open 09:15
     assert events == [
-        {"ts": iso(30), "type": "mirror", "delivery": "NL1", "delivery_label": "November newsletter",
+        {"ts": iso(30), "type": "mirror", "class": "human", "reasons": None, "delivery": "NL1", "delivery_label": "November newsletter",
          "link_id": None, "label": None, "url": None, "amount": None, "currency": None},
-        {"ts": iso(20), "type": "click", "delivery": "NL1", "delivery_label": "November newsletter",
+        {"ts": iso(20), "type": "click", "class": "human", "reasons": None, "delivery": "NL1", "delivery_label": "November newsletter",
          "link_id": "shoes", "label": "Shoes", "url": SHOES, "amount": None, "currency": None},
-        {"ts": iso(16), "type": "click", "delivery": "NL1", "delivery_label": "November newsletter",
+        {"ts": iso(16), "type": "click", "class": "human", "reasons": None, "delivery": "NL1", "delivery_label": "November newsletter",
          "link_id": "hero", "label": "Hero banner", "url": HERO, "amount": None, "currency": None},
-        {"ts": iso(15), "type": "open", "delivery": "NL1", "delivery_label": "November newsletter",
+        {"ts": iso(15), "type": "open", "class": "human", "reasons": None, "delivery": "NL1", "delivery_label": "November newsletter",
          "link_id": None, "label": None, "url": None, "amount": None, "currency": None},
     ]  # fmt: skip
     # the delivery resolves too: opens r1 + r2 = 2, clicks hero + shoes = 2 by r1 only
@@ -407,7 +407,7 @@ def test_changed_manifest_replaces_its_data_atomically_and_never_touches_hits(
     got = orphans(db)["NL1"]
     assert (got["orphan_hits"], got["unknown_recipient"], got["unknown_link"]) == (2, 1, 1)
     click = [e for e in as_json(db, "recipient", "r1") if e["type"] == "click"]
-    assert click == [{"ts": iso(2), "type": "click", "delivery": "NL1", "delivery_label": "November v2",
+    assert click == [{"ts": iso(2), "type": "click", "class": "human", "reasons": None, "delivery": "NL1", "delivery_label": "November v2",
                       "link_id": "hero", "label": "Hero v2", "url": new_hero, "amount": None, "currency": None}]  # fmt: skip
 
     # the same manifest again changes nothing

@@ -144,12 +144,26 @@ EVENT_HEADER = [
     "link_id",
     "link_label",
     "link_url",
+    "class",
+    "reasons",
 ]
+
+
+def day_machine_hits(model: Model, day: dt.date) -> list[Hit]:
+    """The machines' hits of manifest recipients that day (the classifier's rules, by hand)."""
+    start = dt.datetime.combine(day, dt.time())
+    return [
+        h
+        for h in model.data.hits
+        if model.hit_class(h) not in (None, "human")
+        and model.resolves_recipient(h)
+        and start <= h.ts < start + dt.timedelta(days=1)
+    ]
 
 
 def expected_events(model: Model, day: dt.date) -> list[list[Any]]:
     rows = []
-    for h in day_events(model, day):
+    for h in [*day_events(model, day), *day_machine_hits(model, day)]:
         d = model.by_id[h.delivery]
         link = next((lk for lk in d.links if lk[0] == h.link), None) if h.kind == "click" else None
         rows.append(
@@ -162,6 +176,8 @@ def expected_events(model: Model, day: dt.date) -> list[list[Any]]:
                 h.link if link else None,
                 link[2] if link else None,
                 link[1] if link else None,
+                model.hit_class(h),
+                ",".join(model.reasons(h)) or None,
             ]
         )
     return sorted(rows, key=nulls_last)

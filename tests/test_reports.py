@@ -75,7 +75,8 @@ def test_urls_sum_the_same_url_across_deliveries(reader: duckdb.DuckDBPyConnecti
     sale = next(
         r for r in urls.urls(reader, "url").to_pylist() if r["url"] == "https://shop.example.com/sale"
     )
-    assert (sale["clicks"], sale["deliveries"]) == (3 + 3, 2)  # NL1 hero + NL2 sale
+    # NL1 hero (r1 twice, r3; not r5's scanner nor r2's HEAD) + NL2 sale (r1, r8 twice, r2)
+    assert (sale["clicks"], sale["deliveries"]) == (3 + 4, 2)
 
 
 def _model_paths(model: Model, delivery_id: str) -> dict[str, list[str]]:
@@ -165,18 +166,35 @@ def test_user_agents_parse_to_expected_families() -> None:
 
 
 def test_recipient_events_newest_first(reader: duckdb.DuckDBPyConnection, model: Model) -> None:
-    rows = recipient.recipient_events(reader, "r1").to_pylist()
+    rows = recipient.recipient_events(reader, "r1", humans_only=True).to_pylist()
     expected = sorted((h for h in model.events() if h.recipient == "r1"), key=lambda h: h.ts, reverse=True)
     assert [(r["ts"], r["type"], r["delivery"], r["link_id"]) for r in rows] == [
         (h.ts, model.event_type(h), h.delivery, h.link) for h in expected
     ]
     assert rows[0]["label"] == "Sale banner" and rows[0]["url"] == "https://shop.example.com/sale"
+    # every event: the people's and the machines' (r1's trap click, the HTTP library's open)
+    every = recipient.recipient_events(reader, "r1").to_pylist()
+    machines = sorted(
+        (
+            h
+            for h in model.data.hits
+            if h.recipient == "r1" and model.hit_class(h) in ("machine_open", "bot_click") and model.resolves_recipient(h)
+        ),
+        key=lambda h: h.ts,
+        reverse=True,
+    )
+    assert [(r["ts"], r["class"], r["reasons"]) for r in every if r["class"] != "human"] == [
+        (h.ts, model.hit_class(h), ",".join(model.reasons(h))) for h in machines
+    ]
     assert recipient.recipient_events(reader, "r1", "NL1", limit=2).num_rows == 2
 
 
 def test_recipient_unsubscribe_types(reader: duckdb.DuckDBPyConnection) -> None:
-    types = recipient.recipient_events(reader, "r4").column("type").to_pylist()
+    types = recipient.recipient_events(reader, "r4", humans_only=True).column("type").to_pylist()
     assert types == ["unsubscribe", "optout", "mirror"]
+    # and the two Apple Mail prefetches, seconds after the send
+    types = recipient.recipient_events(reader, "r4").column("type").to_pylist()
+    assert types == ["unsubscribe", "optout", "mirror", "open", "open"]
 
 
 def test_unknown_ids_raise_not_found(reader: duckdb.DuckDBPyConnection) -> None:

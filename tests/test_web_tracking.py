@@ -87,9 +87,11 @@ def manifest(folder: Path, label: str = "Web one") -> Path:
     return path
 
 
-def line(
-    ip: str, hhmm: str, target: str, ua: str = "Mozilla/5.0", cookie: str = "-", referer: str = "-"
-) -> str:
+# a person's browser (a bare "Mozilla/5.0" is Apple's Mail Privacy Protection to the classifier)
+BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15"
+
+
+def line(ip: str, hhmm: str, target: str, ua: str = BROWSER, cookie: str = "-", referer: str = "-") -> str:
     return (
         f'{ip} - - [01/Dec/2026:{hhmm}:00 +0000] "GET {target} HTTP/1.1" 200 43 "{referer}" "{ua}" "{cookie}"'
     )

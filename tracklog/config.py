@@ -6,6 +6,7 @@ The config file is TOML. Paths inside it (db, secret_file) are relative to the f
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,76 @@ _KNOWN_KEYS = {
     "tz",
     "exclude",
     "truncate_ips",
+    "classify",
 }
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    """The classifier's signals and thresholds (the [classify] table of tracklog.toml; README
+    "Machine opens and bot clicks"). Stored in the database by ingest and `tracklog reclassify`."""
+
+    mpp_agents: tuple[str, ...] = ("Mozilla/5.0",)  # an open with exactly this agent: Apple MPP
+    proxy_ranges: bool = True  # an open from the proxy_ranges networks: Apple MPP
+    image_proxy_agents: tuple[str, ...] = ("GoogleImageProxy", "YahooMailProxy", "OutlookImageProxy")
+    head: bool = True  # a HEAD request is a machine
+    bot_agents: bool = True  # agents of the crawler-user-agents list (and ua-parser's spiders)
+    extra_bot_agents: tuple[str, ...] = ("(?i)scanner",)  # more agent regexps (Python syntax)
+    trap_window: float = 10.0  # seconds either side of a trap click
+    burst_links: int = 3  # distinct links ...
+    burst_window: float = 2.0  # ... clicked within this many seconds
+    fast_seconds: float = 5.0  # a click this soon after sent_at with no open before it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+_CLASSIFY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "mpp_agents": list,
+    "proxy_ranges": bool,
+    "image_proxy_agents": list,
+    "head": bool,
+    "bot_agents": bool,
+    "extra_bot_agents": list,
+    "trap_window": (int, float),
+    "burst_links": int,
+    "burst_window": (int, float),
+    "fast_seconds": (int, float),
+}
+
+
+def classify_settings(data: dict[str, Any], where: str) -> ClassifySettings:
+    """The [classify] table checked: known keys, types, ranges (ConfigError naming `where`)."""
+
+    values: dict[str, Any] = {}
+    value: Any
+    for key, value in data.items():
+        kind = _CLASSIFY_TYPES.get(key)
+        if kind is None:
+            raise ConfigError(
+                f"{where}: unknown key classify.{key} (known: {', '.join(sorted(_CLASSIFY_TYPES))})"
+            )
+        type_ok = isinstance(value, kind)  # a separate name: mypy would narrow `value` to object
+        if not type_ok or (isinstance(value, bool) and kind is not bool):
+            raise ConfigError(f"{where}: classify.{key} has the wrong type (got {value!r})")
+        if kind is list:
+            if not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{where}: classify.{key} must be a list of non-empty strings")
+            if key == "extra_bot_agents":
+                for pattern in value:
+                    try:
+                        re.compile(pattern)
+                    except re.error as exc:
+                        raise ConfigError(
+                            f"{where}: classify.{key}: {pattern!r} is not a regexp ({exc})"
+                        ) from exc
+            value = tuple(value)
+        elif kind is not bool and not 0 <= value <= 3600:
+            raise ConfigError(f"{where}: classify.{key} must be between 0 and 3600 (got {value!r})")
+        elif key == "burst_links" and value < 2:
+            raise ConfigError(f"{where}: classify.burst_links must be 2 or more (got {value!r})")
+        values[key] = float(value) if kind == (int, float) else value
+    return ClassifySettings(**values)
 
 
 @dataclass
@@ -63,6 +133,8 @@ class Config:
     tz: str = "UTC"  # IANA zone (config key tz, env TRACKLOG_TZ): report times, export --yesterday
     exclude: list[str] = field(default_factory=list)  # ingest: file-name globs skipped in DIR/GLOB
     clock_window_days: tuple[int, int] = DEFAULT_CLOCK_WINDOW_DAYS
+    truncate_ips: bool = False  # ingest: keep IPv4 /24 and IPv6 /48 of every hit's address
+    classify: ClassifySettings = field(default_factory=ClassifySettings)
 
     def verify_secrets(self) -> list[bytes]:
         """The secrets a signature may be made with, the signing key first."""
@@ -74,7 +146,6 @@ class Config:
         """Every key a signature may be made with (the signing key first), or ConfigError."""
         self.require_secret()
         return self.verify_secrets()
-    truncate_ips: bool = False  # ingest: keep IPv4 /24 and IPv6 /48 of every hit's address
 
     def require_secret(self) -> bytes:
         if self.secret is None:
@@ -251,6 +322,8 @@ def load_config(
             if not all(isinstance(g, str) and g for g in v):
                 raise ConfigError(f"config {path}: 'exclude' must be a list of file-name globs")
             cfg.exclude = list(v)
+        if (v := _typed(data, "classify", dict, path)) is not None:
+            cfg.classify = classify_settings(v, f"config {path}")
 
     if env.get("TRACKLOG_DB"):
         cfg.db = Path(env["TRACKLOG_DB"])

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from tracklog import metrics, store, useragent
+from tracklog import classify, metrics, store, useragent
+from tracklog.config import ClassifySettings
 from tracklog.errors import DataError
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
 
@@ -94,8 +95,9 @@ def is_current(con: duckdb.DuckDBPyConnection) -> bool:
     schema, definitions and ua-parser (a few milliseconds: counts and the small tables)."""
     if schema_version(con) != SCHEMA_VERSION:
         return False
-    state = con.execute("SELECT hits, agents_version, definitions FROM derived_state").fetchall()
-    if len(state) != 1 or state[0][1:] != (useragent.PARSER_VERSION, DEFINITIONS):
+    state = con.execute("SELECT hits, agents_version, definitions, classifier FROM derived_state").fetchall()
+    _, classifier = classify.stored_settings(con)
+    if len(state) != 1 or state[0][1:] != (useragent.PARSER_VERSION, DEFINITIONS, classifier):
         return False
     if state[0][0] != con.execute("SELECT count(*) FROM hits").fetchall()[0][0]:
         return False
@@ -152,9 +154,12 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     if is_current(con):
         return
     con.execute("SET enable_progress_bar = false")  # stderr belongs to the caller
-    state = con.execute("SELECT agents_version, definitions FROM derived_state").fetchall()
-    if state != [(useragent.PARSER_VERSION, DEFINITIONS)]:
+    state = con.execute("SELECT agents_version, definitions, classifier FROM derived_state").fetchall()
+    _, classifier = classify.stored_settings(con)
+    if [s[:2] for s in state] != [(useragent.PARSER_VERSION, DEFINITIONS)]:
         _transaction(con, _reset)
+    elif state[0][2] != classifier:
+        _transaction(con, _reclassify_quietly)
     _transaction(con, _rebuild_changed_deliveries)
     _catch_up(con)
 
@@ -179,16 +184,49 @@ def _set_clock_window(con: duckdb.DuckDBPyConnection, wanted: dict[str, str], *,
         con.execute("UPDATE derived_state SET definitions = 'clock window changed'")
 
 
+def _reclassify_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    _reclassify(con)
+
+
+def reclassify(con: duckdb.DuckDBPyConnection, settings: ClassifySettings) -> list[str]:
+    """Make `settings` the classifier's and bring every figure up to date without reading a
+    log: the stored hits are classified again and the deliveries where a class or reason
+    changed are rebuilt (the others keep their rows). The ids of those deliveries."""
+    con.execute("SET enable_progress_bar = false")
+    affected: list[str] = []
+
+    def store(c: duckdb.DuckDBPyConnection) -> None:
+        classify.store_settings(c, settings)
+
+    def again(c: duckdb.DuckDBPyConnection) -> None:
+        affected.extend(_reclassify(c))
+
+    _transaction(con, store)
+    if not is_current(con):
+        state = con.execute("SELECT agents_version, definitions, classifier FROM derived_state").fetchall()
+        if [s[:2] for s in state] == [(useragent.PARSER_VERSION, DEFINITIONS)] and state[0][2] != (
+            classify.stored_settings(con)[1]
+        ):
+            _transaction(con, again)
+        sync(con)
+    return affected
+
+
 def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
-    """Store the new hits of the relation `hits` (the log columns of `hits`) resolved, and merge
-    them into the derived tables, inside the caller's transaction (an ingest's chunk)."""
-    _resolve(con, hits)
+    """Store the new hits of the relation `hits` (the log columns of `hits`) classified and
+    resolved, and merge them into the derived tables, inside the caller's transaction (an
+    ingest's chunk). Stored hits of the same recipients whose class the new ones change are
+    merged again (_redo_flipped)."""
     try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
+        _classify(con)
+        _resolve(con, "_hc")
         columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
         con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM _nf")
         _merge(con)
     finally:
         _drop_batch(con)
+        _drop_classified(con)
 
 
 def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], start: int, stop: int) -> None:
@@ -202,8 +240,13 @@ def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], st
             f"AND {h}.line_no >= {int(start)} AND {h}.line_no < {int(stop)}"
         )
 
-    _resolve(con, f"(SELECT * FROM hits h WHERE h.resolution IS NULL AND {lines('h')})")
     try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM hits h "
+            f"WHERE h.resolution IS NULL AND {lines('h')}"
+        )
+        _classify(con)
+        _resolve(con, "_hc")
         updates = ", ".join(f"{c} = n.{c}" for c in RESOLUTION_COLUMNS)
         # the range again on `hits` itself, so the scan skips the row groups of other lines
         con.execute(
@@ -213,6 +256,7 @@ def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], st
         _merge(con)
     finally:
         _drop_batch(con)
+        _drop_classified(con)
 
 
 def _resolve(con: duckdb.DuckDBPyConnection, hits: str) -> None:
@@ -238,6 +282,229 @@ def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
         store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
+def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
+    for table in ("_hb", "_hc", "_hp", "_cx", "_cu", "_cl", "_flip", "_rp"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+def _classify(con: duckdb.DuckDBPyConnection) -> None:
+    """_hc: the hits of _hb with their class and reasons (tracklog.classify), judged with every
+    hit of their recipients stored within the window of the rules (either way: a late line may
+    come first); stored hits whose class the batch changes are merged again (_redo_flipped)."""
+    settings, _ = classify.stored_settings(con)
+    reach = dt.timedelta(seconds=classify.window_seconds(settings))
+    lo, hi = con.execute("SELECT min(ts), max(ts) FROM _hb").fetchall()[0]
+    columns = ", ".join(HIT_COLUMNS)
+    if lo is None:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _hc AS SELECT *, CAST(NULL AS VARCHAR) AS class, "
+            "CAST(NULL AS VARCHAR) AS reasons FROM _hb"
+        )
+        return
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _hp AS SELECT delivery_id, recipient_id, min(ts) AS lo, "
+        "max(ts) AS hi FROM _hb GROUP BY delivery_id, recipient_id"
+    )
+    # the stored hits that can change or decide a class of the batch: up to two windows away
+    # from a batch hit of the same recipient (a hit one window away is judged with the hits one
+    # window beyond it). Bounded per recipient, not by the batch's whole time span: a batch that
+    # spans the whole log (a rebuild) would otherwise pull in every stored hit, batch after batch
+    con.execute(
+        f"""
+CREATE OR REPLACE TEMP TABLE _cx AS
+SELECT {", ".join(f"h.{c}" for c in HIT_COLUMNS)}, h.class AS old_class, h.reasons AS old_reasons,
+    h.resolution IS NOT NULL AS merged
+FROM hits h JOIN _hp p ON p.delivery_id = h.delivery_id AND p.recipient_id = h.recipient_id
+WHERE h.ts >= ? AND h.ts <= ? AND h.ts >= p.lo - ? AND h.ts <= p.hi + ?
+    AND NOT EXISTS (SELECT 1 FROM _hb b WHERE b.source_id = h.source_id AND b.line_no = h.line_no)""",
+        [lo - 2 * reach, hi + 2 * reach, 2 * reach, 2 * reach],
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cu AS SELECT {columns} FROM _hb UNION ALL SELECT {columns} FROM _cx"
+    )
+    classify.add_agent_kinds(con, "_cu", settings)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings)}")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _hc AS SELECT b.*, c.class, c.reasons FROM _hb b "
+        "JOIN _cl c ON c.source_id = b.source_id AND c.line_no = b.line_no"
+    )
+    con.execute(
+        """
+CREATE OR REPLACE TEMP TABLE _flip AS
+SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, c.class, c.reasons,
+    c.class IS DISTINCT FROM x.old_class AS class_changed
+FROM _cx x JOIN _cl c ON c.source_id = x.source_id AND c.line_no = x.line_no
+WHERE x.merged AND x.ts >= ? AND x.ts <= ?
+    AND (c.class IS DISTINCT FROM x.old_class OR c.reasons IS DISTINCT FROM x.old_reasons)""",
+        [lo - reach, hi + reach],
+    )
+    if con.execute("SELECT count(*) FROM _flip").fetchall()[0][0]:
+        _redo_flipped(con)
+
+
+def _redo_flipped(con: duckdb.DuckDBPyConnection) -> None:
+    """Stored hits whose class changed (_flip): their recipients' contribution to the derived
+    tables is taken out, the new classes stored, and their hits resolved and merged again. A
+    change of reasons alone changes no figure: it is only stored."""
+    con.execute(
+        "UPDATE hits SET reasons = f.reasons FROM _flip f WHERE NOT f.class_changed "
+        "AND hits.source_id = f.source_id AND hits.line_no = f.line_no"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _rp AS SELECT DISTINCT delivery_id, recipient_id FROM _flip WHERE class_changed"
+    )
+    if not con.execute("SELECT count(*) FROM _rp").fetchall()[0][0]:
+        return
+    theirs = (
+        "FROM hits h JOIN _rp p ON p.delivery_id = h.delivery_id AND p.recipient_id = h.recipient_id "
+        "WHERE h.resolution IS NOT NULL"
+    )
+    keys = "hits.source_id = n.source_id AND hits.line_no = n.line_no"
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _nf AS SELECT h.*, {metrics.type_sql()} AS type, "
+            f"{metrics.verdict_sql()} AS verdict {theirs}"
+        )
+        _unmerge(con)
+        _drop_batch(con)
+        con.execute(
+            "UPDATE hits SET class = f.class, reasons = f.reasons FROM _flip f WHERE f.class_changed "
+            "AND hits.source_id = f.source_id AND hits.line_no = f.line_no"
+        )
+        _resolve(con, f"(SELECT h.* {theirs})")
+        updates = ", ".join(f"{c} = n.{c}" for c in RESOLUTION_COLUMNS)
+        con.execute(f"UPDATE hits SET {updates} FROM _nf n WHERE {keys}")
+        _merge(con)
+        con.execute("DELETE FROM delivery_dimensions WHERE opens = 0 AND clicks = 0 AND readers = 0")
+    finally:
+        _drop_batch(con)
+
+
+def _unmerge(con: duckdb.DuckDBPyConnection) -> None:
+    """Take the contribution of the stored, merged hits in _nf (every merged hit of their
+    recipients) out of the derived tables: the inverse of _merge."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ev AS {metrics.views('_nf')['events']}")
+    _parse_new_agents(con)
+    _reader_values(con)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _rd AS SELECT r.* FROM readers r "
+        "WHERE r.recipient_key IN (SELECT recipient_key FROM _nf WHERE recipient_key IS NOT NULL)"
+    )
+    # the browsers that clicked and that no other recipient's click event holds
+    cols = metrics.BROWSER_COLUMNS
+    same = " AND ".join(f"({sql.replace('e.', 'h.')}) IS NOT DISTINCT FROM b.{c}" for c, sql in cols.items())
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _nb AS
+SELECT * FROM (SELECT DISTINCT e.delivery_id, {", ".join(f"{sql} AS {c}" for c, sql in cols.items())}
+               FROM _ev e WHERE e.type = 'click') b
+WHERE NOT EXISTS (
+    SELECT 1 FROM hits h
+    WHERE h.delivery_id = b.delivery_id AND h.kind = 'click' AND h.resolution = 'event' AND {same}
+        AND NOT EXISTS (SELECT 1 FROM _rp p WHERE p.delivery_id = h.delivery_id AND p.recipient_id = h.recipient_id)
+)""")
+    browser_same = " AND ".join(
+        ["c.delivery_id = b.delivery_id"] + [f"c.{c} IS NOT DISTINCT FROM b.{c}" for c in cols]
+    )
+    con.execute(f"DELETE FROM click_browsers c WHERE EXISTS (SELECT 1 FROM _nb b WHERE {browser_same})")
+    negated = ", ".join(f"-({sql}) AS {name}" for name, sql in metrics.EVENT_COUNTS.items())
+    excluded = ", ".join(f"-({sql}) AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
+    uniques = ", ".join(
+        f"-count(*) FILTER (WHERE d.{flag}) AS {name}" for name, flag in metrics.UNIQUE_OF_FLAG.items()
+    )
+    parts: list[Part] = [
+        (f"SELECT e.delivery_id, {negated} FROM _ev e GROUP BY e.delivery_id", tuple(metrics.EVENT_COUNTS)),
+        (
+            f"SELECT h.delivery_id, {excluded} FROM _nf h GROUP BY h.delivery_id",
+            tuple(metrics.EXCLUDED_AGGREGATES),
+        ),
+        (f"SELECT d.delivery_id, {uniques} FROM _rd d GROUP BY d.delivery_id", tuple(metrics.UNIQUE_OF_FLAG)),
+        (
+            "SELECT b.delivery_id, -count(*) AS persons_clicked FROM _nb b GROUP BY b.delivery_id",
+            ("persons_clicked",),
+        ),
+    ]
+    _add_rows(con, "delivery_totals", ("delivery_id",), metrics.TOTAL_COLUMNS, parts)
+    named = "JOIN dimension_values v ON v.value_key = p.value_key"
+    dims: list[Part] = [
+        (
+            (
+                "SELECT p.delivery_id, v.dimension, v.value, -p.opens AS opens, -p.clicks AS clicks FROM ("
+                "SELECT r.delivery_id, d.value_key, sum(d.opens) AS opens, sum(d.clicks) AS clicks FROM _dv d "
+                "JOIN (SELECT DISTINCT recipient_key, delivery_id FROM _ev) r ON r.recipient_key = d.recipient_key "
+                f"GROUP BY r.delivery_id, d.value_key) p {named}"
+            ),
+            ("opens", "clicks"),
+        ),
+        (
+            (
+                "SELECT p.delivery_id, v.dimension, v.value, -p.readers AS readers FROM ("
+                "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
+                "SELECT d.delivery_id, unnest(d.value_keys) AS value_key FROM _rd d) n "
+                f"GROUP BY n.delivery_id, n.value_key) p {named}"
+            ),
+            ("readers",),
+        ),
+    ]
+    _add_rows(
+        con,
+        "delivery_dimensions",
+        ("delivery_id", "dimension", "value"),
+        ("opens", "clicks", "readers"),
+        dims,
+    )
+    flags = ", ".join(
+        f"-count(*) FILTER (WHERE d.{metrics.UNIQUE_OF_FLAG[n]}) AS {n}"
+        for n in ("opens_unique", "clicks_unique")
+    )
+    _add_rows(
+        con,
+        "delivery_domains",
+        ("delivery_id", "domain"),
+        ("sent", "delivered", "opens_unique", "clicks_unique"),
+        [
+            (
+                f"SELECT d.delivery_id, d.email_domain AS domain, {flags} FROM _rd d GROUP BY ALL",
+                ("opens_unique", "clicks_unique"),
+            )
+        ],
+    )
+    con.execute("DELETE FROM readers WHERE recipient_key IN (SELECT recipient_key FROM _rd)")
+    con.execute("UPDATE derived_state SET hits = hits - (SELECT count(*) FROM _nf)")
+
+
+def _reclassify(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The classifier's settings changed: every stored hit classified again; the deliveries
+    where a class or reason changed lose their derived rows and their hits' resolution, so that
+    _catch_up resolves and merges them again. Returns those deliveries."""
+    settings, version = classify.stored_settings(con)
+    con.execute("DELETE FROM agent_kinds")
+    classify.add_agent_kinds(con, "hits", settings)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('hits', settings)}")
+        con.execute("""
+CREATE OR REPLACE TEMP TABLE _changed AS
+SELECT DISTINCT h.delivery_id FROM hits h JOIN _cl c ON c.source_id = h.source_id AND c.line_no = h.line_no
+WHERE h.resolution IS NOT NULL AND (c.class IS DISTINCT FROM h.class OR c.reasons IS DISTINCT FROM h.reasons)""")
+        affected = sorted(r[0] for r in con.execute("SELECT delivery_id FROM _changed").fetchall())
+        if affected:
+            changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
+            for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
+                con.execute(f"DELETE FROM {table} WHERE {changed}")
+            con.execute(f"UPDATE delivery_domains SET opens_unique = 0, clicks_unique = 0 WHERE {changed}")
+            unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
+            con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
+            con.execute(
+                "UPDATE derived_state SET hits = (SELECT count(*) FROM hits WHERE resolution IS NOT NULL)"
+            )
+        con.execute("UPDATE derived_state SET classifier = ?", [version])
+        return affected
+    finally:
+        con.execute("DROP TABLE IF EXISTS _cl; DROP TABLE IF EXISTS _changed")
+
+
 def _transaction(con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
@@ -254,7 +521,10 @@ def _reset(con: duckdb.DuckDBPyConnection) -> None:
     for table in DERIVED_TABLES:
         con.execute(f"DELETE FROM {table}")
     con.execute(f"UPDATE hits SET {', '.join(f'{c} = NULL' for c in RESOLUTION_COLUMNS)}")
-    con.execute("INSERT INTO derived_state VALUES (0, ?, ?)", [useragent.PARSER_VERSION, DEFINITIONS])
+    _, classifier = classify.stored_settings(con)
+    con.execute(
+        "INSERT INTO derived_state VALUES (0, ?, ?, ?)", [useragent.PARSER_VERSION, DEFINITIONS, classifier]
+    )
     for name, sql in metrics.views().items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 

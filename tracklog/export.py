@@ -47,7 +47,25 @@ EVENT_COLUMNS: dict[str, str] = {
     "link_id": "e.link_id",
     "link_label": "e.link_label",
     "link_url": "e.link_url",
+    "class": "e.class",
+    "reasons": "e.reasons",
 }
+# What the events export lists: the counted events (people's, class human), and the hits that
+# tracklog.classify flagged as machines' (machine_open, bot_click, with their reasons) of a
+# manifest recipient, as the recipient tab shows them: nothing hidden, each row saying what it is.
+EVENT_ROWS = """
+SELECT e.ts, e.type, e.delivery_id, e.delivery_label, e.recipient_id, e.link_id, e.link_label,
+    e.link_url, 'human' AS class, CAST(NULL AS VARCHAR) AS reasons
+FROM events e
+UNION ALL
+SELECT c.ts, c.type, c.delivery_id, d.label, c.recipient_id, c.link_id, l.label, l.url, c.class,
+    c.reasons
+FROM hits_classified c
+JOIN recipients r ON r.delivery_id = c.delivery_id AND r.recipient_id = c.recipient_id
+JOIN deliveries d ON d.delivery_id = c.delivery_id
+LEFT JOIN links l ON l.delivery_id = c.delivery_id AND l.link_id = c.link_id
+WHERE c.resolution = 'automated'
+"""
 
 # Per delivery and recipient with an event of the day: the reader flags of tracklog.metrics and
 # what they are made of, over `events AS e`.
@@ -88,7 +106,7 @@ def kind_query(kind: str, since: dt.datetime, until: dt.datetime) -> tuple[str, 
     window = "e.ts >= ? AND e.ts < ?"
     if kind == "events":
         order = ", ".join(f'"{name}"' for name in EVENT_COLUMNS)
-        sql = f"SELECT {_select(EVENT_COLUMNS)} FROM events e WHERE {window} ORDER BY {order}"
+        sql = f"SELECT {_select(EVENT_COLUMNS)} FROM ({EVENT_ROWS}) e WHERE {window} ORDER BY {order}"
         return sql, [since, until]
     if kind == "recipients":
         sql = (

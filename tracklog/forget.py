@@ -80,10 +80,11 @@ def forget(
         rows = _count(con, f"SELECT count(*) FROM recipients WHERE {scope}", params)
         con.execute(f"DELETE FROM recipients WHERE {scope}", params)
         quarantined = _forget_quarantined(con, recipient_id, emails)
-        con.execute(
-            "DELETE FROM user_agent_families WHERE user_agent IN (SELECT user_agent FROM _forget_agents)"
-            " AND user_agent NOT IN (SELECT user_agent FROM hits WHERE user_agent IS NOT NULL)"
-        )
+        for table in ("user_agent_families", "agent_kinds"):  # parsed, and classified (tracklog.classify)
+            con.execute(
+                f"DELETE FROM {table} WHERE user_agent IN (SELECT user_agent FROM _forget_agents)"
+                " AND user_agent NOT IN (SELECT user_agent FROM hits WHERE user_agent IS NOT NULL)"
+            )
         con.execute("DROP TABLE _forget_agents")
         derived.recompute_deliveries(con, deliveries)
         tombstone = secret is not None

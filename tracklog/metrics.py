@@ -13,10 +13,10 @@ from tracklog.schema import HIT_COLUMNS
 
 
 def automated_sql(h: str = "h") -> str:
-    """The one place where machine opens (mail-client prefetch) and bot clicks (link scanners)
-    will be recognised, over the hit `h`. Until classification exists nothing is flagged:
-    machine_opens and bot_clicks are present and 0."""
-    return "FALSE"
+    """Whether the hit `h` is a machine's: its stored class (tracklog.classify, which applies
+    the rules of README "Machine opens and bot clicks") is machine_open or bot_click. A hit not
+    classified yet counts as a person's."""
+    return f"coalesce({h}.class, 'human') <> 'human'"
 
 
 def type_sql(h: str = "h") -> str:
@@ -345,7 +345,7 @@ def resolve_sql(hits: str) -> str:
     `recipient_keys` (see recipient_keys_sql)."""
     columns = ", ".join(f"h.{c}" for c in HIT_COLUMNS)
     return f"""
-SELECT {columns}, h.type, h.verdict,
+SELECT {columns}, h.class, h.reasons, h.type, h.verdict,
     CASE WHEN h.verdict <> 'accepted' THEN h.verdict
          WHEN {anonymous_sql("h")} THEN 'anonymous'
          WHEN d.delivery_id IS NULL THEN 'delivery'

@@ -7,6 +7,8 @@ from one table of route shapes:
   GET|POST /u/{delivery}/{recipient}          unsubscribe (GET opt-out link, POST RFC 8058 one-click)
   GET      /w/{tag}.gif?tl=TOKEN[&amount=..]  page tag of the site (web tracking): the delivery and
                                               recipient come from the landing token, not the path
+and HEAD on each: a machine's request (link scanners check links with it), stored as a hit so
+that tracklog.classify counts it as one.
 Ids are 1-128 characters of [A-Za-z0-9._~-], URL-unreserved, so a path never needs escaping.
 
 The landing token (`tl=`) that a web-tracking click carries to the site is made of the same
@@ -38,10 +40,10 @@ class Route:
 
 
 ROUTES = (
-    Route("open", "o", has_link=False, suffix=".gif", methods=("GET",)),
-    Route("click", "c", has_link=True, suffix="", methods=("GET",)),
-    Route("mirror", "m", has_link=False, suffix="", methods=("GET",)),
-    Route("unsubscribe", "u", has_link=False, suffix="", methods=("GET", "POST")),
+    Route("open", "o", has_link=False, suffix=".gif", methods=("GET", "HEAD")),
+    Route("click", "c", has_link=True, suffix="", methods=("GET", "HEAD")),
+    Route("mirror", "m", has_link=False, suffix="", methods=("GET", "HEAD")),
+    Route("unsubscribe", "u", has_link=False, suffix="", methods=("GET", "HEAD", "POST")),
 )
 KINDS = tuple(r.kind for r in ROUTES)  # the routes of a message, with a URL per recipient
 PAGE_KIND = "page"

@@ -18,7 +18,9 @@ from tracklog.routes import PATH_SQL
 # 4: sources carry the tracking server they came from and the time of their newest hit
 # 5: web tracking: page-tag hits (anonymous ones have no delivery nor recipient), links marked
 #    for web tracking, the tombstones of `tracklog forget`
-SCHEMA_VERSION = 5
+# 6: hits carry their class (human | machine_open | bot_click) and reasons (tracklog.classify);
+#    the classifier's settings and the proxy ranges live in the database
+SCHEMA_VERSION = 6
 
 # The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
 HIT_COLUMNS = (
@@ -77,7 +79,12 @@ CREATE TABLE IF NOT EXISTS {table} (
                                         -- rejected | failed | automated
     delivery_key INTEGER,               -- delivery_keys; NULL for a delivery without manifest
     recipient_key BIGINT,               -- recipient_keys; NULL when not a manifest recipient
-    email_domain VARCHAR                -- of that recipient's email
+    email_domain VARCHAR,               -- of that recipient's email
+    -- Classified by tracklog.classify with the resolution (NULL until then, and for rejected
+    -- and failed hits): human | machine_open | bot_click, and the reasons of a flagged hit
+    -- (comma-separated: mpp, proxy_range, head, agent, trap, burst, fast)
+    class        VARCHAR,
+    reasons      VARCHAR
 );
 """
 
@@ -153,6 +160,14 @@ CREATE TABLE IF NOT EXISTS links (
     web_tracking BOOLEAN                -- the click carries the landing token to the site
 );
 
+-- the classifier's settings in force (tracklog.classify; one row, written by ingest and
+-- `tracklog reclassify` from the [classify] table of tracklog.toml) and its version
+CREATE TABLE IF NOT EXISTS classifier_settings (settings VARCHAR NOT NULL, version VARCHAR NOT NULL);
+-- the mail proxies' networks (Apple's egress ranges; `tracklog proxy-ranges update`): network
+-- numbers (IPv4: the address; IPv6: its first 64 bits) of each CIDR, and where the list came from
+CREATE TABLE IF NOT EXISTS proxy_ranges (family TINYINT NOT NULL, lo UBIGINT NOT NULL, hi UBIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS proxy_ranges_source (source VARCHAR NOT NULL, digest VARCHAR NOT NULL, ranges BIGINT NOT NULL);
+
 CREATE TABLE IF NOT EXISTS recipients (
     delivery_id  VARCHAR NOT NULL,
     recipient_id VARCHAR NOT NULL,
@@ -215,15 +230,21 @@ CREATE TABLE IF NOT EXISTS dimension_values (value_key INTEGER NOT NULL, dimensi
 CREATE TABLE IF NOT EXISTS click_browsers (delivery_id VARCHAR NOT NULL, uid VARCHAR, ip VARCHAR, user_agent VARCHAR);
 -- each distinct user agent of an event, parsed once (useragent.parse_agent)
 CREATE TABLE IF NOT EXISTS user_agent_families (user_agent VARCHAR NOT NULL, browser VARCHAR, os VARCHAR, device VARCHAR);
+-- each distinct user agent of a hit as the classifier sees it (classify.agent_kind): bot, mpp,
+-- proxy (a mail client's image proxy) or NULL
+CREATE TABLE IF NOT EXISTS agent_kinds (user_agent VARCHAR NOT NULL, kind VARCHAR);
 -- what the derived tables were made from: hits merged, the ua-parser and definitions versions,
 -- and each delivery's manifest version
-CREATE TABLE IF NOT EXISTS derived_state (hits BIGINT NOT NULL, agents_version VARCHAR NOT NULL, definitions VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS derived_state (
+    hits BIGINT NOT NULL, agents_version VARCHAR NOT NULL, definitions VARCHAR NOT NULL,
+    classifier VARCHAR NOT NULL DEFAULT ''  -- classifier_settings.version the classes were made with
+);
 CREATE TABLE IF NOT EXISTS derived_manifests (
     delivery_id VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL
 );
 """
 
-RESOLUTION_COLUMNS = ("resolution", "delivery_key", "recipient_key", "email_domain")
+RESOLUTION_COLUMNS = ("resolution", "delivery_key", "recipient_key", "email_domain", "class", "reasons")
 DERIVED_TABLES = (
     "delivery_keys",
     "recipient_keys",
@@ -234,6 +255,7 @@ DERIVED_TABLES = (
     "dimension_values",
     "click_browsers",
     "user_agent_families",
+    "agent_kinds",
     "derived_state",
     "derived_manifests",
 )
@@ -331,7 +353,9 @@ def _replace_caches(con: duckdb.DuckDBPyConnection) -> None:
     """Schema 2 -> 3: the resolution columns of `hits` (NULL: not resolved yet), and the caches
     of schema 2 dropped (with the views that read them); the derived tables are created empty
     and tracklog.derived builds them from the hits."""
-    for column, sql_type in zip(RESOLUTION_COLUMNS, ("VARCHAR", "INTEGER", "BIGINT", "VARCHAR"), strict=True):
+    for column, sql_type in zip(
+        RESOLUTION_COLUMNS[:4], ("VARCHAR", "INTEGER", "BIGINT", "VARCHAR"), strict=True
+    ):
         con.execute(f"ALTER TABLE hits ADD COLUMN IF NOT EXISTS {column} {sql_type}")
     views = con.execute(
         "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND NOT internal"
@@ -361,9 +385,20 @@ def _add_web_tracking(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE links ADD COLUMN IF NOT EXISTS web_tracking BOOLEAN")
 
 
+def _add_classes(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 5 -> 6: the class columns of `hits` (NULL: not classified yet)
+    and the classifier's version in derived_state; the derived tables are built anew (their
+    definitions changed), classifying every stored hit. The settings and proxy-range tables are
+    created by SCHEMA."""
+    con.execute("ALTER TABLE hits ADD COLUMN IF NOT EXISTS class VARCHAR")
+    con.execute("ALTER TABLE hits ADD COLUMN IF NOT EXISTS reasons VARCHAR")
+    con.execute("ALTER TABLE IF EXISTS derived_state ADD COLUMN IF NOT EXISTS classifier VARCHAR DEFAULT ''")
+
+
 _LADDER: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     2: _migrate_path_column,
     3: _replace_caches,
     4: _add_servers,
     5: _add_web_tracking,
+    6: _add_classes,
 }

@@ -61,6 +61,8 @@ def meta_value(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+
 # What DuckDB says when the file or the disk, not tracklog, is the problem
 _DAMAGED = ("corrupt database file", "could not read enough bytes", "invalid magic", "not a valid duckdb")
 _UNWRITABLE = ("no space left", "disk quota", "read-only file system", "permission denied", "could not write")

@@ -173,7 +173,18 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "tracklog.cli.tracking_server",
         "Write the tracking server's nginx configuration from the manifests in the database.",
     ),
-    "check": ("tracklog.cli.tracking_server", "For monitoring: exit 6 when a tracking server's logs stopped arriving."),
+    "check": (
+        "tracklog.cli.tracking_server",
+        "For monitoring: exit 6 when a tracking server's logs stopped arriving.",
+    ),
+    "reclassify": (
+        "tracklog.cli.classify",
+        "Apply the [classify] settings of tracklog.toml to every stored hit.",
+    ),
+    "proxy-ranges": (
+        "tracklog.cli.classify",
+        "The mail proxies' networks behind the proxy_range signal (Apple's MPP egress ranges).",
+    ),
     "forget": (
         "tracklog.cli.forget",
         "Erase a recipient (GDPR): its hits, manifest rows and what was derived from them.",

@@ -17,6 +17,7 @@ import duckdb
 from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.errors import DataError
 from tracklog.render import FORMATS, Section, note, render, render_sections
+from tracklog.reports import bots as bots_report
 from tracklog.reports import delivery as delivery_reports
 from tracklog.reports import funnel as funnel_report
 from tracklog.reports import hot_clicks as hot_clicks_report
@@ -412,14 +413,56 @@ def stats_cmd(
         render_sections(chosen(sections, table_name), c.fmt, footer=notes, tz=c.tz, excel_safe=c.excel_safe)
 
 
+@report.command("bots")
+@click.option("--delivery", "delivery_id", metavar="ID", help="Only this delivery.")
+@click.option(
+    "--table",
+    "table_name",
+    type=click.Choice(["classes", "agents", "networks"]),
+    help="Print only this table (CSV prints one table: classes unless this names another).",
+)
+@common_options()
+@pass_app
+def bots_cmd(app: App, /, delivery_id: str | None, table_name: str | None, **opts: Any) -> None:
+    """Machine opens and bot clicks: hits by class and reason, and the agents and networks
+    (/24, /48) behind them, per delivery (--limit: agents and networks per delivery)."""
+    c = common(app, **opts)
+    with reader(app) as con:
+        sections = [
+            Section(
+                bots_report.classes(con, delivery_id, c.window),
+                name="classes",
+                title="Hits by class and reason",
+            ),
+            Section(
+                bots_report.agents(con, delivery_id, c.window, c.limit),
+                name="agents",
+                title="Agents behind the machines' hits",
+            ),
+            Section(
+                bots_report.networks(con, delivery_id, c.window, c.limit),
+                name="networks",
+                title="Networks (/24, /48) behind the machines' hits",
+            ),
+        ]
+        render_sections(chosen(sections, table_name), c.fmt, tz=c.tz, excel_safe=c.excel_safe)
+
+
 @cli.command("recipient")
 @click.argument("recipient_id", metavar="ID")
 @click.option("--delivery", "delivery_id", metavar="ID", help="Only this delivery.")
+@click.option("--humans-only", is_flag=True, help="Only the counted events (no machine opens or bot clicks).")
 @common_options()
 @pass_app
-def recipient_cmd(app: App, /, recipient_id: str, delivery_id: str | None, **opts: Any) -> None:
-    """The recipient's Tracking tab: every tracking event, newest first."""
+def recipient_cmd(
+    app: App, /, recipient_id: str, delivery_id: str | None, humans_only: bool, **opts: Any
+) -> None:
+    """The recipient's Tracking tab: every tracking event, newest first.
+
+    Each event shows its class (human, machine_open, bot_click) and the reasons of a machine's."""
     c = common(app, **opts)
     with reader(app) as con:
-        table = recipient_report.recipient_events(con, recipient_id, delivery_id, c.window, c.limit)
+        table = recipient_report.recipient_events(
+            con, recipient_id, delivery_id, c.window, c.limit, humans_only=humans_only
+        )
         render(table, c.fmt, title=f"Tracking of recipient {recipient_id}", tz=c.tz, excel_safe=c.excel_safe)

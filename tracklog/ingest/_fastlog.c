@@ -897,10 +897,12 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     span ids[3];
     char letter = has_target ? route(path, ids) : 0;
     const char *kind = NULL;
-    if (letter == 'o' && span_eq(method, "GET")) kind = "open";
-    if (letter == 'c' && span_eq(method, "GET")) kind = "click";
-    if (letter == 'm' && span_eq(method, "GET")) kind = "mirror";
-    if (letter == 'u' && (span_eq(method, "GET") || span_eq(method, "POST"))) kind = "unsubscribe";
+    /* GET, and HEAD (a machine's: stored so that it is classified), on every route; POST on /u/ */
+    int get_or_head = span_eq(method, "GET") || span_eq(method, "HEAD");
+    if (letter == 'o' && get_or_head) kind = "open";
+    if (letter == 'c' && get_or_head) kind = "click";
+    if (letter == 'm' && get_or_head) kind = "mirror";
+    if (letter == 'u' && (get_or_head || span_eq(method, "POST"))) kind = "unsubscribe";
     if (!kind) {
         for (int c = C_KIND; c <= C_SIG; c++) col_null(&o->col[c], i);
         return 0;

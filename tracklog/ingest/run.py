@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
-from tracklog import derived
+from tracklog import classify, derived
 from tracklog.config import Config
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
@@ -28,6 +28,7 @@ from tracklog.store import (
     LOG_FORMAT_KEY,
     OnWait,
     WriterSession,
+    cleanup,
     environment_problem,
     fetch_one,
     meta_value,
@@ -165,8 +166,10 @@ def _run(
             _ingest_manifests(con, manifests, report, config.verify_secrets())
     derived.use_clock_window(con, config.clock_window_days)
     # new or replaced manifests resolve their deliveries' stored hits again (and a database
-    # of an earlier version is brought up to date) before new hits merge, chunk by chunk
+    # of an earlier version, or classified with other settings, is brought up to date)
+    # before new hits merge, chunk by chunk
     with phases.phase("derived tables (manifests, upgrades)"):
+        _store_classifier_settings(con, config)
         derived.sync(con)
     if specs:
         ingester = Ingester(
@@ -194,6 +197,18 @@ def _run(
         report.errors.extend(ingester.problems)
     report.seconds = time.monotonic() - started
     _finish_run(con, run_id, report)
+
+
+def _store_classifier_settings(con: duckdb.DuckDBPyConnection, config: Config) -> None:
+    """The [classify] settings of the config become the ones in force (derived.sync then
+    reclassifies the stored hits if their version changed)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        classify.store_settings(con, config.classify)
+        con.execute("COMMIT")
+    except BaseException:
+        cleanup(con, "ROLLBACK")
+        raise
 
 
 def _between_commits(session: WriterSession) -> Callable[[Callable[[], None]], None]:

@@ -10,7 +10,8 @@ import pyarrow as pa
 from tracklog import derived, metrics
 from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
 
-# The columns of `report deliveries`: the main figures, so a row fits a terminal.
+# The columns of `report deliveries`: the main figures, so a row fits a terminal, and the
+# machines' hits beside the people's figures.
 LIST_COLUMNS = (
     "delivery",
     "label",
@@ -23,6 +24,8 @@ LIST_COLUMNS = (
     "click_rate",
     "raw_reactivity",
     "unsubscribes",
+    "machine_opens",
+    "bot_clicks",
 )
 
 

@@ -1,4 +1,5 @@
-"""The recipient's Tracking tab: every counted tracking event of one recipient, newest first."""
+"""The recipient's Tracking tab: every tracking event of one recipient, newest first, each with
+its class (human, machine_open, bot_click) and reasons; people's events only on request."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ def recipient_events(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
+    humans_only: bool = False,
 ) -> pa.Table:
-    """Columns ts, type, delivery, delivery_label, link_id, label, url (NULL where not a click),
-    amount and currency (of a transaction: a page tag with an amount; a page's tag is link_id)."""
+    """Columns ts, type, class, reasons, delivery, delivery_label, link_id, label, url (NULL
+    where not a click), amount and currency (of a transaction: a page tag with an amount; a
+    page's tag is link_id): the counted events, the site's page views and the machines' hits
+    (`humans_only`: the counted events and page views only) of a manifest recipient."""
     where = "r.recipient_id = ?"
     params: list[object] = [recipient_id]
     if delivery_id is not None:
@@ -35,21 +39,26 @@ def recipient_events(
     if not known or not known[0]:
         scope = f"delivery {delivery_id!r}" if delivery_id is not None else "any delivery manifest"
         raise NotFoundError(f"recipient {recipient_id!r} is not in {scope}")
-    only = " AND e.delivery_id = ?" if delivery_id is not None else ""
-    # the message events, then the page views of the site (web tracking): 'transaction' for a
+    shown = "h.resolution = 'event'" if humans_only else "h.resolution IN ('event', 'automated')"
+    only = " AND {t}.delivery_id = ?" if delivery_id is not None else ""
+    # the message's hits, then the page views of the site (web tracking): 'transaction' for a
     # page tag with an amount, the tag in link_id
     sql = f"""
-SELECT x.ts, x.type, x.delivery, x.delivery_label, x.link_id, x.label, x.url, x.amount, x.currency FROM (
-    SELECT e.ts, e.type, e.delivery_id AS delivery, e.delivery_label,
-        e.link_id, e.link_label AS label, e.link_url AS url,
+SELECT x.ts, x.type, x.class, x.reasons, x.delivery, x.delivery_label, x.link_id, x.label, x.url,
+    x.amount, x.currency FROM (
+    SELECT h.ts, h.type, coalesce(h.class, 'human') AS class, h.reasons, h.delivery_id AS delivery,
+        d.label AS delivery_label, h.link_id, l.label, l.url,
         CAST(NULL AS DECIMAL(18,4)) AS amount, CAST(NULL AS VARCHAR) AS currency
-    FROM events e
-    WHERE e.type <> 'page' AND e.recipient_id = ? AND e.ts >= ? AND e.ts < ?{only}
+    FROM hits_classified h
+    JOIN recipients r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
+    JOIN deliveries d ON d.delivery_id = h.delivery_id
+    LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
+    WHERE h.type <> 'page' AND h.recipient_id = ? AND h.ts >= ? AND h.ts < ? AND {shown}{only.format(t="h")}
     UNION ALL
-    SELECT e.ts, CASE WHEN e.amount IS NOT NULL THEN 'transaction' ELSE 'page' END, e.delivery_id,
-        d.label, e.tag, NULL, NULL, e.amount, e.currency
+    SELECT e.ts, CASE WHEN e.amount IS NOT NULL THEN 'transaction' ELSE 'page' END, 'human', NULL,
+        e.delivery_id, d.label, e.tag, NULL, NULL, e.amount, e.currency
     FROM page_events e LEFT JOIN deliveries d ON d.delivery_id = e.delivery_id
-    WHERE NOT e.anonymous AND e.recipient_id = ? AND e.ts >= ? AND e.ts < ?{only}
+    WHERE NOT e.anonymous AND e.recipient_id = ? AND e.ts >= ? AND e.ts < ?{only.format(t="e")}
 ) x
 ORDER BY x.ts DESC, x.delivery, x.type, x.link_id
 """

@@ -1,0 +1,338 @@
+"""Machine opens and bot clicks: the one place where an accepted hit is told to be a person's
+(`human`) or a machine's (`machine_open` for the open pixel, `bot_click` for any other route),
+with the reasons (README "Machine opens and bot clicks"). The classes are stored with each hit
+(`hits.class`, `hits.reasons`) by tracklog.derived; this module gives the rules as SQL, the
+per-agent verdicts (each distinct user agent looked up once), the settings in force (stored in
+the database, from the [classify] table of tracklog.toml) and the mail proxies' networks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import json
+import re
+import urllib.error
+import urllib.request
+from importlib import metadata, resources
+from typing import Any
+
+import crawleruseragents
+import duckdb
+import pyarrow as pa
+
+from tracklog import metrics, useragent
+from tracklog.config import ClassifySettings
+from tracklog.errors import DataError
+
+# Bump when the rules below change: stored classes are then made again (tracklog reclassify).
+CLASSIFIER_VERSION = "1"
+REASONS = ("mpp", "proxy_range", "head", "agent", "trap", "burst", "fast")
+APPLE_EGRESS_URL = "https://mask-api.icloud.com/egress-ip-ranges.csv"
+BUNDLED_RANGES = "apple-proxy-ranges.csv"
+
+
+def _crawler_list_version() -> str:
+    try:
+        return metadata.version("crawler-user-agents")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+# -- per agent --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _extra_patterns(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
+
+
+def agent_kind(user_agent: str | None, settings: ClassifySettings) -> str | None:
+    """What the agent says: 'proxy' (a mail client's image proxy: the reader's open, fetched
+    for them; checked first, since crawler lists also name GoogleImageProxy), 'mpp' (exactly
+    an Apple Mail Privacy Protection agent), 'bot' (crawler, HTTP library, scanner), else None."""
+    if not user_agent:
+        return None
+    lowered = user_agent.lower()
+    if any(p.lower() in lowered for p in settings.image_proxy_agents):
+        return "proxy"
+    if user_agent in settings.mpp_agents:
+        return "mpp"
+    if settings.bot_agents and (
+        crawleruseragents.is_crawler(user_agent) or useragent.parse_agent(user_agent).device == "bot"
+    ):
+        return "bot"
+    if any(p.search(user_agent) for p in _extra_patterns(settings.extra_bot_agents)):
+        return "bot"
+    return None
+
+
+def add_agent_kinds(con: duckdb.DuckDBPyConnection, relation: str, settings: ClassifySettings) -> None:
+    """The user agents of `relation` not in agent_kinds yet, looked up (once per distinct string)."""
+    unseen = con.execute(f"""
+SELECT DISTINCT x.user_agent FROM {relation} x
+WHERE x.user_agent IS NOT NULL AND x.user_agent NOT IN (SELECT user_agent FROM agent_kinds)""").fetchall()
+    if not unseen:
+        return
+    agents = [r[0] for r in unseen]
+    table = pa.table(
+        {
+            "user_agent": pa.array(agents, pa.string()),
+            "kind": pa.array([agent_kind(a, settings) for a in agents], pa.string()),
+        }
+    )
+    con.register("_new_kinds", table)
+    try:
+        con.execute("INSERT INTO agent_kinds SELECT user_agent, kind FROM _new_kinds")
+    finally:
+        con.unregister("_new_kinds")
+
+
+# -- the rules --------------------------------------------------------------------------------
+
+
+def window_seconds(settings: ClassifySettings) -> float:
+    """How far (either way) a hit's class can depend on other hits of its recipient."""
+    return max(settings.trap_window, settings.burst_window, settings.fast_seconds)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+IPV4_RE = r"[0-9]{1,3}(\.[0-9]{1,3}){3}"
+
+
+def ip_number_sql(ip: str) -> str:
+    """(family, number) of an address as text: IPv4 as its 32 bits, IPv6 as its first 64 bits
+    (the network part the proxy ranges are matched on); NULLs for anything else."""
+    v4 = " + ".join(
+        f"(TRY_CAST(split_part({ip}, '.', {i + 1}) AS UBIGINT) << {24 - 8 * i})" for i in range(4)
+    )
+    groups = (
+        f"string_split(CASE WHEN contains({ip}, '::') THEN trim(replace({ip}, '::', ':' || "
+        f"repeat('0:', 8 - len(list_filter(string_split({ip}, ':'), lambda g: g <> '')))), ':') ELSE {ip} END, ':')"
+    )
+    v6 = (
+        "CASE WHEN len(g6) = 8 AND len(list_filter(g6, lambda g: regexp_full_match(g, '[0-9A-Fa-f]{1,4}'))) = 8 "
+        "THEN "
+        + " + ".join(f"(TRY_CAST('0x' || g6[{i + 1}] AS UBIGINT) << {48 - 16 * i})" for i in range(4))
+        + " END"
+    )
+    return f"""
+    CASE WHEN regexp_full_match({ip}, '{IPV4_RE}') THEN 4
+         WHEN contains({ip}, ':') AND regexp_full_match({ip}, '[0-9A-Fa-f:]{{2,39}}') THEN 6 END AS family,
+    CASE WHEN regexp_full_match({ip}, '{IPV4_RE}') THEN {v4}
+         WHEN contains({ip}, ':') AND regexp_full_match({ip}, '[0-9A-Fa-f:]{{2,39}}') THEN
+            (SELECT {v6} FROM (SELECT {groups} AS g6)) END AS number"""
+
+
+def classify_sql(units: str, settings: ClassifySettings) -> str:
+    """Per hit of the relation `units` (the hits of some recipients, with every other hit of
+    theirs within window_seconds() of each): source_id, line_no, class, reasons. Window
+    signals look only at the accepted hits of the same delivery and recipient (ids as logged,
+    so an orphan is classified too). Reads agent_kinds (add_agent_kinds first), links,
+    deliveries and proxy_ranges. Every threshold is a number of the validated settings."""
+    tw, bw, fs = _ms(settings.trap_window), _ms(settings.burst_window), _ms(settings.fast_seconds)
+    reader = "PARTITION BY u.delivery_id, u.recipient_id ORDER BY u.ms"
+    accepted = "x.sig_status IN ('valid', 'unchecked') AND NOT coalesce(x.status >= 400, FALSE)"
+    ranges = (
+        f"""
+    SELECT DISTINCT n.ip FROM (
+        SELECT i.ip, {ip_number_sql("i.ip")} FROM (SELECT DISTINCT ip FROM {units} WHERE kind = 'open') i
+    ) n JOIN proxy_ranges r ON r.family = n.family AND n.number BETWEEN r.lo AND r.hi"""
+        if settings.proxy_ranges
+        else "SELECT CAST(NULL AS VARCHAR) AS ip WHERE FALSE"
+    )
+    signals = {
+        "mpp": "w.type = 'open' AND w.agent = 'mpp'",
+        "proxy_range": "w.type = 'open' AND coalesce(w.agent, '') <> 'proxy' AND w.in_range",
+        "head": "upper(w.method) = 'HEAD'" if settings.head else "FALSE",
+        "agent": "w.agent = 'bot'",
+        "trap": "w.near_trap = 1",
+        "burst": "w.type = 'click' AND w.in_burst = 1",
+        "fast": (
+            f"w.type IN ('click', 'mirror', 'optout') AND w.sent_ms IS NOT NULL "
+            f"AND w.ms BETWEEN w.sent_ms - {fs} AND w.sent_ms + {fs} AND w.opened_before = 0"
+        ),
+    }
+    reasons = ", ".join(f"CASE WHEN {sql} THEN '{name}' END" for name, sql in signals.items())
+    return f"""
+WITH u AS (
+    SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, x.link_id, x.method,
+        {metrics.type_sql("x")} AS type, {accepted} AS accepted, epoch_ms(x.ts) AS ms,
+        epoch_ms(d.sent_at) AS sent_ms, k.kind AS agent,
+        x.kind = 'click' AND coalesce(l.category, '') = '{metrics.TRAP_CATEGORY}' AS is_trap,
+        p.ip IS NOT NULL AS in_range
+    FROM {units} x
+    LEFT JOIN agent_kinds k ON k.user_agent = x.user_agent
+    LEFT JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
+    LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
+    LEFT JOIN ({ranges}) p ON p.ip = x.ip AND x.kind = 'open'
+), s AS (
+    SELECT u.*,
+        max(CASE WHEN u.accepted AND u.is_trap THEN 1 ELSE 0 END)
+            OVER ({reader} RANGE BETWEEN {tw} PRECEDING AND {tw} FOLLOWING) AS near_trap,
+        CASE WHEN u.accepted AND u.type = 'click' AND count(DISTINCT CASE WHEN u.accepted AND u.type = 'click'
+            THEN u.link_id END) OVER ({reader} RANGE BETWEEN CURRENT ROW AND {bw} FOLLOWING)
+            >= {int(settings.burst_links)} THEN 1 ELSE 0 END AS burst_start,
+        max(CASE WHEN u.accepted AND u.type = 'open' THEN 1 ELSE 0 END)
+            OVER ({reader} RANGE BETWEEN {fs} PRECEDING AND CURRENT ROW) AS opened_before
+    FROM u
+), w AS (
+    SELECT s.*, max(s.burst_start) OVER (
+        PARTITION BY s.delivery_id, s.recipient_id ORDER BY s.ms RANGE BETWEEN {bw} PRECEDING AND CURRENT ROW
+    ) AS in_burst
+    FROM s
+), r AS (
+    SELECT w.source_id, w.line_no, w.accepted, w.type, nullif(concat_ws(',', {reasons}), '') AS reasons FROM w
+)
+SELECT r.source_id, r.line_no,
+    CASE WHEN NOT r.accepted THEN NULL
+         WHEN r.type = 'unsubscribe' OR r.reasons IS NULL THEN 'human'
+         WHEN r.type = 'open' THEN 'machine_open' ELSE 'bot_click' END AS class,
+    CASE WHEN r.accepted AND r.type <> 'unsubscribe' THEN r.reasons END AS reasons
+FROM r
+"""
+
+
+# -- settings and proxy ranges in the database ------------------------------------------------
+
+
+def _settings_json(settings: ClassifySettings) -> str:
+    return json.dumps(settings.as_dict(), sort_keys=True)
+
+
+def _version(settings: ClassifySettings, ranges_digest: str) -> str:
+    text = "\n".join(
+        [
+            CLASSIFIER_VERSION,
+            _settings_json(settings),
+            _crawler_list_version(),
+            useragent.PARSER_VERSION,
+            ranges_digest,
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _ranges_digest(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute("SELECT digest FROM proxy_ranges_source").fetchall()
+    return str(rows[0][0]) if rows else ""
+
+
+def stored_settings(con: duckdb.DuckDBPyConnection) -> tuple[ClassifySettings, str]:
+    """The settings in force and their version (the defaults until ingest or reclassify stores
+    the configured ones; the bundled proxy ranges until refreshed)."""
+    if not con.execute("SELECT 1 FROM proxy_ranges_source").fetchall():
+        if _is_read_only(con):
+            return ClassifySettings(), _version(ClassifySettings(), "")
+        _store_ranges(con, parse_ranges(_bundled_ranges(), BUNDLED_RANGES), f"bundled {BUNDLED_RANGES}")
+    rows = con.execute("SELECT settings, version FROM classifier_settings").fetchall()
+    if not rows:
+        settings = ClassifySettings()
+        version = _version(settings, _ranges_digest(con))
+        if not _is_read_only(con):
+            con.execute("INSERT INTO classifier_settings VALUES (?, ?)", [_settings_json(settings), version])
+        return settings, version
+    data: dict[str, Any] = json.loads(rows[0][0])
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return ClassifySettings(**values), str(rows[0][1])
+
+
+def store_settings(con: duckdb.DuckDBPyConnection, settings: ClassifySettings) -> bool:
+    """Make `settings` the ones in force; whether the version changed (the stored classes are
+    then made again by tracklog.derived.sync)."""
+    _, old = stored_settings(con)
+    version = _version(settings, _ranges_digest(con))
+    if version == old:
+        return False
+    con.execute("DELETE FROM classifier_settings")
+    con.execute("INSERT INTO classifier_settings VALUES (?, ?)", [_settings_json(settings), version])
+    return True
+
+
+def _is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return bool(rows and rows[0][0])
+
+
+def _bundled_ranges() -> str:
+    return (resources.files("tracklog") / "data" / BUNDLED_RANGES).read_text(encoding="utf-8")
+
+
+def parse_ranges(text: str, name: str) -> pa.Table:
+    """The CIDRs of a proxy-range list (Apple's egress CSV: the prefix first on each line; blank
+    lines and # comments skipped) as columns family, lo, hi (see ip_number_sql)."""
+    family: list[int] = []
+    lo: list[int] = []
+    hi: list[int] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        field = line.split(",", 1)[0].strip()
+        if not field or field.startswith("#"):
+            continue
+        try:
+            net = ipaddress.ip_network(field, strict=False)
+        except ValueError:
+            shown = field[:60].encode("ascii", "backslashreplace").decode()
+            raise DataError(f"proxy ranges {name}, line {n}: {shown!r} is not an IP network (CIDR)") from None
+        shift = 0 if net.version == 4 else 64
+        family.append(net.version)
+        lo.append(int(net.network_address) >> shift)
+        hi.append(int(net.broadcast_address) >> shift)
+    if not family:
+        raise DataError(f"proxy ranges {name}: no IP network found")
+    return pa.table(
+        {
+            "family": pa.array(family, pa.int8()),
+            "lo": pa.array(lo, pa.uint64()),
+            "hi": pa.array(hi, pa.uint64()),
+        }
+    )
+
+
+def _store_ranges(con: duckdb.DuckDBPyConnection, ranges: pa.Table, source: str) -> None:
+    con.register("_ranges", ranges)
+    try:
+        con.execute("DELETE FROM proxy_ranges")
+        con.execute("INSERT INTO proxy_ranges SELECT family, lo, hi FROM _ranges")
+    finally:
+        con.unregister("_ranges")
+    digest = hashlib.sha256(
+        "\n".join(
+            f"{r[0]} {r[1]} {r[2]}" for r in con.execute("SELECT * FROM proxy_ranges ORDER BY ALL").fetchall()
+        ).encode()
+    ).hexdigest()[:16]
+    con.execute("DELETE FROM proxy_ranges_source")
+    con.execute("INSERT INTO proxy_ranges_source VALUES (?, ?, ?)", [source, digest, ranges.num_rows])
+
+
+def read_ranges_source(source: str, timeout: float = 60.0) -> tuple[str, str]:
+    """The text of a proxy-range list from an http(s) URL or a local file, and its name."""
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=timeout) as response:
+                return response.read().decode("utf-8", errors="replace"), source
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DataError(
+                f"cannot download {source}: {exc} (download it another way and use --from FILE)"
+            ) from exc
+    try:
+        with open(source, encoding="utf-8", errors="replace") as fh:
+            return fh.read(), source
+    except OSError as exc:
+        raise DataError(f"cannot read proxy ranges {source}: {exc.strerror or exc}") from exc
+
+
+def replace_ranges(con: duckdb.DuckDBPyConnection, text: str, name: str) -> int:
+    """Make the list `text` the proxy ranges in force (the settings' version changes with it,
+    so tracklog.derived.sync classifies again); how many networks it holds."""
+    settings, _ = stored_settings(con)
+    ranges = parse_ranges(text, name)
+    _store_ranges(con, ranges, name)
+    version = _version(settings, _ranges_digest(con))
+    con.execute("UPDATE classifier_settings SET version = ?", [version])
+    return int(ranges.num_rows)
