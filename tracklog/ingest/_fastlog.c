@@ -1203,7 +1203,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 4) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 5) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

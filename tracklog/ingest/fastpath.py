@@ -27,7 +27,7 @@ from tracklog.ingest.formats import (
     resolve_format,
 )
 
-ABI = 4  # of _fastlog.c's parse(): an extension built from older sources is not used
+ABI = 5  # of _fastlog.c's parse(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
