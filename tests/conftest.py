@@ -9,12 +9,13 @@ them as log lines too, so the fixture can switch to real ingest.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import pytest
@@ -408,6 +409,13 @@ class Model:
                 }
             )
         return rows, total
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip where an external requirement is missing; fail under TRACKLOG_CI=1 so CI always runs it."""
+    if os.environ.get("TRACKLOG_CI"):
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import metrics, routes
+from tracklog.engines import Connection
 from tracklog.errors import DataError
-from tracklog.reports.common import fetch_one
+from tracklog.reports.common import fetch_all, fetch_one
 
 BADGE_CLASS = "tracklog-badge"
 
@@ -164,7 +164,7 @@ class _AnchorFinder(HTMLParser):
         return [(pos, text) for pos, src, text in self._imgs if marker in src]
 
 
-def hot_clicks_page(con: duckdb.DuckDBPyConnection, delivery_id: str, table: pa.Table) -> str:
+def hot_clicks_page(con: Connection, delivery_id: str, table: pa.Table) -> str:
     """The annotated page for `table` (the hot_clicks report of `delivery_id`)."""
     row = fetch_one(con, "SELECT label, content_html FROM deliveries WHERE delivery_id = ?", [delivery_id])
     if row is None or not row[1]:
@@ -176,9 +176,11 @@ def hot_clicks_page(con: duckdb.DuckDBPyConnection, delivery_id: str, table: pa.
         for r in _rows(table)
     ]
     clicks = sum(f.clicks for f in figures)
-    traps = con.execute(
-        "SELECT url FROM links WHERE delivery_id = ? AND category = ?", [delivery_id, metrics.TRAP_CATEGORY]
-    ).fetchall()
+    traps = fetch_all(
+        con,
+        "SELECT url FROM links WHERE delivery_id = ? AND category = ?",
+        [delivery_id, metrics.TRAP_CATEGORY],
+    )
     title = f"{row[0]} ({delivery_id}), {clicks} clicks"
     return annotate(str(row[1]), delivery_id, figures, title, [str(t[0]) for t in traps])
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
+from tracklog.engines import Connection
 from tracklog.errors import NotFoundError
 from tracklog.reports.common import (
     ALL_TIME,
@@ -17,7 +17,7 @@ from tracklog.reports.common import (
 
 
 def recipient_events(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     recipient_id: str,
     delivery_id: str | None = None,
     window: Window = ALL_TIME,

@@ -6,14 +6,15 @@ Opens are open-pixel hits and clicks counted clicks (opens_total and clicks_tota
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import derived, metrics
+from tracklog.engines import Connection
 from tracklog.errors import UsageError
 from tracklog.reports.common import (
     ALL_TIME,
     Window,
+    fetch_all,
     limit_clause,
     query,
     require_delivery,
@@ -31,9 +32,7 @@ _ELAPSED_MINUTES = (
 )
 
 
-def _scope(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window
-) -> tuple[str, list[object]]:
+def _scope(con: Connection, delivery_id: str | None, window: Window) -> tuple[str, list[object]]:
     where = "e.ts >= ? AND e.ts < ?"
     params: list[object] = [*window.params()]
     if delivery_id is not None:
@@ -44,7 +43,7 @@ def _scope(
 
 
 def timeline(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     bucket: str = "1h",
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
@@ -63,7 +62,7 @@ WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
 GROUP BY ALL
 ORDER BY n
 """
-    found = {int(r[0]): (int(r[1]), int(r[2])) for r in con.execute(sql, params).fetchall()}
+    found = {int(r[0]): (int(r[1]), int(r[2])) for r in fetch_all(con, sql, params)}
     # Empty buckets are filled here: a handful of rows, and SQL would need a table function.
     numbers = range(min(found), max(found) + 1) if found else range(0)
     hours = [n * minutes // 60 for n in numbers]
@@ -83,9 +82,7 @@ def _bucket_label(n: int, minutes: int) -> str:
     return f"+{n * minutes // 60}h"
 
 
-def reach(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None = None, window: Window = ALL_TIME
-) -> pa.Table:
+def reach(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> pa.Table:
     """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_95 (one decimal)."""
     where, params = _scope(con, delivery_id, window)
     cols = ", ".join(
@@ -116,7 +113,7 @@ ORDER BY metric DESC
 
 
 def breakdown(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     by: str,
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
@@ -144,9 +141,7 @@ GROUP BY b.value
     return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
 
 
-def _by_domain(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window, limit: int | None
-) -> pa.Table:
+def _by_domain(con: Connection, delivery_id: str | None, window: Window, limit: int | None) -> pa.Table:
     figures, params = derived.domains(window.bounds())
     where = "" if delivery_id is None else " WHERE d.delivery_id = ?"
     params = params if delivery_id is None else [*params, delivery_id]
