@@ -10,7 +10,7 @@ import datetime as dt
 import io
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,71 +53,90 @@ def _hot_clicks_with_page(con: Connection, delivery_id: str) -> dict[str, Any]:
     return {"table": table, "page": hot_clicks_page(con, delivery_id, table)}
 
 
+def one(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[Connection], dict[str, Any]]:
+    """A report of one table: fn(con, *args, **kwargs)."""
+    return lambda con: {"t": fn(con, *args, **kwargs)}
+
+
+def both(
+    first: Callable[..., Any], second: Callable[..., Any], *args: Any
+) -> Callable[[Connection], dict[str, Any]]:
+    """A report of two tables (streams, stats): both with the same arguments."""
+    return lambda con: {"first": first(con, *args), "second": second(con, *args)}
+
+
+def footer(*args: Any) -> Callable[[Connection], dict[str, Any]]:
+    return lambda con: {"n": json.dumps(excluded_hits(con, *args), sort_keys=True)}
+
+
 # Every report (each option that changes its query) and the footer of excluded hits.
 REPORTS: dict[str, Callable[[Connection], dict[str, Any]]] = {
-    "deliveries": lambda c: {"t": delivery.deliveries(c)},
-    "deliveries-limit": lambda c: {"t": delivery.deliveries(c, limit=1)},
-    **{
-        f"delivery-{d}": (lambda d: lambda c: {"t": delivery.delivery_indicators(c, d)})(d)
-        for d in ("NL1", "NL2")
-    },
-    "delivery-window": lambda c: {"t": delivery.delivery_indicators(c, "NL1", NOV)},
+    "deliveries": one(delivery.deliveries),
+    "deliveries-limit": one(delivery.deliveries, limit=1),
+    "delivery-NL1": one(delivery.delivery_indicators, "NL1"),
+    "delivery-NL2": one(delivery.delivery_indicators, "NL2"),
+    "delivery-window": one(delivery.delivery_indicators, "NL1", NOV),
     "hot-clicks-NL1": lambda c: _hot_clicks_with_page(c, "NL1"),
-    "hot-clicks-NL2": lambda c: {"t": hot_clicks.hot_clicks(c, "NL2", limit=1)},
-    "hot-clicks-window": lambda c: {"t": hot_clicks.hot_clicks(c, "NL1", NOV)},
-    **{f"urls-{by}": (lambda by: lambda c: {"t": urls.urls(c, by)})(by) for by in urls.GROUPINGS},
-    "urls-delivery-window": lambda c: {"t": urls.urls(c, "url", "NL1", NOV)},
+    "hot-clicks-NL2": one(hot_clicks.hot_clicks, "NL2", limit=1),
+    "hot-clicks-window": one(hot_clicks.hot_clicks, "NL1", NOV),
+    **{f"urls-{by}": one(urls.urls, by) for by in urls.GROUPINGS},
+    "urls-delivery-window": one(urls.urls, "url", "NL1", NOV),
+    **{f"streams-{d}": both(streams.sequences, streams.transitions, d) for d in ("NL1", "NL2")},
+    "streams-window": both(streams.sequences, streams.transitions, "NL1", NOV),
     **{
-        f"streams-{d}": (
-            lambda d: lambda c: {"seq": streams.sequences(c, d), "tr": streams.transitions(c, d)}
-        )(d)
-        for d in ("NL1", "NL2")
-    },
-    **{
-        f"stats-{b}": (lambda b: lambda c: {"t": stats.timeline(c, b), "reach": stats.reach(c)})(b)
+        f"stats-{b}": lambda c, b=b: {"t": stats.timeline(c, b), "reach": stats.reach(c)}
         for b in stats.BUCKETS
     },
     "stats-delivery-window": lambda c: {
         "t": stats.timeline(c, "1h", "NL1", NOV),
         "reach": stats.reach(c, "NL1", NOV),
     },
-    **{f"stats-by-{by}": (lambda by: lambda c: {"t": stats.breakdown(c, by)})(by) for by in stats.BREAKDOWNS},
-    **{
-        f"stats-by-{by}-NL1-window": (lambda by: lambda c: {"t": stats.breakdown(c, by, "NL1", NOV)})(by)
-        for by in stats.BREAKDOWNS
-    },
-    **{f"recipient-{r}": (lambda r: lambda c: {"t": recipient.recipient_events(c, r)})(r) for r in ("r1", "r2")},
-    "recipient-delivery-window": lambda c: {"t": recipient.recipient_events(c, "r1", "NL1", NOV, limit=3)},
-    "footer": lambda c: {"n": json.dumps(excluded_hits(c, None, Window()), sort_keys=True)},
-    "footer-NL1-window": lambda c: {"n": json.dumps(excluded_hits(c, "NL1", NOV), sort_keys=True)},
+    **{f"stats-by-{by}": one(stats.breakdown, by) for by in stats.BREAKDOWNS},
+    **{f"stats-by-{by}-NL1-window": one(stats.breakdown, by, "NL1", NOV) for by in stats.BREAKDOWNS},
+    "recipient-r1": one(recipient.recipient_events, "r1"),
+    "recipient-r2": one(recipient.recipient_events, "r2"),
+    "recipient-delivery-window": one(recipient.recipient_events, "r1", "NL1", NOV, limit=3),
+    "footer": footer(None, Window()),
+    "footer-NL1-window": footer("NL1", NOV),
 }
 
 
+def report_tables(con: Connection, names: Iterable[str] = REPORTS) -> dict[str, dict[str, Any]]:
+    return {name: REPORTS[name](con) for name in names}
+
+
+def outputs_of(tables: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: _text(t) for name, t in tables.items()}
+
+
 def report_outputs(con: Connection) -> dict[str, str]:
-    return {name: _text(run(con)) for name, run in REPORTS.items()}
-
-
-def report_tables(con: Connection) -> dict[str, Any]:
-    return {name: run(con) for name, run in REPORTS.items()}
+    return outputs_of(report_tables(con))
 
 
 def write_lake(db: Path, out: Path | str) -> None:
     export(lambda: derived.open_reader(db, 10), out, [*DAYS, EMPTY_DAY], lake=True)
 
 
-@pytest.fixture(scope="module")
-def lake_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def build_lake(where: Path) -> tuple[Path, Path]:
     """The hand-made data set in a database, and its lake."""
-    where = tmp_path_factory.mktemp("lake")
     db = build_db(where / "tracking.duckdb", make_dataset())
     write_lake(db, where / "lake")
     return db, where / "lake"
 
 
+def outputs_on_the_database(db: Path) -> dict[str, str]:
+    with derived.open_reader(db, 10) as con:
+        return report_outputs(con)
+
+
+@pytest.fixture(scope="module")
+def lake_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_lake(tmp_path_factory.mktemp("lake"))
+
+
 @pytest.fixture(scope="module")
 def store_outputs(lake_db: tuple[Path, Path]) -> dict[str, str]:
-    with derived.open_reader(lake_db[0], 10) as con:
-        return report_outputs(con)
+    return outputs_on_the_database(lake_db[0])
 
 
 def run(*args: str) -> Result:
@@ -130,7 +149,7 @@ def run(*args: str) -> Result:
 def test_lake_layout_hits_by_day_without_the_resolution_and_whole_small_tables(
     lake_db: tuple[Path, Path],
 ) -> None:
-    db, lake = lake_db
+    lake = lake_db[1]
     data = make_dataset()
     for day in (*DAYS, EMPTY_DAY):
         table = pq.read_table(lake / "hits" / f"date={day}" / "hits.parquet")
@@ -139,7 +158,9 @@ def test_lake_layout_hits_by_day_without_the_resolution_and_whole_small_tables(
         # the columns of the table `hits`, whatever they are, but the derived resolution
         assert set(HIT_COLUMNS) <= set(table.column_names)
         assert not set(RESOLUTION_COLUMNS) & set(table.column_names)
-    assert sorted(p.name for p in (lake / "hits").iterdir()) == sorted(f"date={d}" for d in (*DAYS, EMPTY_DAY))
+    assert sorted(p.name for p in (lake / "hits").iterdir()) == sorted(
+        f"date={d}" for d in (*DAYS, EMPTY_DAY)
+    )
     counts = {
         "deliveries": len(data.deliveries),
         "links": sum(len(d.links) for d in data.deliveries),
@@ -159,11 +180,15 @@ def test_a_lake_export_again_gives_the_same_bytes(lake_db: tuple[Path, Path], tm
     db, lake = lake_db
     write_lake(db, tmp_path / "again")
     first = {p.relative_to(lake): p.read_bytes() for p in lake.rglob("*.parquet")}
-    again = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*.parquet")}
+    again = {
+        p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*.parquet")
+    }
     assert first == again
 
 
-def test_the_lake_and_the_nightly_files_never_share_a_folder(lake_db: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_lake_and_the_nightly_files_never_share_a_folder(
+    lake_db: tuple[Path, Path], tmp_path: Path
+) -> None:
     db, lake = lake_db
     nightly = tmp_path / "nightly"
     assert run("--db", str(db), "export", "--out", str(nightly), "--date", "2026-11-03").exit_code == 0
@@ -186,11 +211,12 @@ def test_every_report_on_the_lake_is_the_report_on_the_database(
     db, lake = lake_db
     con = duckdb_lake(str(lake))
     try:
-        assert report_outputs(con) == store_outputs
+        got = report_tables(con)
+        assert outputs_of(got) == store_outputs
         # and the same Arrow types, column for column
         with derived.open_reader(db, 10) as store:
             expected = report_tables(store)
-        for name, tables in report_tables(con).items():
+        for name, tables in got.items():
             for key, table in tables.items():
                 if not isinstance(table, str):
                     assert table.schema == expected[name][key].schema, name
@@ -205,8 +231,12 @@ def test_lake_figures_are_the_independent_computation(lake_db: tuple[Path, Path]
         for d in ("NL1", "NL2"):
             assert delivery.delivery_indicators(con, d).to_pylist() == [model.indicators(d)]
         since, until = NOV.since, NOV.until
-        assert delivery.delivery_indicators(con, "NL1", NOV).to_pylist() == [model.indicators("NL1", since, until)]
-        assert hot_clicks.hot_clicks(con, "NL1").select(["link_id", "url", "clicks", "clickers"]).to_pylist() == [
+        assert delivery.delivery_indicators(con, "NL1", NOV).to_pylist() == [
+            model.indicators("NL1", since, until)
+        ]
+        assert hot_clicks.hot_clicks(con, "NL1").select(
+            ["link_id", "url", "clicks", "clickers"]
+        ).to_pylist() == [
             {k: r[k] for k in ("link_id", "url", "clicks", "clickers")} for r in model.hot_clicks("NL1")[0]
         ]
     finally:
@@ -247,7 +277,7 @@ def test_report_cli_on_the_lake(lake_db: tuple[Path, Path]) -> None:
         ("report", "stats", "--delivery", "NL2", "--bucket", "3h"),
         ("recipient", "r1"),
     ):
-        for fmt in ("json", "csv", "table"):
+        for fmt in ("json", "table") if args[0] == "recipient" else ("json",):
             on_db = run("--db", str(db), *args, "--format", fmt)
             on_lake = run("--db", str(tmp_path_missing(db)), *args, "--format", fmt, "--lake", str(lake))
             assert on_db.exit_code == on_lake.exit_code == 0, on_lake.output
@@ -326,7 +356,9 @@ def test_lake_on_s3_written_and_read_through_fsspec(
     )
     local = sorted(f"lake/{p.relative_to(lake)}" for p in lake.rglob("*.parquet"))
     assert keys == local
-    body = boto3.client("s3", endpoint_url=s3).get_object(Bucket="tracking", Key="lake/hits/date=2026-11-03/hits.parquet")
+    body = boto3.client("s3", endpoint_url=s3).get_object(
+        Bucket="tracking", Key="lake/hits/date=2026-11-03/hits.parquet"
+    )
     assert body["Body"].read() == (lake / "hits" / "date=2026-11-03" / "hits.parquet").read_bytes()
     con = duckdb_lake("s3://tracking/lake")
     try:

@@ -226,7 +226,6 @@ def spark_session(options: SparkOptions, app_name: str = "tracklog") -> SparkSes
         builder.master(options.master or "local[*]")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")
     )
     with _jvm_output() as log:
         try:
