@@ -118,6 +118,8 @@ def export_cmd(
         raise UsageError(
             "--lake writes the lake's own tables (always Parquet): leave out --what and --excel-safe"
         )
+    if not is_uri(out) and Path(out).is_file():
+        raise UsageError(f"--out {out} is a file: give a folder (or a URI such as s3://bucket/prefix)")
     export(
         app.open_reader,
         out if is_uri(out) else Path(out),
