@@ -3,7 +3,7 @@
 Builds the generated database of _datasets.py with --hits hits (once, kept in --work), brings
 it up to date, writes its lake with `tracklog export --lake`, then times `report deliveries`
 (the all-time indicators: every hit of the lake resolved against the manifests, distinct
-counts per delivery) and `report stats --by browser`:
+counts per delivery; or --report stats-by-browser):
 - whole processes, `tracklog report ... --lake LAKE --engine E`, once each (cold: for Spark
   this includes starting the JVM);
 - in one open session per engine, the report's query alone, median of --repeat.
@@ -34,7 +34,7 @@ from tracklog.reports.common import Connection
 
 REPORTS: dict[str, tuple[list[str], Callable[[Connection], object]]] = {
     "deliveries": (["report", "deliveries"], delivery.deliveries),
-    "stats --by browser": (["report", "stats", "--by", "browser"], lambda c: stats.breakdown(c, "browser")),
+    "stats-by-browser": (["report", "stats", "--by", "browser"], lambda c: stats.breakdown(c, "browser")),
 }
 
 
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--hits", type=int, default=3_000_000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-spark"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--report", choices=list(REPORTS), default="deliveries")
     args = parser.parse_args()
     db, lake = prepare(args.work, args.hits)
     size = sum(p.stat().st_size for p in lake.rglob("*.parquet"))
@@ -98,7 +99,8 @@ def main() -> None:
     print()
     print("| report | engine | whole process (cold) | query in a warm session (median) |")
     print("|---|---|---|---|")
-    for name, (cli_args, report) in REPORTS.items():
+    for name in [args.report]:
+        cli_args, report = REPORTS[name]
         _, expected = tracklog("--db", str(db), *cli_args, "--format", "json")
         for engine in ("duckdb", "spark"):
             cold, out = tracklog(*cli_args, "--format", "json", "--lake", str(lake), "--engine", engine)

@@ -32,7 +32,8 @@ ENGINES = ("duckdb", "spark")
 
 # The lake: `hits` partitioned by UTC day (`hits/date=YYYY-MM-DD/hits.parquet`, every stored
 # column but the derived resolution), and the small tables as one snapshot file each
-# (`<table>/<table>.parquet`). The resolution, the keys and the figures are views over them.
+# (`<table>/<table>.parquet`; deliveries and recipients with their keys). The resolution and
+# the figures are views over them.
 LAKE_HITS = "hits"
 LAKE_SNAPSHOTS = ("deliveries", "links", "recipients", "user_agent_families")
 LAKE_TABLES = (LAKE_HITS, *LAKE_SNAPSHOTS)
@@ -58,12 +59,11 @@ def lake_views() -> dict[str, str]:
     views = metrics.views()
     first = {name: views.pop(name) for name in ("hits_classified", "events")}
     return {
-        # deliveries numbered: any numbering works, the keys only tell readers apart
-        "delivery_keys": (
-            "SELECT d.delivery_id, CAST(row_number() OVER (ORDER BY d.delivery_id) AS INTEGER) AS delivery_key"
-            " FROM deliveries d"
+        # the keys the database numbered the manifests with, exported with them
+        "delivery_keys": "SELECT d.delivery_id, d.delivery_key FROM deliveries d",
+        "recipient_keys": (
+            "SELECT r.delivery_id, r.recipient_id, r.email, r.status, r.recipient_key FROM recipients r"
         ),
-        "recipient_keys": metrics.recipient_keys_sql("delivery_keys"),
         "hits": f"SELECT {resolved} FROM ({metrics.resolve_sql(_RAW_HITS)}) r",
         **first,  # what the figures read
         "delivery_totals": metrics.delivery_totals_sql(),
@@ -273,14 +273,14 @@ def open_lake(location: str, engine: str, spark: SparkOptions | None = None) -> 
     _check_local_lake(location)
     active = _active_session()
     session = active or spark_session(spark or SparkOptions())
-    con = SparkConnection(session, location)
+    spark_con = SparkConnection(session, location)
     try:
-        yield con
+        yield spark_con
     finally:
         if active is None:
             session.stop()
         else:  # someone else's session (a notebook, a test): left running, without our views
-            con.close()
+            spark_con.close()
 
 
 def _active_session() -> SparkSession | None:

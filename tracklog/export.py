@@ -135,12 +135,17 @@ def day_tables(con: duckdb.DuckDBPyConnection, day: dt.date, kinds: Sequence[str
     return tables
 
 
-# The order of each snapshot's rows (a key), so that the same tables give the same bytes.
-SNAPSHOT_ORDER = {
-    "deliveries": "delivery_id",
-    "links": "delivery_id, link_id",
-    "recipients": "delivery_id, recipient_id",
-    "user_agent_families": "user_agent",
+# The lake's small tables, whole, in the order of a key (the same tables give the same bytes).
+# The deliveries and recipients carry the keys the database numbered them with (the derived
+# delivery_keys and recipient_keys): the engines then need no window over every recipient.
+SNAPSHOT_QUERIES = {
+    "deliveries": "SELECT d.*, k.delivery_key FROM deliveries d "
+    "LEFT JOIN delivery_keys k ON k.delivery_id = d.delivery_id ORDER BY d.delivery_id",
+    "links": "SELECT * FROM links ORDER BY delivery_id, link_id",
+    "recipients": "SELECT r.*, k.recipient_key FROM recipients r "
+    "LEFT JOIN recipient_keys k ON k.delivery_id = r.delivery_id AND k.recipient_id = r.recipient_id "
+    "ORDER BY r.delivery_id, r.recipient_id",
+    "user_agent_families": "SELECT * FROM user_agent_families ORDER BY user_agent",
 }
 
 
@@ -165,10 +170,7 @@ def lake_day_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
 
 def snapshot_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     """The small tables of the lake, whole: the manifests and the parsed user agents."""
-    return {
-        t: con.sql(f"SELECT * FROM {t} ORDER BY {SNAPSHOT_ORDER[t]}").to_arrow_table().combine_chunks()
-        for t in LAKE_SNAPSHOTS
-    }
+    return {t: con.sql(SNAPSHOT_QUERIES[t]).to_arrow_table().combine_chunks() for t in LAKE_SNAPSHOTS}
 
 
 def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
