@@ -9,7 +9,7 @@ counts per delivery; or --report stats-by-browser):
 - in one open session per engine, the report's query alone, median of --repeat.
 Checks that both engines print what the database prints. Prints a Markdown table.
 
-    python bench/bench_spark.py --hits 3000000 --work /tmp/bench-spark
+    python bench/bench_spark.py --hits 3000000 --repeat 2
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--hits", type=int, default=3_000_000)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-spark"))
+    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out" / "spark")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--report", choices=list(REPORTS), default="deliveries")
     args = parser.parse_args()
