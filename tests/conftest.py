@@ -535,6 +535,8 @@ class Model:
         return rows, total
 
 
+
+
 @pytest.fixture
 def dataset() -> DataSet:
     return make_dataset()

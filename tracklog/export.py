@@ -1,9 +1,12 @@
-"""Nightly files: one CSV or Parquet file per kind and UTC day, `OUT/<kind>/date=YYYY-MM-DD/`.
+"""Nightly files: one CSV or Parquet file per kind and UTC day, `OUT/<kind>/date=YYYY-MM-DD/`;
+or the lake (`lake=True`): the base tables the metric definitions read, as Parquet, for the
+engines of tracklog.engines (`hits/date=YYYY-MM-DD/hits.parquet`, one snapshot file per small table).
 
 Owns what each kind's columns are (over the metric definitions of tracklog.metrics), and how the
 files are written: byte-identical for the same data, atomically (temporary name, fsync, rename,
 fsync of the folder), never through a symlink, under a lock in OUT that lets a run clean what a
-killed one left behind. No click, no printing: the caller opens the database.
+killed one left behind; to a URI (s3://...) through fsspec, where an object appears whole when
+written. No click, no printing: the caller opens the database.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -26,7 +29,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from tracklog import derived, metrics
+from tracklog.engines import LAKE_HITS, LAKE_SNAPSHOTS, LAKE_TABLES, is_uri
 from tracklog.errors import DataError, LockBusyError, UsageError
+from tracklog.schema import CLASS_COLUMNS, RESOLUTION_COLUMNS
 from tracklog.spreadsheet import neutralised_table
 
 KINDS = ("events", "deliveries", "recipients", "unsubscribes")
@@ -148,6 +153,44 @@ def day_tables(con: duckdb.DuckDBPyConnection, day: dt.date, kinds: Sequence[str
     return tables
 
 
+# The lake's small tables, whole, in the order of a key (the same tables give the same bytes).
+# The deliveries and recipients carry the keys the database numbered them with (the derived
+# delivery_keys and recipient_keys): the engines then need no window over every recipient.
+SNAPSHOT_QUERIES = {
+    "deliveries": "SELECT d.*, k.delivery_key FROM deliveries d "
+    "LEFT JOIN delivery_keys k ON k.delivery_id = d.delivery_id ORDER BY d.delivery_id",
+    "links": "SELECT * FROM links ORDER BY delivery_id, link_id",
+    "recipients": "SELECT r.*, k.recipient_key FROM recipients r "
+    "LEFT JOIN recipient_keys k ON k.delivery_id = r.delivery_id AND k.recipient_id = r.recipient_id "
+    "ORDER BY r.delivery_id, r.recipient_id",
+    "user_agent_families": "SELECT * FROM user_agent_families ORDER BY user_agent",
+}
+
+
+def lake_hits_query(
+    con: duckdb.DuckDBPyConnection, since: dt.datetime, until: dt.datetime
+) -> tuple[str, list[object]]:
+    """The stored hits of [since, until): every column of `hits` (whatever the table has) but
+    the resolution, which the engines compute from the definitions against the manifests as
+    they are (a day exported before its manifest changed stays right)."""
+    columns = [c for c in con.table("hits").columns if c not in RESOLUTION_COLUMNS or c in CLASS_COLUMNS]
+    cols = ", ".join(f'h."{c}"' for c in columns)
+    return f"SELECT {cols} FROM hits h WHERE h.ts >= ? AND h.ts < ? ORDER BY h.source_id, h.line_no", [
+        since,
+        until,
+    ]
+
+
+def lake_day_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    sql, params = lake_hits_query(con, *day_window(day))
+    return con.sql(sql, params=params).to_arrow_table().combine_chunks()
+
+
+def snapshot_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """The small tables of the lake, whole: the manifests and the parsed user agents."""
+    return {t: con.sql(SNAPSHOT_QUERIES[t]).to_arrow_table().combine_chunks() for t in LAKE_SNAPSHOTS}
+
+
 def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
     """Every date from `first` to `last`, both included."""
     if last < first:
@@ -221,8 +264,8 @@ class FileFormat:
 @dataclass(frozen=True)
 class Written:
     kind: str
-    day: dt.date
-    path: Path
+    day: dt.date | None  # None: a snapshot of the lake
+    path: Path | str  # a str when OUT is a URI
     rows: int
 
 
@@ -248,15 +291,29 @@ def _leftovers(dir_fd: int) -> list[str]:
     return [n for n in os.listdir(dir_fd) if n.startswith(".") and n.endswith(TMP_SUFFIX)]
 
 
-def clean_leftovers(root_fd: int) -> int:
-    """Remove the temporary files a killed run left in any partition folder; how many."""
+def _remove_leftovers(dir_fd: int) -> int:
     removed = 0
-    for kind in KINDS:
+    for leftover in _leftovers(dir_fd):
+        # a file, or a symlink planted under our name: unlink removes the link itself, never
+        # what it points to
+        if not stat.S_ISDIR(os.stat(leftover, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.unlink(leftover, dir_fd=dir_fd)
+            removed += 1
+    os.fsync(dir_fd)
+    return removed
+
+
+def clean_leftovers(root_fd: int) -> int:
+    """Remove the temporary files a killed run left in any partition folder (or, for the
+    lake's snapshots, kind folder); how many."""
+    removed = 0
+    for kind in (*KINDS, *LAKE_TABLES):
         try:
             kind_fd = os.open(kind, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
         except OSError:
             continue  # absent, or not a folder of ours: nothing of ours in it
         try:
+            removed += _remove_leftovers(kind_fd)
             for name in os.listdir(kind_fd):
                 if not name.startswith("date="):
                     continue
@@ -265,13 +322,7 @@ def clean_leftovers(root_fd: int) -> int:
                 except OSError:
                     continue
                 try:
-                    for leftover in _leftovers(part_fd):
-                        # a file, or a symlink planted under our name: unlink removes the
-                        # link itself, never what it points to
-                        if not stat.S_ISDIR(os.stat(leftover, dir_fd=part_fd, follow_symlinks=False).st_mode):
-                            os.unlink(leftover, dir_fd=part_fd)
-                            removed += 1
-                    os.fsync(part_fd)
+                    removed += _remove_leftovers(part_fd)
                 finally:
                     os.close(part_fd)
         finally:
@@ -329,7 +380,7 @@ def open_out(out: Path) -> int:
 
 def export(
     reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
-    out: Path,
+    out: Path | str,
     days: Sequence[dt.date],
     kinds: Sequence[str] = KINDS,
     fmt: str = "csv",
@@ -337,43 +388,129 @@ def export(
     excel_safe: bool = False,
     wait: float = 60.0,
     on_file: Callable[[Written], None] | None = None,
+    lake: bool = False,
 ) -> list[Written]:
     """Write `OUT/<kind>/date=YYYY-MM-DD/<kind>.<fmt>` for every kind and day, replacing what
-    is there. The database is read one day at a time (`reader()` opens it), and closed before
-    that day's files are written, so an ingest waits for a query, not for the disk."""
-    root_fd = open_out(out)
-    written: list[Written] = []
-    file_format = FileFormat(fmt, excel_safe, duckdb.connect(":memory:"))
+    is there; with `lake`, the lake instead: `OUT/hits/date=YYYY-MM-DD/hits.parquet` for every
+    day, then `OUT/<table>/<table>.parquet` for the small tables (`kinds` and `fmt` unused).
+    The database is read one day at a time (`reader()` opens it), and closed before that day's
+    files are written, so an ingest waits for a query, not for the disk. OUT may be a URI
+    (s3://bucket/prefix) of a filesystem fsspec knows: objects are written whole, without the
+    lock (one export at a time there is the caller's job)."""
+    file_format = FileFormat("parquet" if lake else fmt, excel_safe, duckdb.connect(":memory:"))
     try:
-        with _locked(root_fd, out, wait):
-            clean_leftovers(root_fd)
-            for day in days:
-                with reader() as con:
-                    tables = day_tables(con, day, kinds)
-                for kind in kinds:
-                    written.append(_write_kind(root_fd, out, kind, day, tables[kind], file_format))
-                    if on_file is not None:
-                        on_file(written[-1])
-    except OSError as exc:
-        raise DataError(f"export to {out}: {exc.strerror or exc}") from exc
+        if is_uri(str(out)):
+            return _export_to(_RemoteOut(str(out)), reader, days, kinds, file_format, on_file, lake)
+        out = Path(out)
+        root_fd = open_out(out)
+        try:
+            with _locked(root_fd, out, wait):
+                clean_leftovers(root_fd)
+                return _export_to(_LocalOut(root_fd, out), reader, days, kinds, file_format, on_file, lake)
+        except OSError as exc:
+            raise DataError(f"export to {out}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(root_fd)
     finally:
-        os.close(root_fd)
         file_format.formatter.close()
+
+
+def _export_to(
+    target: _LocalOut | _RemoteOut,
+    reader: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    days: Sequence[dt.date],
+    kinds: Sequence[str],
+    fmt: FileFormat,
+    on_file: Callable[[Written], None] | None,
+    lake: bool,
+) -> list[Written]:
+    # the lake and the nightly kinds share folder names (deliveries, recipients): never mixed
+    other = "events" if lake else LAKE_HITS
+    if target.has(other):
+        raise UsageError(
+            f"{target.where} holds {'nightly files' if lake else 'a lake'} (an {other} folder): "
+            f"write the {'lake' if lake else 'nightly files'} to another folder"
+        )
+    written: list[Written] = []
+
+    def done(w: Written) -> None:
+        written.append(w)
+        if on_file is not None:
+            on_file(w)
+
+    for day in days:
+        with reader() as con:
+            tables = {LAKE_HITS: lake_day_table(con, day)} if lake else day_tables(con, day, kinds)
+        for kind, table in tables.items():
+            partition = f"date={day.isoformat()}"  # a date, never an id: no path can leave OUT
+            path = target.write([kind, partition], f"{kind}.{fmt.name}", table, fmt)
+            done(Written(kind, day, path, table.num_rows))
+    if lake:
+        with reader() as con:
+            snapshots = snapshot_tables(con)
+        for kind, table in snapshots.items():
+            done(Written(kind, None, target.write([kind], f"{kind}.{fmt.name}", table, fmt), table.num_rows))
     return written
 
 
-def _write_kind(
-    root_fd: int, out: Path, kind: str, day: dt.date, table: pa.Table, fmt: FileFormat
-) -> Written:
-    partition = f"date={day.isoformat()}"  # a date, never an id: no path can leave OUT
-    name = f"{kind}.{fmt.name}"
-    kind_fd = _open_dir(root_fd, kind, out, create=True)
-    try:
-        part_fd = _open_dir(kind_fd, partition, out / kind, create=True)
+@dataclass(frozen=True)
+class _LocalOut:
+    """A local OUT: atomic files, never through a symlink."""
+
+    root_fd: int
+    out: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.out)
+
+    def has(self, folder: str) -> bool:
         try:
-            _write_file(part_fd, name, table, fmt)
+            os.stat(folder, dir_fd=self.root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def write(self, folders: list[str], name: str, table: pa.Table, fmt: FileFormat) -> Path:
+        fds = [self.root_fd]
+        where = self.out
+        try:
+            for folder in folders:
+                fds.append(_open_dir(fds[-1], folder, where, create=True))
+                where = where / folder
+            _write_file(fds[-1], name, table, fmt)
         finally:
-            os.close(part_fd)
-    finally:
-        os.close(kind_fd)
-    return Written(kind, day, out / kind / partition / name, table.num_rows)
+            for fd in fds[1:]:
+                os.close(fd)
+        return where / name
+
+
+class _RemoteOut:
+    """OUT as a URI, through fsspec (s3fs for s3://): an object is written whole on close."""
+
+    def __init__(self, uri: str) -> None:
+        try:
+            import fsspec
+        except ImportError:
+            raise UsageError(
+                f"--out {uri}: writing to a URI needs fsspec (pip install 'tracklog[s3]')"
+            ) from None
+        try:
+            self.fs: Any
+            self.fs, self.root = fsspec.core.url_to_fs(uri)
+        except (ImportError, ValueError) as exc:
+            raise UsageError(f"--out {uri}: {exc}") from None
+        self.where = uri
+        self.protocol = uri.split("://", 1)[0]
+
+    def has(self, folder: str) -> bool:
+        return bool(self.fs.exists(f"{self.root.rstrip('/')}/{folder}"))
+
+    def write(self, folders: list[str], name: str, table: pa.Table, fmt: FileFormat) -> str:
+        path = "/".join([self.root.rstrip("/"), *folders, name])
+        try:
+            with self.fs.open(path, "wb") as fh:
+                fmt.write(fh, table)
+        except OSError as exc:
+            raise DataError(f"export to {self.where}: {exc.strerror or exc}") from exc
+        return f"{self.protocol}://{path}"

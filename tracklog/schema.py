@@ -244,7 +244,11 @@ CREATE TABLE IF NOT EXISTS derived_manifests (
 );
 """
 
-RESOLUTION_COLUMNS = ("resolution", "delivery_key", "recipient_key", "email_domain", "class", "reasons")
+# The classification of a hit (tracklog.classify): judged with its neighbours and the settings of
+# its day, so kept with the hit wherever it goes (the lake too), unlike the resolution, which any
+# engine recomputes from the manifests.
+CLASS_COLUMNS = ("class", "reasons")
+RESOLUTION_COLUMNS = ("resolution", "delivery_key", "recipient_key", "email_domain", *CLASS_COLUMNS)
 DERIVED_TABLES = (
     "delivery_keys",
     "recipient_keys",

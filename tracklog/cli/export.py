@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from tracklog.cli import App, cli, pass_app, wait_option
+from tracklog.engines import is_uri
 from tracklog.errors import UsageError
 from tracklog.export import FORMATS, KINDS, Written, days_between, export, yesterday
 
@@ -47,8 +48,9 @@ def export_days(
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of the data set (created when missing).",
+    metavar="DIR|URI",
+    help="Folder of the data set (created when missing), or a URI such as s3://bucket/prefix "
+    "(needs the s3 extra).",
 )
 @click.option("--date", metavar="YYYY-MM-DD", help="Export this UTC day.")
 @click.option("--since", metavar="YYYY-MM-DD", help="Export every day from this one ...")
@@ -75,11 +77,17 @@ def export_days(
     is_flag=True,
     help="CSV for spreadsheets: prefix text cells starting with = + - @ (or tab, CR) with '.",
 )
+@click.option(
+    "--lake",
+    is_flag=True,
+    help="Write the lake instead: the day's hits and the manifests as Parquet, which reports read "
+    "with --lake OUT --engine duckdb|spark (always Parquet; --what does not apply).",
+)
 @wait_option
 @pass_app
 def export_cmd(
     app: App,
-    out: Path,
+    out: str,
     date: str | None,
     since: str | None,
     until: str | None,
@@ -87,6 +95,7 @@ def export_cmd(
     fmt: str,
     kinds: tuple[str, ...],
     excel_safe: bool,
+    lake: bool,
 ) -> None:
     """Write whole UTC days of tracking data as files, one per kind and day.
 
@@ -95,6 +104,9 @@ def export_cmd(
     Kinds: events, deliveries (their indicators over the day), recipients (per delivery and
     recipient), unsubscribes (the suppression list). Rerunning gives the same bytes; a killed
     run leaves each file old or new, never partial.
+
+    With --lake: OUT/hits/date=YYYY-MM-DD/hits.parquet per day and one snapshot file per small
+    table (deliveries, links, recipients, user_agent_families), for `--lake OUT` on the reports.
     """
     days = export_days(date, since, until, is_yesterday, app.config.tz)
     chosen = [k for k in KINDS if not kinds or k in kinds]
@@ -103,13 +115,20 @@ def export_cmd(
         if not app.quiet and app.err.is_terminal:
             app.err.print(f"wrote {w.path} ({w.rows} rows)", markup=False)
 
+    if lake and (kinds or excel_safe):
+        raise UsageError(
+            "--lake writes the lake's own tables (always Parquet): leave out --what and --excel-safe"
+        )
+    if not is_uri(out) and Path(out).is_file():
+        raise UsageError(f"--out {out} is a file: give a folder (or a URI such as s3://bucket/prefix)")
     export(
         app.open_reader,
-        out,
+        out if is_uri(out) else Path(out),
         days,
         chosen,
         fmt,
         excel_safe=excel_safe,
         wait=app.config.wait,
         on_file=done,
+        lake=lake,
     )

@@ -7,15 +7,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import duckdb
 
 from tracklog.cli import App, cli, pass_app, wait_option
-from tracklog.errors import DataError
+from tracklog.engines import ENGINES, Connection, SparkOptions, open_lake
+from tracklog.errors import DataError, UsageError
 from tracklog.render import FORMATS, Section, note, render, render_sections
 from tracklog.reports import bots as bots_report
 from tracklog.reports import delivery as delivery_reports
@@ -55,12 +55,16 @@ class Common:
     limit: int | None
     fmt: str
     excel_safe: bool
+    engine: str = "duckdb"
+    lake: str | None = None
+    spark: SparkOptions = field(default_factory=SparkOptions)
 
 
 def common_options(
     *, limit: bool = True, window_help: tuple[str, str] = _HIT_WINDOW_HELP
 ) -> Callable[[F], F]:
-    """--since/--until/--tz/--limit/--format/--excel-safe (no --limit on a one-object report)."""
+    """--since/--until/--tz/--limit/--format/--excel-safe (no --limit on a one-object report), and
+    the engine: --engine/--lake/--spark-master/--spark-remote."""
 
     def decorate(func: F) -> F:
         options = [
@@ -85,6 +89,24 @@ def common_options(
                 is_flag=True,
                 help="CSV for spreadsheets: prefix text cells starting with = + - @ (or tab, CR) with '.",
             ),
+            click.option(
+                "--engine",
+                type=click.Choice(ENGINES),
+                default="duckdb",
+                show_default=True,
+                help="Query engine: duckdb (the database, or --lake), spark (--lake; the spark extra).",
+            ),
+            click.option(
+                "--lake",
+                metavar="DIR|URI",
+                help="Read the lake written by `tracklog export --lake` instead of the database.",
+            ),
+            click.option(
+                "--spark-master", metavar="URL", help="Spark master for --engine spark [default local[*]]."
+            ),
+            click.option(
+                "--spark-remote", metavar="URL", help="Spark Connect server for --engine spark (sc://host:15002)."
+            ),
         ]
         if limit:
             options.insert(
@@ -104,10 +126,21 @@ def common(
     tz: str | None,
     fmt: str,
     excel_safe: bool,
+    engine: str,
+    lake: str | None,
+    spark_master: str | None,
+    spark_remote: str | None,
     limit: int | None = None,
 ) -> Common:
     zone = parse_tz(tz or app.config.tz)
-    return Common(make_window(since, until, zone), zone, limit, fmt, excel_safe)
+    if engine == "spark" and not lake:
+        raise UsageError(
+            "--engine spark reads an exported lake: give --lake DIR|URI (write one with `tracklog export --lake`)"
+        )
+    if (spark_master or spark_remote) and engine != "spark":
+        raise UsageError("--spark-master and --spark-remote go with --engine spark")
+    spark = SparkOptions(spark_master, spark_remote)
+    return Common(make_window(since, until, zone), zone, limit, fmt, excel_safe, engine, lake, spark)
 
 
 def table_option(names: tuple[str, str]) -> Callable[[F], F]:
@@ -126,12 +159,17 @@ def chosen(sections: list[Section], table_name: str | None) -> list[Section]:
 
 
 @contextmanager
-def reader(app: App) -> Iterator[duckdb.DuckDBPyConnection]:
-    with app.open_reader() as con:
-        yield con
+def reader(app: App, c: Common) -> Iterator[Connection]:
+    """The database, or the lake in the engine asked for."""
+    if c.lake is not None:
+        with open_lake(c.lake, c.engine, c.spark) as con:
+            yield con
+        return
+    with app.open_reader() as db:
+        yield db
 
 
-def footer(con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window) -> list[str]:
+def footer(con: Connection, delivery_id: str | None, window: Window) -> list[str]:
     """The hits shown under a table but never counted in it."""
     n = excluded_hits(con, delivery_id, window)
     # machine_opens and bot_clicks: the classification of automated hits fills them
@@ -162,7 +200,7 @@ def report() -> None:
 def delivery_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts: Any) -> None:
     """The Tracking indicators of one delivery, and its funnel."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         table = delivery_reports.delivery_indicators(con, delivery_id, c.window)
         label = table.column("label")[0].as_py()
         if html_file is not None:
@@ -204,7 +242,7 @@ def write_page(app: App, path: Path, page: str) -> None:
 def deliveries_cmd(app: App, /, **opts: Any) -> None:
     """One row per delivery (sent within --since/--until), newest first, with all-time figures."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         table = delivery_reports.deliveries(con, c.window, c.limit)
         render(
             table,
@@ -229,7 +267,7 @@ def deliveries_cmd(app: App, /, **opts: Any) -> None:
 def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts: Any) -> None:
     """The delivery's links in message order with their clicks, clickers and share."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         label, _ = require_delivery(con, delivery_id)
         table = hot_clicks_report.hot_clicks(con, delivery_id, c.window, c.limit)
         if html_file is not None:
@@ -256,7 +294,7 @@ def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts
 def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None:
     """Clicks and distinct clickers per URL, label or category, across deliveries."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         table = urls_report.urls(con, by, delivery_id, c.window, c.limit)
         render(
             table,
@@ -278,7 +316,7 @@ def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None
 def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: Any) -> None:
     """Click streams: the paths of recipients who clicked more than once."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         label, _ = require_delivery(con, delivery_id)
         sections = [
             Section(
@@ -317,7 +355,7 @@ def funnel_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: An
     """Conversion funnel: delivered -> opened -> clicked -> visited -> converted, then the
     web-tracking indicators (visits, visitors, transactions) and the revenue per currency."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         label, _ = require_delivery(con, delivery_id)
         sections = [
             Section(
@@ -374,7 +412,7 @@ def stats_cmd(
 ) -> None:
     """Tracking statistics: opens and clicks over time since the send, or broken down."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         notes = footer(con, delivery_id, c.window) if c.fmt == "table" else []
         if by is not None:
             table = stats_report.breakdown(con, by, delivery_id, c.window, c.limit)
@@ -427,7 +465,7 @@ def bots_cmd(app: App, /, delivery_id: str | None, table_name: str | None, **opt
     """Machine opens and bot clicks: hits by class and reason, and the agents and networks
     (/24, /48) behind them, per delivery (--limit: agents and networks per delivery)."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         sections = [
             Section(
                 bots_report.classes(con, delivery_id, c.window),
@@ -461,7 +499,7 @@ def recipient_cmd(
 
     Each event shows its class (human, machine_open, bot_click) and the reasons of a machine's."""
     c = common(app, **opts)
-    with reader(app) as con:
+    with reader(app, c) as con:
         table = recipient_report.recipient_events(
             con, recipient_id, delivery_id, c.window, c.limit, humans_only=humans_only
         )

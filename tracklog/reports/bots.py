@@ -3,10 +3,10 @@ and networks (/24, /48) behind them (README "Machine opens and bot clicks")."""
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
 from tracklog.classify import REASONS
+from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, query, require_delivery
 
 TOP = 10  # agents and networks per delivery when no --limit is given
@@ -23,7 +23,7 @@ def _scope(delivery_id: str | None, window: Window) -> tuple[str, list[object]]:
 
 
 def classes(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None = None, window: Window = ALL_TIME
+    con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME
 ) -> pa.Table:
     """Per delivery and class: hits, opens, clicks, other (mirror, opt-out, one-click) and, for
     the machines' classes, how many hits each reason flagged (a hit may have several)."""
@@ -46,7 +46,7 @@ ORDER BY delivery, class
 
 
 def _top(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     value: str,
     name: str,
     delivery_id: str | None,
@@ -72,7 +72,7 @@ ORDER BY t.delivery, t.hits DESC, t.{name}
 
 
 def agents(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
@@ -95,7 +95,7 @@ def network_sql(ip: str) -> str:
 
 
 def networks(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,

@@ -1,7 +1,8 @@
 """What the reports share: the time window, looking up a delivery, running a query to Arrow.
 
-Every report takes a connection (read-only is fine) and returns a pyarrow Table; none prints.
-Values from users reach SQL as bound parameters only.
+Every report takes a connection (read-only is fine): the store's DuckDB, or an engine over the
+exported lake (tracklog.engines), and returns a pyarrow Table; none prints. Only query(),
+fetch_one() and fetch_all() talk to the engine. Values from users reach SQL as bound parameters only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from tracklog import metrics
+from tracklog.engines import Connection
 from tracklog.errors import NotFoundError, UsageError
 
 # Open ends of a window, inside DuckDB's and Spark's TIMESTAMP range, so the query text is the
@@ -83,19 +85,27 @@ def make_window(since: str | None, until: str | None, tz: dt.tzinfo = dt.UTC) ->
     return window
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
-    return con.sql(sql, params=params or []).to_arrow_table()
+def query(con: Connection, sql: str, params: list[Any] | None = None) -> pa.Table:
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return con.sql(sql, params=params or []).to_arrow_table()
+    return con.query(sql, params)
 
 
-def fetch_one(
-    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
-) -> tuple[Any, ...] | None:
+def fetch_all(con: Connection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Every row, as tuples."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return [tuple(r) for r in con.execute(sql, params or []).fetchall()]
+    table = con.query(sql, params)
+    return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+
+
+def fetch_one(con: Connection, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
     """The first row, or None (reads the whole result: DuckDB wants results finished)."""
-    rows = con.execute(sql, params or []).fetchall()
-    return tuple(rows[0]) if rows else None
+    rows = fetch_all(con, sql, params)
+    return rows[0] if rows else None
 
 
-def require_delivery(con: duckdb.DuckDBPyConnection, delivery_id: str) -> tuple[str, dt.datetime]:
+def require_delivery(con: Connection, delivery_id: str) -> tuple[str, dt.datetime]:
     """The delivery's label and sent_at, or NotFoundError."""
     row = fetch_one(con, "SELECT label, sent_at FROM deliveries WHERE delivery_id = ?", [delivery_id])
     if row is None:
@@ -115,7 +125,7 @@ def limit_clause(limit: int | None) -> str:
     return f" LIMIT {int(limit)}"
 
 
-def excluded_hits(con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window) -> dict[str, int]:
+def excluded_hits(con: Connection, delivery_id: str | None, window: Window) -> dict[str, int]:
     """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock."""
     where = "h.ts >= ? AND h.ts < ?"
     params: list[Any] = window.params()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import derived, metrics
+from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
 
 # The columns of `report deliveries`: the main figures, so a row fits a terminal, and the
@@ -29,9 +29,7 @@ LIST_COLUMNS = (
 )
 
 
-def delivery_indicators(
-    con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME
-) -> pa.Table:
+def delivery_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
     """One row: delivery, label, subject, sent_at, then the indicators; events within `window`."""
     require_delivery(con, delivery_id)
     totals, params = derived.totals(window.bounds())
@@ -41,9 +39,7 @@ def delivery_indicators(
     return query(con, sql, [*params, delivery_id, delivery_id])
 
 
-def deliveries(
-    con: duckdb.DuckDBPyConnection, window: Window = ALL_TIME, limit: int | None = None
-) -> pa.Table:
+def deliveries(con: Connection, window: Window = ALL_TIME, limit: int | None = None) -> pa.Table:
     """One row per delivery sent within `window` (by sent_at), newest first; all-time figures."""
     totals, params = derived.totals()
     indicators = metrics.indicators_sql(totals, delivery_where="d.sent_at >= ? AND d.sent_at < ?")

@@ -13,9 +13,9 @@ import datetime as dt
 import html
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
+from tracklog.engines import Connection
 from tracklog.errors import DataError
 from tracklog.reports import delivery as delivery_reports
 from tracklog.reports import hot_clicks as hot_clicks_report
@@ -78,7 +78,7 @@ body { margin: 0; font: 14px/1.45 system-ui, sans-serif; color: #212121; backgro
 
 
 def dashboard_page(
-    con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME, tz: dt.tzinfo | None = None
+    con: Connection, delivery_id: str, window: Window = ALL_TIME, tz: dt.tzinfo | None = None
 ) -> str:
     indicators = delivery_reports.delivery_indicators(con, delivery_id, window)
     row = indicators.to_pylist()[0]

@@ -5,10 +5,10 @@ tracklog.metrics over the events and page views within a window.
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import metrics
+from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, fetch_one, query, require_delivery
 
 _DELIVERED = (
@@ -17,7 +17,7 @@ _DELIVERED = (
 )
 
 
-def funnel(con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def funnel(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
     """One row per step (metrics.FUNNEL_STEPS): readers, rate (% of the step before) and
     of_delivered (% of the delivered messages)."""
     require_delivery(con, delivery_id)
@@ -39,7 +39,7 @@ SELECT s.step, s.readers, s.rate, s.of_delivered FROM ({rows}) s ORDER BY s.n
     return query(con, sql, params)
 
 
-def web_indicators(con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def web_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
     """One row: metrics.WEB_INDICATORS of the delivery's attributed page views (0 when none)."""
     inner = metrics.web_indicators_sql("p.delivery_id = ? AND p.ts >= ? AND p.ts < ?")
     columns = ", ".join(
@@ -50,7 +50,7 @@ def web_indicators(con: duckdb.DuckDBPyConnection, delivery_id: str, window: Win
     return query(con, sql, [delivery_id, *window.params()])
 
 
-def revenue(con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def revenue(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
     """One row per currency: transactions, items, revenue, revenue_per_delivered (exact decimals)."""
     inner = metrics.revenue_sql(_DELIVERED, "p.delivery_id = ? AND p.ts >= ? AND p.ts < ?")
     sql = (
@@ -60,7 +60,7 @@ def revenue(con: duckdb.DuckDBPyConnection, delivery_id: str, window: Window = A
     return query(con, sql, [delivery_id, delivery_id, *window.params()])
 
 
-def anonymous_views(con: duckdb.DuckDBPyConnection, window: Window = ALL_TIME) -> dict[str, int]:
+def anonymous_views(con: Connection, window: Window = ALL_TIME) -> dict[str, int]:
     """Page views without a token, counted apart (no delivery): page_views, visits, transactions."""
     row = fetch_one(con, metrics.anonymous_web_sql("p.ts >= ? AND p.ts < ?"), window.params())
     assert row is not None

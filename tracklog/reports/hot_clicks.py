@@ -5,17 +5,17 @@ Trap links are never shown; shares are of the delivery's clicks_total, so they a
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import derived, metrics
+from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
 
 COLUMNS = ["position", "link_id", "label", "url", "clicks", "clickers"]
 
 
 def hot_clicks(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     delivery_id: str,
     window: Window = ALL_TIME,
     limit: int | None = None,

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import metrics, routes
+from tracklog.engines import Connection
 from tracklog.errors import DataError
-from tracklog.reports.common import ALL_TIME, Window, fetch_one
+from tracklog.reports.common import ALL_TIME, Window, fetch_all, fetch_one
 
 BADGE_CLASS = "tracklog-badge"
 
@@ -282,7 +282,7 @@ class _AnchorFinder(HTMLParser):
         return [(pos, text) for pos, src, text in self._imgs if marker in src]
 
 
-def message_html(con: duckdb.DuckDBPyConnection, delivery_id: str) -> tuple[str, str]:
+def message_html(con: Connection, delivery_id: str) -> tuple[str, str]:
     """The delivery's label and stored HTML, or DataError when it has none."""
     row = fetch_one(con, "SELECT label, content_html FROM deliveries WHERE delivery_id = ?", [delivery_id])
     if row is None or not row[1]:
@@ -299,15 +299,15 @@ def link_figures(table: pa.Table) -> list[LinkFigures]:
     ]
 
 
-def trap_urls(con: duckdb.DuckDBPyConnection, delivery_id: str) -> list[str]:
-    traps = con.execute(
-        "SELECT url FROM links WHERE delivery_id = ? AND category = ?", [delivery_id, metrics.TRAP_CATEGORY]
-    ).fetchall()
+def trap_urls(con: Connection, delivery_id: str) -> list[str]:
+    traps = fetch_all(
+        con, "SELECT url FROM links WHERE delivery_id = ? AND category = ?", [delivery_id, metrics.TRAP_CATEGORY]
+    )
     return [str(t[0]) for t in traps]
 
 
 def page_facts(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     delivery_id: str,
     label: str,
     clicks: int,
@@ -338,7 +338,7 @@ def _time(value: dt.datetime, tz: dt.tzinfo | None) -> str:
 
 
 def hot_clicks_page(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     delivery_id: str,
     table: pa.Table,
     window: Window = ALL_TIME,

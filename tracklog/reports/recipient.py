@@ -3,9 +3,9 @@ its class (human, machine_open, bot_click) and reasons; people's events only on 
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
+from tracklog.engines import Connection
 from tracklog.errors import NotFoundError
 from tracklog.reports.common import (
     ALL_TIME,
@@ -18,7 +18,7 @@ from tracklog.reports.common import (
 
 
 def recipient_events(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     recipient_id: str,
     delivery_id: str | None = None,
     window: Window = ALL_TIME,

@@ -8,14 +8,15 @@ day then daily, else coarser; buckets before the first and after the last event 
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import derived, metrics
+from tracklog.engines import Connection
 from tracklog.errors import UsageError
 from tracklog.reports.common import (
     ALL_TIME,
     Window,
+    fetch_all,
     limit_clause,
     query,
     require_delivery,
@@ -43,9 +44,7 @@ _ELAPSED_MINUTES = (
 )
 
 
-def _scope(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window
-) -> tuple[str, list[object]]:
+def _scope(con: Connection, delivery_id: str | None, window: Window) -> tuple[str, list[object]]:
     where = "e.ts >= ? AND e.ts < ?"
     params: list[object] = [*window.params()]
     if delivery_id is not None:
@@ -56,7 +55,7 @@ def _scope(
 
 
 def timeline(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     bucket: str = "auto",
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
@@ -76,7 +75,7 @@ GROUP BY ALL
 HAVING {metrics.EVENT_COUNTS["opens_total"]} + {metrics.EVENT_COUNTS["clicks_total"]} > 0
 ORDER BY h
 """
-    hourly = [(int(r[0]), int(r[1]), int(r[2])) for r in con.execute(sql, params).fetchall()]
+    hourly = [(int(r[0]), int(r[1]), int(r[2])) for r in fetch_all(con, sql, params)]
     schemes = AUTO_SCHEMES if BUCKETS[bucket] is None else (BUCKETS[bucket],)
     rows: list[tuple[str, int, int, int]] = []
     for scheme in schemes:
@@ -145,9 +144,7 @@ def reach_marks(
     return {row: f"◀ {', '.join(ps)} of opens" for row, ps in reached.items()}
 
 
-def reach(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None = None, window: Window = ALL_TIME
-) -> pa.Table:
+def reach(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> pa.Table:
     """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_90, hours_to_95
     (one decimal)."""
     where, params = _scope(con, delivery_id, window)
@@ -179,7 +176,7 @@ ORDER BY metric DESC
 
 
 def breakdown(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     by: str,
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
@@ -207,9 +204,7 @@ GROUP BY b.value
     return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
 
 
-def _by_domain(
-    con: duckdb.DuckDBPyConnection, delivery_id: str | None, window: Window, limit: int | None
-) -> pa.Table:
+def _by_domain(con: Connection, delivery_id: str | None, window: Window, limit: int | None) -> pa.Table:
     figures, params = derived.domains(window.bounds())
     where = "" if delivery_id is None else " WHERE d.delivery_id = ?"
     params = params if delivery_id is None else [*params, delivery_id]

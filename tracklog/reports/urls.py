@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import derived, metrics
+from tracklog.engines import Connection
 from tracklog.errors import UsageError
 from tracklog.reports.common import (
     ALL_TIME,
@@ -19,7 +19,7 @@ GROUPINGS = metrics.LINK_DIMENSIONS
 
 
 def urls(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     by: str = "url",
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
