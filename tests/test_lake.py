@@ -26,7 +26,7 @@ from tracklog.engines import LAKE_SNAPSHOTS, Connection, duckdb_lake
 from tracklog.errors import ExitCode
 from tracklog.export import export
 from tracklog.render import Section, render_sections
-from tracklog.reports import delivery, hot_clicks, recipient, stats, streams, urls
+from tracklog.reports import bots, delivery, funnel, hot_clicks, recipient, stats, streams, urls
 from tracklog.reports.common import Window, excluded_hits
 from tracklog.reports.hot_clicks_html import hot_clicks_page
 from tracklog.schema import CLASS_COLUMNS, HIT_COLUMNS, RESOLUTION_COLUMNS
@@ -96,6 +96,14 @@ REPORTS: dict[str, Callable[[Connection], dict[str, Any]]] = {
     "recipient-r1": one(recipient.recipient_events, "r1"),
     "recipient-r2": one(recipient.recipient_events, "r2"),
     "recipient-delivery-window": one(recipient.recipient_events, "r1", "NL1", NOV, limit=3),
+    "recipient-r1-humans-only": one(recipient.recipient_events, "r1", humans_only=True),
+    "bots": one(bots.classes),
+    "bots-NL1-window": one(bots.classes, "NL1", NOV),
+    "bots-agents": one(bots.agents, None, Window(), 5),
+    "bots-networks": one(bots.networks, None, Window(), 5),
+    "funnel-NL1": one(funnel.funnel, "NL1"),
+    "funnel-web-NL1": one(funnel.web_indicators, "NL1"),
+    "funnel-revenue-NL1": one(funnel.revenue, "NL1"),
     "footer": footer(None, Window()),
     "footer-NL1-window": footer("NL1", NOV),
 }

@@ -35,7 +35,7 @@ ENGINES = ("duckdb", "spark")
 # (`<table>/<table>.parquet`; deliveries and recipients with their keys). The resolution and
 # the figures are views over them.
 LAKE_HITS = "hits"
-LAKE_SNAPSHOTS = ("deliveries", "links", "recipients", "user_agent_families")
+LAKE_SNAPSHOTS = ("deliveries", "links", "recipients", "user_agent_families", "meta")
 LAKE_TABLES = (LAKE_HITS, *LAKE_SNAPSHOTS)
 _RAW_HITS = "lake_hits"  # the hits as read from the files, before the resolution
 

@@ -164,6 +164,8 @@ SNAPSHOT_QUERIES = {
     "LEFT JOIN recipient_keys k ON k.delivery_id = r.delivery_id AND k.recipient_id = r.recipient_id "
     "ORDER BY r.delivery_id, r.recipient_id",
     "user_agent_families": "SELECT * FROM user_agent_families ORDER BY user_agent",
+    # the settings the definitions read: the clock window (metrics.clock_sql)
+    "meta": "SELECT key, value FROM meta WHERE key LIKE 'clock_%' ORDER BY key",
 }
 
 

@@ -62,7 +62,8 @@ def clock_sql(h: str, d: str) -> str:
         f"coalesce((SELECT CAST(m.value AS INTEGER) FROM meta m WHERE m.key = '{key}'), {default})"
         for key, default in CLOCK_WINDOW_KEYS.items()
     )
-    return f"({h}.ts < {d}.sent_at - to_days({before}) OR {h}.ts > {d}.sent_at + to_days({after}))"
+    # an interval literal times a count: the same text on DuckDB and Spark (to_days is DuckDB's)
+    return f"({h}.ts < {d}.sent_at - (INTERVAL 1 DAY) * {before} OR {h}.ts > {d}.sent_at + (INTERVAL 1 DAY) * {after})"
 
 
 # Event types that prove a person opened the message (the one-click unsubscribe POST does not:

@@ -48,7 +48,7 @@ SELECT x.ts, x.type, x.class, x.reasons, x.delivery, x.delivery_label, x.link_id
     x.amount, x.currency FROM (
     SELECT h.ts, h.type, coalesce(h.class, 'human') AS class, h.reasons, h.delivery_id AS delivery,
         d.label AS delivery_label, h.link_id, l.label, l.url,
-        CAST(NULL AS DECIMAL(18,4)) AS amount, CAST(NULL AS VARCHAR) AS currency
+        CAST(NULL AS DECIMAL(18,4)) AS amount, CAST(NULL AS STRING) AS currency
     FROM hits_classified h
     JOIN recipients r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
     JOIN deliveries d ON d.delivery_id = h.delivery_id
