@@ -161,14 +161,16 @@ def day_machine_hits(model: Model, day: dt.date) -> list[Hit]:
     ]
 
 
-def expected_events(model: Model, day: dt.date) -> list[list[Any]]:
+def expected_events(model: Model, day: dt.date, whole_seconds: bool = False) -> list[list[Any]]:
+    """The events file of `day`; `whole_seconds` when the log had no finer times ($time_local),
+    so that two hits of one second sort as the database stores them."""
     rows = []
     for h in [*day_events(model, day), *day_machine_hits(model, day)]:
         d = model.by_id[h.delivery]
         link = next((lk for lk in d.links if lk[0] == h.link), None) if h.kind == "click" else None
         rows.append(
             [
-                h.ts,
+                h.ts.replace(microsecond=0) if whole_seconds else h.ts,
                 model.event_type(h),
                 h.delivery,
                 d.label,
