@@ -438,15 +438,7 @@ WHERE NOT EXISTS (
             ),
             ("opens", "clicks"),
         ),
-        (
-            (
-                "SELECT p.delivery_id, v.dimension, v.value, -p.readers AS readers FROM ("
-                "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
-                "SELECT d.delivery_id, unnest(d.value_keys) AS value_key FROM _rd d) n "
-                f"GROUP BY n.delivery_id, n.value_key) p {named}"
-            ),
-            ("readers",),
-        ),
+        _reader_value_rows("value_keys", "-"),
     ]
     _add_rows(
         con,
@@ -795,6 +787,17 @@ def _merge_totals(con: duckdb.DuckDBPyConnection, readers: Part, browsers: Part)
     _add_rows(con, "delivery_totals", ("delivery_id",), metrics.TOTAL_COLUMNS, parts)
 
 
+def _reader_value_rows(keys: str, sign: str = "") -> Part:
+    """Per (delivery, dimension, value): the readers of _rd whose list `keys` holds the value,
+    counted with `sign` (merge: the values new to each reader; unmerge, '-': all of theirs)."""
+    return (
+        f"SELECT p.delivery_id, v.dimension, v.value, {sign}p.readers AS readers FROM ("
+        "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
+        f"SELECT d.delivery_id, unnest(d.{keys}) AS value_key FROM _rd d) n "
+        "GROUP BY n.delivery_id, n.value_key) p JOIN dimension_values v ON v.value_key = p.value_key"
+    ), ("readers",)
+
+
 def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
     """Opens and clicks add up per (delivery, dimension, value); readers add the readers for
     whom the value is new (_rd.new_value_keys)."""
@@ -808,15 +811,7 @@ def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
             ),
             ("opens", "clicks"),
         ),
-        (
-            (
-                "SELECT p.delivery_id, v.dimension, v.value, p.readers FROM ("
-                "SELECT n.delivery_id, n.value_key, count(*) AS readers FROM ("
-                "SELECT d.delivery_id, unnest(d.new_value_keys) AS value_key FROM _rd d) n "
-                f"GROUP BY n.delivery_id, n.value_key) p {named}"
-            ),
-            ("readers",),
-        ),
+        _reader_value_rows("new_value_keys"),
     ]
     _add_rows(
         con,
