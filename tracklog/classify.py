@@ -128,6 +128,23 @@ def ip_number_sql(ip: str) -> str:
             (SELECT {v6} FROM (SELECT {groups} AS g6)) END AS number"""
 
 
+# The columns of a hit that classify_sql reads (the relation it judges need have no others)
+UNIT_COLUMNS = (
+    "source_id",
+    "line_no",
+    "ts",
+    "ip",
+    "method",
+    "status",
+    "user_agent",
+    "kind",
+    "delivery_id",
+    "link_id",
+    "recipient_id",
+    "sig_status",
+)
+
+
 def classify_sql(units: str, settings: ClassifySettings) -> str:
     """Per hit of the relation `units` (the hits of some recipients, with every other hit of
     theirs within window_seconds() of each): source_id, line_no, class, reasons. Window
@@ -137,6 +154,13 @@ def classify_sql(units: str, settings: ClassifySettings) -> str:
     tw, bw, fs = _ms(settings.trap_window), _ms(settings.burst_window), _ms(settings.fast_seconds)
     reader = "PARTITION BY u.delivery_id, u.recipient_id ORDER BY u.ms"
     accepted = "x.sig_status IN ('valid', 'unchecked') AND NOT coalesce(x.status >= 400, FALSE)"
+    # a hit close enough to the send for the `fast` signal (which also needs another one)
+    def fast_time(a: str) -> str:
+        return (
+            f"{a}.type IN ('click', 'mirror', 'optout') AND {a}.sent_ms IS NOT NULL "
+            f"AND {a}.ms BETWEEN {a}.sent_ms - {fs} AND {a}.sent_ms + {fs}"
+        )
+
     ranges = (
         f"""
     SELECT DISTINCT n.ip FROM (
@@ -152,10 +176,7 @@ def classify_sql(units: str, settings: ClassifySettings) -> str:
         "agent": "w.agent = 'bot'",
         "trap": "w.near_trap = 1",
         "burst": "w.type = 'click' AND w.in_burst = 1",
-        "fast": (
-            f"w.type IN ('click', 'mirror', 'optout') AND w.sent_ms IS NOT NULL "
-            f"AND w.ms BETWEEN w.sent_ms - {fs} AND w.sent_ms + {fs} AND w.opened_before = 0"
-        ),
+        "fast": f"{fast_time('w')} AND w.opened_before = 0",
     }
     reasons = ", ".join(f"CASE WHEN {sql} THEN '{name}' END" for name, sql in signals.items())
     return f"""
@@ -170,6 +191,18 @@ WITH u AS (
     LEFT JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
     LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
     LEFT JOIN ({ranges}) p ON p.ip = x.ip AND x.kind = 'open'
+), n AS (
+    -- the recipients whose hits a window signal can flag: a trap click, enough distinct links
+    -- clicked for a burst, or a hit close enough to the send to be too fast. The windows run on
+    -- their hits alone (most recipients have none of these): for the others every window value
+    -- is 0 (no trap click in any frame, fewer links than a burst in any frame) or unused (fast)
+    SELECT u.delivery_id, u.recipient_id FROM u GROUP BY u.delivery_id, u.recipient_id
+    HAVING max(CASE WHEN u.accepted AND u.is_trap THEN 1 ELSE 0 END) = 1
+        OR count(DISTINCT CASE WHEN u.accepted AND u.type = 'click' THEN u.link_id END) >= {int(settings.burst_links)}
+        OR max(CASE WHEN {fast_time('u')} THEN 1 ELSE 0 END) = 1
+), uw AS (
+    SELECT u.* FROM u JOIN n ON n.delivery_id IS NOT DISTINCT FROM u.delivery_id
+        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id
 ), s AS (
     SELECT u.*,
         max(CASE WHEN u.accepted AND u.is_trap THEN 1 ELSE 0 END)
@@ -179,12 +212,16 @@ WITH u AS (
             >= {int(settings.burst_links)} THEN 1 ELSE 0 END AS burst_start,
         max(CASE WHEN u.accepted AND u.type = 'open' THEN 1 ELSE 0 END)
             OVER ({reader} RANGE BETWEEN {fs} PRECEDING AND CURRENT ROW) AS opened_before
-    FROM u
+    FROM uw u
 ), w AS (
     SELECT s.*, max(s.burst_start) OVER (
         PARTITION BY s.delivery_id, s.recipient_id ORDER BY s.ms RANGE BETWEEN {bw} PRECEDING AND CURRENT ROW
     ) AS in_burst
     FROM s
+    UNION ALL
+    SELECT u.*, 0 AS near_trap, 0 AS burst_start, 0 AS opened_before, 0 AS in_burst FROM u
+    WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.delivery_id IS NOT DISTINCT FROM u.delivery_id
+        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id)
 ), r AS (
     SELECT w.source_id, w.line_no, w.accepted, w.type, nullif(concat_ws(',', {reasons}), '') AS reasons FROM w
 )

@@ -221,6 +221,7 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
         _classify(con)
         _resolve(con, "_hc")
+        _drop_classified(con)  # done with: less for the merge to hold in memory
         columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
         con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM _nf")
         _merge(con)
@@ -283,7 +284,8 @@ def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
-    for table in ("_hb", "_hc", "_hp", "_cx", "_cu", "_cl", "_flip", "_rp"):
+    con.execute("DROP VIEW IF EXISTS _hc")
+    for table in ("_hb", "_hp", "_cx", "_cu", "_cl", "_flip", "_rp"):
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -297,10 +299,10 @@ def _classify(con: duckdb.DuckDBPyConnection) -> None:
     settings, _ = classify.stored_settings(con)
     reach = dt.timedelta(seconds=classify.window_seconds(settings))
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM _hb").fetchall()[0]
-    columns = ", ".join(HIT_COLUMNS)
+    columns = ", ".join(classify.UNIT_COLUMNS)
     if lo is None:
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _hc AS SELECT *, CAST(NULL AS VARCHAR) AS class, "
+            "CREATE OR REPLACE TEMP VIEW _hc AS SELECT *, CAST(NULL AS VARCHAR) AS class, "
             "CAST(NULL AS VARCHAR) AS reasons FROM _hb"
         )
         return
@@ -315,7 +317,7 @@ def _classify(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
 CREATE OR REPLACE TEMP TABLE _cx AS
-SELECT {", ".join(f"h.{c}" for c in HIT_COLUMNS)}, h.class AS old_class, h.reasons AS old_reasons,
+SELECT {", ".join(f"h.{c}" for c in classify.UNIT_COLUMNS)}, h.class AS old_class, h.reasons AS old_reasons,
     h.resolution IS NOT NULL AS merged
 FROM hits h JOIN _hp p ON p.delivery_id = h.delivery_id AND p.recipient_id = h.recipient_id
 WHERE h.ts >= ? AND h.ts <= ? AND h.ts >= p.lo - ? AND h.ts <= p.hi + ?
@@ -328,7 +330,8 @@ WHERE h.ts >= ? AND h.ts <= ? AND h.ts >= p.lo - ? AND h.ts <= p.hi + ?
     classify.add_agent_kinds(con, "_cu", settings)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings)}")
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _hc AS SELECT b.*, c.class, c.reasons FROM _hb b "
+        # a view: the resolving query reads it once, so the batch's wide rows are not copied again
+        "CREATE OR REPLACE TEMP VIEW _hc AS SELECT b.*, c.class, c.reasons FROM _hb b "
         "JOIN _cl c ON c.source_id = b.source_id AND c.line_no = b.line_no"
     )
     con.execute(

@@ -22,7 +22,8 @@ import pyarrow.csv as pcsv
 
 from tracklog import derived
 from tracklog.errors import DataError, TracklogError
-from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser, merge_deferred
+from tracklog.ingest.fastpath import COLUMNS as FAST_COLUMNS
+from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
@@ -139,6 +140,7 @@ class Ingester:
         self._unmerged = (0, 0)  # small chunks stored unresolved since the last merge: chunks, hits
         self.problems: list[str] = []  # errors that are no input's (a failed merge of small inputs)
         self._tombstones: bool | None = None
+        self._chunk_view = False  # tl_chunk is a view over the fast rows and the deferred ones
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
@@ -377,18 +379,37 @@ class Ingester:
             return
         self._drop_chunk()
         table, deferred = chunk.parsed
-        if len(deferred):
-            self.con.register("tl_lines", lines.take(deferred))
-            try:
-                slow = self.con.sql(self._chunk_sql, params=self._params or None).to_arrow_table()
-            finally:
-                self.con.unregister("tl_lines")
-            table = merge_deferred(table, deferred, slow)
-        self.con.register("tl_chunk", table)
+        if not len(deferred):
+            self.con.register("tl_chunk", table)
+            return
+        # the few rows the C pass deferred, from the SQL, in place of its placeholders: a view
+        # over both tables (no copy of the chunk; rows in no particular order, as after a join)
+        self.con.register("tl_lines", lines.take(deferred))
+        try:
+            self.con.execute(
+                f"CREATE TEMP TABLE tl_slow AS SELECT {', '.join(FAST_COLUMNS)} FROM ({self._chunk_sql})",
+                self._params or None,
+            )
+        finally:
+            self.con.unregister("tl_lines")
+        self.con.register("tl_fast", table)
+        self.con.register("tl_deferred", pa.table({"line_no": table.column("line_no").take(deferred)}))
+        self._chunk_view = True
+        self.con.execute(
+            "CREATE TEMP VIEW tl_chunk AS SELECT * FROM tl_fast "
+            "WHERE line_no NOT IN (SELECT line_no FROM tl_deferred) UNION ALL SELECT * FROM tl_slow"
+        )
 
     def _drop_chunk(self) -> None:
-        # the previous chunk's: a temp table (SQL path) or a registered Arrow table (fast path)
+        # the previous chunk's: a temp table (SQL path), a registered Arrow table (fast path),
+        # or a view over the fast path's table and the SQL's rows for the lines it deferred
         self.con.unregister("tl_chunk")
+        if self._chunk_view:
+            self.con.execute("DROP VIEW IF EXISTS temp.tl_chunk")
+            self.con.execute("DROP TABLE IF EXISTS temp.tl_slow")
+            self.con.unregister("tl_fast")
+            self.con.unregister("tl_deferred")
+            self._chunk_view = False
         self.con.execute("DROP TABLE IF EXISTS temp.tl_chunk")
 
     def _store_hits(self, source_id: int, chunk: Chunk) -> None:
@@ -497,7 +518,7 @@ class Chunk:
 
     offset: int  # of the first byte, in the decompressed stream
     size: int  # bytes
-    lines: pa.Table  # split_lines()
+    lines: pa.Table  # split_lines(); only its line_no when the compiled pass parsed every line
     original: bytes | None  # the bytes when some lines were repaired (quarantine keeps them raw)
     parsed: tuple[pa.Table, pa.Array] | None  # FastParser.parse(lines), when the format allows
 
@@ -517,6 +538,10 @@ def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser |
     into numbered lines, and parsed when `fast` covers the format."""
     lines, repaired = split_lines(buf, chunk_offset, line_base)
     parsed = fast.parse(lines) if fast is not None else None
+    if parsed is not None and not len(parsed[1]):
+        # the parse kept what it needs (a quarantined row carries its line): the text of the
+        # lines is not read again, so it need not stay in memory while the chunk waits its turn
+        lines = lines.select(["line_no"])
     return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed)
 
 
