@@ -118,7 +118,7 @@ def test_gmail_proxy_open_is_human_and_makes_no_extra_person(tmp_path: Path) -> 
 
 def test_mpp_by_exact_agent_or_apple_network_opens_only(tmp_path: Path) -> None:
     hits = [
-        Hit("NL1", "r1", "open", LATER, ua=MPP, ip="104.28.40.1"),
+        Hit("NL1", "r1", "open", LATER, ua=MPP, ip="198.51.100.9"),  # no proxy network: the agent
         Hit("NL1", "r2", "open", LATER, ua=IPHONE, ip="17.58.63.10"),
         Hit("NL1", "r3", "open", LATER, ua="Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4)", ip="198.51.100.3"),
         Hit("NL1", "r4", "click", LATER, "hero", ua=IPHONE, ip="17.58.63.10"),  # a click: a person
@@ -252,11 +252,11 @@ def test_reclassify_rebuilds_only_the_deliveries_it_changes(tmp_path: Path) -> N
 
 
 def test_proxy_ranges_update_from_a_file(tmp_path: Path) -> None:
-    hits = [Hit("NL1", "r1", "open", LATER, ua=IPHONE, ip="2a02:26f7:b3c0:4000::9")]
+    hits = [Hit("NL1", "r1", "open", LATER, ua=IPHONE, ip="2001:db8:b3c0:4000::9")]  # not in the bundled list
     db = build_db(tmp_path / "p.duckdb", DataSet(make_dataset().deliveries, hits))
     assert json.loads(run(db, None, "report", "delivery", "NL1", "--format", "json"))["machine_opens"] == 0
     ranges = tmp_path / "egress.csv"
-    ranges.write_text("172.224.224.0/27,GB,GB-EN,London,\n2a02:26f7:b3c0:4000::/64,FR,FR-75,Paris,\n")
+    ranges.write_text("172.224.224.0/27,GB,GB-EN,London,\n2001:db8:b3c0:4000::/64,FR,FR-75,Paris,\n")
     rows = json.loads(run(db, None, "proxy-ranges", "update", "--from", str(ranges), "--format", "json"))
     assert {r["delivery"]: r["machine_opens"] for r in rows}["NL1"] == 1
     with duckdb.connect(str(db), read_only=True) as con:

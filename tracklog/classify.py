@@ -145,6 +145,24 @@ UNIT_COLUMNS = (
 )
 
 
+# The stored proxy ranges with overlapping ones merged (per family, in order of lo: a range
+# starts a new group unless it begins within one before it), so that an address lies in at most
+# one of them: the one with the greatest lo at or below it (an ASOF join, a sorted lookup rather
+# than a comparison with every range), if it ends at or above it. Same matches as
+# `number BETWEEN lo AND hi` against the stored ranges, whatever list was loaded.
+DISJOINT_RANGES = """
+    SELECT family, min(lo) AS lo, max(hi) AS hi FROM (
+        SELECT family, lo, hi, sum(CASE WHEN lo <= reach THEN 0 ELSE 1 END)
+            OVER (PARTITION BY family ORDER BY lo, hi ROWS UNBOUNDED PRECEDING) AS grp
+        FROM (
+            SELECT family, lo, hi, max(hi) OVER (
+                PARTITION BY family ORDER BY lo, hi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+            ) AS reach
+            FROM proxy_ranges
+        ) s
+    ) g GROUP BY family, grp"""
+
+
 def classify_sql(units: str, settings: ClassifySettings) -> str:
     """Per hit of the relation `units` (the hits of some recipients, with every other hit of
     theirs within window_seconds() of each): source_id, line_no, class, reasons. Window
@@ -165,7 +183,8 @@ def classify_sql(units: str, settings: ClassifySettings) -> str:
         f"""
     SELECT DISTINCT n.ip FROM (
         SELECT i.ip, {ip_number_sql("i.ip")} FROM (SELECT DISTINCT ip FROM {units} WHERE kind = 'open') i
-    ) n JOIN proxy_ranges r ON r.family = n.family AND n.number BETWEEN r.lo AND r.hi"""
+    ) n ASOF JOIN ({DISJOINT_RANGES}) r ON r.family = n.family AND n.number >= r.lo
+    WHERE n.number <= r.hi"""
         if settings.proxy_ranges
         else "SELECT CAST(NULL AS VARCHAR) AS ip WHERE FALSE"
     )
