@@ -172,6 +172,7 @@ def classify_sql(units: str, settings: ClassifySettings) -> str:
     tw, bw, fs = _ms(settings.trap_window), _ms(settings.burst_window), _ms(settings.fast_seconds)
     reader = "PARTITION BY u.delivery_id, u.recipient_id ORDER BY u.ms"
     accepted = "x.sig_status IN ('valid', 'unchecked') AND NOT coalesce(x.status >= 400, FALSE)"
+
     # a hit close enough to the send for the `fast` signal (which also needs another one)
     def fast_time(a: str) -> str:
         return (
@@ -218,7 +219,7 @@ WITH u AS (
     SELECT u.delivery_id, u.recipient_id FROM u GROUP BY u.delivery_id, u.recipient_id
     HAVING max(CASE WHEN u.accepted AND u.is_trap THEN 1 ELSE 0 END) = 1
         OR count(DISTINCT CASE WHEN u.accepted AND u.type = 'click' THEN u.link_id END) >= {int(settings.burst_links)}
-        OR max(CASE WHEN {fast_time('u')} THEN 1 ELSE 0 END) = 1
+        OR max(CASE WHEN {fast_time("u")} THEN 1 ELSE 0 END) = 1
 ), uw AS (
     SELECT u.* FROM u JOIN n ON n.delivery_id IS NOT DISTINCT FROM u.delivery_id
         AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id
