@@ -502,9 +502,10 @@ def test_profile_prints_phases_to_stderr_only(tmp_path: Path, db: Path) -> None:
         "derived tables (manifests, upgrades)",
         "read, gunzip, split (waiting for)",
         "parse, route, verify",
-        "store hits, merge the derived tables",
+        "store the hits (merged later)",
         "quarantine, counts",
         "commit",
+        "merge the derived tables",
         "close database (checkpoint)",
         "total",
     ]

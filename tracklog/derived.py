@@ -13,12 +13,14 @@ figure's relation from here: the stored rows for all time, the definition of
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -26,6 +28,9 @@ from tracklog import classify, metrics, store, useragent
 from tracklog.config import ClassifySettings
 from tracklog.errors import DataError
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
+
+if TYPE_CHECKING:  # profiling imports pyarrow, which a report's start-up does without
+    from tracklog.profiling import Phases
 
 Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit times; None: all time
 Relation = tuple[str, list[object]]  # SQL text and its bound parameters
@@ -212,19 +217,27 @@ def reclassify(con: duckdb.DuckDBPyConnection, settings: ClassifySettings) -> li
     return affected
 
 
-def store_hits(con: duckdb.DuckDBPyConnection, hits: str) -> None:
+def _unmeasured(name: str) -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext(None)
+
+
+def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None = None) -> None:
     """Store the new hits of the relation `hits` (the log columns of `hits`) classified and
     resolved, and merge them into the derived tables, inside the caller's transaction (an
     ingest's chunk). Stored hits of the same recipients whose class the new ones change are
-    merged again (_redo_flipped)."""
+    merged again (_redo_flipped). `phases` measures the three steps (`ingest --profile`)."""
+    phase = phases.phase if phases is not None else _unmeasured
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
-        _classify(con)
-        _resolve(con, "_hc")
-        _drop_classified(con)  # done with: less for the merge to hold in memory
-        columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
-        con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM _nf")
-        _merge(con)
+        with phase("classify the hits"):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
+            _classify(con)
+        with phase("resolve and store the hits"):
+            _resolve(con, "_hc")
+            _drop_classified(con)  # done with: less for the merge to hold in memory
+            columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
+            con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM _nf")
+        with phase("merge the derived tables"):
+            _merge(con)
     finally:
         _drop_batch(con)
         _drop_classified(con)

@@ -290,7 +290,7 @@ class Ingester:
             return
         self._unmerged = (0, 0)
         try:
-            with self.phases.phase("store hits, merge the derived tables"):
+            with self.phases.phase("merge the derived tables"):
                 derived.sync(self.con)
         except duckdb.Error as exc:
             # the hits and read positions are committed: the next run (or report) merges them
@@ -357,8 +357,7 @@ class Ingester:
     def _ingest_chunk(self, source_id: int, chunk: Chunk) -> Counts:
         with self.phases.phase("parse, route, verify"):
             self._parse_chunk(chunk)
-        with self.phases.phase("store hits, merge the derived tables"):
-            self._store_hits(source_id, chunk)
+        self._store_hits(source_id, chunk)
         with self.phases.phase("quarantine, counts"):
             return self._quarantine_and_count(source_id, chunk)
 
@@ -432,10 +431,11 @@ class Ingester:
             f"FROM tl_chunk c WHERE {where}"
         )
         if chunk.lines.num_rows >= SMALL_CHUNK_LINES:
-            derived.store_hits(self.con, "tl_hits")
+            derived.store_hits(self.con, "tl_hits", self.phases)
             return
-        derived.store_unresolved(self.con, "tl_hits")
-        hits = fetch_one(self.con, "SELECT count(*) FROM tl_hits")
+        with self.phases.phase("store the hits (merged later)"):
+            derived.store_unresolved(self.con, "tl_hits")
+            hits = fetch_one(self.con, "SELECT count(*) FROM tl_hits")
         self._unmerged = (self._unmerged[0] + 1, self._unmerged[1] + int(hits[0] if hits else 0))
 
     def has_tombstones(self) -> bool:
