@@ -1,7 +1,8 @@
 """What the reports share: the time window, looking up a delivery, running a query to Arrow.
 
 Every report takes a connection (read-only is fine): the store's DuckDB, or an engine over the
-exported lake (tracklog.engines), and returns a pyarrow Table; none prints. Only query(),
+exported lake (tracklog.engines), and returns a tracklog.result.Result (DuckDB's rows as they
+are fetched: no pyarrow); none prints. Only query(),
 fetch_one() and fetch_all() talk to the engine. Values from users reach SQL as bound parameters only.
 """
 
@@ -13,11 +14,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-import pyarrow as pa
 
 from tracklog import metrics
 from tracklog.engines import Connection
 from tracklog.errors import NotFoundError, UsageError
+from tracklog.result import Result
 
 # Open ends of a window, inside DuckDB's and Spark's TIMESTAMP range, so the query text is the
 # same whether or not a bound was given.
@@ -85,10 +86,10 @@ def make_window(since: str | None, until: str | None, tz: dt.tzinfo = dt.UTC) ->
     return window
 
 
-def query(con: Connection, sql: str, params: list[Any] | None = None) -> pa.Table:
+def query(con: Connection, sql: str, params: list[Any] | None = None) -> Result:
     if isinstance(con, duckdb.DuckDBPyConnection):
-        return con.sql(sql, params=params or []).to_arrow_table()
-    return con.query(sql, params)
+        return Result.from_cursor(con.execute(sql, params or []))
+    return Result.from_arrow(con.query(sql, params))
 
 
 def fetch_all(con: Connection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:

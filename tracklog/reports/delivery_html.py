@@ -13,8 +13,6 @@ import datetime as dt
 import html
 from typing import Any
 
-import pyarrow as pa
-
 from tracklog.engines import Connection
 from tracklog.errors import DataError
 from tracklog.reports import delivery as delivery_reports
@@ -29,6 +27,7 @@ from tracklog.reports.hot_clicks_html import (
     page_facts,
     trap_urls,
 )
+from tracklog.result import Result
 
 TOP = 10  # rows of the domain, browser and device tables
 OPENS_COLOUR, CLICKS_COLOUR = "#1e88e5", "#e65100"
@@ -170,7 +169,7 @@ def _cards(row: dict[str, Any]) -> str:
     return f'<div class="cards">{cards}</div>'
 
 
-def _funnel_svg(funnel: pa.Table) -> str:
+def _funnel_svg(funnel: Result) -> str:
     rows = funnel.to_pylist()
     top = max((r["count"] for r in rows), default=0) or 1
     bar_w, line_h = 560, 30
@@ -189,7 +188,7 @@ def _funnel_svg(funnel: pa.Table) -> str:
     return "".join(out)
 
 
-def _timeline_svg(timeline: pa.Table, marks: dict[int, str]) -> str:
+def _timeline_svg(timeline: Result, marks: dict[int, str]) -> str:
     rows = timeline.to_pylist()
     if not rows:
         return '<p class="muted">No opens or clicks.</p>'
@@ -244,7 +243,7 @@ _COLUMN_HEADERS = {  # the terminal tables' headers (render.HEADERS, which the c
 }
 
 
-def _table(title: str, section: str, table: pa.Table) -> str:
+def _table(title: str, section: str, table: Result) -> str:
     rows = table.to_pylist()
     head = "".join(f"<th>{_e(_COLUMN_HEADERS.get(name, name))}</th>" for name in table.column_names)
     body = "".join(

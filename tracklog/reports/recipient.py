@@ -3,8 +3,6 @@ its class (human, machine_open, bot_click) and reasons; people's events only on 
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog.engines import Connection
 from tracklog.errors import NotFoundError
 from tracklog.reports.common import (
@@ -15,6 +13,7 @@ from tracklog.reports.common import (
     query,
     require_delivery,
 )
+from tracklog.result import Result
 
 
 def recipient_events(
@@ -24,7 +23,7 @@ def recipient_events(
     window: Window = ALL_TIME,
     limit: int | None = None,
     humans_only: bool = False,
-) -> pa.Table:
+) -> Result:
     """Columns ts, type, class, reasons, delivery, delivery_label, link_id, label, url (NULL
     where not a click), amount and currency (of a transaction: a page tag with an amount; a
     page's tag is link_id): the counted events, the site's page views and the machines' hits

@@ -8,8 +8,6 @@ day then daily, else coarser; buckets before the first and after the last event 
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.errors import UsageError
@@ -21,6 +19,7 @@ from tracklog.reports.common import (
     query,
     require_delivery,
 )
+from tracklog.result import Result
 
 # bucket -> (minutes per bucket over the first day, minutes per bucket after it); auto tries
 # AUTO_SCHEMES in order and keeps the first that gives at most MAX_ROWS rows.
@@ -59,7 +58,7 @@ def timeline(
     bucket: str = "auto",
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
-) -> pa.Table:
+) -> Result:
     """Columns bucket ('+3h', '+2d'), hours (since the send, bucket start), opens, clicks; from
     the first to the last bucket with an open or a click, empty buckets between included."""
     if bucket not in BUCKETS:
@@ -82,13 +81,8 @@ ORDER BY h
         rows = _bucketed(hourly, *scheme)  # type: ignore[misc]
         if len(rows) <= MAX_ROWS:
             break
-    return pa.table(
-        {
-            "bucket": pa.array([r[0] for r in rows], pa.string()),
-            "hours": pa.array([r[1] for r in rows], pa.int64()),
-            "opens": pa.array([r[2] for r in rows], pa.int64()),
-            "clicks": pa.array([r[3] for r in rows], pa.int64()),
-        }
+    return Result(
+        ("bucket", "hours", "opens", "clicks"), ("string", "integer", "integer", "integer"), tuple(rows)
     )
 
 
@@ -127,13 +121,11 @@ def _bucket_label(hours: int, minutes: int) -> str:
     return f"{sign}{abs(hours)}h"
 
 
-def reach_marks(
-    buckets: pa.Table, reach_table: pa.Table, percents: tuple[int, ...] = (50, 90)
-) -> dict[int, str]:
+def reach_marks(buckets: Result, reach_table: Result, percents: tuple[int, ...] = (50, 90)) -> dict[int, str]:
     """Row index of `buckets` -> "◀ 50% of opens" for the bucket in which opens reach each of
     `percents` of their final count (from the reach table)."""
     opens = [r for r in reach_table.to_pylist() if r["metric"] == "opens"]
-    starts = buckets.column("hours").to_pylist()
+    starts = buckets.values("hours")
     reached: dict[int, list[str]] = {}
     for p in percents:
         hours = opens[0].get(f"hours_to_{p}") if opens else None
@@ -144,7 +136,7 @@ def reach_marks(
     return {row: f"◀ {', '.join(ps)} of opens" for row, ps in reached.items()}
 
 
-def reach(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> pa.Table:
+def reach(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> Result:
     """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_90, hours_to_95
     (one decimal)."""
     where, params = _scope(con, delivery_id, window)
@@ -181,7 +173,7 @@ def breakdown(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
-) -> pa.Table:
+) -> Result:
     """--by browser|os|device: <by>, opens, clicks, readers, share (of opens);
     --by domain: domain, sent, delivered, opens_unique, clicks_unique, open_rate, click_rate."""
     if by not in BREAKDOWNS:
@@ -204,7 +196,7 @@ GROUP BY b.value
     return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
 
 
-def _by_domain(con: Connection, delivery_id: str | None, window: Window, limit: int | None) -> pa.Table:
+def _by_domain(con: Connection, delivery_id: str | None, window: Window, limit: int | None) -> Result:
     figures, params = derived.domains(window.bounds())
     where = "" if delivery_id is None else " WHERE d.delivery_id = ?"
     params = params if delivery_id is None else [*params, delivery_id]
