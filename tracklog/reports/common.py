@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
-from tracklog import metrics
+from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.errors import NotFoundError, UsageError
 from tracklog.result import Result
@@ -127,14 +127,33 @@ def limit_clause(limit: int | None) -> str:
 
 
 def excluded_hits(con: Connection, delivery_id: str | None, window: Window) -> dict[str, int]:
-    """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock."""
+    """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock.
+
+    For all time the first four are the stored totals of the deliveries (tracklog.derived; the
+    same definitions, merged at each ingest: no scan of the hits), plus, for every delivery, the
+    hits that name none; within a window they are counted by the definitions."""
     where = "h.ts >= ? AND h.ts < ?"
     params: list[Any] = window.params()
     if delivery_id is not None:
         where += " AND h.delivery_id = ?"
         params.append(delivery_id)
-    cols = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
-    row = fetch_one(con, f"SELECT {cols} FROM hits_classified h WHERE {where}", params)
+    if window.bounds() is None:
+        stored, stored_params = derived.totals()
+        names = ", ".join(f"t.{name}" for name in metrics.EXCLUDED_AGGREGATES)
+        parts = [
+            f"SELECT {names} FROM ({stored}) t"
+            + (" WHERE t.delivery_id = ?" if delivery_id is not None else "")
+        ]
+        part_params = [*stored_params, *([delivery_id] if delivery_id is not None else [])]
+        if delivery_id is None:
+            cols = ", ".join(metrics.EXCLUDED_AGGREGATES.values())
+            parts.append(f"SELECT {cols} FROM hits_classified h WHERE h.delivery_id IS NULL AND {where}")
+            part_params += params
+        sums = ", ".join(f"sum(x.{name})" for name in metrics.EXCLUDED_AGGREGATES)
+        row = fetch_one(con, f"SELECT {sums} FROM ({' UNION ALL '.join(parts)}) x", part_params)
+    else:
+        cols = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
+        row = fetch_one(con, f"SELECT {cols} FROM hits_classified h WHERE {where}", params)
     counts = dict(zip(metrics.EXCLUDED_AGGREGATES, row or (), strict=False))
     orphan = fetch_one(con, f"SELECT count(*) FROM orphans h WHERE {where}", params)
     counts["orphan_hits"] = int(orphan[0]) if orphan else 0
