@@ -10,14 +10,11 @@ shown escaped (`\\x1b`), never emitted. Tables fit the terminal: see `_fit`.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import decimal
-import json
 import math
 import re
 import sys
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TextIO
@@ -385,9 +382,13 @@ def render_sections(
     sections = [replace(s, table=as_result(s.table)) for s in sections]
     data = [s for s in sections if not s.picture]
     if fmt == "json":
+        import json  # each format imports what only it uses: a command's start-up is its cost
+
         out.write(json.dumps(_json_data(data, single), ensure_ascii=False, indent=2) + "\n")
         return
     if fmt == "csv":
+        import csv
+
         # Data, exact, when piped; on a terminal the text is made inert like a table's.
         clean = inert if _isatty(out) else str
         writer = csv.writer(out, lineterminator="\n")
@@ -532,6 +533,8 @@ def _fit(cols: list[_Col], width: int) -> tuple[list[_Col], list[str], dict[str,
 
 
 def _header_text(header: str, width: int) -> str:
+    import textwrap
+
     return "\n".join(textwrap.wrap(header, max(width, 1), break_long_words=False)) or header
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 
@@ -49,6 +48,8 @@ ALL_TIME = Window()
 def parse_tz(name: str | None) -> dt.tzinfo:
     if not name or name.upper() == "UTC":
         return dt.UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a zone other than UTC
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
