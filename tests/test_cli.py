@@ -3,6 +3,7 @@ are one line with the documented exit code, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import DataSet
 
 from tracklog.cli import LAZY_COMMANDS, cli
 
@@ -92,6 +94,13 @@ def test_reports_import_no_arrow_or_classifier(tracking_db: Path) -> None:
         assert _heavy_modules_of([*db, *report, "--format", "json"]) == [], report
     assert _heavy_modules_of([*db, "report", "stats", "--format", "csv"]) == []
     assert _heavy_modules_of([*db, "report", "hot-clicks", "--delivery", "NL1"]) == ["rich"]
+
+
+def test_status_counts_each_deliverys_links_and_recipients(tracking_db: Path, dataset: DataSet) -> None:
+    res = CliRunner().invoke(cli, ["--db", str(tracking_db), "status", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    got = {d["delivery_id"]: (d["links"], d["recipients"]) for d in json.loads(res.stdout)["deliveries"]}
+    assert got == {d.delivery_id: (len(d.links), len(d.recipients)) for d in dataset.deliveries}
 
 
 def test_python_dash_m(tmp_path: Path) -> None:
