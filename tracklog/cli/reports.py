@@ -433,10 +433,9 @@ def stats_cmd(
                 excel_safe=c.excel_safe,
             )
             return
-        timeline = stats_report.timeline(con, bucket, delivery_id, c.window)
+        timeline, reach = stats_report.timeline_and_reach(con, bucket, delivery_id, c.window)
         if c.limit is not None:
             timeline = timeline.slice(0, c.limit)
-        reach = stats_report.reach(con, delivery_id, c.window)
         sections = [
             Section(
                 timeline,

@@ -85,8 +85,7 @@ def dashboard_page(
     links = hot_clicks_report.hot_clicks(con, delivery_id, window)
     figures = link_figures(links)
     facts = page_facts(con, delivery_id, label, sum(f.clicks for f in figures), window, tz)
-    timeline = stats_report.timeline(con, "auto", delivery_id, window)
-    reach = stats_report.reach(con, delivery_id, window)
+    timeline, reach = stats_report.timeline_and_reach(con, "auto", delivery_id, window)
     try:
         _, content = message_html(con, delivery_id)
         message = annotated_body(content, delivery_id, figures, trap_urls(con, delivery_id), facts)
