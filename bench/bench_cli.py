@@ -2,17 +2,22 @@
 against the bare floor `python -c "import duckdb; duckdb.connect(DB, read_only=True)"`.
 
 Every figure is a new process, as a person or a cron job runs it (`python -m tracklog --db DB
-... --format json` and `--format table`), the floor run interleaved with them so a change in the
+... --format json`, `--format csv` and `--format table`), the floor run interleaved with them so a change in the
 machine's load hits both. Printed per command: the median and the best wall time of --runs runs
-and the median CPU seconds (user + system of the child), each against the floor's: on a shared,
-loaded machine the best wall time and the CPU time are the figures that hold still. The database is a COPY (never the original):
+and the median CPU seconds (user + system of the child); the best wall time against the floor's
+best, and the CPU seconds against those of the floor run just before (the median of the --runs
+ratios): on a shared machine whose load changes during the run, these are the figures that
+hold still. The database is a COPY (never the original):
 --db PATH copies that file to bench/out/ first; without it a database of --hits generated hits
-(default 1,000,000; bench/_datasets.py) is built in bench/out/ and reused.
+(default 1,000,000; bench/_datasets.py) is built in bench/out/ and reused. tracklog's modules are
+compiled to bytecode first, as an installed package's are: without it (PYTHONDONTWRITEBYTECODE
+set, as where these figures were taken) every run would compile what it imports again, about 30 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -22,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import OUT, print_table, tracklog_env
+from measure import OUT, REPO, print_table, tracklog_env
 
 REPORTS = [
     ["report", "delivery", "D00"],
@@ -86,6 +91,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     db = database(args)
+    compileall.compile_dir(REPO / "tracklog", quiet=1)  # __pycache__, gitignored
     py = sys.executable
     floor_cmd = [py, "-c", f"import duckdb; duckdb.connect({str(db)!r}, read_only=True)"]
     tracklog = [py, "-m", "tracklog", "--db", str(db)]
@@ -93,24 +99,28 @@ def main() -> int:
     cases = [("tracklog --help", [py, "-m", "tracklog", "--help"])]
     for report in REPORTS:
         cases.append((" ".join(report) + " (json)", [*tracklog, *report, "--format", "json"]))
-        if report != ["status"]:
+        if report != ["status"]:  # status prints JSON or a table, no CSV
+            cases.append((" ".join(report) + " (csv)", [*tracklog, *report, "--format", "csv"]))
             cases.append((" ".join(report) + " (table)", [*tracklog, *report]))
     floors: list[tuple[float, float]] = []
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in cases}
+    paired: dict[str, list[float]] = {name: [] for name, _ in cases}  # CPU over the floor run just before
     for _ in range(args.runs):
         for name, cmd in cases:
             floors.append(measure(floor_cmd))
             times[name].append(measure(cmd))
+            paired[name].append(times[name][-1][1] / floors[-1][1])
     f_med, f_best, f_cpu = _figures(floors)
     print(f"database: {db} ({db.stat().st_size / 1e6:,.0f} MB), {args.runs} runs each")
     print(f"floor (bare duckdb open): median {f_med:.3f} s, best {f_best:.3f} s, CPU {f_cpu:.3f} s")
     rows = []
     for name, runs in times.items():
         med, best, cpu = _figures(runs)
+        ratio = statistics.median(paired[name])
         rows.append(
-            [name, f"{med:.3f}", f"{best:.3f}", f"{best / f_best:.2f}x", f"{cpu:.3f}", f"{cpu / f_cpu:.2f}x"]
+            [name, f"{med:.3f}", f"{best:.3f}", f"{best / f_best:.2f}x", f"{cpu:.3f}", f"{ratio:.2f}x"]
         )
-    print_table(["command", "median s", "best s", "best/floor", "CPU s", "CPU/floor"], rows)
+    print_table(["command", "median s", "best s", "best/floor", "CPU s", "CPU/floor run"], rows)
     return 0
 
 

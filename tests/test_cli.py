@@ -3,6 +3,7 @@ are one line with the documented exit code, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import DataSet
 
 from tracklog.cli import LAZY_COMMANDS, cli
 
@@ -63,6 +65,42 @@ def test_help_imports_no_database_arrow_or_rich() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stdout and "report" in proc.stdout and "ingest" in proc.stdout
+
+
+def _heavy_modules_of(args: list[str]) -> list[str]:
+    """Which of the costly modules `tracklog ARGS` imported (its output discarded)."""
+    code = (
+        "import io, sys\n"
+        "from tracklog.cli import main\n"
+        f"sys.argv = ['tracklog', *{args!r}]\n"
+        "sys.stdout = io.StringIO()\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ('pyarrow', 'rich', 'tracklog.classify', 'tracklog.ingest.engine', 'crawleruseragents')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("HEAVY ")]
+    assert line, proc.stderr
+    return eval(line[0].removeprefix("HEAVY "))  # a list of names printed just above
+
+
+def test_reports_import_no_arrow_or_classifier(tracking_db: Path) -> None:
+    """A report's start-up is its cost: the rows come from DuckDB as Python values (no pyarrow),
+    the classifier (and its crawler list) is not needed to read, and rich only for a table.
+    Checked by what each command imported, not by timing it."""
+    db = ["--db", str(tracking_db)]
+    _heavy_modules_of([*db, "status"])  # once: brings the derived tables of the new database up to date
+    for report in (["report", "deliveries"], ["report", "delivery", "NL1"], ["recipient", "r1"], ["status"]):
+        assert _heavy_modules_of([*db, *report, "--format", "json"]) == [], report
+    assert _heavy_modules_of([*db, "report", "stats", "--format", "csv"]) == []
+    assert _heavy_modules_of([*db, "report", "hot-clicks", "--delivery", "NL1"]) == ["rich"]
+
+
+def test_status_counts_each_deliverys_links_and_recipients(tracking_db: Path, dataset: DataSet) -> None:
+    res = CliRunner().invoke(cli, ["--db", str(tracking_db), "status", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    got = {d["delivery_id"]: (d["links"], d["recipients"]) for d in json.loads(res.stdout)["deliveries"]}
+    assert got == {d.delivery_id: (len(d.links), len(d.recipients)) for d in dataset.deliveries}
 
 
 def test_python_dash_m(tmp_path: Path) -> None:

@@ -241,3 +241,28 @@ def test_a_replaced_manifest_resolves_its_delivery_again(
         derived.sync(con)
     with derived.open_reader(db, wait=10) as con:
         assert delivery_indicators(con, "NL1").to_pylist() == before == [model.indicators("NL1")]
+
+
+def test_the_classifier_version_a_reader_checks_is_the_classifiers(tmp_path: Path, dataset: DataSet) -> None:
+    """is_current reads the classifier's version without importing tracklog.classify once the
+    settings and proxy ranges are stored; it is classify.stored_settings' version in every state:
+    a new database (nothing stored yet), after an ingest's sync, after a reclassify."""
+    from tracklog import classify
+    from tracklog.config import ClassifySettings
+    from tracklog.store import open_reader
+
+    db = tmp_path / "c.duckdb"
+    with open_writer(db):
+        pass
+    versions = []
+    with open_reader(db) as con:  # read-only: nothing stored, the defaults' version
+        assert not con.execute("SELECT * FROM classifier_settings").fetchall()
+        versions.append((derived.classifier_version(con), classify.stored_settings(con)[1]))
+    build_db(db, dataset)
+    with open_writer(db) as con:
+        derived.sync(con)
+        versions.append((derived.classifier_version(con), classify.stored_settings(con)[1]))
+        derived.reclassify(con, ClassifySettings(head=False))
+        versions.append((derived.classifier_version(con), classify.stored_settings(con)[1]))
+    assert all(ours == theirs for ours, theirs in versions), versions
+    assert len({theirs for _, theirs in versions}) >= 2  # the settings changed the version

@@ -223,13 +223,16 @@ def test_every_report_on_the_lake_is_the_report_on_the_database(
     try:
         got = report_tables(con)
         assert outputs_of(got) == store_outputs
-        # and the same Arrow types, column for column
+        # and the same kinds of values, column for column
         with derived.open_reader(db, 10) as store:
             expected = report_tables(store)
         for name, tables in got.items():
             for key, table in tables.items():
                 if not isinstance(table, str):
-                    assert table.schema == expected[name][key].schema, name
+                    assert (table.names, table.kinds) == (
+                        expected[name][key].names,
+                        expected[name][key].kinds,
+                    ), name
     finally:
         con.close()
 
@@ -244,10 +247,9 @@ def test_lake_figures_are_the_independent_computation(lake_db: tuple[Path, Path]
         assert delivery.delivery_indicators(con, "NL1", NOV).to_pylist() == [
             model.indicators("NL1", since, until)
         ]
-        assert hot_clicks.hot_clicks(con, "NL1").select(
-            ["link_id", "url", "clicks", "clickers"]
-        ).to_pylist() == [
-            {k: r[k] for k in ("link_id", "url", "clicks", "clickers")} for r in model.hot_clicks("NL1")[0]
+        keys = ("link_id", "url", "clicks", "clickers")
+        assert [{k: r[k] for k in keys} for r in hot_clicks.hot_clicks(con, "NL1").to_pylist()] == [
+            {k: r[k] for k in keys} for r in model.hot_clicks("NL1")[0]
         ]
     finally:
         con.close()

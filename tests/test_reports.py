@@ -43,7 +43,7 @@ def test_hot_clicks(reader: duckdb.DuckDBPyConnection, model: Model, delivery_id
     assert sum(round(r["share"] * 10) for r in rows) == 1000
     for r in rows:
         assert abs(r["share"] - 100 * r["clicks"] / total) < 0.1 + 1e-9
-    assert "trap" not in table.column("link_id").to_pylist()
+    assert "trap" not in table.values("link_id")
     assert sum(r["clicks"] for r in rows) == model.indicators(delivery_id)["clicks_total"]
 
 
@@ -178,7 +178,9 @@ def test_recipient_events_newest_first(reader: duckdb.DuckDBPyConnection, model:
         (
             h
             for h in model.data.hits
-            if h.recipient == "r1" and model.hit_class(h) in ("machine_open", "bot_click") and model.resolves_recipient(h)
+            if h.recipient == "r1"
+            and model.hit_class(h) in ("machine_open", "bot_click")
+            and model.resolves_recipient(h)
         ),
         key=lambda h: h.ts,
         reverse=True,
@@ -190,10 +192,10 @@ def test_recipient_events_newest_first(reader: duckdb.DuckDBPyConnection, model:
 
 
 def test_recipient_unsubscribe_types(reader: duckdb.DuckDBPyConnection) -> None:
-    types = recipient.recipient_events(reader, "r4", humans_only=True).column("type").to_pylist()
+    types = recipient.recipient_events(reader, "r4", humans_only=True).values("type")
     assert types == ["unsubscribe", "optout", "mirror"]
     # and the two Apple Mail prefetches, seconds after the send
-    types = recipient.recipient_events(reader, "r4").column("type").to_pylist()
+    types = recipient.recipient_events(reader, "r4").values("type")
     assert types == ["unsubscribe", "optout", "mirror", "open", "open"]
 
 

@@ -328,6 +328,17 @@ def test_funnel_figures_by_hand(web_db: Path) -> None:
     assert "2 rejected" not in table and "1 rejected" in table  # the forged token of WEB-1
 
 
+def test_the_footer_of_every_delivery_counts_the_hits_that_name_none(web_db: Path) -> None:
+    """All time, the footer reads the stored totals of the deliveries and adds the hits that name
+    no delivery; a window counts with the definitions: both say the same. By hand: the forged
+    token names WEB-1, the malformed one names no delivery: 2 rejected; nothing failed."""
+    every = ok(run(web_db, "report", "urls"))
+    windowed = ok(run(web_db, "report", "urls", "--since", "2000-01-01"))
+    footer = [ln for ln in every.splitlines() if ln.startswith("Not counted:")]
+    assert footer == [ln for ln in windowed.splitlines() if ln.startswith("Not counted:")]
+    assert footer[0].startswith("Not counted: 2 rejected (bad signature), 0 failed (4xx/5xx),")
+
+
 def test_funnel_window(web_db: Path) -> None:
     out = json.loads(
         ok(

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tracklog.errors import ConfigError, UsageError
 
@@ -157,6 +155,8 @@ class Config:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file to read: every command starts here
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -237,6 +237,8 @@ def _zone_name(name: str, where: str) -> str:
 
     if name.upper() == "UTC":
         return "UTC"
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a zone other than UTC
+
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -17,20 +17,38 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from tracklog import classify, metrics, store, useragent
+from tracklog import metrics, store, useragent
 from tracklog.config import ClassifySettings
 from tracklog.errors import DataError
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
 
-if TYPE_CHECKING:  # profiling imports pyarrow, which a report's start-up does without
-    from tracklog.profiling import Phases
+
+class _OnFirstUse:
+    """A module imported when one of its names is first read: tracklog.classify (with pyarrow and
+    the crawler list, about 30 ms) only when hits are classified, never for a report's start-up."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module: ModuleType = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    from tracklog import classify
+    from tracklog.profiling import Phases  # imports pyarrow, which a report's start-up does without
+else:
+    classify = _OnFirstUse("tracklog.classify")
 
 Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit times; None: all time
 Relation = tuple[str, list[object]]  # SQL text and its bound parameters
@@ -101,12 +119,23 @@ def is_current(con: duckdb.DuckDBPyConnection) -> bool:
     if schema_version(con) != SCHEMA_VERSION:
         return False
     state = con.execute("SELECT hits, agents_version, definitions, classifier FROM derived_state").fetchall()
-    _, classifier = classify.stored_settings(con)
-    if len(state) != 1 or state[0][1:] != (useragent.PARSER_VERSION, DEFINITIONS, classifier):
+    if len(state) != 1 or state[0][1:] != (useragent.PARSER_VERSION, DEFINITIONS, classifier_version(con)):
         return False
     if state[0][0] != con.execute("SELECT count(*) FROM hits").fetchall()[0][0]:
         return False
     return not con.execute(f"SELECT 1 FROM ({_STALE_MANIFESTS}) s LIMIT 1").fetchall()
+
+
+def classifier_version(con: duckdb.DuckDBPyConnection) -> str:
+    """classify.stored_settings(con)[1]: once an ingest has stored the settings and the proxy
+    ranges (it always does), the stored version, read without importing tracklog.classify."""
+    version, settings, ranges = con.execute(
+        "SELECT (SELECT max(version) FROM classifier_settings), (SELECT count(*) FROM classifier_settings),"
+        " EXISTS (SELECT 1 FROM proxy_ranges_source)"
+    ).fetchall()[0]
+    if settings == 1 and ranges:
+        return str(version)
+    return classify.stored_settings(con)[1]
 
 
 @contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 
 from tracklog import metrics
 from tracklog.errors import DataError, UsageError
 from tracklog.schema import HIT_COLUMNS, RESOLUTION_COLUMNS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pyarrow only where Spark's results are read: a report on DuckDB needs none
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 ENGINES = ("duckdb", "spark")
@@ -193,6 +192,8 @@ def _spark_value(value: Any) -> Any:
 
 
 def _naive_times(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     fields = [
         pa.field(f.name, pa.timestamp("us"), f.nullable)
         if pa.types.is_timestamp(f.type) and f.type.tz is not None
@@ -240,6 +241,8 @@ def spark_session(options: SparkOptions, app_name: str = "tracklog") -> SparkSes
 def _jvm_output() -> Iterator[Any]:
     """While the JVM starts, the process's stderr (fd 2, which the JVM inherits) is a temporary
     file; Python's own stderr comes back as soon as it has started."""
+    import tempfile
+
     with tempfile.TemporaryFile() as log:
         saved = os.dup(2)
         try:

@@ -1,4 +1,5 @@
-"""The one output path: an Arrow table out as a rich table (people), CSV or JSON (machines).
+"""The one output path: a report's table (tracklog.result.Result, or an Arrow table) out as a rich
+table (people), CSV or JSON (machines).
 
 Table and CSV agree cell for cell (same column order, same formatting of values); JSON keeps
 native types (numbers stay numbers, timestamps become ISO 8601 UTC strings ending in Z).
@@ -9,19 +10,18 @@ shown escaped (`\\x1b`), never emitted. Tables fit the terminal: see `_fit`.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import decimal
-import json
 import math
 import re
 import sys
-import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
-if TYPE_CHECKING:  # rich and pyarrow cost 0.1 s to import: only where a table is printed
+from tracklog.result import Result
+
+if TYPE_CHECKING:  # rich costs 30 ms to import: only where a table is printed; pyarrow never here
     import pyarrow as pa
     from rich.console import Console
     from rich.table import Table
@@ -303,15 +303,20 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def rows_of(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()  # type: ignore[no-any-return]
+def rows_of(table: Result | pa.Table) -> list[dict[str, Any]]:
+    return as_result(table).to_pylist()
+
+
+def as_result(table: Result | pa.Table) -> Result:
+    """`table` as a Result: an Arrow table (Spark, the ingest summary) is read into one."""
+    return table if isinstance(table, Result) else Result.from_arrow(table)
 
 
 @dataclass
 class Section:
     """One table of a report, with what only the rich table shows."""
 
-    table: pa.Table
+    table: Result | pa.Table
     name: str = ""
     title: str | None = None
     # bar column header -> numeric column it draws (appended after the data columns; a picture
@@ -327,7 +332,7 @@ class Section:
 
 
 def render(
-    table: pa.Table,
+    table: Result | pa.Table,
     fmt: str = "table",
     *,
     out: TextIO | None = None,
@@ -374,22 +379,25 @@ def render_sections(
     another tool (the caller passes the table asked for first).
     """
     out = out if out is not None else sys.stdout
+    sections = [replace(s, table=as_result(s.table)) for s in sections]
     data = [s for s in sections if not s.picture]
     if fmt == "json":
+        import json  # each format imports what only it uses: a command's start-up is its cost
+
         out.write(json.dumps(_json_data(data, single), ensure_ascii=False, indent=2) + "\n")
         return
     if fmt == "csv":
+        import csv
+
         # Data, exact, when piped; on a terminal the text is made inert like a table's.
         clean = inert if _isatty(out) else str
         writer = csv.writer(out, lineterminator="\n")
-        table = data[0].table
+        table = as_result(data[0].table)
         if excel_safe:
-            from tracklog.spreadsheet import neutralised_table
-
-            table = neutralised_table(table)
+            table = _neutralised(table)
         writer.writerow(table.column_names)
-        for r in rows_of(table):
-            writer.writerow([clean(cell_text(v, tz)) for v in r.values()])
+        for row in table.rows:
+            writer.writerow([clean(cell_text(v, tz)) for v in row])
         return
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}")
@@ -397,18 +405,18 @@ def render_sections(
 
     console = console or Console(file=out, highlight=False, soft_wrap=False, width=_width(out))
     for section in sections:
-        table, dropped = (
+        printed, dropped = (
             _vertical(section, tz, console.width)
             if section.vertical
             else _rich_table(section, tz, console.width)
         )
-        console.print(table)
+        console.print(printed)
         if dropped:
             names = ", ".join(HEADERS.get(d, d) for d in dropped)
             note(console, f"(not shown at this width: {names}; see --format csv or a wider terminal)")
     for line in footer:
         note(console, line)
-    if any(_kind(f.name, f.type) == "time" for s in sections for f in s.table.schema):
+    if any(_kind(n, k) == "time" for s in sections for n, k in _columns(as_result(s.table))):
         note(console, zone_note(tz))
 
 
@@ -444,14 +452,29 @@ def _json_data(sections: Sequence[Section], single: bool) -> Any:
     return lists[0]
 
 
-def _kind(name: str, type_: pa.DataType) -> str:
-    import pyarrow as pa
+def _columns(table: Result) -> list[tuple[str, str]]:
+    return list(zip(table.names, table.kinds, strict=True))
 
-    if pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_decimal(type_):
+
+def _neutralised(table: Result) -> Result:
+    """`table` with every text cell neutralised for a spreadsheet (tracklog.spreadsheet)."""
+    from tracklog.spreadsheet import neutralised_text
+
+    text = [k == "string" for k in table.kinds]
+    rows = tuple(
+        tuple(neutralised_text(v) if t and isinstance(v, str) else v for v, t in zip(r, text, strict=True))
+        for r in table.rows
+    )
+    return Result(table.names, table.kinds, rows)
+
+
+def _kind(name: str, kind: str) -> str:
+    """How a column of this Result kind reads in a table: number, time, id, url or text."""
+    if kind in ("integer", "float", "decimal"):
         return "number"
-    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
+    if kind in ("timestamp", "date"):
         return "time"
-    if pa.types.is_boolean(type_) or name in _ID_COLUMNS:
+    if kind == "boolean" or name in _ID_COLUMNS:
         return "id"
     if name in _URL_COLUMNS:
         return "url"
@@ -510,6 +533,8 @@ def _fit(cols: list[_Col], width: int) -> tuple[list[_Col], list[str], dict[str,
 
 
 def _header_text(header: str, width: int) -> str:
+    import textwrap
+
     return "\n".join(textwrap.wrap(header, max(width, 1), break_long_words=False)) or header
 
 
@@ -517,8 +542,8 @@ def _rich_table(section: Section, tz: dt.tzinfo | None, width: int) -> tuple[Tab
     from rich.table import Table
     from rich.text import Text
 
-    table = section.table
-    rows = rows_of(table)
+    table = as_result(section.table)
+    rows = table.to_pylist()
     cols = [
         _Col(
             name,
@@ -527,9 +552,9 @@ def _rich_table(section: Section, tz: dt.tzinfo | None, width: int) -> tuple[Tab
             [inert(cell_text(r[name], tz)) for r in rows],
             _PRIORITY.get(name, _DEFAULT_PRIORITY[kind]),
         )
-        for f in table.schema
-        if (name := f.name) not in section.hidden
-        for kind in [_kind(name, f.type)]
+        for name, result_kind in _columns(table)
+        if name not in section.hidden
+        for kind in [_kind(name, result_kind)]
     ]
     marks = {i: inert(m) for i, m in section.marks.items()}
     mark_w = max((len(m) + 1 for m in marks.values()), default=0)
@@ -578,13 +603,14 @@ def _vertical(section: Section, tz: dt.tzinfo | None, width: int) -> tuple[Table
     from rich.table import Table
     from rich.text import Text
 
-    rows = rows_of(section.table)
+    table = as_result(section.table)
+    rows = table.to_pylist()
     pairs = [
         (
             inert(section.headers.get(name) or HEADERS.get(name, name)),
             inert(cell_text(rows[0][name], tz) if rows else ""),
         )
-        for name in section.table.column_names
+        for name in table.column_names
         if name not in section.hidden
     ]
     field_w = max((len(f) for f, _ in pairs), default=5)

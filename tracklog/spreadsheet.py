@@ -8,8 +8,10 @@ exports and of the reports' CSV. Only text cells: numbers and times are never fo
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a table is neutralised: a report's CSV needs neither
+    import pyarrow as pa
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PREFIX = "'"
@@ -23,6 +25,9 @@ def neutralised_text(text: str) -> str:
 
 def neutralised_table(table: pa.Table) -> pa.Table:
     """`table` with every text cell neutralised (vectorized: no Python per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     columns = []
     for column in table.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):

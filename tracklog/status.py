@@ -1,5 +1,5 @@
 """What the database holds: ingested streams, quarantine by reason, rejected and orphan hits,
-manifests and the last runs. Each section is an Arrow table for the one output path.
+manifests and the last runs. Each section is a tracklog.result.Result for the one output path.
 """
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyarrow as pa
-
 from tracklog.derived import open_reader
+from tracklog.result import Result
 from tracklog.signing import WRONG_SECRET_HINT, WRONG_SECRET_MIN, WRONG_SECRET_SHARE
 from tracklog.store import OnWait
 
@@ -27,12 +26,16 @@ _SECTIONS = {
         SELECT reason, count(*) AS lines FROM quarantine GROUP BY reason ORDER BY lines DESC, reason""",
     "signatures": """
         SELECT sig_status, count(*) AS hits FROM hits GROUP BY sig_status ORDER BY sig_status""",
+    # counted per delivery once (a correlated count per delivery took twice as long)
     "deliveries": """
-        SELECT d.delivery_id, d.label, d.sent_at,
-               (SELECT count(*) FROM links l WHERE l.delivery_id = d.delivery_id) AS links,
-               (SELECT count(*) FROM recipients r WHERE r.delivery_id = d.delivery_id) AS recipients,
+        SELECT d.delivery_id, d.label, d.sent_at, coalesce(l.n, 0) AS links, coalesce(r.n, 0) AS recipients,
                d.loaded_at
-        FROM deliveries d ORDER BY d.sent_at DESC""",
+        FROM deliveries d
+        LEFT JOIN (SELECT delivery_id, count(*) AS n FROM links GROUP BY delivery_id) l
+            ON l.delivery_id = d.delivery_id
+        LEFT JOIN (SELECT delivery_id, count(*) AS n FROM recipients GROUP BY delivery_id) r
+            ON r.delivery_id = d.delivery_id
+        ORDER BY d.sent_at DESC""",
     "last_runs": """
         SELECT run_id, started_at, finished_at, files, lines, hits, ignored, quarantined, rejected, errors,
                exit_code
@@ -55,11 +58,11 @@ _SIGNATURE_ALERTS = f"""
 _ORPHANS = "SELECT * FROM orphan_counts ORDER BY orphan_hits DESC, delivery_id"
 
 
-def status_tables(db: Path, wait: float, on_wait: OnWait | None = None) -> list[tuple[str, pa.Table]]:
+def status_tables(db: Path, wait: float, on_wait: OnWait | None = None) -> list[tuple[str, Result]]:
     with open_reader(db, wait, on_wait) as con:
-        out = [(name, con.sql(sql).to_arrow_table()) for name, sql in _SECTIONS.items()]
-        out.insert(4, ("orphans", con.sql(_ORPHANS).to_arrow_table()))
-        out.insert(4, ("signature_alerts", con.sql(_SIGNATURE_ALERTS).to_arrow_table()))
+        out = [(name, Result.from_cursor(con.execute(sql))) for name, sql in _SECTIONS.items()]
+        out.insert(4, ("orphans", Result.from_cursor(con.execute(_ORPHANS))))
+        out.insert(4, ("signature_alerts", Result.from_cursor(con.execute(_SIGNATURE_ALERTS))))
     return out
 
 
@@ -70,7 +73,7 @@ def server_lags(
     now: dt.datetime,
     servers: Sequence[str] = (),
     on_wait: OnWait | None = None,
-) -> tuple[pa.Table, list[str]]:
+) -> tuple[Result, list[str]]:
     """Per tracking server (only `servers` when given): its newest hit, how long ago that was at
     `now` (UTC), and whether that is more than `max_lag`; with one line per late server. No
     hit yet, or an asked server never ingested, is late too."""
@@ -104,16 +107,14 @@ def server_lags(
     ]
     if not rows and not servers:
         late.append("no tracking logs ingested yet")
-    schema = pa.schema(
-        [
-            ("server", pa.string()),
-            ("last_hit", pa.timestamp("us")),
-            ("lag_seconds", pa.int64()),
-            ("lines", pa.int64()),
-            ("status", pa.string()),
-        ]
+    columns = (
+        ("server", "string"),
+        ("last_hit", "timestamp"),
+        ("lag_seconds", "integer"),
+        ("lines", "integer"),
+        ("status", "string"),
     )
-    return pa.Table.from_pylist(out, schema=schema), late
+    return Result.from_columns([(name, kind, [r[name] for r in out]) for name, kind in columns]), late
 
 
 def _duration(delta: dt.timedelta) -> str:

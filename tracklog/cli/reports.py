@@ -1,5 +1,5 @@
 """`tracklog report ...` and `tracklog recipient ID`: parse the options, call tracklog.reports,
-hand the Arrow table to render. Data goes to stdout; notes go to stderr.
+hand the table to render. Data goes to stdout; notes go to stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from tracklog.cli import App, cli, pass_app, wait_option
 from tracklog.engines import ENGINES, Connection, SparkOptions, open_lake
 from tracklog.errors import DataError, UsageError
 from tracklog.render import FORMATS, Section, note, render, render_sections
-from tracklog.reports import bots as bots_report
 from tracklog.reports import delivery as delivery_reports
 from tracklog.reports import funnel as funnel_report
 from tracklog.reports import hot_clicks as hot_clicks_report
@@ -105,7 +104,9 @@ def common_options(
                 "--spark-master", metavar="URL", help="Spark master for --engine spark [default local[*]]."
             ),
             click.option(
-                "--spark-remote", metavar="URL", help="Spark Connect server for --engine spark (sc://host:15002)."
+                "--spark-remote",
+                metavar="URL",
+                help="Spark Connect server for --engine spark (sc://host:15002).",
             ),
         ]
         if limit:
@@ -202,7 +203,7 @@ def delivery_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts: 
     c = common(app, **opts)
     with reader(app, c) as con:
         table = delivery_reports.delivery_indicators(con, delivery_id, c.window)
-        label = table.column("label")[0].as_py()
+        label = table.values("label")[0]
         if html_file is not None:
             from tracklog.reports.delivery_html import dashboard_page
 
@@ -432,10 +433,9 @@ def stats_cmd(
                 excel_safe=c.excel_safe,
             )
             return
-        timeline = stats_report.timeline(con, bucket, delivery_id, c.window)
+        timeline, reach = stats_report.timeline_and_reach(con, bucket, delivery_id, c.window)
         if c.limit is not None:
             timeline = timeline.slice(0, c.limit)
-        reach = stats_report.reach(con, delivery_id, c.window)
         sections = [
             Section(
                 timeline,
@@ -464,6 +464,8 @@ def stats_cmd(
 def bots_cmd(app: App, /, delivery_id: str | None, table_name: str | None, **opts: Any) -> None:
     """Machine opens and bot clicks: hits by class and reason, and the agents and networks
     (/24, /48) behind them, per delivery (--limit: agents and networks per delivery)."""
+    from tracklog.reports import bots as bots_report  # the classifier's module: only for this report
+
     c = common(app, **opts)
     with reader(app, c) as con:
         sections = [

@@ -3,11 +3,10 @@ and networks (/24, /48) behind them (README "Machine opens and bot clicks")."""
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog.classify import REASONS
 from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, query, require_delivery
+from tracklog.result import Result
 
 TOP = 10  # agents and networks per delivery when no --limit is given
 
@@ -22,9 +21,7 @@ def _scope(delivery_id: str | None, window: Window) -> tuple[str, list[object]]:
     return where, params
 
 
-def classes(
-    con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME
-) -> pa.Table:
+def classes(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> Result:
     """Per delivery and class: hits, opens, clicks, other (mirror, opt-out, one-click) and, for
     the machines' classes, how many hits each reason flagged (a hit may have several)."""
     if delivery_id is not None:
@@ -52,7 +49,7 @@ def _top(
     delivery_id: str | None,
     window: Window,
     limit: int | None,
-) -> pa.Table:
+) -> Result:
     where, params = _scope(delivery_id, window)
     top = TOP if limit is None else int(limit)
     sql = f"""
@@ -76,7 +73,7 @@ def agents(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
-) -> pa.Table:
+) -> Result:
     """Per delivery, the user agents behind the most machine hits."""
     return _top(con, "h.user_agent", "user_agent", delivery_id, window, limit)
 
@@ -99,6 +96,6 @@ def networks(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
-) -> pa.Table:
+) -> Result:
     """Per delivery, the networks (/24, /48) behind the most machine hits."""
     return _top(con, network_sql("h.ip"), "network", delivery_id, window, limit)

@@ -1,7 +1,8 @@
 """What the reports share: the time window, looking up a delivery, running a query to Arrow.
 
 Every report takes a connection (read-only is fine): the store's DuckDB, or an engine over the
-exported lake (tracklog.engines), and returns a pyarrow Table; none prints. Only query(),
+exported lake (tracklog.engines), and returns a tracklog.result.Result (DuckDB's rows as they
+are fetched: no pyarrow); none prints. Only query(),
 fetch_one() and fetch_all() talk to the engine. Values from users reach SQL as bound parameters only.
 """
 
@@ -10,14 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-import pyarrow as pa
 
-from tracklog import metrics
+from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.errors import NotFoundError, UsageError
+from tracklog.result import Result
 
 # Open ends of a window, inside DuckDB's and Spark's TIMESTAMP range, so the query text is the
 # same whether or not a bound was given.
@@ -48,6 +48,8 @@ ALL_TIME = Window()
 def parse_tz(name: str | None) -> dt.tzinfo:
     if not name or name.upper() == "UTC":
         return dt.UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only for a zone other than UTC
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -85,10 +87,10 @@ def make_window(since: str | None, until: str | None, tz: dt.tzinfo = dt.UTC) ->
     return window
 
 
-def query(con: Connection, sql: str, params: list[Any] | None = None) -> pa.Table:
+def query(con: Connection, sql: str, params: list[Any] | None = None) -> Result:
     if isinstance(con, duckdb.DuckDBPyConnection):
-        return con.sql(sql, params=params or []).to_arrow_table()
-    return con.query(sql, params)
+        return Result.from_cursor(con.execute(sql, params or []))
+    return Result.from_arrow(con.query(sql, params))
 
 
 def fetch_all(con: Connection, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -126,21 +128,41 @@ def limit_clause(limit: int | None) -> str:
 
 
 def excluded_hits(con: Connection, delivery_id: str | None, window: Window) -> dict[str, int]:
-    """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock."""
+    """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock.
+
+    For all time the first four are the stored totals of the deliveries (tracklog.derived; the
+    same definitions, merged at each ingest: no scan of the hits), plus, for every delivery, the
+    hits that name none; within a window they are counted by the definitions."""
     where = "h.ts >= ? AND h.ts < ?"
     params: list[Any] = window.params()
     if delivery_id is not None:
         where += " AND h.delivery_id = ?"
         params.append(delivery_id)
-    cols = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
-    row = fetch_one(con, f"SELECT {cols} FROM hits_classified h WHERE {where}", params)
-    counts = dict(zip(metrics.EXCLUDED_AGGREGATES, row or (), strict=False))
-    orphan = fetch_one(con, f"SELECT count(*) FROM orphans h WHERE {where}", params)
-    counts["orphan_hits"] = int(orphan[0]) if orphan else 0
-    clock = fetch_one(
-        con,
-        f"SELECT count(*) FROM hits_classified h WHERE {where} AND h.resolution = '{metrics.CLOCK}'",
-        params,
-    )
-    counts["clock_hits"] = int(clock[0]) if clock else 0
+    if window.bounds() is None:
+        stored, stored_params = derived.totals()
+        names = ", ".join(f"t.{name}" for name in metrics.EXCLUDED_AGGREGATES)
+        parts = [
+            f"SELECT {names} FROM ({stored}) t"
+            + (" WHERE t.delivery_id = ?" if delivery_id is not None else "")
+        ]
+        excluded_params = [*stored_params, *([delivery_id] if delivery_id is not None else [])]
+        if delivery_id is None:
+            cols = ", ".join(metrics.EXCLUDED_AGGREGATES.values())
+            parts.append(f"SELECT {cols} FROM hits_classified h WHERE h.delivery_id IS NULL AND {where}")
+            excluded_params += params
+        sums = ", ".join(f"sum(x.{name}) AS {name}" for name in metrics.EXCLUDED_AGGREGATES)
+        excluded = f"SELECT {sums} FROM ({' UNION ALL '.join(parts)}) x"
+    else:
+        cols = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
+        excluded = f"SELECT {cols} FROM hits_classified h WHERE {where}"
+        excluded_params = params
+    # one statement (each costs a command about a millisecond before it reads a row)
+    sql = f"""
+SELECT {", ".join(f"x.{name}" for name in metrics.EXCLUDED_AGGREGATES)}, o.orphan_hits, c.clock_hits
+FROM ({excluded}) x,
+    (SELECT count(*) AS orphan_hits FROM orphans h WHERE {where}) o,
+    (SELECT count(*) AS clock_hits FROM hits_classified h WHERE {where} AND h.resolution = '{metrics.CLOCK}') c
+"""
+    row = fetch_one(con, sql, [*excluded_params, *params, *params])
+    counts = dict(zip([*metrics.EXCLUDED_AGGREGATES, "orphan_hits", "clock_hits"], row or (), strict=False))
     return {k: int(v or 0) for k, v in counts.items()}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-import pyarrow as pa
-
 from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
+from tracklog.result import Result
 
 # The columns of `report deliveries`: the main figures, so a row fits a terminal, and the
 # machines' hits beside the people's figures.
@@ -29,7 +28,7 @@ LIST_COLUMNS = (
 )
 
 
-def delivery_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def delivery_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> Result:
     """One row: delivery, label, subject, sent_at, then the indicators; events within `window`."""
     require_delivery(con, delivery_id)
     totals, params = derived.totals(window.bounds())
@@ -39,7 +38,7 @@ def delivery_indicators(con: Connection, delivery_id: str, window: Window = ALL_
     return query(con, sql, [*params, delivery_id, delivery_id])
 
 
-def deliveries(con: Connection, window: Window = ALL_TIME, limit: int | None = None) -> pa.Table:
+def deliveries(con: Connection, window: Window = ALL_TIME, limit: int | None = None) -> Result:
     """One row per delivery sent within `window` (by sent_at), newest first; all-time figures."""
     totals, params = derived.totals()
     indicators = metrics.indicators_sql(totals, delivery_where="d.sent_at >= ? AND d.sent_at < ?")
@@ -58,20 +57,20 @@ FUNNEL = (  # stage, indicator, the automated hits not counted beside it
 )
 
 
-def funnel(indicators: pa.Table) -> pa.Table:
+def funnel(indicators: Result) -> Result:
     """Columns stage, count, of_sent (%), not_counted: sent -> delivered -> opened -> clicked
     from one delivery's indicators row, with the machine opens and bot clicks beside the stage
     they were kept out of."""
     row = indicators.to_pylist()[0]
     sent = int(row["sent"] or 0)
     counts = [int(row[name] or 0) for _, name, _ in FUNNEL]
-    return pa.table(
-        {
-            "stage": [stage for stage, _, _ in FUNNEL],
-            "count": pa.array(counts, pa.int64()),
-            "of_sent": pa.array([_percent(n, sent) for n in counts], pa.float64()),
-            "not_counted": pa.array([row[a] if a else None for _, _, a in FUNNEL], pa.int64()),
-        }
+    return Result.from_columns(
+        [
+            ("stage", "string", [stage for stage, _, _ in FUNNEL]),
+            ("count", "integer", counts),
+            ("of_sent", "float", [_percent(n, sent) for n in counts]),
+            ("not_counted", "integer", [row[a] if a else None for _, _, a in FUNNEL]),
+        ]
     )
 
 

@@ -13,8 +13,6 @@ import datetime as dt
 import html
 from typing import Any
 
-import pyarrow as pa
-
 from tracklog.engines import Connection
 from tracklog.errors import DataError
 from tracklog.reports import delivery as delivery_reports
@@ -29,6 +27,7 @@ from tracklog.reports.hot_clicks_html import (
     page_facts,
     trap_urls,
 )
+from tracklog.result import Result
 
 TOP = 10  # rows of the domain, browser and device tables
 OPENS_COLOUR, CLICKS_COLOUR = "#1e88e5", "#e65100"
@@ -86,8 +85,7 @@ def dashboard_page(
     links = hot_clicks_report.hot_clicks(con, delivery_id, window)
     figures = link_figures(links)
     facts = page_facts(con, delivery_id, label, sum(f.clicks for f in figures), window, tz)
-    timeline = stats_report.timeline(con, "auto", delivery_id, window)
-    reach = stats_report.reach(con, delivery_id, window)
+    timeline, reach = stats_report.timeline_and_reach(con, "auto", delivery_id, window)
     try:
         _, content = message_html(con, delivery_id)
         message = annotated_body(content, delivery_id, figures, trap_urls(con, delivery_id), facts)
@@ -170,7 +168,7 @@ def _cards(row: dict[str, Any]) -> str:
     return f'<div class="cards">{cards}</div>'
 
 
-def _funnel_svg(funnel: pa.Table) -> str:
+def _funnel_svg(funnel: Result) -> str:
     rows = funnel.to_pylist()
     top = max((r["count"] for r in rows), default=0) or 1
     bar_w, line_h = 560, 30
@@ -189,7 +187,7 @@ def _funnel_svg(funnel: pa.Table) -> str:
     return "".join(out)
 
 
-def _timeline_svg(timeline: pa.Table, marks: dict[int, str]) -> str:
+def _timeline_svg(timeline: Result, marks: dict[int, str]) -> str:
     rows = timeline.to_pylist()
     if not rows:
         return '<p class="muted">No opens or clicks.</p>'
@@ -244,7 +242,7 @@ _COLUMN_HEADERS = {  # the terminal tables' headers (render.HEADERS, which the c
 }
 
 
-def _table(title: str, section: str, table: pa.Table) -> str:
+def _table(title: str, section: str, table: Result) -> str:
     rows = table.to_pylist()
     head = "".join(f"<th>{_e(_COLUMN_HEADERS.get(name, name))}</th>" for name in table.column_names)
     body = "".join(

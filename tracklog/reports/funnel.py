@@ -5,11 +5,10 @@ tracklog.metrics over the events and page views within a window.
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog import metrics
 from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, fetch_one, query, require_delivery
+from tracklog.result import Result
 
 _DELIVERED = (
     "SELECT r.delivery_id, count(*) FILTER (WHERE r.status = 'sent') AS delivered FROM recipients r"
@@ -17,7 +16,7 @@ _DELIVERED = (
 )
 
 
-def funnel(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def funnel(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> Result:
     """One row per step (metrics.FUNNEL_STEPS): readers, rate (% of the step before) and
     of_delivered (% of the delivered messages)."""
     require_delivery(con, delivery_id)
@@ -39,7 +38,7 @@ SELECT s.step, s.readers, s.rate, s.of_delivered FROM ({rows}) s ORDER BY s.n
     return query(con, sql, params)
 
 
-def web_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def web_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> Result:
     """One row: metrics.WEB_INDICATORS of the delivery's attributed page views (0 when none)."""
     inner = metrics.web_indicators_sql("p.delivery_id = ? AND p.ts >= ? AND p.ts < ?")
     columns = ", ".join(
@@ -50,7 +49,7 @@ def web_indicators(con: Connection, delivery_id: str, window: Window = ALL_TIME)
     return query(con, sql, [delivery_id, *window.params()])
 
 
-def revenue(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> pa.Table:
+def revenue(con: Connection, delivery_id: str, window: Window = ALL_TIME) -> Result:
     """One row per currency: transactions, items, revenue, revenue_per_delivered (exact decimals)."""
     inner = metrics.revenue_sql(_DELIVERED, "p.delivery_id = ? AND p.ts >= ? AND p.ts < ?")
     sql = (

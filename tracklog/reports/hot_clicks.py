@@ -5,11 +5,10 @@ Trap links are never shown; shares are of the delivery's clicks_total, so they a
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
+from tracklog.result import Result
 
 COLUMNS = ["position", "link_id", "label", "url", "clicks", "clickers"]
 
@@ -19,7 +18,7 @@ def hot_clicks(
     delivery_id: str,
     window: Window = ALL_TIME,
     limit: int | None = None,
-) -> pa.Table:
+) -> Result:
     """Columns position, link_id, label, url, clicks, clickers, share."""
     require_delivery(con, delivery_id)
     links, params = derived.dimensions("link", window.bounds())

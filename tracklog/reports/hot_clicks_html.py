@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-import pyarrow as pa
-
 from tracklog import metrics, routes
 from tracklog.engines import Connection
 from tracklog.errors import DataError
 from tracklog.reports.common import ALL_TIME, Window, fetch_all, fetch_one
+from tracklog.result import Result
 
 BADGE_CLASS = "tracklog-badge"
 
@@ -292,7 +291,7 @@ def message_html(con: Connection, delivery_id: str) -> tuple[str, str]:
     return str(row[0]), str(row[1])
 
 
-def link_figures(table: pa.Table) -> list[LinkFigures]:
+def link_figures(table: Result) -> list[LinkFigures]:
     return [
         LinkFigures(str(r["link_id"]), str(r["url"]), int(r["clicks"]), float(r["share"]))
         for r in _rows(table)
@@ -301,7 +300,9 @@ def link_figures(table: pa.Table) -> list[LinkFigures]:
 
 def trap_urls(con: Connection, delivery_id: str) -> list[str]:
     traps = fetch_all(
-        con, "SELECT url FROM links WHERE delivery_id = ? AND category = ?", [delivery_id, metrics.TRAP_CATEGORY]
+        con,
+        "SELECT url FROM links WHERE delivery_id = ? AND category = ?",
+        [delivery_id, metrics.TRAP_CATEGORY],
     )
     return [str(t[0]) for t in traps]
 
@@ -340,7 +341,7 @@ def _time(value: dt.datetime, tz: dt.tzinfo | None) -> str:
 def hot_clicks_page(
     con: Connection,
     delivery_id: str,
-    table: pa.Table,
+    table: Result,
     window: Window = ALL_TIME,
     tz: dt.tzinfo | None = None,
 ) -> str:
@@ -351,5 +352,5 @@ def hot_clicks_page(
     return annotate(content, delivery_id, figures, facts, trap_urls(con, delivery_id))
 
 
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()  # type: ignore[no-any-return]
+def _rows(table: Result) -> list[dict[str, Any]]:
+    return table.to_pylist()

@@ -3,8 +3,7 @@ its class (human, machine_open, bot_click) and reasons; people's events only on 
 
 from __future__ import annotations
 
-import pyarrow as pa
-
+from tracklog import metrics
 from tracklog.engines import Connection
 from tracklog.errors import NotFoundError
 from tracklog.reports.common import (
@@ -15,6 +14,7 @@ from tracklog.reports.common import (
     query,
     require_delivery,
 )
+from tracklog.result import Result
 
 
 def recipient_events(
@@ -24,7 +24,7 @@ def recipient_events(
     window: Window = ALL_TIME,
     limit: int | None = None,
     humans_only: bool = False,
-) -> pa.Table:
+) -> Result:
     """Columns ts, type, class, reasons, delivery, delivery_label, link_id, label, url (NULL
     where not a click), amount and currency (of a transaction: a page tag with an amount; a
     page's tag is link_id): the counted events, the site's page views and the machines' hits
@@ -40,27 +40,29 @@ def recipient_events(
         scope = f"delivery {delivery_id!r}" if delivery_id is not None else "any delivery manifest"
         raise NotFoundError(f"recipient {recipient_id!r} is not in {scope}")
     shown = "h.resolution = 'event'" if humans_only else "h.resolution IN ('event', 'automated')"
-    only = " AND {t}.delivery_id = ?" if delivery_id is not None else ""
-    # the message's hits, then the page views of the site (web tracking): 'transaction' for a
-    # page tag with an amount, the tag in link_id
+    only = " AND c.delivery_id = ?" if delivery_id is not None else ""
+    # The recipient's hits (one scan of the hits), then: the message's hits, and the page views of
+    # the site (web tracking; the definition of page_events over these hits): 'transaction' for
+    # a page tag with an amount, the tag in link_id
     sql = f"""
+WITH rh AS (SELECT * FROM hits_classified c WHERE c.recipient_id = ? AND c.ts >= ? AND c.ts < ?{only})
 SELECT x.ts, x.type, x.class, x.reasons, x.delivery, x.delivery_label, x.link_id, x.label, x.url,
     x.amount, x.currency FROM (
     SELECT h.ts, h.type, coalesce(h.class, 'human') AS class, h.reasons, h.delivery_id AS delivery,
         d.label AS delivery_label, h.link_id, l.label, l.url,
         CAST(NULL AS DECIMAL(18,4)) AS amount, CAST(NULL AS STRING) AS currency
-    FROM hits_classified h
+    FROM rh h
     JOIN recipients r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
     JOIN deliveries d ON d.delivery_id = h.delivery_id
     LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
-    WHERE h.type <> 'page' AND h.recipient_id = ? AND h.ts >= ? AND h.ts < ? AND {shown}{only.format(t="h")}
+    WHERE h.type <> 'page' AND {shown}
     UNION ALL
     SELECT e.ts, CASE WHEN e.amount IS NOT NULL THEN 'transaction' ELSE 'page' END, 'human', NULL,
         e.delivery_id, d.label, e.tag, NULL, NULL, e.amount, e.currency
-    FROM page_events e LEFT JOIN deliveries d ON d.delivery_id = e.delivery_id
-    WHERE NOT e.anonymous AND e.recipient_id = ? AND e.ts >= ? AND e.ts < ?{only.format(t="e")}
+    FROM ({metrics.page_events_sql("rh")}) e LEFT JOIN deliveries d ON d.delivery_id = e.delivery_id
+    WHERE NOT e.anonymous
 ) x
 ORDER BY x.ts DESC, x.delivery, x.type, x.link_id
 """
-    params = ([recipient_id, *window.params()] + ([delivery_id] if delivery_id is not None else [])) * 2
+    params = [recipient_id, *window.params()] + ([delivery_id] if delivery_id is not None else [])
     return query(con, sql + limit_clause(limit), params)

@@ -8,19 +8,17 @@ day then daily, else coarser; buckets before the first and after the last event 
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.errors import UsageError
 from tracklog.reports.common import (
     ALL_TIME,
     Window,
-    fetch_all,
     limit_clause,
     query,
     require_delivery,
 )
+from tracklog.result import Result
 
 # bucket -> (minutes per bucket over the first day, minutes per bucket after it); auto tries
 # AUTO_SCHEMES in order and keeps the first that gives at most MAX_ROWS rows.
@@ -59,37 +57,82 @@ def timeline(
     bucket: str = "auto",
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
-) -> pa.Table:
+) -> Result:
     """Columns bucket ('+3h', '+2d'), hours (since the send, bucket start), opens, clicks; from
     the first to the last bucket with an open or a click, empty buckets between included."""
+    return timeline_and_reach(con, bucket, delivery_id, window)[0]
+
+
+def timeline_and_reach(
+    con: Connection,
+    bucket: str = "auto",
+    delivery_id: str | None = None,
+    window: Window = ALL_TIME,
+) -> tuple[Result, Result]:
+    """timeline() and reach(), from one scan of the events: both are made of the opens and
+    clicks per minute since the send, which one query counts once and reads twice (`report
+    stats` and the dashboard show both; two queries read the events twice)."""
     if bucket not in BUCKETS:
         raise UsageError(f"--bucket must be one of {', '.join(BUCKETS)} (got {bucket!r})")
     where, params = _scope(con, delivery_id, window)
+    reach_cols = ", ".join(
+        f"{metrics.tenths_sql(f'min(CASE WHEN 100 * r.n >= {p} * r.total THEN r.minutes END)', '60')}"
+        f" AS hours_to_{p}"
+        for p in REACH_PERCENTS
+    )
+    no_reach = ", ".join(f"CAST(NULL AS DOUBLE) AS hours_to_{p}" for p in REACH_PERCENTS)
+    # Per minute since the send: the opens and clicks (their definitions); then, per hour, the
+    # timeline's rows, and, per metric, a running sum over the minutes: the first minute whose
+    # running count reaches p% is the minute of the event that does (minutes grow with the time
+    # since the send).
     sql = f"""
-SELECT floor({_ELAPSED_MINUTES} / 60) AS h,
-    {metrics.EVENT_COUNTS["opens_total"]} AS opens,
-    {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
-FROM events e
-WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
-GROUP BY ALL
-HAVING {metrics.EVENT_COUNTS["opens_total"]} + {metrics.EVENT_COUNTS["clicks_total"]} > 0
-ORDER BY h
+WITH m AS (
+    SELECT {_ELAPSED_MINUTES} AS minutes,
+        {metrics.EVENT_COUNTS["opens_total"]} AS opens,
+        {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
+    FROM events e
+    WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
+    GROUP BY ALL
+)
+SELECT 'timeline' AS part, floor(m.minutes / 60) AS h, sum(m.opens) AS opens, sum(m.clicks) AS clicks,
+    CAST(NULL AS STRING) AS metric, CAST(NULL AS BIGINT) AS total, {no_reach}
+FROM m
+GROUP BY floor(m.minutes / 60)
+HAVING sum(m.opens) + sum(m.clicks) > 0
+UNION ALL
+SELECT 'reach', NULL, NULL, NULL, r.metric, CAST(max(r.total) AS BIGINT), {reach_cols}
+FROM (
+    SELECT t.metric, t.minutes,
+        sum(t.n) OVER (PARTITION BY t.metric ORDER BY t.minutes) AS n,
+        sum(t.n) OVER (PARTITION BY t.metric) AS total
+    FROM (
+        SELECT 'opens' AS metric, m.minutes, m.opens AS n FROM m WHERE m.opens > 0
+        UNION ALL
+        SELECT 'clicks', m.minutes, m.clicks FROM m WHERE m.clicks > 0
+    ) t
+) r
+GROUP BY r.metric
+ORDER BY part DESC, h, metric DESC
 """
-    hourly = [(int(r[0]), int(r[1]), int(r[2])) for r in fetch_all(con, sql, params)]
+    both = query(con, sql, params)
+    hourly = [(int(r[1]), int(r[2]), int(r[3])) for r in both.rows if r[0] == "timeline"]
     schemes = AUTO_SCHEMES if BUCKETS[bucket] is None else (BUCKETS[bucket],)
     rows: list[tuple[str, int, int, int]] = []
     for scheme in schemes:
         rows = _bucketed(hourly, *scheme)  # type: ignore[misc]
         if len(rows) <= MAX_ROWS:
             break
-    return pa.table(
-        {
-            "bucket": pa.array([r[0] for r in rows], pa.string()),
-            "hours": pa.array([r[1] for r in rows], pa.int64()),
-            "opens": pa.array([r[2] for r in rows], pa.int64()),
-            "clicks": pa.array([r[3] for r in rows], pa.int64()),
-        }
+    buckets = Result(
+        ("bucket", "hours", "opens", "clicks"), ("string", "integer", "integer", "integer"), tuple(rows)
     )
+    reach_names = ("metric", "total", *(f"hours_to_{p}" for p in REACH_PERCENTS))
+    at = [both.names.index(n) for n in reach_names]
+    reached = Result(
+        reach_names,
+        tuple(both.kinds[i] for i in at),
+        tuple(tuple(r[i] for i in at) for r in both.rows if r[0] == "reach"),
+    )
+    return buckets, reached
 
 
 def _bucketed(hourly: list[tuple[int, int, int]], first: int, later: int) -> list[tuple[str, int, int, int]]:
@@ -127,13 +170,11 @@ def _bucket_label(hours: int, minutes: int) -> str:
     return f"{sign}{abs(hours)}h"
 
 
-def reach_marks(
-    buckets: pa.Table, reach_table: pa.Table, percents: tuple[int, ...] = (50, 90)
-) -> dict[int, str]:
+def reach_marks(buckets: Result, reach_table: Result, percents: tuple[int, ...] = (50, 90)) -> dict[int, str]:
     """Row index of `buckets` -> "◀ 50% of opens" for the bucket in which opens reach each of
     `percents` of their final count (from the reach table)."""
     opens = [r for r in reach_table.to_pylist() if r["metric"] == "opens"]
-    starts = buckets.column("hours").to_pylist()
+    starts = buckets.values("hours")
     reached: dict[int, list[str]] = {}
     for p in percents:
         hours = opens[0].get(f"hours_to_{p}") if opens else None
@@ -144,35 +185,10 @@ def reach_marks(
     return {row: f"◀ {', '.join(ps)} of opens" for row, ps in reached.items()}
 
 
-def reach(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> pa.Table:
+def reach(con: Connection, delivery_id: str | None = None, window: Window = ALL_TIME) -> Result:
     """Columns metric (opens|clicks), total, hours_to_50, hours_to_80, hours_to_90, hours_to_95
     (one decimal)."""
-    where, params = _scope(con, delivery_id, window)
-    cols = ", ".join(
-        f"{metrics.tenths_sql(f'min(CASE WHEN 100 * r.n >= {p} * r.total THEN r.minutes END)', '60')}"
-        f" AS hours_to_{p}"
-        for p in REACH_PERCENTS
-    )
-    # Counted per minute first, then a running sum: the first minute whose running count reaches
-    # p% is the minute of the event that does (minutes grow with the time since the send).
-    sql = f"""
-SELECT CASE WHEN r.type = 'open' THEN 'opens' ELSE 'clicks' END AS metric,
-    CAST(max(r.total) AS BIGINT) AS total, {cols}
-FROM (
-    SELECT m.type, m.minutes,
-        sum(m.n) OVER (PARTITION BY m.type ORDER BY m.minutes) AS n,
-        sum(m.n) OVER (PARTITION BY m.type) AS total
-    FROM (
-        SELECT e.type, {_ELAPSED_MINUTES} AS minutes, count(*) AS n
-        FROM events e
-        WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
-        GROUP BY ALL
-    ) m
-) r
-GROUP BY r.type
-ORDER BY metric DESC
-"""
-    return query(con, sql, params)
+    return timeline_and_reach(con, "auto", delivery_id, window)[1]
 
 
 def breakdown(
@@ -181,7 +197,7 @@ def breakdown(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
-) -> pa.Table:
+) -> Result:
     """--by browser|os|device: <by>, opens, clicks, readers, share (of opens);
     --by domain: domain, sent, delivered, opens_unique, clicks_unique, open_rate, click_rate."""
     if by not in BREAKDOWNS:
@@ -204,7 +220,7 @@ GROUP BY b.value
     return query(con, sql + f" ORDER BY opens DESC, clicks DESC, {by}" + limit_clause(limit), params)
 
 
-def _by_domain(con: Connection, delivery_id: str | None, window: Window, limit: int | None) -> pa.Table:
+def _by_domain(con: Connection, delivery_id: str | None, window: Window, limit: int | None) -> Result:
     figures, params = derived.domains(window.bounds())
     where = "" if delivery_id is None else " WHERE d.delivery_id = ?"
     params = params if delivery_id is None else [*params, delivery_id]

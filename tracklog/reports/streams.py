@@ -7,11 +7,10 @@ aggregate, which is outside the portable SQL subset.
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog import metrics
 from tracklog.engines import Connection
 from tracklog.reports.common import ALL_TIME, Window, limit_clause, query, require_delivery
+from tracklog.result import Result
 
 MAX_STEPS = 6
 SEPARATOR = " > "
@@ -28,7 +27,7 @@ WHERE e.type = 'click' AND e.delivery_id = ? AND e.ts >= ? AND e.ts < ?
 
 def sequences(
     con: Connection, delivery_id: str, window: Window = ALL_TIME, limit: int | None = None
-) -> pa.Table:
+) -> Result:
     """Columns sequence (link ids joined by ' > '), recipients, share; most common first."""
     require_delivery(con, delivery_id)
     steps = ", ".join(f"max(CASE WHEN c.step = {i} THEN c.link_id END)" for i in range(1, MAX_STEPS + 1))
@@ -50,7 +49,7 @@ GROUP BY p.sequence
 
 def transitions(
     con: Connection, delivery_id: str, window: Window = ALL_TIME, limit: int | None = None
-) -> pa.Table:
+) -> Result:
     """Columns from_link, from_label, to_link, to_label, count; most frequent first."""
     require_delivery(con, delivery_id)
     sql = f"""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from tracklog import derived, metrics
 from tracklog.engines import Connection
 from tracklog.errors import UsageError
@@ -14,6 +12,7 @@ from tracklog.reports.common import (
     query,
     require_delivery,
 )
+from tracklog.result import Result
 
 GROUPINGS = metrics.LINK_DIMENSIONS
 
@@ -24,7 +23,7 @@ def urls(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
     limit: int | None = None,
-) -> pa.Table:
+) -> Result:
     """Columns <by>, clicks, clickers (distinct delivery and recipient), deliveries, share; most clicked first."""
     if by not in GROUPINGS:
         raise UsageError(f"--by must be one of {', '.join(GROUPINGS)} (got {by!r})")
