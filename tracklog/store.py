@@ -29,7 +29,6 @@ from tracklog.schema import apply_schema, check_tracklog_database
 # chunks, 2M lines: 300 MB gave 640-650 MB peak for the same wall time as 400 MB (735 MB) and
 # about 5% more CPU; 200 MB gave 555 MB but 10-50% more time (bench/README.md).
 WRITER_MEMORY_LIMIT = "300MB"
-WRITER_CHECKPOINT_WAL = "256MB"  # the WAL a long ingest grows before a checkpoint (about 2.8M hits)
 
 POLL_SECONDS = 0.05  # how often a waiting reader tries the file, and a writer takes it back
 # How long a hand-off waits for the waiting readers to get in; and, whatever --wait says, how
@@ -186,10 +185,6 @@ def writer_session(
                 session.con.execute(f"SET threads = {int(threads)}")
             # DuckDB's default is 80% of RAM: a long ingest would keep growing its buffer pool
             session.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
-            # DuckDB checkpoints when the WAL passes 16 MB, which every chunk's commit did: the
-            # whole checkpoint (the derived tables rewritten) at each commit was 4 s of the 2M-line
-            # benchmark's 25. A crash replays the WAL; hand-offs to readers and the end checkpoint
-            session.con.execute(f"SET checkpoint_threshold = '{WRITER_CHECKPOINT_WAL}'")
             # what does not fit spills next to the database, as for a file opened directly (an
             # in-memory connection would spill into ./.tmp of whatever folder cron runs in)
             spill = str(db.with_name(db.name + ".tmp")).replace("'", "''")
