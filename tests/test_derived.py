@@ -266,3 +266,17 @@ def test_the_classifier_version_a_reader_checks_is_the_classifiers(tmp_path: Pat
         versions.append((derived.classifier_version(con), classify.stored_settings(con)[1]))
     assert all(ours == theirs for ours, theirs in versions), versions
     assert len({theirs for _, theirs in versions}) >= 2  # the settings changed the version
+
+
+def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_path: Path) -> None:
+    """When a statement of a merge fails (out of memory, a full disk), the clean-up of its
+    temporary tables must not replace that error with DuckDB's "transaction is aborted"."""
+    with open_writer(tmp_path / "t.duckdb") as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            derived.store_hits(con, "no_such_relation")
+        except duckdb.Error as exc:
+            caught: duckdb.Error = exc
+        con.execute("ROLLBACK")
+    assert isinstance(caught, duckdb.CatalogException), caught
+    assert "no_such_relation" in str(caught)

@@ -326,9 +326,11 @@ def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("DROP VIEW IF EXISTS _hc")
+    # through store.cleanup: after a failed statement (out of memory, say) a DROP would fail with
+    # "transaction is aborted" and hide the error that matters
+    store.cleanup(con, "DROP VIEW IF EXISTS _hc")
     for table in ("_hb", "_hp", "_cx", "_cu", "_cl", "_flip", "_rp"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+        store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
 # -- classification --------------------------------------------------------------------------
