@@ -64,7 +64,7 @@ SELECT {ids}, 'Delivery ' || d, {first_send} + INTERVAL (7 * d) DAY, 'Subject ' 
     NULL, NULL, 'bench.json', repeat('0', 64), now()::TIMESTAMP
 FROM range({DELIVERIES}) t(d)""")
         con.execute(f"""
-INSERT INTO links
+INSERT INTO links (delivery_id, link_id, position, url, label, category)
 SELECT {ids}, 'l' || k, k + 1, 'https://shop.example.com/p/' || (k + d) % 20, 'Link ' || k,
     CASE WHEN k = {LINKS_PER_DELIVERY - 1} THEN 'trap' WHEN k % 3 = 0 THEN 'content' ELSE 'promo' END
 FROM range({DELIVERIES}) a(d), range({LINKS_PER_DELIVERY}) b(k)""")
@@ -75,7 +75,9 @@ SELECT {ids}, 'r' || lpad(CAST(r AS VARCHAR), 7, '0'),
     CASE WHEN hash(d, r) % 50 = 0 THEN 'failed' ELSE 'sent' END, NULL
 FROM range({DELIVERIES}) a(d), range({RECIPIENTS_PER_DELIVERY}) b(r)""")
         con.execute(
-            "INSERT INTO sources VALUES (1, 'bench', 0, 'bench', false, 0, 0, 0, 0, 0, 'combined', now()::TIMESTAMP, now()::TIMESTAMP)"
+            "INSERT INTO sources (source_id, fingerprint, fp_len, path, compressed, byte_offset, lines, hits, "
+            "ignored, quarantined, log_format, first_ingest, last_ingest) "
+            "VALUES (1, 'bench', 0, 'bench', false, 0, 0, 0, 0, 0, 'combined', now()::TIMESTAMP, now()::TIMESTAMP)"
         )
         agents = ", ".join("'" + ua.replace("'", "''") + "'" for ua in USER_AGENTS)
         con.execute(f"""
