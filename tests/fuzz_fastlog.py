@@ -176,7 +176,6 @@ def main() -> None:
     # coverage of the Python side guides the mutations (instrument_all would take half a minute)
     for func in (
         fastpath.FastParser.parse,
-        fastpath.merge_deferred,
         fastpath._array,
         split_lines,
         Ingester._parse_chunk,

@@ -191,13 +191,6 @@ def _array(name: str, length: int, parts: tuple[Any, ...], wide: bool) -> pa.Arr
     return pa.Array.from_buffers(kind, length, buffers, null_count=nulls)
 
 
-def merge_deferred(fast: pa.Table, deferred: pa.Array, slow: pa.Table) -> pa.Table:
-    """The fast rows with the deferred ones replaced by the SQL's (`slow`, same row order)."""
-    keep = pc.invert(pc.is_in(pa.array(range(fast.num_rows), pa.int64()), value_set=deferred))
-    merged = pa.concat_tables([fast.filter(keep), slow.select(list(COLUMNS)).cast(fast.schema)])
-    return merged.sort_by("line_no")
-
-
 def fast_parser(fmt: LogFormat, pads: tuple[bytes, bytes] | None) -> FastParser | None:
     """The fast parser for `fmt`, or None: not built, not a covered format, or TRACKLOG_PURE=1."""
     if _fastlog is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
