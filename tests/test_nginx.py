@@ -263,21 +263,8 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
     out = tmp_path / "conf"
     log_dir = server.prefix / "t1"  # the server is named after its log's directory at ingest
     log_dir.mkdir()
-    gen = tracklog(
-        tmp_path,
-        "nginx-config",
-        "--server-name",
-        "t.example.com",
-        "--out",
-        str(out),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--access-log",
-        str(log_dir / "access.log"),
-        "--format",
-        "json",
-    )
-    assert {Path(r["file"]).name for r in json.loads(gen.stdout)} >= {nginx.MAP_FILE, "NGX-1.html"}
+    gen = generate(tmp_path, out, port, log_dir / "access.log")
+    assert {Path(r["file"]).name for r in gen} >= {nginx.MAP_FILE, "NGX-1.html"}
     start_nginx(server, main_conf(server.prefix, out))
     base = server.base
     a, c, d = browser(follow=False), browser(follow=False), browser()

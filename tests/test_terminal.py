@@ -267,13 +267,10 @@ def test_inert_escapes_controls_and_keeps_text() -> None:
 # -- the slips --------------------------------------------------------------------------------
 
 
-def _final_frame(buf: io.StringIO) -> str:
-    return buf.getvalue().replace("\r", "\n").splitlines()[-1] if buf.getvalue() else ""
-
-
-def test_a_finished_progress_bar_shows_its_rates_and_no_question_mark(tmp_path: Path) -> None:
+def _last_bar_line(tmp_path: Path, steps: list[tuple[int, int]], result: Any) -> str:
+    """The progress bar's last frame for access.log (4,000 bytes) after `steps` (bytes, lines)
+    and finish() with the FileResult `result`."""
     from tracklog.cli.ingest import _progress_bar
-    from tracklog.ingest.engine import FileResult
     from tracklog.ingest.run import IngestReport
 
     log = tmp_path / "access.log"
@@ -283,30 +280,25 @@ def test_a_finished_progress_bar_shows_its_rates_and_no_question_mark(tmp_path: 
     app._err = Console(file=buf, force_terminal=True, color_system=None, width=160)
     with _progress_bar(app, True) as bar:
         assert bar is not None
-        bar(str(log), 0, 0)
-        bar(str(log), 4000, 1234)
-        bar.finish(IngestReport(files=[FileResult(str(log), lines=1234)]))
-    last = [line for line in buf.getvalue().replace("\r", "\n").splitlines() if "access.log" in line][-1]
+        for done, lines in steps:
+            bar(str(log), done, lines)
+        bar.finish(IngestReport(files=[result(str(log))]))
+    return [line for line in buf.getvalue().replace("\r", "\n").splitlines() if "access.log" in line][-1]
+
+
+def test_a_finished_progress_bar_shows_its_rates_and_no_question_mark(tmp_path: Path) -> None:
+    from tracklog.ingest.engine import FileResult
+
+    last = _last_bar_line(tmp_path, [(0, 0), (4000, 1234)], lambda name: FileResult(name, lines=1234))
     assert "?" not in last and "4.0/4.0 kB" in last and "1,234 lines" in last
     assert re.search(r"\d[\d,]* lines/s", last) and "MB/s" in last
 
 
 def test_a_reingest_shows_the_file_complete_not_zero(tmp_path: Path) -> None:
     """Slip: an unchanged file showed 0.0/582.6 kB."""
-    from tracklog.cli.ingest import _progress_bar
     from tracklog.ingest.engine import FileResult
-    from tracklog.ingest.run import IngestReport
 
-    log = tmp_path / "access.log"
-    log.write_bytes(b"y" * 4000)
-    buf = io.StringIO()
-    app = App(None, None, False, False)
-    app._err = Console(file=buf, force_terminal=True, color_system=None, width=160)
-    with _progress_bar(app, True) as bar:
-        assert bar is not None
-        bar(str(log), 0, 0)
-        bar.finish(IngestReport(files=[FileResult(str(log), status="unchanged")]))
-    last = [line for line in buf.getvalue().replace("\r", "\n").splitlines() if "access.log" in line][-1]
+    last = _last_bar_line(tmp_path, [(0, 0)], lambda name: FileResult(name, status="unchanged"))
     assert "4.0/4.0 kB" in last and "nothing new" in last and "0.0/" not in last
 
 
