@@ -535,8 +535,6 @@ class Model:
         return rows, total
 
 
-
-
 @pytest.fixture
 def dataset() -> DataSet:
     return make_dataset()

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from conftest import DataSet
 
 from tracklog.cli import LAZY_COMMANDS, cli
+from tracklog.useragent import installed_version
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -75,7 +76,8 @@ def _heavy_modules_of(args: list[str]) -> list[str]:
         f"sys.argv = ['tracklog', *{args!r}]\n"
         "sys.stdout = io.StringIO()\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "heavy = ('pyarrow', 'rich', 'tracklog.classify', 'tracklog.ingest.engine', 'crawleruseragents')\n"
+        "heavy = ('pyarrow', 'rich', 'tracklog.classify', 'tracklog.ingest.engine', 'crawleruseragents',"
+        " 'duckdb', 'importlib.metadata')\n"
         "print('HEAVY', sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -86,14 +88,26 @@ def _heavy_modules_of(args: list[str]) -> list[str]:
 
 def test_reports_import_no_arrow_or_classifier(tracking_db: Path) -> None:
     """A report's start-up is its cost: the rows come from DuckDB as Python values (no pyarrow),
-    the classifier (and its crawler list) is not needed to read, and rich only for a table.
-    Checked by what each command imported, not by timing it."""
+    the classifier (and its crawler list) is not needed to read, and rich only for a table;
+    DuckDB's engine comes without the duckdb package's Python layer, and no package version
+    through importlib.metadata (tracklog.duck). Checked by what each command imported, not by
+    timing it."""
     db = ["--db", str(tracking_db)]
     _heavy_modules_of([*db, "status"])  # once: brings the derived tables of the new database up to date
     for report in (["report", "deliveries"], ["report", "delivery", "NL1"], ["recipient", "r1"], ["status"]):
         assert _heavy_modules_of([*db, *report, "--format", "json"]) == [], report
     assert _heavy_modules_of([*db, "report", "stats", "--format", "csv"]) == []
     assert _heavy_modules_of([*db, "report", "hot-clicks", "--delivery", "NL1"]) == ["rich"]
+
+
+def test_installed_versions_are_importlib_metadatas() -> None:
+    """The versions read from the .dist-info names (without importing importlib.metadata) are
+    the ones importlib.metadata reads from the metadata files."""
+    from importlib import metadata
+
+    for package in ("ua-parser", "ua-parser-builtins", "duckdb", "click", "rich", "pyarrow"):
+        assert installed_version(package) == metadata.version(package), package
+    assert installed_version("no-such-distribution-of-tracklog") == "none"
 
 
 def test_status_counts_each_deliverys_links_and_recipients(tracking_db: Path, dataset: DataSet) -> None:

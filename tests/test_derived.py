@@ -36,6 +36,7 @@ def stored_and_defined(con: duckdb.DuckDBPyConnection) -> list[tuple[list[Any], 
     pairs = [(derived.totals(), derived.totals(ALL_TIME_WINDOW))]
     pairs += [(derived.dimensions(d), derived.dimensions(d, ALL_TIME_WINDOW)) for d in metrics.DIMENSIONS]
     pairs.append((derived.domains(), derived.domains(ALL_TIME_WINDOW)))
+    pairs.append((derived.minutes(), derived.minutes(ALL_TIME_WINDOW)))
     return [(_rows(con, stored), _rows(con, defined)) for stored, defined in pairs]
 
 
@@ -145,6 +146,7 @@ def snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         "totals": "SELECT * FROM delivery_totals",
         "dimensions": "SELECT * FROM delivery_dimensions",
         "domains": "SELECT * FROM delivery_domains",
+        "minutes": "SELECT * FROM delivery_minutes",
         "readers": "SELECT k.recipient_id, r.* EXCLUDE (recipient_key, value_keys) FROM readers r "
         "JOIN recipient_keys k USING (recipient_key)",
         "reader_values": "SELECT k.recipient_id, k.delivery_id, v.dimension, v.value FROM "

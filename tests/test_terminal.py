@@ -389,3 +389,37 @@ def test_stats_table_marks_50_and_90_percent_of_opens(tracking_db: Path) -> None
     in by +65 min, the +1h bucket; 90% (5.4, so 6) by +1500 min, the +1d bucket."""
     out = run(tracking_db, "report", "stats", "--delivery", "NL1").stdout
     assert re.search(r"│ \+1h .*◀ 50% of opens", out) and re.search(r"│ \+1d .*◀ 90% of opens", out)
+
+
+def test_a_long_ranking_table_shows_its_head_and_says_how_many_more() -> None:
+    """In a table for a person (no --limit), a ranking shows its first SCREEN_ROWS rows and a
+    note gives the count of all of them; CSV and JSON, and a table with --limit, keep every row."""
+    from tracklog.cli.reports import SCREEN_ROWS, Common
+    from tracklog.render import render
+    from tracklog.reports.common import ALL_TIME
+    from tracklog.result import Result
+
+    n = SCREEN_ROWS + 7
+    rows = tuple((f"https://shop.example.com/p/{i:03d}", n - i) for i in range(n))
+    table = Result(("url", "clicks"), ("string", "integer"), rows)
+    screen = Common(ALL_TIME, None, None, "table", False).screen_rows
+    assert screen == SCREEN_ROWS
+    assert Common(ALL_TIME, None, 100, "table", False).screen_rows is None  # --limit given: it rules
+
+    out = io.StringIO()
+    render(table, "table", out=out, console=Console(file=out, width=120), max_rows=screen)
+    text = out.getvalue()
+    shown = re.findall(r"/p/(\d{3})", text)
+    assert shown == [f"{i:03d}" for i in range(SCREEN_ROWS)]  # the head, in order
+    assert f"the first {SCREEN_ROWS} of {n} rows" in text
+
+    out = io.StringIO()
+    render(table, "csv", out=out, max_rows=screen)
+    assert len(out.getvalue().splitlines()) == n + 1  # the header and every row
+    out = io.StringIO()
+    render(table, "json", out=out, max_rows=screen)
+    assert len(json.loads(out.getvalue())) == n
+
+    out = io.StringIO()
+    render(table, "table", out=out, console=Console(file=out, width=120), max_rows=None)
+    assert len(re.findall(r"/p/(\d{3})", out.getvalue())) == n and "rows:" not in out.getvalue()

@@ -19,12 +19,14 @@ from importlib import metadata, resources
 from typing import Any
 
 import crawleruseragents
-import duckdb
 import pyarrow as pa
 
 from tracklog import metrics, useragent
 from tracklog.config import ClassifySettings
+from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import DataError
+
+load_arrow()  # this module hands Arrow tables to DuckDB
 
 # Bump when the rules below change: stored classes are then made again (tracklog reclassify).
 CLASSIFIER_VERSION = "1"

@@ -24,10 +24,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from tracklog import metrics, store, useragent
 from tracklog.config import ClassifySettings
+from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import DataError
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, RESOLUTION_COLUMNS, SCHEMA_VERSION, schema_version
 
@@ -59,6 +58,7 @@ _ALL_LINES = 1 << 62
 
 def _definitions_text() -> str:
     parts = [metrics.resolve_sql("hits"), metrics.delivery_totals_sql(), metrics.domain_figures_sql()]
+    parts.append(metrics.minute_figures_sql())
     parts += [metrics.dimension_figures_sql(d) for d in metrics.DIMENSIONS]
     parts += list(metrics.views().values())
     return "\n".join(parts)
@@ -100,6 +100,14 @@ def dimensions(dimension: str, bounds: Bounds = None) -> Relation:
         return f"SELECT * FROM delivery_dimensions WHERE dimension = '{dimension}'", []
     where, params = _window(bounds, "e")
     return metrics.dimension_figures_sql(dimension, where), params
+
+
+def minutes(bounds: Bounds = None) -> Relation:
+    """Per delivery and whole minute since its send: opens, clicks (metrics.minute_figures_sql)."""
+    if bounds is None:
+        return "SELECT * FROM delivery_minutes", []
+    where, params = _window(bounds, "e")
+    return metrics.minute_figures_sql(where), params
 
 
 def domains(bounds: Bounds = None) -> Relation:
@@ -317,6 +325,7 @@ def _merge(con: duckdb.DuckDBPyConnection) -> None:
     _merge_totals(con, readers, browsers)
     _merge_dimensions(con)
     _merge_domains(con)
+    _merge_minutes(con)
     con.execute("UPDATE derived_state SET hits = hits + (SELECT count(*) FROM _nf)")
 
 
@@ -426,6 +435,7 @@ def _redo_flipped(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"UPDATE hits SET {updates} FROM _nf n WHERE {keys}")
         _merge(con)
         con.execute("DELETE FROM delivery_dimensions WHERE opens = 0 AND clicks = 0 AND readers = 0")
+        con.execute("DELETE FROM delivery_minutes WHERE opens = 0 AND clicks = 0")
     finally:
         _drop_batch(con)
 
@@ -510,6 +520,7 @@ WHERE NOT EXISTS (
             )
         ],
     )
+    _merge_minutes(con, "-")
     con.execute("DELETE FROM readers WHERE recipient_key IN (SELECT recipient_key FROM _rd)")
     con.execute("UPDATE derived_state SET hits = hits - (SELECT count(*) FROM _nf)")
 
@@ -530,7 +541,13 @@ WHERE h.resolution IS NOT NULL AND (c.class IS DISTINCT FROM h.class OR c.reason
         affected = sorted(r[0] for r in con.execute("SELECT delivery_id FROM _changed").fetchall())
         if affected:
             changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
-            for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions"):
+            for table in (
+                "readers",
+                "click_browsers",
+                "delivery_totals",
+                "delivery_dimensions",
+                "delivery_minutes",
+            ):
                 con.execute(f"DELETE FROM {table} WHERE {changed}")
             con.execute(f"UPDATE delivery_domains SET opens_unique = 0, clicks_unique = 0 WHERE {changed}")
             unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
@@ -602,7 +619,14 @@ def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None
     next sync (its catch-up) resolves and merges them again; the other deliveries are untouched.
     What a manifest change, and a change of verdicts (`tracklog reverify`), needs."""
     changed = f"delivery_id IN (SELECT delivery_id FROM {delivery_ids})"
-    for table in ("readers", "click_browsers", "delivery_totals", "delivery_dimensions", "delivery_domains"):
+    for table in (
+        "readers",
+        "click_browsers",
+        "delivery_totals",
+        "delivery_dimensions",
+        "delivery_domains",
+        "delivery_minutes",
+    ):
         con.execute(f"DELETE FROM {table} WHERE {changed}")
     con.execute(
         "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
@@ -628,6 +652,7 @@ def recompute_deliveries(con: duckdb.DuckDBPyConnection, deliveries: list[str]) 
             "delivery_totals",
             "delivery_dimensions",
             "delivery_domains",
+            "delivery_minutes",
             "recipient_keys",
             "derived_manifests",
         ):
@@ -686,6 +711,7 @@ WHERE {metrics.AGENT_EVENTS_SQL} AND e.user_agent IS NOT NULL
     AND e.user_agent NOT IN (SELECT user_agent FROM user_agent_families)""").fetchall()
     if not unseen:
         return
+    load_arrow()  # here only: a report that merges nothing never pays for it
     con.register("_new_agents", useragent.agents_table([r[0] for r in unseen]))
     try:
         con.execute("INSERT INTO user_agent_families SELECT * FROM _new_agents")
@@ -879,6 +905,22 @@ def _merge_domains(con: duckdb.DuckDBPyConnection) -> None:
         ("delivery_id", "domain"),
         ("sent", "delivered", "opens_unique", "clicks_unique"),
         parts,
+    )
+
+
+def _merge_minutes(con: duckdb.DuckDBPyConnection, sign: str = "") -> None:
+    """Opens and clicks add up per (delivery, minute since its send): those of the batch's
+    events _ev (`sign` '-': taken out again, _unmerge)."""
+    part = (
+        f"SELECT m.delivery_id, m.minutes, {sign}m.opens AS opens, {sign}m.clicks AS clicks "
+        f"FROM ({metrics.minute_figures_sql(events='_ev')}) m"
+    )
+    _add_rows(
+        con,
+        "delivery_minutes",
+        ("delivery_id", "minutes"),
+        ("opens", "clicks"),
+        [(part, ("opens", "clicks"))],
     )
 
 

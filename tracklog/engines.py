@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from tracklog import metrics
+from tracklog.duck import duckdb
 from tracklog.errors import DataError, UsageError
 from tracklog.schema import HIT_COLUMNS, RESOLUTION_COLUMNS
 
@@ -50,7 +49,7 @@ def lake_views() -> dict[str, str]:
     """The views every engine creates over the lake's base tables, in order, with the same text:
     the keys and the resolution of the hits (metrics.resolve_sql), the views of
     metrics.views(), and the figures that the store keeps merged (delivery_totals,
-    delivery_dimensions, delivery_domains) as their definitions over all time."""
+    delivery_dimensions, delivery_domains, delivery_minutes) as their definitions over all time."""
     resolved = ", ".join(f"r.{c}" for c in (*HIT_COLUMNS, *RESOLUTION_COLUMNS))
     dimensions = " UNION ALL ".join(
         f"SELECT * FROM ({metrics.dimension_figures_sql(d)}) x{i}" for i, d in enumerate(metrics.DIMENSIONS)
@@ -68,6 +67,7 @@ def lake_views() -> dict[str, str]:
         "delivery_totals": metrics.delivery_totals_sql(),
         "delivery_dimensions": dimensions,
         "delivery_domains": metrics.domain_figures_sql(),
+        "delivery_minutes": metrics.minute_figures_sql(),
         **views,  # and what reads the figures (delivery_indicators)
     }
 

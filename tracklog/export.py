@@ -23,16 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from tracklog import derived, metrics
+from tracklog.duck import duckdb, load_arrow
 from tracklog.engines import LAKE_HITS, LAKE_SNAPSHOTS, LAKE_TABLES, is_uri
 from tracklog.errors import DataError, LockBusyError, UsageError
 from tracklog.schema import CLASS_COLUMNS, RESOLUTION_COLUMNS
 from tracklog.spreadsheet import neutralised_table
+
+load_arrow()  # this module hands Arrow tables to DuckDB
 
 KINDS = ("events", "deliveries", "recipients", "unsubscribes")
 FORMATS = ("csv", "parquet")

@@ -12,9 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import duckdb
-
 from tracklog import derived, routes
+from tracklog.duck import duckdb
 from tracklog.errors import NotFoundError
 from tracklog.signing import recipient_hash
 from tracklog.tracked_urls import check_id

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import DataError, TracklogError
 from tracklog.routes import ID_CHARS, ID_MAX, id_problem
 from tracklog.signing import hmac_pads, sql_recipient_hash
 from tracklog.store import cleanup
+
+load_arrow()  # this module hands Arrow tables to DuckDB
 
 TRAP_CATEGORY = "trap"
 # sent_at, in UTC: a delivery's clock window (up to 100 years after) stays inside DuckDB's times

@@ -308,6 +308,27 @@ GROUP BY r.delivery_id, {email_domain_sql("r.email")}
 """
 
 
+# Whole minutes from a delivery's send to an event, from the interval's fields: epoch and
+# date_diff are not portable, extract(DAY|HOUR|MINUTE FROM interval) is.
+ELAPSED_MINUTES_SQL = (
+    "(extract(DAY FROM e.ts - e.sent_at) * 1440 + extract(HOUR FROM e.ts - e.sent_at) * 60"
+    " + extract(MINUTE FROM e.ts - e.sent_at))"
+)
+
+
+def minute_figures_sql(event_where: str = "TRUE", events: str = "events") -> str:
+    """Per delivery and whole minute since its send (columns delivery_id, minutes, opens,
+    clicks): the opens and clicks (opens_total, clicks_total) among the events `e` of `events`
+    in `event_where`. What `report stats` draws over time, and its time to reach a share of them."""
+    return f"""
+SELECT e.delivery_id, {ELAPSED_MINUTES_SQL} AS minutes,
+    {EVENT_COUNTS["opens_total"]} AS opens, {EVENT_COUNTS["clicks_total"]} AS clicks
+FROM {events} e
+WHERE {event_where} AND {AGENT_EVENTS_SQL}
+GROUP BY ALL
+"""
+
+
 def domain_figures_sql(event_where: str = "TRUE") -> str:
     """Per delivery and recipient email domain (columns delivery_id, domain, sent, delivered,
     opens_unique, clicks_unique): the readers among the events `e` in `event_where` (every event

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import duckdb
-
 from tracklog import routes
+from tracklog.duck import duckdb
 from tracklog.errors import DataError, UsageError
 from tracklog.store import LOG_FORMAT_KEY, set_meta
 

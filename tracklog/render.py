@@ -344,6 +344,7 @@ def render(
     headers: Mapping[str, str] | None = None,
     tz: dt.tzinfo | None = None,
     excel_safe: bool = False,
+    max_rows: int | None = None,
 ) -> None:
     """Write `table` to `out` (stdout) in `fmt`.
 
@@ -354,10 +355,19 @@ def render(
     tz: show times in this zone in the table and CSV; JSON always carries UTC.
     excel_safe: CSV text cells that a spreadsheet would run as a formula are neutralised
     (tracklog.spreadsheet).
+    max_rows: the rich table shows at most this many rows and says how many it left out.
     """
     section = Section(table, title=title, bars=bars or {}, vertical=single, headers=headers or {})
     render_sections(
-        [section], fmt, out=out, single=single, footer=footer, console=console, tz=tz, excel_safe=excel_safe
+        [section],
+        fmt,
+        out=out,
+        single=single,
+        footer=footer,
+        console=console,
+        tz=tz,
+        excel_safe=excel_safe,
+        max_rows=max_rows,
     )
 
 
@@ -371,12 +381,15 @@ def render_sections(
     console: Console | None = None,
     tz: dt.tzinfo | None = None,
     excel_safe: bool = False,
+    max_rows: int | None = None,
 ) -> None:
     """Write a report made of one or more tables.
 
     More than one: JSON prints an object {name: [rows...]}, the rich output one table after the
     other, and CSV only the first: a CSV stream is one table, so that it can be piped into
-    another tool (the caller passes the table asked for first).
+    another tool (the caller passes the table asked for first). `max_rows`: each rich table
+    shows at most this many rows, and a note under it says how many more there are and how to
+    see them (CSV and JSON always carry every row).
     """
     out = out if out is not None else sys.stdout
     sections = [replace(s, table=as_result(s.table)) for s in sections]
@@ -405,12 +418,21 @@ def render_sections(
 
     console = console or Console(file=out, highlight=False, soft_wrap=False, width=_width(out))
     for section in sections:
+        rows = as_result(section.table).num_rows
+        cut = max_rows is not None and rows > max_rows and not section.vertical
+        if cut:
+            section = replace(section, table=as_result(section.table).slice(0, max_rows))
         printed, dropped = (
             _vertical(section, tz, console.width)
             if section.vertical
             else _rich_table(section, tz, console.width)
         )
         console.print(printed)
+        if cut:
+            note(
+                console,
+                f"(the first {max_rows} of {rows} rows: --limit N shows N, --format csv or json every row)",
+            )
         if dropped:
             names = ", ".join(HEADERS.get(d, d) for d in dropped)
             note(console, f"(not shown at this width: {names}; see --format csv or a wider terminal)")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import duckdb
     import pyarrow as pa
+
+    from tracklog.duck import duckdb
 
 # The kind of a column: what render needs to know to align, fit and neutralise its cells.
 KINDS = ("integer", "float", "decimal", "timestamp", "date", "boolean", "string", "other")

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import duckdb
-
+from tracklog.duck import duckdb
 from tracklog.errors import DataError
 from tracklog.routes import PATH_SQL
 
@@ -217,6 +216,10 @@ CREATE TABLE IF NOT EXISTS delivery_domains (
     delivery_id VARCHAR NOT NULL, domain VARCHAR, sent BIGINT NOT NULL, delivered BIGINT NOT NULL,
     opens_unique BIGINT NOT NULL, clicks_unique BIGINT NOT NULL
 );
+-- all-time opens and clicks per delivery and whole minute since its send (metrics.minute_figures_sql)
+CREATE TABLE IF NOT EXISTS delivery_minutes (
+    delivery_id VARCHAR NOT NULL, minutes BIGINT, opens BIGINT NOT NULL, clicks BIGINT NOT NULL
+);
 -- the sets behind the unique counts, so that new events merge instead of recounting:
 -- each reader with an event: its flags (metrics.READER_FLAGS) and the dimension values it was
 -- seen with (numbered in dimension_values) ...
@@ -255,6 +258,7 @@ DERIVED_TABLES = (
     "delivery_totals",
     "delivery_dimensions",
     "delivery_domains",
+    "delivery_minutes",
     "readers",
     "dimension_values",
     "click_browsers",

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import duckdb
-
 from tracklog.config import DEFAULT_WAIT_SECONDS
+from tracklog.duck import duckdb
 from tracklog.errors import DataError, LockBusyError
 from tracklog.schema import apply_schema, check_tracklog_database
 

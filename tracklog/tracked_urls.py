@@ -11,12 +11,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import routes
+from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import NotFoundError, UsageError
 from tracklog.signing import hmac_pads, sign_path, sql_expected_sig
+
+load_arrow()  # this module hands Arrow tables to DuckDB
 
 # The URL types in the order a recipient's URLs are listed: the clicks (in message order) first.
 KINDS = ("click", *(k for k in routes.KINDS if k != "click"))

@@ -21,9 +21,9 @@ from tracklog.errors import ExitCode, NotFoundError, TracklogError
 from tracklog.render import inert, note
 
 if TYPE_CHECKING:
-    import duckdb
     from rich.console import Console
 
+    from tracklog.duck import duckdb
     from tracklog.store import OnWait
 
 F = TypeVar("F", bound=Callable[..., Any])

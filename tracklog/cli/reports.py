@@ -45,6 +45,9 @@ _SENT_WINDOW_HELP = (
 )
 
 
+SCREEN_ROWS = 40
+
+
 @dataclass(frozen=True)
 class Common:
     """The options every report takes."""
@@ -57,6 +60,12 @@ class Common:
     engine: str = "duckdb"
     lake: str | None = None
     spark: SparkOptions = field(default_factory=SparkOptions)
+
+    @property
+    def screen_rows(self) -> int | None:
+        """The rows a ranking's table shows when no --limit is given: its head fits a screen
+        (the long tail, one recipient a row, is in CSV and JSON, which always give every row)."""
+        return SCREEN_ROWS if self.limit is None else None
 
 
 def common_options(
@@ -282,6 +291,7 @@ def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts
             bars={"": "share"},
             headers={"share": "Share of clicks %"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
+            max_rows=c.screen_rows,
             tz=c.tz,
             excel_safe=c.excel_safe,
         )
@@ -339,6 +349,7 @@ def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: A
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
             tz=c.tz,
             excel_safe=c.excel_safe,
+            max_rows=c.screen_rows,
         )
 
 
@@ -429,6 +440,7 @@ def stats_cmd(
                 bars=bars,
                 headers={"share": "Share of opens %"},
                 footer=notes,
+                max_rows=c.screen_rows,
                 tz=c.tz,
                 excel_safe=c.excel_safe,
             )
@@ -485,7 +497,9 @@ def bots_cmd(app: App, /, delivery_id: str | None, table_name: str | None, **opt
                 title="Networks (/24, /48) behind the machines' hits",
             ),
         ]
-        render_sections(chosen(sections, table_name), c.fmt, tz=c.tz, excel_safe=c.excel_safe)
+        render_sections(
+            chosen(sections, table_name), c.fmt, tz=c.tz, excel_safe=c.excel_safe, max_rows=c.screen_rows
+        )
 
 
 @cli.command("recipient")

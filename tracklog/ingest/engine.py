@@ -15,12 +15,12 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from tracklog import derived
+from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.fastpath import COLUMNS as FAST_COLUMNS
 from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser
@@ -41,6 +41,8 @@ from tracklog.signing import (
     sql_sig_status,
 )
 from tracklog.store import cleanup, environment_problem, fetch_one
+
+load_arrow()  # this module hands Arrow tables to DuckDB
 
 RAW_MAX = 2048  # bytes of a quarantined line that are kept
 BAD_RATIO_LINES = 1000  # the wrong-format check looks at this many first lines of a new stream

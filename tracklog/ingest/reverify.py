@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import derived
+from tracklog.duck import duckdb, load_arrow
 from tracklog.routes import PAGE_KIND, TOKEN_PARAM, param_sql, sig_sql, token_text
 from tracklog.signing import sql_pad_params, sql_sig_status
 from tracklog.store import OnWait, cleanup, writer_session
+
+load_arrow()  # this module hands Arrow tables to DuckDB
 
 
 def reverify(db: Path, secrets: Sequence[bytes], wait: float, on_wait: OnWait | None = None) -> pa.Table:

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import duckdb
 import pyarrow as pa
 
 from tracklog import classify, derived
 from tracklog.config import Config
+from tracklog.duck import duckdb
 from tracklog.errors import ConfigError
 from tracklog.ingest.engine import FileResult, Ingester, Progress
 from tracklog.ingest.formats import LogFormat, resolve_format

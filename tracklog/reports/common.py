@@ -12,9 +12,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
-
 from tracklog import derived, metrics
+from tracklog.duck import duckdb
 from tracklog.engines import Connection
 from tracklog.errors import NotFoundError, UsageError
 from tracklog.result import Result

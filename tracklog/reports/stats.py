@@ -34,23 +34,6 @@ MAX_ROWS = 40
 BREAKDOWNS = ("browser", "os", "device", "domain")
 REACH_PERCENTS = (50, 80, 90, 95)
 
-# Whole minutes from the send to the event, from the interval's fields: epoch and date_diff
-# are not portable, extract(DAY|HOUR|MINUTE FROM interval) is.
-_ELAPSED_MINUTES = (
-    "(extract(DAY FROM e.ts - e.sent_at) * 1440 + extract(HOUR FROM e.ts - e.sent_at) * 60"
-    " + extract(MINUTE FROM e.ts - e.sent_at))"
-)
-
-
-def _scope(con: Connection, delivery_id: str | None, window: Window) -> tuple[str, list[object]]:
-    where = "e.ts >= ? AND e.ts < ?"
-    params: list[object] = [*window.params()]
-    if delivery_id is not None:
-        require_delivery(con, delivery_id)
-        where += " AND e.delivery_id = ?"
-        params.append(delivery_id)
-    return where, params
-
 
 def timeline(
     con: Connection,
@@ -69,30 +52,33 @@ def timeline_and_reach(
     delivery_id: str | None = None,
     window: Window = ALL_TIME,
 ) -> tuple[Result, Result]:
-    """timeline() and reach(), from one scan of the events: both are made of the opens and
-    clicks per minute since the send, which one query counts once and reads twice (`report
-    stats` and the dashboard show both; two queries read the events twice)."""
+    """timeline() and reach(), from one read of the opens and clicks per minute since the send
+    (derived.minutes: stored for all time), which one query reads twice (`report stats` and the
+    dashboard show both)."""
     if bucket not in BUCKETS:
         raise UsageError(f"--bucket must be one of {', '.join(BUCKETS)} (got {bucket!r})")
-    where, params = _scope(con, delivery_id, window)
+    if delivery_id is not None:
+        require_delivery(con, delivery_id)
+    figures, params = derived.minutes(window.bounds())
+    where = "TRUE" if delivery_id is None else "f.delivery_id = ?"
+    params = params if delivery_id is None else [*params, delivery_id]
     reach_cols = ", ".join(
         f"{metrics.tenths_sql(f'min(CASE WHEN 100 * r.n >= {p} * r.total THEN r.minutes END)', '60')}"
         f" AS hours_to_{p}"
         for p in REACH_PERCENTS
     )
     no_reach = ", ".join(f"CAST(NULL AS DOUBLE) AS hours_to_{p}" for p in REACH_PERCENTS)
-    # Per minute since the send: the opens and clicks (their definitions); then, per hour, the
+    # Per minute since the send: the opens and clicks (stored for all time, their definitions
+    # over a window: derived.minutes), summed over the deliveries; then, per hour, the
     # timeline's rows, and, per metric, a running sum over the minutes: the first minute whose
     # running count reaches p% is the minute of the event that does (minutes grow with the time
     # since the send).
     sql = f"""
 WITH m AS (
-    SELECT {_ELAPSED_MINUTES} AS minutes,
-        {metrics.EVENT_COUNTS["opens_total"]} AS opens,
-        {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
-    FROM events e
-    WHERE {where} AND {metrics.AGENT_EVENTS_SQL}
-    GROUP BY ALL
+    SELECT f.minutes, sum(f.opens) AS opens, sum(f.clicks) AS clicks
+    FROM ({figures}) f
+    WHERE {where}
+    GROUP BY f.minutes
 )
 SELECT 'timeline' AS part, floor(m.minutes / 60) AS h, sum(m.opens) AS opens, sum(m.clicks) AS clicks,
     CAST(NULL AS STRING) AS metric, CAST(NULL AS BIGINT) AS total, {no_reach}
