@@ -385,7 +385,8 @@ class Ingester:
             return
         # the few rows the C pass deferred, from the SQL, in place of its placeholders: a view
         # over both tables (no copy of the chunk; rows in no particular order, as after a join)
-        self.con.register("tl_lines", lines.take(deferred))
+        assert chunk.deferred is not None
+        self.con.register("tl_lines", chunk.deferred)
         try:
             self.con.execute(
                 f"CREATE TEMP TABLE tl_slow AS SELECT {', '.join(FAST_COLUMNS)} FROM ({self._chunk_sql})",
@@ -520,9 +521,10 @@ class Chunk:
 
     offset: int  # of the first byte, in the decompressed stream
     size: int  # bytes
-    lines: pa.Table  # split_lines(); only its line_no when the compiled pass parsed every line
+    lines: pa.Table  # split_lines(); only its line_no when the compiled pass parsed them
     original: bytes | None  # the bytes when some lines were repaired (quarantine keeps them raw)
     parsed: tuple[pa.Table, pa.Array] | None  # FastParser.parse(lines), when the format allows
+    deferred: pa.Table | None = None  # the lines (all of split_lines' columns) the compiled pass deferred
 
 
 def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastParser | None) -> Iterator[Chunk]:
@@ -540,11 +542,14 @@ def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser |
     into numbered lines, and parsed when `fast` covers the format."""
     lines, repaired = split_lines(buf, chunk_offset, line_base)
     parsed = fast.parse(lines) if fast is not None else None
-    if parsed is not None and not len(parsed[1]):
-        # the parse kept what it needs (a quarantined row carries its line): the text of the
-        # lines is not read again, so it need not stay in memory while the chunk waits its turn
+    deferred = None
+    if parsed is not None:
+        # the parse kept what it needs (a quarantined row carries its line): only the few lines
+        # it deferred to the SQL are read again, so only they stay in memory while the chunk
+        # waits its turn (the text of all of them was 35 MB of each 32 MiB chunk)
+        deferred = lines.take(parsed[1]) if len(parsed[1]) else None
         lines = lines.select(["line_no"])
-    return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed)
+    return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed, deferred)
 
 
 def truncated_ip_sql(ip: str) -> str:
