@@ -100,6 +100,17 @@ def test_streams(reader: duckdb.DuckDBPyConnection, model: Model, delivery_id: s
     pairs = Counter((a, b) for p in paths.values() for a, b in itertools.pairwise(p))
     got_t = streams.transitions(reader, delivery_id).to_pylist()
     assert {(r["from_link"], r["to_link"]): r["count"] for r in got_t} == dict(pairs)
+    # the one read of both that `report streams` makes gives the same rows, in the same order,
+    # with and without a limit and a window
+    nov = make_window("2026-11-01", "2026-11-30", dt.UTC)
+    for window, limit in ((Window(), None), (Window(), 1), (nov, None), (nov, 2), (Window(), 0)):
+        both = streams.sequences_and_transitions(reader, delivery_id, window, limit)
+        alone = (
+            streams.sequences(reader, delivery_id, window, limit),
+            streams.transitions(reader, delivery_id, window, limit),
+        )
+        for one, other in zip(both, alone, strict=True):
+            assert (one.names, one.kinds, one.rows) == (other.names, other.kinds, other.rows)
 
 
 def test_stats_timeline_and_reach(reader: duckdb.DuckDBPyConnection, model: Model) -> None:

@@ -392,10 +392,11 @@ def test_stats_table_marks_50_and_90_percent_of_opens(tracking_db: Path) -> None
 
 
 def test_a_long_ranking_table_shows_its_head_and_says_how_many_more() -> None:
-    """In a table for a person (no --limit), a ranking shows its first SCREEN_ROWS rows and a
-    note gives the count of all of them; CSV and JSON, and a table with --limit, keep every row."""
+    """In a table for a person (no --limit), a ranking shows its first SCREEN_ROWS rows (the
+    tables of a report share them) and a note gives the count of all of them; CSV and JSON, and a
+    table with --limit, keep every row."""
     from tracklog.cli.reports import SCREEN_ROWS, Common
-    from tracklog.render import render
+    from tracklog.render import Section, render, render_sections
     from tracklog.reports.common import ALL_TIME
     from tracklog.result import Result
 
@@ -423,3 +424,11 @@ def test_a_long_ranking_table_shows_its_head_and_says_how_many_more() -> None:
     out = io.StringIO()
     render(table, "table", out=out, console=Console(file=out, width=120), max_rows=None)
     assert len(re.findall(r"/p/(\d{3})", out.getvalue())) == n and "rows:" not in out.getvalue()
+
+    # two tables share the screen: half of it each
+    out = io.StringIO()
+    twice = [Section(table, name="a"), Section(table, name="b")]
+    render_sections(twice, "table", out=out, console=Console(file=out, width=120), max_rows=screen)
+    half = SCREEN_ROWS // 2
+    assert re.findall(r"/p/(\d{3})", out.getvalue()) == [f"{i:03d}" for i in range(half)] * 2
+    assert out.getvalue().count(f"the first {half} of {n} rows") == 2

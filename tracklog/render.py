@@ -331,6 +331,9 @@ class Section:
     vertical: bool = False  # one object: field | value rows (two pairs side by side when wide)
 
 
+MIN_SHARED_ROWS = 10  # the fewest rows a table shows when the tables of a report share a screen
+
+
 def render(
     table: Result | pa.Table,
     fmt: str = "table",
@@ -387,8 +390,9 @@ def render_sections(
 
     More than one: JSON prints an object {name: [rows...]}, the rich output one table after the
     other, and CSV only the first: a CSV stream is one table, so that it can be piped into
-    another tool (the caller passes the table asked for first). `max_rows`: each rich table
-    shows at most this many rows, and a note under it says how many more there are and how to
+    another tool (the caller passes the table asked for first). `max_rows`: the rich tables
+    share a screen of this many rows (each of n tables shows at most max_rows // n, and at least
+    MIN_SHARED_ROWS), and a note under a table that was cut says how many rows it has and how to
     see them (CSV and JSON always carry every row).
     """
     out = out if out is not None else sys.stdout
@@ -417,11 +421,12 @@ def render_sections(
     from rich.console import Console
 
     console = console or Console(file=out, highlight=False, soft_wrap=False, width=_width(out))
+    share = None if max_rows is None else max(max_rows // len(sections), MIN_SHARED_ROWS)
     for section in sections:
         rows = as_result(section.table).num_rows
-        cut = max_rows is not None and rows > max_rows and not section.vertical
+        cut = share is not None and rows > share and not section.vertical
         if cut:
-            section = replace(section, table=as_result(section.table).slice(0, max_rows))
+            section = replace(section, table=as_result(section.table).slice(0, share))
         printed, dropped = (
             _vertical(section, tz, console.width)
             if section.vertical
@@ -431,7 +436,7 @@ def render_sections(
         if cut:
             note(
                 console,
-                f"(the first {max_rows} of {rows} rows: --limit N shows N, --format csv or json every row)",
+                f"(the first {share} of {rows} rows: --limit N shows N, --format csv or json every row)",
             )
         if dropped:
             names = ", ".join(HEADERS.get(d, d) for d in dropped)

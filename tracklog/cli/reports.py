@@ -329,19 +329,20 @@ def streams_cmd(app: App, /, delivery_id: str, table_name: str | None, **opts: A
     c = common(app, **opts)
     with reader(app, c) as con:
         label, _ = require_delivery(con, delivery_id)
+        if table_name is None:  # both, from one read of the delivery's clicks
+            both = streams_report.sequences_and_transitions(con, delivery_id, c.window, c.limit)
+            tables = dict(zip(("sequences", "transitions"), both, strict=True))
+        elif table_name == "sequences":
+            tables = {"sequences": streams_report.sequences(con, delivery_id, c.window, c.limit)}
+        else:
+            tables = {"transitions": streams_report.transitions(con, delivery_id, c.window, c.limit)}
+        shown = {
+            "sequences": (f"Click sequences: {label} ({delivery_id})", "recipients"),
+            "transitions": ("Link-to-link transitions", "count"),
+        }
         sections = [
-            Section(
-                streams_report.sequences(con, delivery_id, c.window, c.limit),
-                name="sequences",
-                title=f"Click sequences: {label} ({delivery_id})",
-                bars={"": "recipients"},
-            ),
-            Section(
-                streams_report.transitions(con, delivery_id, c.window, c.limit),
-                name="transitions",
-                title="Link-to-link transitions",
-                bars={"": "count"},
-            ),
+            Section(table, name=name, title=shown[name][0], bars={"": shown[name][1]})
+            for name, table in tables.items()
         ]
         render_sections(
             chosen(sections, table_name),
