@@ -37,6 +37,7 @@ def stored_and_defined(con: duckdb.DuckDBPyConnection) -> list[tuple[list[Any], 
     pairs += [(derived.dimensions(d), derived.dimensions(d, ALL_TIME_WINDOW)) for d in metrics.DIMENSIONS]
     pairs.append((derived.domains(), derived.domains(ALL_TIME_WINDOW)))
     pairs.append((derived.minutes(), derived.minutes(ALL_TIME_WINDOW)))
+    pairs.append((derived.not_counted(), derived.not_counted(ALL_TIME_WINDOW)))
     return [(_rows(con, stored), _rows(con, defined)) for stored, defined in pairs]
 
 
@@ -147,6 +148,7 @@ def snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         "dimensions": "SELECT * FROM delivery_dimensions",
         "domains": "SELECT * FROM delivery_domains",
         "minutes": "SELECT * FROM delivery_minutes",
+        "not_counted": "SELECT * FROM delivery_not_counted",
         "readers": "SELECT k.recipient_id, r.* EXCLUDE (recipient_key, value_keys) FROM readers r "
         "JOIN recipient_keys k USING (recipient_key)",
         "reader_values": "SELECT k.recipient_id, k.delivery_id, v.dimension, v.value FROM "

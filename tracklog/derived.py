@@ -58,7 +58,7 @@ _ALL_LINES = 1 << 62
 
 def _definitions_text() -> str:
     parts = [metrics.resolve_sql("hits"), metrics.delivery_totals_sql(), metrics.domain_figures_sql()]
-    parts.append(metrics.minute_figures_sql())
+    parts += [metrics.minute_figures_sql(), metrics.not_counted_sql()]
     parts += [metrics.dimension_figures_sql(d) for d in metrics.DIMENSIONS]
     parts += list(metrics.views().values())
     return "\n".join(parts)
@@ -108,6 +108,14 @@ def minutes(bounds: Bounds = None) -> Relation:
         return "SELECT * FROM delivery_minutes", []
     where, params = _window(bounds, "e")
     return metrics.minute_figures_sql(where), params
+
+
+def not_counted(bounds: Bounds = None) -> Relation:
+    """Per delivery id as logged (NULL: hits naming none): metrics.NOT_COUNTED."""
+    if bounds is None:
+        return "SELECT * FROM delivery_not_counted", []
+    where, params = _window(bounds, "h")
+    return metrics.not_counted_sql(where), params
 
 
 def domains(bounds: Bounds = None) -> Relation:
@@ -326,6 +334,7 @@ def _merge(con: duckdb.DuckDBPyConnection) -> None:
     _merge_dimensions(con)
     _merge_domains(con)
     _merge_minutes(con)
+    _merge_not_counted(con)
     con.execute("UPDATE derived_state SET hits = hits + (SELECT count(*) FROM _nf)")
 
 
@@ -521,6 +530,7 @@ WHERE NOT EXISTS (
         ],
     )
     _merge_minutes(con, "-")
+    _merge_not_counted(con, "-")
     con.execute("DELETE FROM readers WHERE recipient_key IN (SELECT recipient_key FROM _rd)")
     con.execute("UPDATE derived_state SET hits = hits - (SELECT count(*) FROM _nf)")
 
@@ -547,6 +557,7 @@ WHERE h.resolution IS NOT NULL AND (c.class IS DISTINCT FROM h.class OR c.reason
                 "delivery_totals",
                 "delivery_dimensions",
                 "delivery_minutes",
+                "delivery_not_counted",
             ):
                 con.execute(f"DELETE FROM {table} WHERE {changed}")
             con.execute(f"UPDATE delivery_domains SET opens_unique = 0, clicks_unique = 0 WHERE {changed}")
@@ -626,6 +637,7 @@ def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None
         "delivery_dimensions",
         "delivery_domains",
         "delivery_minutes",
+        "delivery_not_counted",
     ):
         con.execute(f"DELETE FROM {table} WHERE {changed}")
     con.execute(
@@ -653,6 +665,7 @@ def recompute_deliveries(con: duckdb.DuckDBPyConnection, deliveries: list[str]) 
             "delivery_dimensions",
             "delivery_domains",
             "delivery_minutes",
+            "delivery_not_counted",
             "recipient_keys",
             "derived_manifests",
         ):
@@ -922,6 +935,15 @@ def _merge_minutes(con: duckdb.DuckDBPyConnection, sign: str = "") -> None:
         ("opens", "clicks"),
         [(part, ("opens", "clicks"))],
     )
+
+
+def _merge_not_counted(con: duckdb.DuckDBPyConnection, sign: str = "") -> None:
+    """The hits not counted add up per delivery id: those of the batch's hits _nf (`sign` '-':
+    taken out again, _unmerge)."""
+    names = tuple(metrics.NOT_COUNTED)
+    counts = ", ".join(f"{sign}n.{c} AS {c}" for c in names)
+    part = f"SELECT n.delivery_id, {counts} FROM ({metrics.not_counted_sql(hits='_nf')}) n"
+    _add_rows(con, "delivery_not_counted", ("delivery_id",), names, [(part, names)])
 
 
 def _add_rows(

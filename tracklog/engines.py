@@ -49,7 +49,8 @@ def lake_views() -> dict[str, str]:
     """The views every engine creates over the lake's base tables, in order, with the same text:
     the keys and the resolution of the hits (metrics.resolve_sql), the views of
     metrics.views(), and the figures that the store keeps merged (delivery_totals,
-    delivery_dimensions, delivery_domains, delivery_minutes) as their definitions over all time."""
+    delivery_dimensions, delivery_domains, delivery_minutes, delivery_not_counted) as their
+    definitions over all time."""
     resolved = ", ".join(f"r.{c}" for c in (*HIT_COLUMNS, *RESOLUTION_COLUMNS))
     dimensions = " UNION ALL ".join(
         f"SELECT * FROM ({metrics.dimension_figures_sql(d)}) x{i}" for i, d in enumerate(metrics.DIMENSIONS)
@@ -68,6 +69,7 @@ def lake_views() -> dict[str, str]:
         "delivery_dimensions": dimensions,
         "delivery_domains": metrics.domain_figures_sql(),
         "delivery_minutes": metrics.minute_figures_sql(),
+        "delivery_not_counted": metrics.not_counted_sql(),
         **views,  # and what reads the figures (delivery_indicators)
     }
 

@@ -56,6 +56,12 @@ CLOCK = "clock"
 CLOCK_WINDOW_KEYS = {"clock_before_days": 1, "clock_after_days": 400}
 
 
+def orphan_sql(h: str) -> str:
+    """Whether the hit `h` is an orphan: accepted, but no manifest explains it."""
+    reasons = ", ".join(f"'{r}'" for r in ORPHAN_REASONS)
+    return f"{h}.resolution IN ({reasons})"
+
+
 def clock_sql(h: str, d: str) -> str:
     """Whether the hit `h` is dated outside the clock window around the send of its delivery `d`."""
     before, after = (
@@ -174,6 +180,13 @@ EXCLUDED_AGGREGATES: dict[str, str] = {
     "bot_clicks": "count(*) FILTER (WHERE h.verdict = 'automated' AND h.type = 'click')",
 }
 TOTAL_COLUMNS = (*EVENT_AGGREGATES, *EXCLUDED_AGGREGATES)
+# The hits shown under a report but never counted in it ("Not counted"): the excluded hits, the
+# orphans, and the hits dated outside their delivery's clock window.
+NOT_COUNTED: dict[str, str] = {
+    **EXCLUDED_AGGREGATES,
+    "orphan_hits": f"count(*) FILTER (WHERE {orphan_sql('h')})",
+    "clock_hits": f"count(*) FILTER (WHERE h.resolution = '{CLOCK}')",
+}
 
 # Field order of the Tracking indicators (the JSON names of issue 4).
 INDICATORS = (
@@ -314,6 +327,13 @@ ELAPSED_MINUTES_SQL = (
     "(extract(DAY FROM e.ts - e.sent_at) * 1440 + extract(HOUR FROM e.ts - e.sent_at) * 60"
     " + extract(MINUTE FROM e.ts - e.sent_at))"
 )
+
+
+def not_counted_sql(hit_where: str = "TRUE", hits: str = "hits_classified") -> str:
+    """Per delivery id as logged (columns delivery_id, NULL for the hits that name none, then
+    NOT_COUNTED) over the hits `h` of `hits` (hits_classified's columns) in `hit_where`."""
+    counts = ", ".join(f"{sql} AS {name}" for name, sql in NOT_COUNTED.items())
+    return f"SELECT h.delivery_id, {counts} FROM {hits} h WHERE {hit_where} GROUP BY h.delivery_id"
 
 
 def minute_figures_sql(event_where: str = "TRUE", events: str = "events") -> str:
@@ -563,7 +583,7 @@ WHERE c.resolution = 'event'
 SELECT c.ts, c.type, c.delivery_id, c.recipient_id, c.link_id, c.ip, c.user_agent, c.uid,
     c.resolution NOT IN ('delivery', 'recipient') AS recipient_known, {labels},
     c.resolution AS orphan_reason{joins}
-WHERE c.resolution IN ({", ".join(f"'{r}'" for r in ORPHAN_REASONS)})
+WHERE {orphan_sql("c")}
 """,
         "orphan_counts": """
 SELECT o.delivery_id,

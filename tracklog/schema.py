@@ -216,6 +216,12 @@ CREATE TABLE IF NOT EXISTS delivery_domains (
     delivery_id VARCHAR NOT NULL, domain VARCHAR, sent BIGINT NOT NULL, delivered BIGINT NOT NULL,
     opens_unique BIGINT NOT NULL, clicks_unique BIGINT NOT NULL
 );
+-- all-time hits not counted per delivery id as logged, NULL for none (metrics.not_counted_sql)
+CREATE TABLE IF NOT EXISTS delivery_not_counted (
+    delivery_id VARCHAR, rejected_hits BIGINT NOT NULL, failed_hits BIGINT NOT NULL,
+    machine_opens BIGINT NOT NULL, bot_clicks BIGINT NOT NULL, orphan_hits BIGINT NOT NULL,
+    clock_hits BIGINT NOT NULL
+);
 -- all-time opens and clicks per delivery and whole minute since its send (metrics.minute_figures_sql)
 CREATE TABLE IF NOT EXISTS delivery_minutes (
     delivery_id VARCHAR NOT NULL, minutes BIGINT, opens BIGINT NOT NULL, clicks BIGINT NOT NULL
@@ -259,6 +265,7 @@ DERIVED_TABLES = (
     "delivery_dimensions",
     "delivery_domains",
     "delivery_minutes",
+    "delivery_not_counted",
     "readers",
     "dimension_values",
     "click_browsers",

@@ -127,41 +127,16 @@ def limit_clause(limit: int | None) -> str:
 
 
 def excluded_hits(con: Connection, delivery_id: str | None, window: Window) -> dict[str, int]:
-    """Hits shown beside a report but never counted: rejected, failed, automated, orphan, clock.
-
-    For all time the first four are the stored totals of the deliveries (tracklog.derived; the
-    same definitions, merged at each ingest: no scan of the hits), plus, for every delivery, the
-    hits that name none; within a window they are counted by the definitions."""
-    where = "h.ts >= ? AND h.ts < ?"
-    params: list[Any] = window.params()
+    """Hits shown beside a report but never counted (metrics.NOT_COUNTED: rejected, failed,
+    automated, orphan, clock), of one delivery or of all (with the hits that name none): the
+    stored figures for all time, the definitions within a window (derived.not_counted)."""
+    figures, params = derived.not_counted(window.bounds())
+    where = ""
     if delivery_id is not None:
-        where += " AND h.delivery_id = ?"
-        params.append(delivery_id)
-    if window.bounds() is None:
-        stored, stored_params = derived.totals()
-        names = ", ".join(f"t.{name}" for name in metrics.EXCLUDED_AGGREGATES)
-        parts = [
-            f"SELECT {names} FROM ({stored}) t"
-            + (" WHERE t.delivery_id = ?" if delivery_id is not None else "")
-        ]
-        excluded_params = [*stored_params, *([delivery_id] if delivery_id is not None else [])]
-        if delivery_id is None:
-            cols = ", ".join(metrics.EXCLUDED_AGGREGATES.values())
-            parts.append(f"SELECT {cols} FROM hits_classified h WHERE h.delivery_id IS NULL AND {where}")
-            excluded_params += params
-        sums = ", ".join(f"sum(x.{name}) AS {name}" for name in metrics.EXCLUDED_AGGREGATES)
-        excluded = f"SELECT {sums} FROM ({' UNION ALL '.join(parts)}) x"
-    else:
-        cols = ", ".join(f"{sql} AS {name}" for name, sql in metrics.EXCLUDED_AGGREGATES.items())
-        excluded = f"SELECT {cols} FROM hits_classified h WHERE {where}"
-        excluded_params = params
-    # one statement (each costs a command about a millisecond before it reads a row)
-    sql = f"""
-SELECT {", ".join(f"x.{name}" for name in metrics.EXCLUDED_AGGREGATES)}, o.orphan_hits, c.clock_hits
-FROM ({excluded}) x,
-    (SELECT count(*) AS orphan_hits FROM orphans h WHERE {where}) o,
-    (SELECT count(*) AS clock_hits FROM hits_classified h WHERE {where} AND h.resolution = '{metrics.CLOCK}') c
-"""
-    row = fetch_one(con, sql, [*excluded_params, *params, *params])
-    counts = dict(zip([*metrics.EXCLUDED_AGGREGATES, "orphan_hits", "clock_hits"], row or (), strict=False))
-    return {k: int(v or 0) for k, v in counts.items()}
+        where, params = " WHERE n.delivery_id = ?", [*params, delivery_id]
+    sums = ", ".join(f"sum(n.{name}) AS {name}" for name in metrics.NOT_COUNTED)
+    row = fetch_one(con, f"SELECT {sums} FROM ({figures}) n{where}", params)
+    return {
+        name: int(v or 0)
+        for name, v in zip(metrics.NOT_COUNTED, row or (None,) * len(metrics.NOT_COUNTED), strict=True)
+    }
