@@ -420,7 +420,10 @@ def render_sections(
         raise ValueError(f"unknown format {fmt!r}")
     from rich.console import Console
 
-    console = console or Console(file=out, highlight=False, soft_wrap=False, width=_width(out))
+    # markup and emoji codes off: nothing printed is ever read as either (and their code is not loaded)
+    console = console or Console(
+        file=out, highlight=False, soft_wrap=False, width=_width(out), markup=False, emoji=False
+    )
     share = None if max_rows is None else max(max_rows // len(sections), MIN_SHARED_ROWS)
     for section in sections:
         rows = as_result(section.table).num_rows

@@ -149,7 +149,7 @@ def wait_option(func: F) -> F:
 def stderr_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 # command -> (module that registers it, the first line of its help, for `tracklog --help`);
