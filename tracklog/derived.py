@@ -54,6 +54,17 @@ Relation = tuple[str, list[object]]  # SQL text and its bound parameters
 
 CATCH_UP_BATCH = 250_000  # hits resolved per statement when catching up (bounds the memory: 1M ran out of 300 MB on 2M recipients)
 _ALL_LINES = 1 << 62
+# The derived tables with rows per delivery that its hits make (a delivery is rebuilt by
+# deleting its rows from these and merging its hits again)
+PER_DELIVERY_TABLES = (
+    "readers",
+    "click_browsers",
+    "delivery_totals",
+    "delivery_dimensions",
+    "delivery_domains",
+    "delivery_minutes",
+    "delivery_not_counted",
+)
 
 
 def _definitions_text() -> str:
@@ -551,15 +562,9 @@ WHERE h.resolution IS NOT NULL AND (c.class IS DISTINCT FROM h.class OR c.reason
         affected = sorted(r[0] for r in con.execute("SELECT delivery_id FROM _changed").fetchall())
         if affected:
             changed = "delivery_id IN (SELECT delivery_id FROM _changed)"
-            for table in (
-                "readers",
-                "click_browsers",
-                "delivery_totals",
-                "delivery_dimensions",
-                "delivery_minutes",
-                "delivery_not_counted",
-            ):
-                con.execute(f"DELETE FROM {table} WHERE {changed}")
+            for table in PER_DELIVERY_TABLES:
+                if table != "delivery_domains":  # its recipients stay: only its unique counts go
+                    con.execute(f"DELETE FROM {table} WHERE {changed}")
             con.execute(f"UPDATE delivery_domains SET opens_unique = 0, clicks_unique = 0 WHERE {changed}")
             unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
             con.execute(f"UPDATE hits SET {unresolved} WHERE {changed} AND resolution IS NOT NULL")
@@ -630,15 +635,7 @@ def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None
     next sync (its catch-up) resolves and merges them again; the other deliveries are untouched.
     What a manifest change, and a change of verdicts (`tracklog reverify`), needs."""
     changed = f"delivery_id IN (SELECT delivery_id FROM {delivery_ids})"
-    for table in (
-        "readers",
-        "click_browsers",
-        "delivery_totals",
-        "delivery_dimensions",
-        "delivery_domains",
-        "delivery_minutes",
-        "delivery_not_counted",
-    ):
+    for table in PER_DELIVERY_TABLES:
         con.execute(f"DELETE FROM {table} WHERE {changed}")
     con.execute(
         "INSERT INTO delivery_domains BY NAME SELECT *, 0 AS opens_unique, 0 AS clicks_unique "
@@ -658,17 +655,7 @@ def recompute_deliveries(con: duckdb.DuckDBPyConnection, deliveries: list[str]) 
     try:
         con.executemany("INSERT INTO _recompute VALUES (?)", [[d] for d in deliveries])
         which = "delivery_id IN (SELECT delivery_id FROM _recompute)"
-        for table in (
-            "readers",
-            "click_browsers",
-            "delivery_totals",
-            "delivery_dimensions",
-            "delivery_domains",
-            "delivery_minutes",
-            "delivery_not_counted",
-            "recipient_keys",
-            "derived_manifests",
-        ):
+        for table in (*PER_DELIVERY_TABLES, "recipient_keys", "derived_manifests"):
             con.execute(f"DELETE FROM {table} WHERE {which}")
         unresolved = ", ".join(f"{c} = NULL" for c in RESOLUTION_COLUMNS)
         con.execute(f"UPDATE hits SET {unresolved} WHERE {which} AND resolution IS NOT NULL")
