@@ -280,3 +280,43 @@ def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_pa
         con.execute("ROLLBACK")
     assert isinstance(caught, duckdb.CatalogException), caught
     assert "no_such_relation" in str(caught)
+
+
+def test_a_later_batch_never_unflags_a_stored_hit_judged_with_hits_it_does_not_read(dataset: DataSet) -> None:
+    """r1's open 5 s after its trap click is a machine's (trap, ±10 s). A later batch brings r1's
+    open 25 s after the trap: the stored hits it reads to judge it reach 20 s back (two windows),
+    so the earlier open but not the trap click; the earlier open must keep its class (it is judged
+    again only with every hit within a window of it). Expected classes by hand."""
+    later = dt.datetime(2026, 11, 3, 11, 0)  # NL1 was sent at 09:00: `fast` cannot apply
+
+    def at(seconds: float) -> dt.datetime:
+        return later + dt.timedelta(seconds=seconds)
+
+    batches = [
+        [(1, Hit("NL1", "r1", "click", at(0), "trap")), (2, Hit("NL1", "r1", "open", at(5)))],
+        [(3, Hit("NL1", "r1", "open", at(25))), (4, Hit("NL1", "r3", "open", at(-100)))],
+    ]
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
+        for batch in batches:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
+            )
+            insert_hits(con, batch, "batch")
+            derived.store_hits(con, "batch")
+            con.execute("COMMIT")
+        rows = con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
+        assert rows == [
+            (1, "bot_click", "trap"),
+            (2, "machine_open", "trap"),  # 5 s after the trap click
+            (3, "human", None),  # 25 s after it
+            (4, "human", None),
+        ]
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+    finally:
+        con.close()
