@@ -217,26 +217,25 @@ def _fast_time_sql(type_: str, ms: str, sent_ms: str, settings: ClassifySettings
 
 
 def candidates_sql(units: str, settings: ClassifySettings) -> str:
-    """The (delivery_id, recipient_id) pairs of `units` whose hits a window signal can flag: an
-    accepted trap click, enough distinct links clicked (accepted) for a burst, or a hit close
-    enough to the send to be too fast. The pairs `n` of classify_sql, as three sets, each from
-    the hits that can give it (fewer than `units`); for any other recipient, classify_sql gives
-    each hit its local signals only (local_sql)."""
+    """The (delivery_id, recipient_id) pairs of `units` whose hits a window signal may flag: an
+    accepted trap click, as many accepted clicks (on any links: a cheaper count than distinct
+    links) as a burst needs, or a hit close enough to the send to be too fast. Every pair `n` of
+    classify_sql is one, from the click, mirror and opt-out hits alone; a few more may be, which
+    classify_sql(picked=True) judges the same. Any other recipient's hits have their local
+    signals only (local_sql)."""
     accepted = _accepted_sql("x")
     type_ = metrics.type_sql("x")
     fast = _fast_time_sql(type_, "epoch_ms(x.ts)", "epoch_ms(d.sent_at)", settings)
     return f"""
 SELECT x.delivery_id, x.recipient_id FROM {units} x
-JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
-WHERE x.kind = 'click' AND l.category = '{metrics.TRAP_CATEGORY}' AND {accepted}
-UNION
-SELECT c.delivery_id, c.recipient_id FROM (
-    SELECT DISTINCT x.delivery_id, x.recipient_id, x.link_id FROM {units} x
-    WHERE x.kind = 'click' AND x.link_id IS NOT NULL AND {accepted}
-) c GROUP BY c.delivery_id, c.recipient_id HAVING count(*) >= {int(settings.burst_links)}
-UNION
-SELECT x.delivery_id, x.recipient_id FROM {units} x JOIN deliveries d ON d.delivery_id = x.delivery_id
-WHERE x.kind IN ('click', 'mirror', 'unsubscribe') AND {fast}"""
+LEFT JOIN (SELECT delivery_id, link_id FROM links WHERE category = '{metrics.TRAP_CATEGORY}') l
+    ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
+LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
+WHERE x.kind IN ('click', 'mirror', 'unsubscribe')
+GROUP BY x.delivery_id, x.recipient_id
+HAVING bool_or(x.kind = 'click' AND l.link_id IS NOT NULL AND {accepted})
+    OR count(*) FILTER (WHERE x.kind = 'click' AND x.link_id IS NOT NULL AND {accepted}) >= {int(settings.burst_links)}
+    OR bool_or({fast})"""
 
 
 class Local(NamedTuple):
@@ -268,12 +267,17 @@ def class_sql(h: str, reasons: str) -> str:
     )
 
 
-def classify_sql(units: str, settings: ClassifySettings) -> str:
+def classify_sql(units: str, settings: ClassifySettings, *, ranges: str | None = None, picked: bool = False) -> str:
     """Per hit of the relation `units` (the hits of some recipients, with every other hit of
     theirs within window_seconds() of each): source_id, line_no, class, reasons. Window
     signals look only at the accepted hits of the same delivery and recipient (ids as logged,
     so an orphan is classified too). Reads agent_kinds (add_agent_kinds first), links,
-    deliveries and proxy_ranges. Every threshold is a number of the validated settings."""
+    deliveries and proxy_ranges. Every threshold is a number of the validated settings.
+
+    `ranges`: a query giving proxy_ips_sql's addresses for the opens of `units` (else computed
+    here). `picked`: the recipients of `units` were picked by candidates_sql, so the
+    windows run on all their hits (the same classes: for a recipient a window signal cannot
+    flag, every window value is 0 or unused) rather than on the candidates found here."""
     tw, bw, fs = _ms(settings.trap_window), _ms(settings.burst_window), _ms(settings.fast_seconds)
     reader = "PARTITION BY u.delivery_id, u.recipient_id ORDER BY u.ms"
     accepted = _accepted_sql("x")
@@ -287,18 +291,7 @@ def classify_sql(units: str, settings: ClassifySettings) -> str:
         "burst": "w.type = 'click' AND w.in_burst = 1",
         "fast": f"{fast_time('w')} AND w.opened_before = 0",
     }
-    return f"""
-WITH u AS (
-    SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, x.link_id, x.method,
-        {metrics.type_sql("x")} AS type, {accepted} AS accepted, epoch_ms(x.ts) AS ms,
-        epoch_ms(d.sent_at) AS sent_ms, k.kind AS agent,
-        x.kind = 'click' AND coalesce(l.category, '') = '{metrics.TRAP_CATEGORY}' AS is_trap,
-        p.ip IS NOT NULL AS in_range
-    FROM {units} x
-    LEFT JOIN agent_kinds k ON k.user_agent = x.user_agent
-    LEFT JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
-    LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
-    LEFT JOIN ({proxy_ips_sql(units, settings)}) p ON p.ip = x.ip AND x.kind = 'open'
+    candidates = "" if picked else f"""
 ), n AS (
     -- the recipients whose hits a window signal can flag: a trap click, enough distinct links
     -- clicked for a burst, or a hit close enough to the send to be too fast. The windows run on
@@ -310,7 +303,24 @@ WITH u AS (
         OR max(CASE WHEN {fast_time("u")} THEN 1 ELSE 0 END) = 1
 ), uw AS (
     SELECT u.* FROM u JOIN n ON n.delivery_id IS NOT DISTINCT FROM u.delivery_id
-        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id
+        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id"""
+    others = "" if picked else """
+    UNION ALL
+    SELECT u.*, 0 AS near_trap, 0 AS burst_start, 0 AS opened_before, 0 AS in_burst FROM u
+    WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.delivery_id IS NOT DISTINCT FROM u.delivery_id
+        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id)"""
+    return f"""
+WITH u AS (
+    SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, x.link_id, x.method,
+        {metrics.type_sql("x")} AS type, {accepted} AS accepted, epoch_ms(x.ts) AS ms,
+        epoch_ms(d.sent_at) AS sent_ms, k.kind AS agent,
+        x.kind = 'click' AND coalesce(l.category, '') = '{metrics.TRAP_CATEGORY}' AS is_trap,
+        p.ip IS NOT NULL AS in_range
+    FROM {units} x
+    LEFT JOIN agent_kinds k ON k.user_agent = x.user_agent
+    LEFT JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
+    LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
+    LEFT JOIN ({ranges or proxy_ips_sql(units, settings)}) p ON p.ip = x.ip AND x.kind = 'open'{candidates}
 ), s AS (
     SELECT u.*,
         max(CASE WHEN u.accepted AND u.is_trap THEN 1 ELSE 0 END)
@@ -320,16 +330,12 @@ WITH u AS (
             >= {int(settings.burst_links)} THEN 1 ELSE 0 END AS burst_start,
         max(CASE WHEN u.accepted AND u.type = 'open' THEN 1 ELSE 0 END)
             OVER ({reader} RANGE BETWEEN {fs} PRECEDING AND CURRENT ROW) AS opened_before
-    FROM uw u
+    FROM {"u" if picked else "uw"} u
 ), w AS (
     SELECT s.*, max(s.burst_start) OVER (
         PARTITION BY s.delivery_id, s.recipient_id ORDER BY s.ms RANGE BETWEEN {bw} PRECEDING AND CURRENT ROW
     ) AS in_burst
-    FROM s
-    UNION ALL
-    SELECT u.*, 0 AS near_trap, 0 AS burst_start, 0 AS opened_before, 0 AS in_burst FROM u
-    WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.delivery_id IS NOT DISTINCT FROM u.delivery_id
-        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id)
+    FROM s{others}
 ), r AS (
     SELECT w.source_id, w.line_no, w.accepted, w.type, {_reasons_sql(signals)} AS reasons FROM w
 )

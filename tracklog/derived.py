@@ -329,7 +329,7 @@ def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
     # "transaction is aborted" and hide the error that matters
     store.cleanup(con, "DROP VIEW IF EXISTS _hc")
     store.cleanup(con, "DROP VIEW IF EXISTS _hb")
-    for table in ("_hs", "_cx", "_cr", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp"):
+    for table in ("_hs", "_cx", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp"):
         store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
@@ -382,21 +382,20 @@ WHERE s.ts >= p.lo - ? AND s.ts <= p.hi + ?""",
     )
     classify.add_agent_kinds(con, batch, settings)
     classify.add_agent_kinds(con, "_cx", settings)  # stored unresolved hits were never classified
-    # the recipients a window signal can flag, with all their hits: judged by the rules in full
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _cr AS "
-        + classify.candidates_sql(f"(SELECT {unit} FROM {batch} UNION ALL SELECT {unit} FROM _cx)", settings)
-    )
+    # the recipients a window signal may flag, with all their hits: judged by the rules in full
+    cands = classify.candidates_sql(f"(SELECT {unit} FROM {batch} UNION ALL SELECT {unit} FROM _cx)", settings)
     theirs = (
-        "EXISTS (SELECT 1 FROM _cr c WHERE c.delivery_id IS NOT DISTINCT FROM x.delivery_id "
+        "EXISTS (SELECT 1 FROM c WHERE c.delivery_id IS NOT DISTINCT FROM x.delivery_id "
         "AND c.recipient_id IS NOT DISTINCT FROM x.recipient_id)"
     )
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _cu AS SELECT {unit} FROM {batch} x WHERE {theirs} "
+        f"CREATE OR REPLACE TEMP TABLE _cu AS WITH c AS MATERIALIZED ({cands}) SELECT {unit} FROM {batch} x WHERE {theirs} "
         f"UNION ALL SELECT {unit} FROM _cx x WHERE {theirs}"
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings)}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _rg AS {classify.proxy_ips_sql(batch, settings)}")
+    # the addresses in the proxy ranges among the opens' (the stored hits' too, for _cu's)
+    opens = f"(SELECT ip, kind FROM {batch} UNION ALL SELECT ip, kind FROM _cx)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _rg AS {classify.proxy_ips_sql(opens, settings)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings, ranges='SELECT ip FROM _rg', picked=True)}")
     # the batch's hits that may be flagged, with their reasons (the class follows from them:
     # classify.class_sql): a candidate's, or a hit showing a local signal
     local = classify.local_sql("b", "k", "p", settings)
