@@ -55,6 +55,7 @@ Relation = tuple[str, list[object]]  # SQL text and its bound parameters
 
 CATCH_UP_BATCH = 250_000  # hits resolved per statement when catching up (bounds the memory: 1M ran out of 300 MB on 2M recipients)
 _ALL_LINES = 1 << 62
+_FEW_STORED = 100_000  # stored hits in a batch's time span kept as they are (_classify)
 
 
 def _definitions_text() -> str:
@@ -329,7 +330,7 @@ def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
     # "transaction is aborted" and hide the error that matters
     store.cleanup(con, "DROP VIEW IF EXISTS _hc")
     store.cleanup(con, "DROP VIEW IF EXISTS _hb")
-    for table in ("_hs", "_cx", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp"):
+    for table in ("_hs", "_cs", "_cx", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp"):
         store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
@@ -361,24 +362,40 @@ def _classify(con: duckdb.DuckDBPyConnection, batch: str, stored_batch: str | No
         return
     # the stored hits that can change or decide a class of the batch: up to two windows away
     # from a batch hit of the same recipient (a hit one window away is judged with the hits one
-    # window beyond it). Bounded per recipient, not by the batch's whole time span: a batch that
-    # spans the whole log (a rebuild) would otherwise pull in every stored hit, batch after batch.
-    # The time span first: in an ingest, few stored hits lie in it (the chunk before's last ones)
+    # window beyond it), here within two windows of the span of its recipient's batch hits that
+    # lie within two windows of a stored hit (_cs: the batch recipients' stored hits within the
+    # batch's time span). Bounded per recipient, not by the batch's whole time span: a batch that
+    # spans the whole log (a rebuild) would otherwise pull in every stored hit, batch after
+    # batch. In an ingest, few stored hits lie in the batch's span (the chunk before's last
+    # ones), and few batch hits near those
+    stored = f"FROM hits h WHERE h.ts >= ? AND h.ts <= ?{f' AND NOT ({stored_batch})' if stored_batch else ''}"
+    span = [lo - 2 * reach, hi + 2 * reach]
+    many = con.execute(f"SELECT count(*) > {_FEW_STORED} {stored}", span).fetchall()[0][0]
+    # only the batch recipients' (checking each costs a pass over the batch: when they are few,
+    # the join below drops the others)
+    theirs = (
+        f" AND EXISTS (SELECT 1 FROM {batch} b WHERE b.delivery_id = h.delivery_id AND b.recipient_id = h.recipient_id)"
+        if many
+        else ""
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cs AS SELECT {', '.join(f'h.{c}' for c in classify.UNIT_COLUMNS)}, "
+        f"h.class AS old_class, h.reasons AS old_reasons, h.resolution IS NOT NULL AS merged {stored}{theirs}",
+        span,
+    )
+    first, last = con.execute("SELECT min(ts), max(ts) FROM _cs").fetchall()[0]
+    near = [first - 2 * reach, last + 2 * reach] if first is not None else [lo, lo - reach]  # none
     con.execute(
         f"""
 CREATE OR REPLACE TEMP TABLE _cx AS
-WITH s AS (
-    SELECT {", ".join(f"h.{c}" for c in classify.UNIT_COLUMNS)}, h.class AS old_class,
-        h.reasons AS old_reasons, h.resolution IS NOT NULL AS merged
-    FROM hits h WHERE h.ts >= ? AND h.ts <= ? {f"AND NOT ({stored_batch})" if stored_batch else ""}
-), p AS (
+SELECT s.*, p.lo, p.hi FROM _cs s JOIN (
     SELECT b.delivery_id, b.recipient_id, min(b.ts) AS lo, max(b.ts) AS hi FROM {batch} b
-    WHERE EXISTS (SELECT 1 FROM s WHERE s.delivery_id = b.delivery_id AND s.recipient_id = b.recipient_id)
+    WHERE b.ts >= ? AND b.ts <= ?
+        AND EXISTS (SELECT 1 FROM _cs s WHERE s.delivery_id = b.delivery_id AND s.recipient_id = b.recipient_id)
     GROUP BY b.delivery_id, b.recipient_id
-)
-SELECT s.*, p.lo, p.hi FROM s JOIN p ON p.delivery_id = s.delivery_id AND p.recipient_id = s.recipient_id
+) p ON p.delivery_id = s.delivery_id AND p.recipient_id = s.recipient_id
 WHERE s.ts >= p.lo - ? AND s.ts <= p.hi + ?""",
-        [lo - 2 * reach, hi + 2 * reach, 2 * reach, 2 * reach],
+        [*near, 2 * reach, 2 * reach],
     )
     classify.add_agent_kinds(con, batch, settings)
     classify.add_agent_kinds(con, "_cx", settings)  # stored unresolved hits were never classified
