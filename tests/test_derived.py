@@ -285,7 +285,9 @@ def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_pa
 def _store_in_batches(con: duckdb.DuckDBPyConnection, batches: list[list[tuple[int, Hit]]]) -> None:
     for batch in batches:
         con.execute("BEGIN TRANSACTION")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
+        )
         insert_hits(con, batch, "batch")
         derived.store_hits(con, "batch")
         con.execute("COMMIT")

@@ -166,19 +166,16 @@ DISJOINT_RANGES = """
     ) g GROUP BY family, grp"""
 
 
-
-
 def _accepted_sql(x: str) -> str:
     return f"({x}.sig_status IN ('valid', 'unchecked') AND NOT coalesce({x}.status >= 400, FALSE))"
 
-# The signals a hit shows by itself (its type, agent, address, method), in the order of REASONS;
-# the others (trap, burst, fast) look at the recipient's other hits within a window.
-LOCAL_REASONS = ("mpp", "proxy_range", "head", "agent")
 
-
-def _local_signals(settings: ClassifySettings, type_: str, agent: str, in_range: str, method: str) -> dict[str, str]:
-    """The hit-local signals over the SQL expressions of a hit's event type, agent kind
-    (agent_kinds.kind), whether its address is in the proxy ranges, and method."""
+def _local_signals(
+    settings: ClassifySettings, type_: str, agent: str, in_range: str, method: str
+) -> dict[str, str]:
+    """The signals a hit shows by itself (the first of REASONS; the others, trap, burst and fast,
+    look at its recipient's other hits within a window), over the SQL expressions of its event
+    type, agent kind (agent_kinds.kind), whether its address is in the proxy ranges, and method."""
     return {
         "mpp": f"{type_} = 'open' AND {agent} = 'mpp'",
         "proxy_range": f"{type_} = 'open' AND coalesce({agent}, '') <> 'proxy' AND {in_range}",
@@ -188,7 +185,11 @@ def _local_signals(settings: ClassifySettings, type_: str, agent: str, in_range:
 
 
 def _reasons_sql(signals: dict[str, str]) -> str:
-    return "nullif(concat_ws(',', " + ", ".join(f"CASE WHEN {sql} THEN '{name}' END" for name, sql in signals.items()) + "), '')"
+    return (
+        "nullif(concat_ws(',', "
+        + ", ".join(f"CASE WHEN {sql} THEN '{name}' END" for name, sql in signals.items())
+        + "), '')"
+    )
 
 
 def _class_sql(accepted: str, type_: str, reasons: str) -> str:
@@ -267,7 +268,9 @@ def class_sql(h: str, reasons: str) -> str:
     )
 
 
-def classify_sql(units: str, settings: ClassifySettings, *, ranges: str | None = None, picked: bool = False) -> str:
+def classify_sql(
+    units: str, settings: ClassifySettings, *, ranges: str | None = None, picked: bool = False
+) -> str:
     """Per hit of the relation `units` (the hits of some recipients, with every other hit of
     theirs within window_seconds() of each): source_id, line_no, class, reasons. Window
     signals look only at the accepted hits of the same delivery and recipient (ids as logged,
@@ -291,7 +294,10 @@ def classify_sql(units: str, settings: ClassifySettings, *, ranges: str | None =
         "burst": "w.type = 'click' AND w.in_burst = 1",
         "fast": f"{fast_time('w')} AND w.opened_before = 0",
     }
-    candidates = "" if picked else f"""
+    candidates = (
+        ""
+        if picked
+        else f"""
 ), n AS (
     -- the recipients whose hits a window signal can flag: a trap click, enough distinct links
     -- clicked for a burst, or a hit close enough to the send to be too fast. The windows run on
@@ -304,11 +310,16 @@ def classify_sql(units: str, settings: ClassifySettings, *, ranges: str | None =
 ), uw AS (
     SELECT u.* FROM u JOIN n ON n.delivery_id IS NOT DISTINCT FROM u.delivery_id
         AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id"""
-    others = "" if picked else """
+    )
+    others = (
+        ""
+        if picked
+        else """
     UNION ALL
     SELECT u.*, 0 AS near_trap, 0 AS burst_start, 0 AS opened_before, 0 AS in_burst FROM u
     WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.delivery_id IS NOT DISTINCT FROM u.delivery_id
         AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id)"""
+    )
     return f"""
 WITH u AS (
     SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, x.link_id, x.method,

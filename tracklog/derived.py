@@ -287,7 +287,9 @@ def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], st
 
     try:
         batch = f"h.resolution IS NULL AND {lines('h')}"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _hs AS SELECT {', '.join(HIT_COLUMNS)} FROM hits h WHERE {batch}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _hs AS SELECT {', '.join(HIT_COLUMNS)} FROM hits h WHERE {batch}"
+        )
         _classify(con, "_hs", batch)
         _resolve(con, "_hc")
         updates = ", ".join(f"{c} = n.{c}" for c in RESOLUTION_COLUMNS)
@@ -344,10 +346,11 @@ def _classify(con: duckdb.DuckDBPyConnection, batch: str, stored_batch: str | No
     (_redo_flipped). `stored_batch`: when the batch's hits are stored already, the condition on
     `hits` h that selects them.
 
-    Only the recipients that a window signal can flag (classify.candidates_sql: a trap click, a
-    burst's worth of links, a hit close to the send, among their batch and stored hits) are judged
-    by classify.classify_sql; every other hit has its local signals only (classify.local_sql).
-    Only the flagged hits' reasons are kept (_cls); the view _hc gives every hit its class."""
+    Only the recipients that a window signal may flag (classify.candidates_sql: a trap click, as
+    many clicks as a burst needs, a hit close to the send, among their batch and stored hits) are
+    judged by classify.classify_sql; every other hit has its local signals only
+    (classify.local_sql). _cls keeps the reasons of the batch hits that may have some; the view
+    _hc gives every hit its class and reasons as the resolving query reads the batch."""
     settings, _ = classify.stored_settings(con)
     reach = dt.timedelta(seconds=classify.window_seconds(settings))
     unit = ", ".join(classify.UNIT_COLUMNS)
@@ -368,7 +371,9 @@ def _classify(con: duckdb.DuckDBPyConnection, batch: str, stored_batch: str | No
     # spans the whole log (a rebuild) would otherwise pull in every stored hit, batch after
     # batch. In an ingest, few stored hits lie in the batch's span (the chunk before's last
     # ones), and few batch hits near those
-    stored = f"FROM hits h WHERE h.ts >= ? AND h.ts <= ?{f' AND NOT ({stored_batch})' if stored_batch else ''}"
+    stored = (
+        f"FROM hits h WHERE h.ts >= ? AND h.ts <= ?{f' AND NOT ({stored_batch})' if stored_batch else ''}"
+    )
     span = [lo - 2 * reach, hi + 2 * reach]
     many = con.execute(f"SELECT count(*) > {_FEW_STORED} {stored}", span).fetchall()[0][0]
     # only the batch recipients' (checking each costs a pass over the batch: when they are few,
@@ -397,10 +402,14 @@ SELECT s.*, p.lo, p.hi FROM _cs s JOIN (
 WHERE s.ts >= p.lo - ? AND s.ts <= p.hi + ?""",
         [*near, 2 * reach, 2 * reach],
     )
-    classify.add_agent_kinds(con, batch, settings)
-    classify.add_agent_kinds(con, "_cx", settings)  # stored unresolved hits were never classified
+    # the agents not looked up yet (a stored hit not resolved yet was never classified)
+    classify.add_agent_kinds(
+        con, f"(SELECT user_agent FROM {batch} UNION ALL SELECT user_agent FROM _cx)", settings
+    )
     # the recipients a window signal may flag, with all their hits: judged by the rules in full
-    cands = classify.candidates_sql(f"(SELECT {unit} FROM {batch} UNION ALL SELECT {unit} FROM _cx)", settings)
+    cands = classify.candidates_sql(
+        f"(SELECT {unit} FROM {batch} UNION ALL SELECT {unit} FROM _cx)", settings
+    )
     theirs = (
         "EXISTS (SELECT 1 FROM c WHERE c.delivery_id IS NOT DISTINCT FROM x.delivery_id "
         "AND c.recipient_id IS NOT DISTINCT FROM x.recipient_id)"
@@ -409,10 +418,12 @@ WHERE s.ts >= p.lo - ? AND s.ts <= p.hi + ?""",
         f"CREATE OR REPLACE TEMP TABLE _cu AS WITH c AS MATERIALIZED ({cands}) SELECT {unit} FROM {batch} x WHERE {theirs} "
         f"UNION ALL SELECT {unit} FROM _cx x WHERE {theirs}"
     )
-    # the addresses in the proxy ranges among the opens' (the stored hits' too, for _cu's)
+    # the addresses in the proxy ranges among the opens' (the stored ones' too, for _cu)
     opens = f"(SELECT ip, kind FROM {batch} UNION ALL SELECT ip, kind FROM _cx)"
     con.execute(f"CREATE OR REPLACE TEMP TABLE _rg AS {classify.proxy_ips_sql(opens, settings)}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings, ranges='SELECT ip FROM _rg', picked=True)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings, ranges='SELECT ip FROM _rg', picked=True)}"
+    )
     # the batch's hits that may be flagged, with their reasons (the class follows from them:
     # classify.class_sql): a candidate's, or a hit showing a local signal
     local = classify.local_sql("b", "k", "p", settings)
@@ -431,9 +442,10 @@ CREATE OR REPLACE TEMP VIEW _hc AS
 SELECT b.*, {classify.class_sql("b", "c.reasons")} AS class, c.reasons
 FROM {batch} b LEFT JOIN _cls c ON c.source_id = b.source_id AND c.line_no = b.line_no"""
     )
-    # a stored hit within a window of a batch hit of its recipient is judged with every hit
-    # within a window of it; one farther keeps its class. Only a candidate's can change: for any
-    # other recipient, no stored hit within a window had a window signal before either
+    # a stored hit within a window of the span of its recipient's batch hits (every hit within
+    # a window of one of them is) was judged with every hit within a window of it; one farther
+    # keeps its class. Only a candidate's can change: any other recipient has no window signal
+    # among those hits, and had none among the fewer stored before
     con.execute(
         """
 CREATE OR REPLACE TEMP TABLE _flip AS
