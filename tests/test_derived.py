@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from click.testing import CliRunner
 from conftest import DataSet, Hit, Model, build_db, store_manifests
 from hypothesis import HealthCheck, given, settings
@@ -293,13 +294,18 @@ def _store_in_batches(con: duckdb.DuckDBPyConnection, batches: list[list[tuple[i
         con.execute("COMMIT")
 
 
-def test_stored_hits_make_a_batch_s_recipient_one_the_window_rules_judge(dataset: DataSet) -> None:
+@pytest.mark.parametrize("few_stored", [derived._FEW_STORED, 0])
+def test_stored_hits_make_a_batch_s_recipient_one_the_window_rules_judge(
+    dataset: DataSet, few_stored: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch recipient whose own hits in the batch show no window signal (no trap click, fewer
     links than a burst, nothing near the send) is judged with its stored hits all the same: a
     trap click stored a batch before flags its open (with its MPP agent: both reasons, in the
     documented order); two clicks stored before and one in the batch, on three links within 2 s,
     are a burst (the stored two are classified again). The other hits keep their local signals.
-    Expected classes by hand."""
+    Expected classes by hand; the same whether the stored hits in the batch's time span are kept
+    as they are or first narrowed to the batch's recipients (`few_stored` 0: always)."""
+    monkeypatch.setattr(derived, "_FEW_STORED", few_stored)
     later = dt.datetime(2026, 11, 3, 11, 0)  # NL1 was sent at 09:00: `fast` cannot apply
 
     def at(seconds: float) -> dt.datetime:
