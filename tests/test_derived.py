@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from click.testing import CliRunner
 from conftest import DataSet, Hit, Model, build_db, store_manifests
 from hypothesis import HealthCheck, given, settings
@@ -284,3 +285,101 @@ def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_pa
         con.execute("ROLLBACK")
     assert isinstance(caught, duckdb.CatalogException), caught
     assert "no_such_relation" in str(caught)
+
+
+def _store_in_batches(con: duckdb.DuckDBPyConnection, batches: list[list[tuple[int, Hit]]]) -> None:
+    for batch in batches:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
+        )
+        insert_hits(con, batch, "batch")
+        derived.store_hits(con, "batch")
+        con.execute("COMMIT")
+
+
+@pytest.mark.parametrize("few_stored", [derived._FEW_STORED, 0])
+def test_stored_hits_make_a_batch_s_recipient_one_the_window_rules_judge(
+    dataset: DataSet, few_stored: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch recipient whose own hits in the batch show no window signal (no trap click, fewer
+    links than a burst, nothing near the send) is judged with its stored hits all the same: a
+    trap click stored a batch before flags its open (with its MPP agent: both reasons, in the
+    documented order); two clicks stored before and one in the batch, on three links within 2 s,
+    are a burst (the stored two are classified again). The other hits keep their local signals.
+    Expected classes by hand; the same whether the stored hits in the batch's time span are kept
+    as they are or first narrowed to the batch's recipients (`few_stored` 0: always)."""
+    monkeypatch.setattr(derived, "_FEW_STORED", few_stored)
+    later = dt.datetime(2026, 11, 3, 11, 0)  # NL1 was sent at 09:00: `fast` cannot apply
+
+    def at(seconds: float) -> dt.datetime:
+        return later + dt.timedelta(seconds=seconds)
+
+    batches = [
+        [
+            (1, Hit("NL1", "r1", "click", at(0), "trap")),
+            (2, Hit("NL1", "r2", "click", at(0), "hero")),
+            (3, Hit("NL1", "r2", "click", at(0.5), "shoes")),
+            (4, Hit("NL1", "r3", "open", at(0), ua="python-requests/2.31.0")),
+        ],
+        [
+            (5, Hit("NL1", "r1", "open", at(4), ua="Mozilla/5.0")),  # MPP's agent, 4 s after the trap
+            (6, Hit("NL1", "r2", "click", at(1.5), "blog")),  # the third link within 2 s
+            (7, Hit("NL1", "r3", "open", at(30))),
+            (8, Hit("NL1", "r4", "click", at(1), "hero", method="HEAD")),
+        ],
+    ]
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
+        _store_in_batches(con, batches)
+        rows = con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
+        assert rows == [
+            (1, "bot_click", "trap"),
+            (2, "bot_click", "burst"),
+            (3, "bot_click", "burst"),
+            (4, "machine_open", "agent"),
+            (5, "machine_open", "mpp,trap"),
+            (6, "bot_click", "burst"),
+            (7, "human", None),
+            (8, "bot_click", "head"),
+        ]
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+    finally:
+        con.close()
+
+
+def test_a_later_batch_never_unflags_a_stored_hit_judged_with_hits_it_does_not_read(dataset: DataSet) -> None:
+    """r1's open 5 s after its trap click is a machine's (trap, ±10 s). A later batch brings r1's
+    open 25 s after the trap: the stored hits it reads to judge it reach 20 s back (two windows),
+    so the earlier open but not the trap click; the earlier open must keep its class (it is judged
+    again only with every hit within a window of it). Expected classes by hand."""
+    later = dt.datetime(2026, 11, 3, 11, 0)  # NL1 was sent at 09:00: `fast` cannot apply
+
+    def at(seconds: float) -> dt.datetime:
+        return later + dt.timedelta(seconds=seconds)
+
+    batches = [
+        [(1, Hit("NL1", "r1", "click", at(0), "trap")), (2, Hit("NL1", "r1", "open", at(5)))],
+        [(3, Hit("NL1", "r1", "open", at(25))), (4, Hit("NL1", "r3", "open", at(-100)))],
+    ]
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
+        _store_in_batches(con, batches)
+        rows = con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
+        assert rows == [
+            (1, "bot_click", "trap"),
+            (2, "machine_open", "trap"),  # 5 s after the trap click
+            (3, "human", None),  # 25 s after it
+            (4, "human", None),
+        ]
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+    finally:
+        con.close()

@@ -16,7 +16,7 @@ import re
 import urllib.error
 import urllib.request
 from importlib import metadata, resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import crawleruseragents
 import pyarrow as pa
@@ -29,7 +29,10 @@ from tracklog.errors import DataError
 load_arrow()  # this module hands Arrow tables to DuckDB
 
 # Bump when the rules below change: stored classes are then made again (tracklog reclassify).
-CLASSIFIER_VERSION = "1"
+# 2: the rules are the same, but version 1 could leave a stored hit unflagged when a later batch
+# brought another hit of its recipient (it judged stored hits over the batch's whole time span):
+# classifying again fixes such hits in existing databases.
+CLASSIFIER_VERSION = "2"
 REASONS = ("mpp", "proxy_range", "head", "agent", "trap", "burst", "fast")
 APPLE_EGRESS_URL = "https://mask-api.icloud.com/egress-ip-ranges.csv"
 BUNDLED_RANGES = "apple-proxy-ranges.csv"
@@ -106,15 +109,14 @@ def _ms(seconds: float) -> int:
 IPV4_RE = r"[0-9]{1,3}(\.[0-9]{1,3}){3}"
 
 
-def ip_number_sql(ip: str) -> str:
-    """(family, number) of an address as text: IPv4 as its 32 bits, IPv6 as its first 64 bits
-    (the network part the proxy ranges are matched on); NULLs for anything else."""
-    v4 = " + ".join(
-        f"(TRY_CAST(split_part({ip}, '.', {i + 1}) AS UBIGINT) << {24 - 8 * i})" for i in range(4)
-    )
+def ip_numbers_sql(ips: str) -> str:
+    """Each address of the relation `ips` (column ip, text) with its family and number: IPv4 as
+    its 32 bits, IPv6 as its first 64 bits (the network part the proxy ranges are matched on);
+    NULLs for anything else. Each address split once, by its family."""
+    v4 = " + ".join(f"(TRY_CAST(p4[{i + 1}] AS UBIGINT) << {24 - 8 * i})" for i in range(4))
     groups = (
-        f"string_split(CASE WHEN contains({ip}, '::') THEN trim(replace({ip}, '::', ':' || "
-        f"repeat('0:', 8 - len(list_filter(string_split({ip}, ':'), lambda g: g <> '')))), ':') ELSE {ip} END, ':')"
+        "string_split(CASE WHEN contains(ip, '::') THEN trim(replace(ip, '::', ':' || "
+        "repeat('0:', 8 - len(list_filter(string_split(ip, ':'), lambda g: g <> '')))), ':') ELSE ip END, ':')"
     )
     v6 = (
         "CASE WHEN len(g6) = 8 AND len(list_filter(g6, lambda g: regexp_full_match(g, '[0-9A-Fa-f]{1,4}'))) = 8 "
@@ -123,11 +125,15 @@ def ip_number_sql(ip: str) -> str:
         + " END"
     )
     return f"""
-    CASE WHEN regexp_full_match({ip}, '{IPV4_RE}') THEN 4
-         WHEN contains({ip}, ':') AND regexp_full_match({ip}, '[0-9A-Fa-f:]{{2,39}}') THEN 6 END AS family,
-    CASE WHEN regexp_full_match({ip}, '{IPV4_RE}') THEN {v4}
-         WHEN contains({ip}, ':') AND regexp_full_match({ip}, '[0-9A-Fa-f:]{{2,39}}') THEN
-            (SELECT {v6} FROM (SELECT {groups} AS g6)) END AS number"""
+SELECT ip, family, CASE WHEN family = 4 THEN {v4} WHEN family = 6 THEN {v6} END AS number FROM (
+    SELECT ip, family, CASE WHEN family = 4 THEN string_split(ip, '.') END AS p4,
+        CASE WHEN family = 6 THEN {groups} END AS g6
+    FROM (
+        SELECT ip, CASE WHEN regexp_full_match(ip, '{IPV4_RE}') THEN 4
+            WHEN contains(ip, ':') AND regexp_full_match(ip, '[0-9A-Fa-f:]{{2,39}}') THEN 6 END AS family
+        FROM {ips}
+    ) f
+) s"""
 
 
 # The columns of a hit that classify_sql reads (the relation it judges need have no others)
@@ -165,54 +171,138 @@ DISJOINT_RANGES = """
     ) g GROUP BY family, grp"""
 
 
-def classify_sql(units: str, settings: ClassifySettings) -> str:
+def _accepted_sql(x: str) -> str:
+    return f"({x}.sig_status IN ('valid', 'unchecked') AND NOT coalesce({x}.status >= 400, FALSE))"
+
+
+def _local_signals(
+    settings: ClassifySettings, type_: str, agent: str, in_range: str, method: str
+) -> dict[str, str]:
+    """The signals a hit shows by itself (the first of REASONS; the others, trap, burst and fast,
+    look at its recipient's other hits within a window), over the SQL expressions of its event
+    type, agent kind (agent_kinds.kind), whether its address is in the proxy ranges, and method."""
+    return {
+        "mpp": f"{type_} = 'open' AND {agent} = 'mpp'",
+        "proxy_range": f"{type_} = 'open' AND coalesce({agent}, '') <> 'proxy' AND {in_range}",
+        "head": f"upper({method}) = 'HEAD'" if settings.head else "FALSE",
+        "agent": f"{agent} = 'bot'",
+    }
+
+
+def _reasons_sql(signals: dict[str, str]) -> str:
+    return (
+        "nullif(concat_ws(',', "
+        + ", ".join(f"CASE WHEN {sql} THEN '{name}' END" for name, sql in signals.items())
+        + "), '')"
+    )
+
+
+def _class_sql(accepted: str, type_: str, reasons: str) -> str:
+    return (
+        f"CASE WHEN NOT {accepted} THEN NULL WHEN {type_} = 'unsubscribe' OR {reasons} IS NULL THEN 'human' "
+        f"WHEN {type_} = 'open' THEN 'machine_open' ELSE 'bot_click' END"
+    )
+
+
+def proxy_ips_sql(units: str, settings: ClassifySettings) -> str:
+    """The distinct addresses (column ip) of the opens of `units` in the proxy ranges."""
+    if not settings.proxy_ranges:
+        return "SELECT CAST(NULL AS VARCHAR) AS ip WHERE FALSE"
+    return f"""
+    SELECT DISTINCT n.ip FROM ({ip_numbers_sql(f"(SELECT DISTINCT ip FROM {units} WHERE kind = 'open')")}) n ASOF JOIN ({DISJOINT_RANGES}) r ON r.family = n.family AND n.number >= r.lo
+    WHERE n.number <= r.hi"""
+
+
+def _fast_time_sql(type_: str, ms: str, sent_ms: str, settings: ClassifySettings) -> str:
+    """A hit close enough to the send for the `fast` signal (which also needs another one)."""
+    fs = _ms(settings.fast_seconds)
+    return (
+        f"{type_} IN ('click', 'mirror', 'optout') AND {sent_ms} IS NOT NULL "
+        f"AND {ms} BETWEEN {sent_ms} - {fs} AND {sent_ms} + {fs}"
+    )
+
+
+def candidates_sql(units: str, settings: ClassifySettings) -> str:
+    """The (delivery_id, recipient_id) pairs of `units` whose hits a window signal may flag: an
+    accepted trap click, as many accepted clicks (on any links: a cheaper count than distinct
+    links) as a burst needs, or a hit close enough to the send to be too fast. Every pair `n` of
+    classify_sql is one, from the click, mirror and opt-out hits alone; a few more may be, which
+    classify_sql(picked=True) judges the same. Any other recipient's hits have their local
+    signals only (local_sql)."""
+    accepted = _accepted_sql("x")
+    type_ = metrics.type_sql("x")
+    fast = _fast_time_sql(type_, "epoch_ms(x.ts)", "epoch_ms(d.sent_at)", settings)
+    return f"""
+SELECT x.delivery_id, x.recipient_id FROM {units} x
+LEFT JOIN (SELECT delivery_id, link_id FROM links WHERE category = '{metrics.TRAP_CATEGORY}') l
+    ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
+LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
+WHERE x.kind IN ('click', 'mirror', 'unsubscribe')
+GROUP BY x.delivery_id, x.recipient_id
+HAVING bool_or(x.kind = 'click' AND l.link_id IS NOT NULL AND {accepted})
+    OR count(*) FILTER (WHERE x.kind = 'click' AND x.link_id IS NOT NULL AND {accepted}) >= {int(settings.burst_links)}
+    OR bool_or({fast})"""
+
+
+class Local(NamedTuple):
+    """SQL expressions over one hit, by its local signals alone (local_sql)."""
+
+    reasons: str  # its reasons, as classify_sql gives them to a hit of no candidate
+    any: str  # whether it may show one (a cheap test first: no reason without it)
+
+
+def local_sql(h: str, agent: str, ranges: str, settings: ClassifySettings) -> Local:
+    """The hit `h` by its local signals alone: what classify_sql gives a hit whose recipient is
+    not among candidates_sql's. `agent` is the alias of its agent_kinds row (joined on
+    user_agent), `ranges` of its proxy_ips_sql row (joined on ip for an open)."""
+    type_ = metrics.type_sql(h)
+    accepted = _accepted_sql(h)
+    signals = _local_signals(settings, type_, f"{agent}.kind", f"{ranges}.ip IS NOT NULL", f"{h}.method")
+    reasons = f"CASE WHEN {accepted} AND {type_} <> 'unsubscribe' THEN {_reasons_sql(signals)} END"
+    head = f" OR upper({h}.method) = 'HEAD'" if settings.head else ""
+    return Local(reasons, f"({agent}.kind IN ('mpp', 'bot') OR {ranges}.ip IS NOT NULL{head})")
+
+
+def class_sql(h: str, reasons: str) -> str:
+    """The class of the hit `h` whose reasons (as classify_sql gives them) are `reasons`: none for
+    a hit not accepted, `human` without a reason, else by its route (the reasons of a hit not
+    accepted, and of a one-click unsubscribe POST, are always NULL)."""
+    return (
+        f"CASE WHEN NOT {_accepted_sql(h)} THEN NULL WHEN {reasons} IS NULL THEN 'human' "
+        f"WHEN {h}.kind = 'open' THEN 'machine_open' ELSE 'bot_click' END"
+    )
+
+
+def classify_sql(
+    units: str, settings: ClassifySettings, *, ranges: str | None = None, picked: bool = False
+) -> str:
     """Per hit of the relation `units` (the hits of some recipients, with every other hit of
     theirs within window_seconds() of each): source_id, line_no, class, reasons. Window
     signals look only at the accepted hits of the same delivery and recipient (ids as logged,
     so an orphan is classified too). Reads agent_kinds (add_agent_kinds first), links,
-    deliveries and proxy_ranges. Every threshold is a number of the validated settings."""
+    deliveries and proxy_ranges. Every threshold is a number of the validated settings.
+
+    `ranges`: a query giving proxy_ips_sql's addresses for the opens of `units` (else computed
+    here). `picked`: the recipients of `units` were picked by candidates_sql, so the
+    windows run on all their hits (the same classes: for a recipient a window signal cannot
+    flag, every window value is 0 or unused) rather than on the candidates found here."""
     tw, bw, fs = _ms(settings.trap_window), _ms(settings.burst_window), _ms(settings.fast_seconds)
     reader = "PARTITION BY u.delivery_id, u.recipient_id ORDER BY u.ms"
-    accepted = "x.sig_status IN ('valid', 'unchecked') AND NOT coalesce(x.status >= 400, FALSE)"
+    accepted = _accepted_sql("x")
 
-    # a hit close enough to the send for the `fast` signal (which also needs another one)
     def fast_time(a: str) -> str:
-        return (
-            f"{a}.type IN ('click', 'mirror', 'optout') AND {a}.sent_ms IS NOT NULL "
-            f"AND {a}.ms BETWEEN {a}.sent_ms - {fs} AND {a}.sent_ms + {fs}"
-        )
+        return _fast_time_sql(f"{a}.type", f"{a}.ms", f"{a}.sent_ms", settings)
 
-    ranges = (
-        f"""
-    SELECT DISTINCT n.ip FROM (
-        SELECT i.ip, {ip_number_sql("i.ip")} FROM (SELECT DISTINCT ip FROM {units} WHERE kind = 'open') i
-    ) n ASOF JOIN ({DISJOINT_RANGES}) r ON r.family = n.family AND n.number >= r.lo
-    WHERE n.number <= r.hi"""
-        if settings.proxy_ranges
-        else "SELECT CAST(NULL AS VARCHAR) AS ip WHERE FALSE"
-    )
     signals = {
-        "mpp": "w.type = 'open' AND w.agent = 'mpp'",
-        "proxy_range": "w.type = 'open' AND coalesce(w.agent, '') <> 'proxy' AND w.in_range",
-        "head": "upper(w.method) = 'HEAD'" if settings.head else "FALSE",
-        "agent": "w.agent = 'bot'",
+        **_local_signals(settings, "w.type", "w.agent", "w.in_range", "w.method"),
         "trap": "w.near_trap = 1",
         "burst": "w.type = 'click' AND w.in_burst = 1",
         "fast": f"{fast_time('w')} AND w.opened_before = 0",
     }
-    reasons = ", ".join(f"CASE WHEN {sql} THEN '{name}' END" for name, sql in signals.items())
-    return f"""
-WITH u AS (
-    SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, x.link_id, x.method,
-        {metrics.type_sql("x")} AS type, {accepted} AS accepted, epoch_ms(x.ts) AS ms,
-        epoch_ms(d.sent_at) AS sent_ms, k.kind AS agent,
-        x.kind = 'click' AND coalesce(l.category, '') = '{metrics.TRAP_CATEGORY}' AS is_trap,
-        p.ip IS NOT NULL AS in_range
-    FROM {units} x
-    LEFT JOIN agent_kinds k ON k.user_agent = x.user_agent
-    LEFT JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
-    LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
-    LEFT JOIN ({ranges}) p ON p.ip = x.ip AND x.kind = 'open'
+    candidates = (
+        ""
+        if picked
+        else f"""
 ), n AS (
     -- the recipients whose hits a window signal can flag: a trap click, enough distinct links
     -- clicked for a burst, or a hit close enough to the send to be too fast. The windows run on
@@ -224,7 +314,29 @@ WITH u AS (
         OR max(CASE WHEN {fast_time("u")} THEN 1 ELSE 0 END) = 1
 ), uw AS (
     SELECT u.* FROM u JOIN n ON n.delivery_id IS NOT DISTINCT FROM u.delivery_id
-        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id
+        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id"""
+    )
+    others = (
+        ""
+        if picked
+        else """
+    UNION ALL
+    SELECT u.*, 0 AS near_trap, 0 AS burst_start, 0 AS opened_before, 0 AS in_burst FROM u
+    WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.delivery_id IS NOT DISTINCT FROM u.delivery_id
+        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id)"""
+    )
+    return f"""
+WITH u AS (
+    SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, x.link_id, x.method,
+        {metrics.type_sql("x")} AS type, {accepted} AS accepted, epoch_ms(x.ts) AS ms,
+        epoch_ms(d.sent_at) AS sent_ms, k.kind AS agent,
+        x.kind = 'click' AND coalesce(l.category, '') = '{metrics.TRAP_CATEGORY}' AS is_trap,
+        p.ip IS NOT NULL AS in_range
+    FROM {units} x
+    LEFT JOIN agent_kinds k ON k.user_agent = x.user_agent
+    LEFT JOIN links l ON l.delivery_id = x.delivery_id AND l.link_id = x.link_id
+    LEFT JOIN deliveries d ON d.delivery_id = x.delivery_id
+    LEFT JOIN ({ranges or proxy_ips_sql(units, settings)}) p ON p.ip = x.ip AND x.kind = 'open'{candidates}
 ), s AS (
     SELECT u.*,
         max(CASE WHEN u.accepted AND u.is_trap THEN 1 ELSE 0 END)
@@ -234,23 +346,16 @@ WITH u AS (
             >= {int(settings.burst_links)} THEN 1 ELSE 0 END AS burst_start,
         max(CASE WHEN u.accepted AND u.type = 'open' THEN 1 ELSE 0 END)
             OVER ({reader} RANGE BETWEEN {fs} PRECEDING AND CURRENT ROW) AS opened_before
-    FROM uw u
+    FROM {"u" if picked else "uw"} u
 ), w AS (
     SELECT s.*, max(s.burst_start) OVER (
         PARTITION BY s.delivery_id, s.recipient_id ORDER BY s.ms RANGE BETWEEN {bw} PRECEDING AND CURRENT ROW
     ) AS in_burst
-    FROM s
-    UNION ALL
-    SELECT u.*, 0 AS near_trap, 0 AS burst_start, 0 AS opened_before, 0 AS in_burst FROM u
-    WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.delivery_id IS NOT DISTINCT FROM u.delivery_id
-        AND n.recipient_id IS NOT DISTINCT FROM u.recipient_id)
+    FROM s{others}
 ), r AS (
-    SELECT w.source_id, w.line_no, w.accepted, w.type, nullif(concat_ws(',', {reasons}), '') AS reasons FROM w
+    SELECT w.source_id, w.line_no, w.accepted, w.type, {_reasons_sql(signals)} AS reasons FROM w
 )
-SELECT r.source_id, r.line_no,
-    CASE WHEN NOT r.accepted THEN NULL
-         WHEN r.type = 'unsubscribe' OR r.reasons IS NULL THEN 'human'
-         WHEN r.type = 'open' THEN 'machine_open' ELSE 'bot_click' END AS class,
+SELECT r.source_id, r.line_no, {_class_sql("r.accepted", "r.type", "r.reasons")} AS class,
     CASE WHEN r.accepted AND r.type <> 'unsubscribe' THEN r.reasons END AS reasons
 FROM r
 """
@@ -325,7 +430,7 @@ def _bundled_ranges() -> str:
 
 def parse_ranges(text: str, name: str) -> pa.Table:
     """The CIDRs of a proxy-range list (Apple's egress CSV: the prefix first on each line; blank
-    lines and # comments skipped) as columns family, lo, hi (see ip_number_sql)."""
+    lines and # comments skipped) as columns family, lo, hi (see ip_numbers_sql)."""
     family: list[int] = []
     lo: list[int] = []
     hi: list[int] = []

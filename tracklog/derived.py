@@ -65,6 +65,7 @@ PER_DELIVERY_TABLES = (
     "delivery_minutes",
     "delivery_not_counted",
 )
+_FEW_STORED = 100_000  # stored hits in a batch's time span kept as they are (_classify)
 
 
 def _definitions_text() -> str:
@@ -285,8 +286,9 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
     phase = phases.phase if phases is not None else _unmeasured
     try:
         with phase("classify the hits"):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
-            _classify(con)
+            # a view: the chunk's hits are read where they are (an Arrow table), not copied
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
+            _classify(con, "_hb")
         with phase("resolve and store the hits"):
             _resolve(con, "_hc")
             _drop_classified(con)  # done with: less for the merge to hold in memory
@@ -311,11 +313,11 @@ def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], st
         )
 
     try:
+        batch = f"h.resolution IS NULL AND {lines('h')}"
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM hits h "
-            f"WHERE h.resolution IS NULL AND {lines('h')}"
+            f"CREATE OR REPLACE TEMP TABLE _hs AS SELECT {', '.join(HIT_COLUMNS)} FROM hits h WHERE {batch}"
         )
-        _classify(con)
+        _classify(con, "_hs", batch)
         _resolve(con, "_hc")
         updates = ", ".join(f"{c} = n.{c}" for c in RESOLUTION_COLUMNS)
         # the range again on `hits` itself, so the scan skips the row groups of other lines
@@ -358,64 +360,130 @@ def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
     # through store.cleanup: after a failed statement (out of memory, say) a DROP would fail with
     # "transaction is aborted" and hide the error that matters
     store.cleanup(con, "DROP VIEW IF EXISTS _hc")
-    for table in ("_hb", "_hp", "_cx", "_cu", "_cl", "_flip", "_rp"):
+    store.cleanup(con, "DROP VIEW IF EXISTS _hb")
+    for table in ("_hs", "_cs", "_cx", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp"):
         store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
 # -- classification --------------------------------------------------------------------------
 
 
-def _classify(con: duckdb.DuckDBPyConnection) -> None:
-    """_hc: the hits of _hb with their class and reasons (tracklog.classify), judged with every
-    hit of their recipients stored within the window of the rules (either way: a late line may
-    come first); stored hits whose class the batch changes are merged again (_redo_flipped)."""
+def _classify(con: duckdb.DuckDBPyConnection, batch: str, stored_batch: str | None = None) -> None:
+    """_hc: the hits of the relation `batch` with their class and reasons (tracklog.classify),
+    judged with every hit of their recipients stored within the window of the rules (either way:
+    a late line may come first); stored hits whose class the batch changes are merged again
+    (_redo_flipped). `stored_batch`: when the batch's hits are stored already, the condition on
+    `hits` h that selects them.
+
+    Only the recipients that a window signal may flag (classify.candidates_sql: a trap click, as
+    many clicks as a burst needs, a hit close to the send, among their batch and stored hits) are
+    judged by classify.classify_sql; every other hit has its local signals only
+    (classify.local_sql). _cls keeps the reasons of the batch hits that may have some; the view
+    _hc gives every hit its class and reasons as the resolving query reads the batch."""
     settings, _ = classify.stored_settings(con)
     reach = dt.timedelta(seconds=classify.window_seconds(settings))
-    lo, hi = con.execute("SELECT min(ts), max(ts) FROM _hb").fetchall()[0]
-    columns = ", ".join(classify.UNIT_COLUMNS)
+    unit = ", ".join(classify.UNIT_COLUMNS)
+    # the batch is read where it is (a view over the parsed chunk): copying it would cost more
+    # than reading it again; every table made here is small
+    lo, hi = con.execute(f"SELECT min(ts), max(ts) FROM {batch}").fetchall()[0]
     if lo is None:
         con.execute(
             "CREATE OR REPLACE TEMP VIEW _hc AS SELECT *, CAST(NULL AS VARCHAR) AS class, "
-            "CAST(NULL AS VARCHAR) AS reasons FROM _hb"
+            f"CAST(NULL AS VARCHAR) AS reasons FROM {batch}"
         )
         return
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _hp AS SELECT delivery_id, recipient_id, min(ts) AS lo, "
-        "max(ts) AS hi FROM _hb GROUP BY delivery_id, recipient_id"
-    )
     # the stored hits that can change or decide a class of the batch: up to two windows away
     # from a batch hit of the same recipient (a hit one window away is judged with the hits one
-    # window beyond it). Bounded per recipient, not by the batch's whole time span: a batch that
-    # spans the whole log (a rebuild) would otherwise pull in every stored hit, batch after batch
+    # window beyond it), here within two windows of the span of its recipient's batch hits that
+    # lie within two windows of a stored hit (_cs: the batch recipients' stored hits within the
+    # batch's time span). Bounded per recipient, not by the batch's whole time span: a batch that
+    # spans the whole log (a rebuild) would otherwise pull in every stored hit, batch after
+    # batch. In an ingest, few stored hits lie in the batch's span (the chunk before's last
+    # ones), and few batch hits near those
+    stored = (
+        f"FROM hits h WHERE h.ts >= ? AND h.ts <= ?{f' AND NOT ({stored_batch})' if stored_batch else ''}"
+    )
+    span = [lo - 2 * reach, hi + 2 * reach]
+    many = con.execute(f"SELECT count(*) > {_FEW_STORED} {stored}", span).fetchall()[0][0]
+    # only the batch recipients' (checking each costs a pass over the batch: when they are few,
+    # the join below drops the others)
+    theirs = (
+        f" AND EXISTS (SELECT 1 FROM {batch} b WHERE b.delivery_id = h.delivery_id AND b.recipient_id = h.recipient_id)"
+        if many
+        else ""
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cs AS SELECT {', '.join(f'h.{c}' for c in classify.UNIT_COLUMNS)}, "
+        f"h.class AS old_class, h.reasons AS old_reasons, h.resolution IS NOT NULL AS merged {stored}{theirs}",
+        span,
+    )
+    first, last = con.execute("SELECT min(ts), max(ts) FROM _cs").fetchall()[0]
+    near = [first - 2 * reach, last + 2 * reach] if first is not None else [lo, lo - reach]  # none
     con.execute(
         f"""
 CREATE OR REPLACE TEMP TABLE _cx AS
-SELECT {", ".join(f"h.{c}" for c in classify.UNIT_COLUMNS)}, h.class AS old_class, h.reasons AS old_reasons,
-    h.resolution IS NOT NULL AS merged
-FROM hits h JOIN _hp p ON p.delivery_id = h.delivery_id AND p.recipient_id = h.recipient_id
-WHERE h.ts >= ? AND h.ts <= ? AND h.ts >= p.lo - ? AND h.ts <= p.hi + ?
-    AND NOT EXISTS (SELECT 1 FROM _hb b WHERE b.source_id = h.source_id AND b.line_no = h.line_no)""",
-        [lo - 2 * reach, hi + 2 * reach, 2 * reach, 2 * reach],
+SELECT s.*, p.lo, p.hi FROM _cs s JOIN (
+    SELECT b.delivery_id, b.recipient_id, min(b.ts) AS lo, max(b.ts) AS hi FROM {batch} b
+    WHERE b.ts >= ? AND b.ts <= ?
+        AND EXISTS (SELECT 1 FROM _cs s WHERE s.delivery_id = b.delivery_id AND s.recipient_id = b.recipient_id)
+    GROUP BY b.delivery_id, b.recipient_id
+) p ON p.delivery_id = s.delivery_id AND p.recipient_id = s.recipient_id
+WHERE s.ts >= p.lo - ? AND s.ts <= p.hi + ?""",
+        [*near, 2 * reach, 2 * reach],
+    )
+    # the agents not looked up yet (a stored hit not resolved yet was never classified)
+    classify.add_agent_kinds(
+        con, f"(SELECT user_agent FROM {batch} UNION ALL SELECT user_agent FROM _cx)", settings
+    )
+    # the recipients a window signal may flag, with all their hits: judged by the rules in full
+    cands = classify.candidates_sql(
+        f"(SELECT {unit} FROM {batch} UNION ALL SELECT {unit} FROM _cx)", settings
+    )
+    theirs = (
+        "EXISTS (SELECT 1 FROM c WHERE c.delivery_id IS NOT DISTINCT FROM x.delivery_id "
+        "AND c.recipient_id IS NOT DISTINCT FROM x.recipient_id)"
     )
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _cu AS SELECT {columns} FROM _hb UNION ALL SELECT {columns} FROM _cx"
+        f"CREATE OR REPLACE TEMP TABLE _cu AS WITH c AS MATERIALIZED ({cands}) SELECT {unit} FROM {batch} x WHERE {theirs} "
+        f"UNION ALL SELECT {unit} FROM _cx x WHERE {theirs}"
     )
-    classify.add_agent_kinds(con, "_cu", settings)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings)}")
+    # the addresses in the proxy ranges among the opens' (the stored ones' too, for _cu)
+    opens = f"(SELECT ip, kind FROM {batch} UNION ALL SELECT ip, kind FROM _cx)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _rg AS {classify.proxy_ips_sql(opens, settings)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cl AS {classify.classify_sql('_cu', settings, ranges='SELECT ip FROM _rg', picked=True)}"
+    )
+    # the batch's hits that may be flagged, with their reasons (the class follows from them:
+    # classify.class_sql): a candidate's, or a hit showing a local signal
+    local = classify.local_sql("b", "k", "p", settings)
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _cls AS
+SELECT b.source_id, b.line_no, CASE WHEN c.line_no IS NULL THEN {local.reasons} ELSE c.reasons END AS reasons
+FROM {batch} b
+LEFT JOIN (SELECT user_agent, kind FROM agent_kinds WHERE kind IS NOT NULL) k ON k.user_agent = b.user_agent
+LEFT JOIN _rg p ON p.ip = b.ip AND b.kind = 'open'
+LEFT JOIN _cl c ON c.source_id = b.source_id AND c.line_no = b.line_no
+WHERE c.line_no IS NOT NULL OR {local.any}""")
     con.execute(
         # a view: the resolving query reads it once, so the batch's wide rows are not copied again
-        "CREATE OR REPLACE TEMP VIEW _hc AS SELECT b.*, c.class, c.reasons FROM _hb b "
-        "JOIN _cl c ON c.source_id = b.source_id AND c.line_no = b.line_no"
+        f"""
+CREATE OR REPLACE TEMP VIEW _hc AS
+SELECT b.*, {classify.class_sql("b", "c.reasons")} AS class, c.reasons
+FROM {batch} b LEFT JOIN _cls c ON c.source_id = b.source_id AND c.line_no = b.line_no"""
     )
+    # a stored hit within a window of the span of its recipient's batch hits (every hit within
+    # a window of one of them is) was judged with every hit within a window of it; one farther
+    # keeps its class. Only a candidate's can change: any other recipient has no window signal
+    # among those hits, and had none among the fewer stored before
     con.execute(
         """
 CREATE OR REPLACE TEMP TABLE _flip AS
 SELECT x.source_id, x.line_no, x.delivery_id, x.recipient_id, c.class, c.reasons,
     c.class IS DISTINCT FROM x.old_class AS class_changed
 FROM _cx x JOIN _cl c ON c.source_id = x.source_id AND c.line_no = x.line_no
-WHERE x.merged AND x.ts >= ? AND x.ts <= ?
+WHERE x.merged AND x.ts >= x.lo - ? AND x.ts <= x.hi + ?
     AND (c.class IS DISTINCT FROM x.old_class OR c.reasons IS DISTINCT FROM x.old_reasons)""",
-        [lo - reach, hi + reach],
+        [reach, reach],
     )
     if con.execute("SELECT count(*) FROM _flip").fetchall()[0][0]:
         _redo_flipped(con)
