@@ -23,7 +23,7 @@ import crawleruseragents
 import duckdb
 import pytest
 
-from tracklog import derived
+from tracklog import derived, metrics
 from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import sign_path
 from tracklog.store import open_writer
@@ -568,3 +568,22 @@ def reader(tracking_db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     up to date first: the fixture stores its hits straight into `hits`)."""
     with derived.open_reader(tracking_db, wait=10) as con:
         yield con
+
+
+ALL_TIME_WINDOW = (dt.datetime(1970, 1, 1), dt.datetime(9999, 12, 31))
+
+
+def _rows(con: duckdb.DuckDBPyConnection, relation: derived.Relation) -> list[tuple[Any, ...]]:
+    sql, params = relation
+    return sorted(con.execute(f"SELECT * FROM ({sql}) r", params).fetchall(), key=repr)
+
+
+def stored_and_defined(con: duckdb.DuckDBPyConnection) -> list[tuple[list[Any], list[Any]]]:
+    """Each derived figure as stored (merged at every commit) and as the definitions compute it
+    over all the events in one query."""
+    pairs = [(derived.totals(), derived.totals(ALL_TIME_WINDOW))]
+    pairs += [(derived.dimensions(d), derived.dimensions(d, ALL_TIME_WINDOW)) for d in metrics.DIMENSIONS]
+    pairs.append((derived.domains(), derived.domains(ALL_TIME_WINDOW)))
+    pairs.append((derived.minutes(), derived.minutes(ALL_TIME_WINDOW)))
+    pairs.append((derived.not_counted(), derived.not_counted(ALL_TIME_WINDOW)))
+    return [(_rows(con, stored), _rows(con, defined)) for stored, defined in pairs]

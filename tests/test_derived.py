@@ -12,34 +12,17 @@ from typing import Any
 import duckdb
 import pytest
 from click.testing import CliRunner
-from conftest import DataSet, Hit, Model, build_db, store_manifests
+from conftest import DataSet, Hit, Model, build_db, store_manifests, stored_and_defined
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracklog import derived, metrics
+from tracklog import derived
 from tracklog.cli import cli
 from tracklog.reports.delivery import delivery_indicators
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, SCHEMA_VERSION, apply_schema
 from tracklog.store import open_writer
 
 SAMPLE = Path(__file__).parent.parent / "sample_logs"
-ALL_TIME_WINDOW = (dt.datetime(1970, 1, 1), dt.datetime(9999, 12, 31))
-
-
-def _rows(con: duckdb.DuckDBPyConnection, relation: derived.Relation) -> list[tuple[Any, ...]]:
-    sql, params = relation
-    return sorted(con.execute(f"SELECT * FROM ({sql}) r", params).fetchall(), key=repr)
-
-
-def stored_and_defined(con: duckdb.DuckDBPyConnection) -> list[tuple[list[Any], list[Any]]]:
-    """Each derived figure as stored (merged at every commit) and as the definitions compute it
-    over all the events in one query."""
-    pairs = [(derived.totals(), derived.totals(ALL_TIME_WINDOW))]
-    pairs += [(derived.dimensions(d), derived.dimensions(d, ALL_TIME_WINDOW)) for d in metrics.DIMENSIONS]
-    pairs.append((derived.domains(), derived.domains(ALL_TIME_WINDOW)))
-    pairs.append((derived.minutes(), derived.minutes(ALL_TIME_WINDOW)))
-    pairs.append((derived.not_counted(), derived.not_counted(ALL_TIME_WINDOW)))
-    return [(_rows(con, stored), _rows(con, defined)) for stored, defined in pairs]
 
 
 def insert_hits(con: duckdb.DuckDBPyConnection, hits: list[tuple[int, Hit]], table: str = "hits") -> None:
@@ -246,6 +229,8 @@ def test_a_replaced_manifest_resolves_its_delivery_again(
         derived.sync(con)
     with derived.open_reader(db, wait=10) as con:
         assert delivery_indicators(con, "NL1").to_pylist() == before == [model.indicators("NL1")]
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
 
 
 def test_the_classifier_version_a_reader_checks_is_the_classifiers(tmp_path: Path, dataset: DataSet) -> None:

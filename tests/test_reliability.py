@@ -17,7 +17,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import stored_and_defined
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
+
+from tracklog import derived
 
 ENV = {**os.environ, "TRACKLOG_SECRET": SECRET.decode(), "TRACKLOG_CONFIG": ""}
 
@@ -197,6 +200,9 @@ def test_wrong_secret_is_loud_and_reverify_makes_the_figures_right(tmp_path: Pat
         ("urls",),
     ):
         assert _report(db, *report) == _report(clean, *report)
+    with derived.open_reader(db, wait=10) as con:  # every stored figure is its definition again
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
     # independently: opens and clicks as the text of the log says
     got = _report(db, "delivery", "NL-1")
     assert (got["opens_total"], got["clicks_total"], got["rejected_hits"]) == (exp["open"], exp["click"], 0)

@@ -17,10 +17,11 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner, Result
+from conftest import stored_and_defined
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracklog import routes
+from tracklog import derived, routes
 from tracklog.cli import cli
 from tracklog.ingest.formats import COMBINED
 from tracklog.tracked_urls import landing_token, landing_url
@@ -500,6 +501,9 @@ def test_forget_leaves_no_trace(web_db: Path, tmp_path: Path) -> None:
     indicators = json.loads(ok(run(web_db, "report", "delivery", DELIVERY, "--format", "json")))
     # opens: r1..r4 (4, the forgotten one's gone); clicks: r1, r2, r3
     assert (indicators["opens_unique"], indicators["clicks_unique"], indicators["sent"]) == (4, 3, 6)
+    with derived.open_reader(web_db, wait=10) as con:  # every stored figure is its definition
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
     assert indicators == json.loads(
         ok(run(web_db, "report", "delivery", DELIVERY, "--since", "2026-01-01", "--format", "json"))
     )
