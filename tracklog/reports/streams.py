@@ -18,7 +18,6 @@ SEPARATOR = " > "
 _CLICKS = """
 SELECT e.recipient_id, e.link_id, e.link_label,
     row_number() OVER (PARTITION BY e.recipient_id ORDER BY e.ts, e.link_id) AS step,
-    count(*) OVER (PARTITION BY e.recipient_id) AS clicks,
     lead(e.link_id) OVER (PARTITION BY e.recipient_id ORDER BY e.ts, e.link_id) AS next_link
 FROM events e
 WHERE e.type = 'click' AND e.delivery_id = ? AND e.ts >= ? AND e.ts < ?
@@ -32,10 +31,10 @@ def _sequences_sql(clicks: str) -> str:
 SELECT p.sequence, count(*) AS recipients
 FROM (
     SELECT c.recipient_id,
-        concat_ws('{SEPARATOR}', {steps}, CASE WHEN max(c.clicks) > {MAX_STEPS} THEN '…' END) AS sequence
+        concat_ws('{SEPARATOR}', {steps}, CASE WHEN max(c.step) > {MAX_STEPS} THEN '…' END) AS sequence
     FROM {clicks} c
-    WHERE c.clicks > 1
     GROUP BY c.recipient_id
+    HAVING max(c.step) > 1
 ) p
 GROUP BY p.sequence
 """
