@@ -272,15 +272,28 @@ def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_pa
     assert "no_such_relation" in str(caught)
 
 
-def _store_in_batches(con: duckdb.DuckDBPyConnection, batches: list[list[tuple[int, Hit]]]) -> None:
-    for batch in batches:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
-        )
-        insert_hits(con, batch, "batch")
-        derived.store_hits(con, "batch")
-        con.execute("COMMIT")
+def _classes_after(dataset: DataSet, batches: list[list[tuple[int, Hit]]]) -> list[tuple[Any, ...]]:
+    """(line_no, class, reasons) of the hits of `batches`, each stored and merged as an ingest's
+    chunk (in its own transaction) after the manifests; every stored figure is checked against
+    its definition on the way."""
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
+        for batch in batches:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
+            )
+            insert_hits(con, batch, "batch")
+            derived.store_hits(con, "batch")
+            con.execute("COMMIT")
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+        return con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("few_stored", [derived._FEW_STORED, 0])
@@ -314,27 +327,16 @@ def test_stored_hits_make_a_batch_s_recipient_one_the_window_rules_judge(
             (8, Hit("NL1", "r4", "click", at(1), "hero", method="HEAD")),
         ],
     ]
-    con = duckdb.connect()
-    try:
-        apply_schema(con)
-        store_manifests(con, dataset)
-        derived.sync(con)
-        _store_in_batches(con, batches)
-        rows = con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
-        assert rows == [
-            (1, "bot_click", "trap"),
-            (2, "bot_click", "burst"),
-            (3, "bot_click", "burst"),
-            (4, "machine_open", "agent"),
-            (5, "machine_open", "mpp,trap"),
-            (6, "bot_click", "burst"),
-            (7, "human", None),
-            (8, "bot_click", "head"),
-        ]
-        for stored, defined in stored_and_defined(con):
-            assert stored == defined
-    finally:
-        con.close()
+    assert _classes_after(dataset, batches) == [
+        (1, "bot_click", "trap"),
+        (2, "bot_click", "burst"),
+        (3, "bot_click", "burst"),
+        (4, "machine_open", "agent"),
+        (5, "machine_open", "mpp,trap"),
+        (6, "bot_click", "burst"),
+        (7, "human", None),
+        (8, "bot_click", "head"),
+    ]
 
 
 def test_a_later_batch_never_unflags_a_stored_hit_judged_with_hits_it_does_not_read(dataset: DataSet) -> None:
@@ -351,20 +353,9 @@ def test_a_later_batch_never_unflags_a_stored_hit_judged_with_hits_it_does_not_r
         [(1, Hit("NL1", "r1", "click", at(0), "trap")), (2, Hit("NL1", "r1", "open", at(5)))],
         [(3, Hit("NL1", "r1", "open", at(25))), (4, Hit("NL1", "r3", "open", at(-100)))],
     ]
-    con = duckdb.connect()
-    try:
-        apply_schema(con)
-        store_manifests(con, dataset)
-        derived.sync(con)
-        _store_in_batches(con, batches)
-        rows = con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
-        assert rows == [
-            (1, "bot_click", "trap"),
-            (2, "machine_open", "trap"),  # 5 s after the trap click
-            (3, "human", None),  # 25 s after it
-            (4, "human", None),
-        ]
-        for stored, defined in stored_and_defined(con):
-            assert stored == defined
-    finally:
-        con.close()
+    assert _classes_after(dataset, batches) == [
+        (1, "bot_click", "trap"),
+        (2, "machine_open", "trap"),  # 5 s after the trap click
+        (3, "human", None),  # 25 s after it
+        (4, "human", None),
+    ]
