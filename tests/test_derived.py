@@ -25,6 +25,15 @@ from tracklog.store import open_writer
 SAMPLE = Path(__file__).parent.parent / "sample_logs"
 
 
+def commit_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[int, Hit]]) -> None:
+    """Store and merge the hits of `batch` as an ingest stores a chunk: in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0")
+    insert_hits(con, batch, "batch")
+    derived.store_hits(con, "batch")
+    con.execute("COMMIT")
+
+
 def insert_hits(con: duckdb.DuckDBPyConnection, hits: list[tuple[int, Hit]], table: str = "hits") -> None:
     """Hits as an ingest parses them: (line number, hit), one source."""
     rows = [
@@ -57,13 +66,7 @@ def test_merging_in_any_batches_in_any_order_gives_the_definitions(
             if i == manifests_at:
                 store_manifests(con, dataset)
                 derived.sync(con)
-            con.execute("BEGIN TRANSACTION")
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
-            )
-            insert_hits(con, batch, "batch")
-            derived.store_hits(con, "batch")  # as the ingest of a chunk does, in its transaction
-            con.execute("COMMIT")
+            commit_batch(con, batch)  # as the ingest of a chunk does, in its transaction
             assert derived.is_current(con)
         if manifests_at == len(batches):
             store_manifests(con, dataset)
@@ -89,13 +92,7 @@ def test_a_trap_click_in_a_later_batch_reclassifies_what_it_flags(dataset: DataS
         derived.sync(con)
         figures = []
         for batch in (numbered[:-1], numbered[-1:]):
-            con.execute("BEGIN TRANSACTION")
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
-            )
-            insert_hits(con, batch, "batch")
-            derived.store_hits(con, "batch")
-            con.execute("COMMIT")
+            commit_batch(con, batch)
             figures.append(delivery_indicators(con, "NL1").to_pylist()[0])
         before, after = figures
         # by hand: the shoes click at 09:31 moves from clicks_total to bot_clicks, with the trap click
@@ -282,13 +279,7 @@ def _classes_after(dataset: DataSet, batches: list[list[tuple[int, Hit]]]) -> li
         store_manifests(con, dataset)
         derived.sync(con)
         for batch in batches:
-            con.execute("BEGIN TRANSACTION")
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0"
-            )
-            insert_hits(con, batch, "batch")
-            derived.store_hits(con, "batch")
-            con.execute("COMMIT")
+            commit_batch(con, batch)
         for stored, defined in stored_and_defined(con):
             assert stored == defined
         return con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
