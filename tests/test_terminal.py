@@ -9,6 +9,7 @@ the documented tables); a file name with ESC goes through a real ingest.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import re
@@ -432,3 +433,44 @@ def test_a_long_ranking_table_shows_its_head_and_says_how_many_more() -> None:
     half = SCREEN_ROWS // 2
     assert re.findall(r"/p/(\d{3})", out.getvalue()) == [f"{i:03d}" for i in range(half)] * 2
     assert out.getvalue().count(f"the first {half} of {n} rows") == 2
+
+
+def test_rankings_show_a_screen_of_rows_and_the_message_every_link(tmp_path: Path) -> None:
+    """A delivery with SCREEN_ROWS + 5 links, each clicked once: `report urls` (a ranking) shows
+    the first SCREEN_ROWS of them and says how many there are; `report hot-clicks` (the message)
+    shows every link; --limit and CSV give every row."""
+    from conftest import Delivery
+
+    from tracklog.cli.reports import SCREEN_ROWS
+
+    n = SCREEN_ROWS + 5
+    sent = dt.datetime(2026, 11, 3, 9, 0)
+    links = [(f"l{i:02d}", f"https://shop.example.com/p/{i:02d}", f"Link {i:02d}", "promo") for i in range(n)]
+    recipients = [(f"r{i:02d}", f"r{i:02d}@example.com", "sent") for i in range(n)]
+    hits = [
+        Hit(
+            "BIG",
+            f"r{i:02d}",
+            "click",
+            sent + dt.timedelta(hours=2, minutes=i),
+            f"l{i:02d}",
+            ip=f"198.51.100.{i + 1}",
+        )
+        for i in range(n)
+    ]
+    big = Delivery("BIG", "Many links", sent, "Many links", None, links, recipients)
+    db = build_db(tmp_path / "big.duckdb", DataSet([big], hits))
+
+    urls = run(db, "report", "urls", "--delivery", "BIG")
+    assert urls.exit_code == 0, urls.stderr
+    assert len(re.findall(r"shop\.example\.com/p/\d\d", urls.stdout)) == SCREEN_ROWS
+    assert f"the first {SCREEN_ROWS} of {n} rows" in urls.stdout
+    every = run(db, "report", "urls", "--delivery", "BIG", "--limit", str(n))
+    assert len(re.findall(r"shop\.example\.com/p/\d\d", every.stdout)) == n and "rows:" not in every.stdout
+    csv_rows = run(db, "report", "urls", "--delivery", "BIG", "--format", "csv").stdout.splitlines()
+    assert len(csv_rows) == n + 1
+
+    hot = run(db, "report", "hot-clicks", "--delivery", "BIG")
+    assert hot.exit_code == 0, hot.stderr
+    assert sorted(set(re.findall(r"\bl\d\d\b", hot.stdout))) == [f"l{i:02d}" for i in range(n)]
+    assert "rows:" not in hot.stdout

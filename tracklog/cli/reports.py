@@ -291,7 +291,6 @@ def hot_clicks_cmd(app: App, /, delivery_id: str, html_file: Path | None, **opts
             bars={"": "share"},
             headers={"share": "Share of clicks %"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
-            max_rows=c.screen_rows,
             tz=c.tz,
             excel_safe=c.excel_safe,
         )
@@ -314,6 +313,7 @@ def urls_cmd(app: App, /, delivery_id: str | None, by: str, **opts: Any) -> None
             bars={"": "share"},
             headers={"share": "Share of clicks %"},
             footer=footer(con, delivery_id, c.window) if c.fmt == "table" else (),
+            max_rows=c.screen_rows,
             tz=c.tz,
             excel_safe=c.excel_safe,
         )
