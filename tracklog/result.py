@@ -105,6 +105,16 @@ class Result:
         """One dict per row, {column name: value}."""
         return [dict(zip(self.names, r, strict=True)) for r in self.rows]
 
+    def part(self, names: Sequence[str], key: Any) -> Result:
+        """The columns `names` of the rows whose first column is `key`: one of the tables of a
+        query that returns several, each tagged in its first column."""
+        at = [self.names.index(n) for n in names]
+        return Result(
+            tuple(names),
+            tuple(self.kinds[i] for i in at),
+            tuple(tuple(r[i] for i in at) for r in self.rows if r[0] == key),
+        )
+
     def slice(self, offset: int = 0, length: int | None = None) -> Result:
         """At most `length` rows from `offset` on."""
         end = None if length is None else offset + length

@@ -112,13 +112,7 @@ ORDER BY part DESC, h, metric DESC
         ("bucket", "hours", "opens", "clicks"), ("string", "integer", "integer", "integer"), tuple(rows)
     )
     reach_names = ("metric", "total", *(f"hours_to_{p}" for p in REACH_PERCENTS))
-    at = [both.names.index(n) for n in reach_names]
-    reached = Result(
-        reach_names,
-        tuple(both.kinds[i] for i in at),
-        tuple(tuple(r[i] for i in at) for r in both.rows if r[0] == "reach"),
-    )
-    return buckets, reached
+    return buckets, both.part(reach_names, "reach")
 
 
 def _bucketed(hourly: list[tuple[int, int, int]], first: int, later: int) -> list[tuple[str, int, int, int]]:

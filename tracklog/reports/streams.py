@@ -108,17 +108,8 @@ FROM (SELECT t.*, row_number() OVER (ORDER BY {_TRANSITION_ORDER}) AS _n FROM ({
 ORDER BY _part, _n
 """
     both = query(con, sql, [delivery_id, *window.params(), delivery_id])
-    parts = []
-    for part, columns in ((1, _SEQUENCE_COLUMNS), (2, _TRANSITION_COLUMNS)):
-        at = [both.names.index(name) for name, _ in columns]
-        parts.append(
-            Result(
-                tuple(name for name, _ in columns),
-                tuple(both.kinds[i] for i in at),
-                tuple(tuple(r[i] for i in at) for r in both.rows if r[0] == part),
-            )
-        )
-    return parts[0], parts[1]
+    sequences_part = both.part([name for name, _ in _SEQUENCE_COLUMNS], 1)
+    return sequences_part, both.part([name for name, _ in _TRANSITION_COLUMNS], 2)
 
 
 _SQL_TYPES = {"string": "STRING", "integer": "BIGINT", "float": "DOUBLE"}
