@@ -53,8 +53,9 @@ def test_merging_in_any_batches_in_any_order_gives_the_definitions(
     dataset: DataSet, model: Model, data: st.DataObject
 ) -> None:
     # the hits in any order (a trap click or a scanner's last click may come in a later batch
-    # than the hits it flags, or an earlier one), cut into batches anywhere
-    numbered = data.draw(st.permutations(list(enumerate(dataset.hits, start=1))), label="order")
+    # than the hits it flags, or an earlier one), cut into batches anywhere; numbered in that
+    # order, as an ingest numbers the lines of a log
+    numbered = list(enumerate(data.draw(st.permutations(dataset.hits), label="order"), start=1))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(numbered)), max_size=5), label="cuts"))
     batches = [numbered[a:b] for a, b in zip([0, *cuts], [*cuts, len(numbered)], strict=True)]
     manifests_at = data.draw(st.integers(0, len(batches)), label="manifests before batch")
@@ -76,7 +77,7 @@ def test_merging_in_any_batches_in_any_order_gives_the_definitions(
         for delivery in ("NL1", "NL2"):
             assert delivery_indicators(con, delivery).to_pylist() == [model.indicators(delivery)]
         classes = dict(con.execute("SELECT line_no, class FROM hits").fetchall())
-        assert classes == {n: model.hit_class(h) for n, h in enumerate(dataset.hits, start=1)}
+        assert classes == {n: model.hit_class(h) for n, h in numbered}
     finally:
         con.close()
 

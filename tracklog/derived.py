@@ -281,8 +281,10 @@ def _unmeasured(name: str) -> contextlib.nullcontext[None]:
 def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None = None) -> None:
     """Store the new hits of the relation `hits` (the log columns of `hits`) classified and
     resolved, and merge them into the derived tables, inside the caller's transaction (an
-    ingest's chunk). Stored hits of the same recipients whose class the new ones change are
-    merged again (_redo_flipped). `phases` measures the three steps (`ingest --profile`)."""
+    ingest's chunk). Their lines are new lines of their sources, numbered after every stored
+    one (as an ingest reads a stream: no stored line of theirs lies within their range). Stored
+    hits of the same recipients whose class the new ones change are merged again
+    (_redo_flipped). `phases` measures the three steps (`ingest --profile`)."""
     phase = phases.phase if phases is not None else _unmeasured
     try:
         with phase("classify the hits"):
@@ -290,15 +292,33 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
             con.execute(f"CREATE OR REPLACE TEMP VIEW _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
             _classify(con, "_hb")
         with phase("resolve and store the hits"):
-            _resolve(con, "_hc")
-            _drop_classified(con)  # done with: less for the merge to hold in memory
+            lo_source, hi_source, start, last = con.execute(
+                "SELECT min(source_id), max(source_id), min(line_no), max(line_no) FROM _hb"
+            ).fetchall()[0]
+            # the merge reads the batch back where it is stored, as the lines of its sources in
+            # its range (no temporary copy of its wide rows): none of them may be stored yet
+            batch = _lines_of("h", (lo_source, hi_source), start, None if last is None else last + 1)
+            if con.execute(f"SELECT count(*) FROM hits h WHERE {batch}").fetchall()[0][0]:
+                raise RuntimeError("store_hits: lines within the batch's range are stored already")
             columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
-            con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM _nf")
+            # resolved as they are stored, in one pass
+            con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc')}) n")
+            _drop_classified(con)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _nf AS {metrics.CLASSIFIED_HITS} WHERE {batch}")
         with phase("merge the derived tables"):
             _merge(con)
     finally:
         _drop_batch(con)
         _drop_classified(con)
+
+
+def _lines_of(h: str, sources: tuple[int | None, int | None], start: int | None, stop: int | None) -> str:
+    """The condition on hits `h` of the sources numbered sources[0] to sources[1] with line
+    numbers in [start, stop) (nothing when any bound is None: an empty batch)."""
+    lo, hi = sources
+    if lo is None or hi is None or start is None or stop is None:
+        return "FALSE"
+    return f"{h}.source_id BETWEEN {int(lo)} AND {int(hi)} AND {h}.line_no >= {int(start)} AND {h}.line_no < {int(stop)}"
 
 
 def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], start: int, stop: int) -> None:
@@ -307,10 +327,7 @@ def _resolve_stored(con: duckdb.DuckDBPyConnection, sources: tuple[int, int], st
     transaction."""
 
     def lines(h: str) -> str:
-        return (
-            f"{h}.source_id BETWEEN {int(sources[0])} AND {int(sources[1])} "
-            f"AND {h}.line_no >= {int(start)} AND {h}.line_no < {int(stop)}"
-        )
+        return _lines_of(h, sources, start, stop)
 
     try:
         batch = f"h.resolution IS NULL AND {lines('h')}"
@@ -337,23 +354,53 @@ def _resolve(con: duckdb.DuckDBPyConnection, hits: str) -> None:
 
 def _merge(con: duckdb.DuckDBPyConnection) -> None:
     """Merge the resolved hits in _nf into the derived tables."""
-    # the batch's counted events, by the definition of the `events` view, computed once
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ev AS {metrics.views('_nf')['events']}")
+    _events(con)
     _parse_new_agents(con)
     _reader_values(con)
     readers = _merge_readers(con)
     browsers = _merge_browsers(con)
     _merge_totals(con, readers, browsers)
+    _merge_minutes(con)
+    _drop_tables(con, "_ev", "_nb")
     _merge_dimensions(con)
     _merge_domains(con)
-    _merge_minutes(con)
     _merge_not_counted(con)
     con.execute("UPDATE derived_state SET hits = hits + (SELECT count(*) FROM _nf)")
 
 
-def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
-    for table in ("_nf", "_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_dv"):
+# The columns of the batch's counted events that a merge reads (the `events` view has more:
+# labels and URLs, which would double the copy)
+_MERGED_EVENT_COLUMNS = (
+    "ts", "type", "delivery_id", "sent_at", "link_id", "ip", "user_agent", "uid", "recipient_key", "email_domain",
+)  # fmt: skip
+
+
+def _events(con: duckdb.DuckDBPyConnection) -> None:
+    """_ev: the counted events among the batch's hits _nf, by the definition of the `events`
+    view, computed once per merge."""
+    columns = ", ".join(f"e.{c}" for c in _MERGED_EVENT_COLUMNS)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ev AS SELECT {columns} FROM ({metrics.views('_nf')['events']}) e")
+
+
+def _drop_tables(con: duckdb.DuckDBPyConnection, *tables: str) -> None:
+    for table in tables:
         store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
+
+
+def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
+    _drop_tables(con, *_MERGE_TABLES)
+    # _nf: a table (a rebuild's batch) or a view (an ingest's, over its stored rows); dropped as
+    # what it is, since a failed DROP would abort the transaction
+    try:
+        views = con.execute("SELECT count(*) FROM duckdb_views() WHERE temporary AND view_name = '_nf'")
+        kind = "VIEW" if views.fetchall()[0][0] else "TABLE"
+    except duckdb.Error:  # the transaction failed: its rollback drops it
+        return
+    store.cleanup(con, f"DROP {kind} IF EXISTS _nf")
+
+
+# the temporary tables of a merge, dropped as soon as done with (less for it to hold in memory)
+_MERGE_TABLES = ("_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_dv")
 
 
 def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
@@ -531,7 +578,7 @@ def _redo_flipped(con: duckdb.DuckDBPyConnection) -> None:
 def _unmerge(con: duckdb.DuckDBPyConnection) -> None:
     """Take the contribution of the stored, merged hits in _nf (every merged hit of their
     recipients) out of the derived tables: the inverse of _merge."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ev AS {metrics.views('_nf')['events']}")
+    _events(con)
     _parse_new_agents(con)
     _reader_values(con)
     con.execute(
@@ -849,6 +896,7 @@ CREATE OR REPLACE TEMP TABLE _dv AS
 SELECT k.recipient_key, k.value_key, sum(k.opens) AS opens, sum(k.clicks) AS clicks
 FROM ({keyed}) k
 GROUP BY k.recipient_key, k.value_key""")
+    _drop_tables(con, "_ra", "_agents", "_links")
 
 
 def _merge_readers(con: duckdb.DuckDBPyConnection) -> Part:
