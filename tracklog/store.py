@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -20,14 +21,25 @@ from typing import IO, Any
 
 from tracklog.config import DEFAULT_WAIT_SECONDS
 from tracklog.duck import duckdb
-from tracklog.errors import DataError, LockBusyError
+from tracklog.errors import ConfigError, DataError, LockBusyError
 from tracklog.schema import apply_schema, check_tracklog_database
 
 # DuckDB's buffer pool and the merge's temporary tables fill up to this; the rest of the process
 # (two chunks of lines in Arrow, the compiled pass's columns, Python) comes on top. With 32 MiB
 # chunks, 2M lines: 300 MB gave 640-650 MB peak for the same wall time as 400 MB (735 MB) and
 # about 5% more CPU; 200 MB gave 555 MB but 10-50% more time (bench/README.md).
+# TRACKLOG_WRITER_MEMORY (e.g. 200MB) overrides it (tuning, benchmarks).
 WRITER_MEMORY_LIMIT = "300MB"
+MEMORY_ENV = "TRACKLOG_WRITER_MEMORY"
+
+
+def writer_memory_limit() -> str:
+    """The writer's DuckDB memory limit: TRACKLOG_WRITER_MEMORY when set (a number of MB or GB),
+    else WRITER_MEMORY_LIMIT."""
+    value = os.environ.get(MEMORY_ENV) or WRITER_MEMORY_LIMIT
+    if not re.fullmatch(r"[1-9][0-9]{0,5}(MB|GB)", value):
+        raise ConfigError(f"{MEMORY_ENV}={value!r}: expected a size such as 300MB or 2GB")
+    return value
 
 POLL_SECONDS = 0.05  # how often a waiting reader tries the file, and a writer takes it back
 # How long a hand-off waits for the waiting readers to get in; and, whatever --wait says, how
@@ -183,7 +195,7 @@ def writer_session(
             if threads:
                 session.con.execute(f"SET threads = {int(threads)}")
             # DuckDB's default is 80% of RAM: a long ingest would keep growing its buffer pool
-            session.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
+            session.con.execute(f"SET memory_limit = '{writer_memory_limit()}'")
             # what does not fit spills next to the database, as for a file opened directly (an
             # in-memory connection would spill into ./.tmp of whatever folder cron runs in)
             spill = str(db.with_name(db.name + ".tmp")).replace("'", "''")
