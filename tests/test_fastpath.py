@@ -170,12 +170,26 @@ def test_deferred_rows_are_computed_by_the_sql() -> None:
     assert deferred_rows(buf, "combined") == len(odd)
 
 
+def test_lines_cut_in_place_are_the_readers_lines() -> None:
+    """split_buffer (the compiled cut, no copy of the text) gives the lines and offsets that
+    split_lines (Arrow's reader) gives, each with its '\n'; an empty line is one; bytes after
+    the last '\n' are no line."""
+    buf = apache_logs().read_bytes() + b"\n\n" + SEEDS[0] + "caf\u00e9 \u20ac\n".encode()
+    want, repaired = split_lines(buf, 0, 0)
+    assert not repaired
+    line, starts = fastpath.split_buffer(buf + b"no newline yet")
+    assert line.to_pylist() == [text + "\n" for text in want.column("line").to_pylist()]
+    assert starts.to_pylist() == want.column("byte_offset").to_pylist()
+    assert fastpath.split_buffer(b"")[0].to_pylist() == []
+    assert fastpath.split_buffer(b"x")[0].to_pylist() == []
+
+
 def test_wide_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks past 256 MiB get int64 string offsets (large_string): same rows, forced on a small one."""
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined]
 
     def wide_parse(*args: object) -> object:
-        return _fastlog.parse(*args, True)
+        return _fastlog.parse(*args[:8], True, *args[9:])  # force_wide
 
     buf = apache_logs().read_bytes()[:200_000] + SEEDS[2] + SEEDS[3]
     narrow = fastpath.fast_parser(resolve_format("combined", {}), hmac_pads(SECRET))

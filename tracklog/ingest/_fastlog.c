@@ -1058,9 +1058,10 @@ static int load_plan(plan *pl, PyObject *extras) {
 }
 
 PyDoc_STRVAR(parse_doc,
-             "parse(offsets, data, offset, length, combined, extras, ipad, opad, force_wide=False)\n--\n\n"
+             "parse(offsets, data, offset, length, combined, extras, ipad, opad, force_wide=False, terminated=False)\n--\n\n"
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
-             "starting at element `offset`). extras: ((b'\"name\":', role, decode), ...) for the\n"
+             "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
+             "which is not part of the line, as line_starts() cuts them). extras: ((b'\"name\":', role, decode), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
@@ -1073,8 +1074,9 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     int combined;
     PyObject *extras, *ipad, *opad;
     int force_wide = 0; /* tests: the int64 offsets of huge chunks, on small ones */
-    if (!PyArg_ParseTuple(args, "y*y*nnpO!OO|p", &offs, &data, &offset, &length, &combined, &PyTuple_Type, &extras,
-                          &ipad, &opad, &force_wide))
+    int terminated = 0; /* the elements end with their line's '\n' (line_starts) */
+    if (!PyArg_ParseTuple(args, "y*y*nnpO!OO|pp", &offs, &data, &offset, &length, &combined, &PyTuple_Type, &extras,
+                          &ipad, &opad, &force_wide, &terminated))
         return NULL;
     PyObject *result = NULL;
     plan pl;
@@ -1130,6 +1132,7 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     const char *base = (const char *)data.buf;
     for (size_t i = 0; i < n && !failed; i++) {
         int64_t a = off[offset + (Py_ssize_t)i], b = off[offset + (Py_ssize_t)i + 1];
+        if (terminated && b > a && base[b - 1] == '\n') b--;
         failed = parse_line(&pl, &o, i, base + a, (size_t)(b - a)) != 0;
     }
     Py_END_ALLOW_THREADS
@@ -1175,8 +1178,38 @@ static PyObject *fastlog_hmac_sig(PyObject *mod, PyObject *args) {
     return PyUnicode_FromStringAndSize(out, 22);
 }
 
+PyDoc_STRVAR(line_starts_doc,
+             "line_starts(data)\n--\n\n"
+             "The int64 offsets (native byte order, as bytes) that cut `data` into its '\\n'-terminated\n"
+             "lines, each with its '\\n': 0, then one past each '\\n' (n + 1 offsets for n lines; bytes\n"
+             "after the last '\\n' are no line). With `data` as the data buffer, the offsets of a\n"
+             "large_string array of the lines, made without copying them (parse(..., terminated=True)).");
+
+static PyObject *fastlog_line_starts(PyObject *mod, PyObject *args) {
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "y*", &data)) return NULL;
+    const char *p = (const char *)data.buf, *end = p + data.len, *q;
+    size_t n = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) n++;
+    Py_END_ALLOW_THREADS
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((n + 1) * sizeof(int64_t)));
+    if (out) {
+        int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
+        size_t i = 0;
+        o[i++] = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (q = p; i <= n && q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+            o[i++] = (int64_t)(q - p) + 1;
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&data);
+    return out;
+}
+
 static PyMethodDef fastlog_methods[] = {
     {"parse", fastlog_parse, METH_VARARGS, parse_doc},
+    {"line_starts", fastlog_line_starts, METH_VARARGS, line_starts_doc},
     {"hmac_sig", fastlog_hmac_sig, METH_VARARGS, "hmac_sig(ipad, opad, path)\n--\n\nSIG of `path` (for tests)."},
     {NULL, NULL, 0, NULL}};
 
@@ -1203,7 +1236,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 5) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 6) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

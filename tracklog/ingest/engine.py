@@ -23,7 +23,7 @@ from tracklog import derived
 from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest.fastpath import COLUMNS as FAST_COLUMNS
-from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser
+from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser, split_buffer
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
@@ -556,16 +556,23 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
 def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser | None) -> Chunk:
     """`buf` (complete lines at `chunk_offset` of the stream, after `line_base` lines) split
     into numbered lines, and parsed when `fast` covers the format."""
-    lines, repaired = split_lines(buf, chunk_offset, line_base)
-    parsed = fast.parse(lines) if fast is not None else None
-    deferred = None
-    if parsed is not None:
-        # the parse kept what it needs (a quarantined row carries its line): only the few lines
-        # it deferred to the SQL are read again, so only they stay in memory while the chunk
-        # waits its turn (the text of all of them was 35 MB of each 32 MiB chunk)
-        deferred = lines.take(parsed[1]) if len(parsed[1]) else None
-        lines = lines.select(["line_no"])
-    return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, parsed, deferred)
+    if fast is None:
+        lines, repaired = split_lines(buf, chunk_offset, line_base)
+        return Chunk(chunk_offset, len(buf), lines, buf if repaired else None, None)
+    if _is_clean(buf):
+        # the lines cut where they are, without a copy (the compiled pass reads them in place)
+        line, starts = split_buffer(buf)
+        lines, terminated, repaired = _table(line, starts, chunk_offset, line_base), True, False
+    else:
+        (lines, repaired), terminated = split_lines(buf, chunk_offset, line_base), False
+    parsed = fast.parse(lines, terminated=terminated)
+    # the parse kept what it needs (a quarantined row carries its line): only the few lines
+    # it deferred to the SQL are read again, so only they stay in memory while the chunk
+    # waits its turn (the text of all of them was 35 MB of each 32 MiB chunk)
+    deferred = lines.take(parsed[1]) if len(parsed[1]) else None
+    if deferred is not None and terminated:
+        deferred = deferred.set_column(2, "line", pc.utf8_rtrim(deferred.column("line"), characters="\n"))
+    return Chunk(chunk_offset, len(buf), lines.select(["line_no"]), buf if repaired else None, parsed, deferred)
 
 
 def truncated_ip_sql(ip: str) -> str:

@@ -27,7 +27,7 @@ from tracklog.ingest.formats import (
     resolve_format,
 )
 
-ABI = 5  # of _fastlog.c's parse(): an extension built from older sources is not used
+ABI = 6  # of _fastlog.c's parse() and line_starts(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -124,9 +124,10 @@ class FastParser:
         self.plan = plan
         self.pads = pads
 
-    def parse(self, lines: pa.Table) -> tuple[pa.Table, pa.Array]:
+    def parse(self, lines: pa.Table, *, terminated: bool = False) -> tuple[pa.Table, pa.Array]:
         """(tl_chunk rows, deferred): the rows the C pass left to the SQL (see _fastlog.c) are
-        placeholders, and `deferred` holds their indices in `lines`."""
+        placeholders, and `deferred` holds their indices in `lines`. `terminated`: each line
+        ends with its '\n' (split_buffer's lines), which is not part of it."""
         batches: list[pa.RecordBatch] = []
         deferred: list[pa.Array] = []
         start = 0
@@ -145,6 +146,8 @@ class FastParser:
                 self.plan.extras,
                 ipad,
                 opad,
+                False,
+                terminated,
             )
             arrays = [batch.column(0), batch.column(1)]
             arrays += [
@@ -161,6 +164,17 @@ class FastParser:
         schema = chunk_schema(wide=any(b.schema.field("line").type == pa.large_string() for b in batches))
         table = pa.Table.from_batches([b if b.schema == schema else b.cast(schema) for b in batches], schema)
         return table, pa.concat_arrays(deferred) if deferred else pa.array([], pa.int64())
+
+
+def split_buffer(buf: bytes) -> tuple[pa.Array, pa.Array]:
+    """(lines, starts): the '\n'-terminated lines of `buf` as a large_string array over `buf`
+    itself, each with its '\n' (no copy of the text: parse them with terminated=True), and the
+    offset of each line in `buf`. Only for text that is valid UTF-8 (engine._is_clean)."""
+    assert _fastlog is not None
+    starts = pa.py_buffer(_fastlog.line_starts(buf))
+    n = starts.size // 8 - 1
+    lines = pa.Array.from_buffers(pa.large_string(), n, [None, starts, pa.py_buffer(buf)])
+    return lines, pa.Array.from_buffers(pa.int64(), n, [None, starts])
 
 
 def chunk_schema(*, wide: bool = False) -> pa.Schema:
