@@ -24,22 +24,30 @@ from tracklog.duck import duckdb
 from tracklog.errors import ConfigError, DataError, LockBusyError
 from tracklog.schema import apply_schema, check_tracklog_database
 
-# DuckDB's buffer pool and the merge's temporary tables fill up to this; the rest of the process
-# (two chunks of lines in Arrow, the compiled pass's columns, Python) comes on top. With 32 MiB
-# chunks, 2M lines: 300 MB gave 640-650 MB peak for the same wall time as 400 MB (735 MB) and
-# about 5% more CPU; 200 MB gave 555 MB but 10-50% more time (bench/README.md).
-# TRACKLOG_WRITER_MEMORY (e.g. 200MB) overrides it (tuning, benchmarks).
+# DuckDB's buffer pool and temporary tables fill up to these; the rest of the process (two
+# chunks of a log, the compiled pass's columns, Python) comes on top. While the chunks of a log
+# are stored (their merge's temporary tables are narrow and dropped when done with), 200 MB
+# costs no time against 300 MB and keeps the 2M-line benchmark's peak under 500 MB; a writer's
+# other work (manifests, rebuilds, merges of many small inputs at once) keeps 300 MB, which a
+# rebuild's batches were sized for (derived.CATCH_UP_BATCH). See README "Performance".
+# TRACKLOG_WRITER_MEMORY (e.g. 400MB) overrides both (tuning, benchmarks).
 WRITER_MEMORY_LIMIT = "300MB"
+CHUNK_MEMORY_LIMIT = "200MB"
 MEMORY_ENV = "TRACKLOG_WRITER_MEMORY"
 
 
-def writer_memory_limit() -> str:
+def writer_memory_limit(default: str = WRITER_MEMORY_LIMIT) -> str:
     """The writer's DuckDB memory limit: TRACKLOG_WRITER_MEMORY when set (a number of MB or GB),
-    else WRITER_MEMORY_LIMIT."""
-    value = os.environ.get(MEMORY_ENV) or WRITER_MEMORY_LIMIT
+    else `default`."""
+    value = os.environ.get(MEMORY_ENV) or default
     if not re.fullmatch(r"[1-9][0-9]{0,5}(MB|GB)", value):
         raise ConfigError(f"{MEMORY_ENV}={value!r}: expected a size such as 300MB or 2GB")
     return value
+
+
+def set_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    con.execute(f"SET memory_limit = '{writer_memory_limit(limit)}'")
+
 
 POLL_SECONDS = 0.05  # how often a waiting reader tries the file, and a writer takes it back
 # How long a hand-off waits for the waiting readers to get in; and, whatever --wait says, how
@@ -195,7 +203,7 @@ def writer_session(
             if threads:
                 session.con.execute(f"SET threads = {int(threads)}")
             # DuckDB's default is 80% of RAM: a long ingest would keep growing its buffer pool
-            session.con.execute(f"SET memory_limit = '{writer_memory_limit()}'")
+            set_memory_limit(session.con, WRITER_MEMORY_LIMIT)
             # what does not fit spills next to the database, as for a file opened directly (an
             # in-memory connection would spill into ./.tmp of whatever folder cron runs in)
             spill = str(db.with_name(db.name + ".tmp")).replace("'", "''")

@@ -13,6 +13,7 @@ import io
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -40,7 +41,15 @@ from tracklog.signing import (
     sql_recipient_hash,
     sql_sig_status,
 )
-from tracklog.store import cleanup, environment_problem, fetch_one
+from tracklog.store import (
+    CHUNK_MEMORY_LIMIT,
+    WRITER_MEMORY_LIMIT,
+    cleanup,
+    environment_problem,
+    fetch_one,
+    set_memory_limit,
+    writer_memory_limit,
+)
 
 load_arrow()  # this module hands Arrow tables to DuckDB
 
@@ -144,6 +153,7 @@ class Ingester:
         self._tombstones: bool | None = None
         self._chunk_view = False  # tl_chunk is a view over the fast rows and the deferred ones
         self._vacuum = True  # DuckDB's default: checkpoints merge small row groups
+        self._limit = WRITER_MEMORY_LIMIT  # DuckDB's memory limit (store.set_memory_limit)
         self.phases = phases if phases is not None else NoPhases()
         self.fmt = log_format
         self.verify = verify_signatures
@@ -190,7 +200,8 @@ class Ingester:
             result.status, result.error = "error", str(exc)
             return result
         try:
-            self._ingest_stream(stream, result)
+            with self._memory(CHUNK_MEMORY_LIMIT):
+                self._ingest_stream(stream, result)
             if stream.damage is not None:
                 raise DataError(
                     f"{result.name}: {stream.damage}: only its first {stream.verified or 0} bytes "
@@ -286,6 +297,22 @@ class Ingester:
         if self.progress is not None:
             self.progress(result.name, stream.disk_position(), result.lines)
 
+    @contextmanager
+    def _memory(self, limit: str) -> Iterator[None]:
+        """DuckDB's memory limit set to `limit` (store.set_memory_limit) for the block, then back."""
+        before = self._limit
+        if limit != before:
+            set_memory_limit(self.con, limit)
+            self._limit = limit
+        try:
+            yield
+        finally:
+            if self._limit != before:
+                # never hides the error that left the block (a failed transaction refuses nothing
+                # but a rollback, which SET is not subject to)
+                cleanup(self.con, f"SET memory_limit = '{writer_memory_limit(before)}'")
+                self._limit = before
+
     def _vacuum_at_checkpoints(self, on: bool) -> None:
         """Whether the checkpoints that follow merge small row groups (DuckDB's vacuum).
 
@@ -308,7 +335,7 @@ class Ingester:
         self._unmerged = (0, 0)
         self._vacuum_at_checkpoints(True)
         try:
-            with self.phases.phase("merge the derived tables"):
+            with self.phases.phase("merge the derived tables"), self._memory(WRITER_MEMORY_LIMIT):
                 derived.sync(self.con)
         except duckdb.Error as exc:
             # the hits and read positions are committed: the next run (or report) merges them
