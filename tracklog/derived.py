@@ -302,7 +302,9 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
                 raise RuntimeError("store_hits: lines within the batch's range are stored already")
             columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
             # resolved as they are stored, in one pass
-            con.execute(f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc')}) n")
+            con.execute(
+                f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc')}) n"
+            )
             _drop_classified(con)
             con.execute(f"CREATE OR REPLACE TEMP VIEW _nf AS {metrics.CLASSIFIED_HITS} WHERE {batch}")
         with phase("merge the derived tables"):
@@ -379,7 +381,9 @@ def _events(con: duckdb.DuckDBPyConnection) -> None:
     """_ev: the counted events among the batch's hits _nf, by the definition of the `events`
     view, computed once per merge."""
     columns = ", ".join(f"e.{c}" for c in _MERGED_EVENT_COLUMNS)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _ev AS SELECT {columns} FROM ({metrics.views('_nf')['events']}) e")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _ev AS SELECT {columns} FROM ({metrics.views('_nf')['events']}) e"
+    )
 
 
 def _drop_tables(con: duckdb.DuckDBPyConnection, *tables: str) -> None:

@@ -599,7 +599,9 @@ def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser |
     deferred = lines.take(parsed[1]) if len(parsed[1]) else None
     if deferred is not None and terminated:
         deferred = deferred.set_column(2, "line", pc.utf8_rtrim(deferred.column("line"), characters="\n"))
-    return Chunk(chunk_offset, len(buf), lines.select(["line_no"]), buf if repaired else None, parsed, deferred)
+    return Chunk(
+        chunk_offset, len(buf), lines.select(["line_no"]), buf if repaired else None, parsed, deferred
+    )
 
 
 def truncated_ip_sql(ip: str) -> str:
