@@ -48,7 +48,6 @@ from tracklog.store import (
     environment_problem,
     fetch_one,
     set_memory_limit,
-    writer_memory_limit,
 )
 
 load_arrow()  # this module hands Arrow tables to DuckDB
@@ -308,10 +307,13 @@ class Ingester:
             yield
         finally:
             if self._limit != before:
-                # never hides the error that left the block (a failed transaction refuses nothing
-                # but a rollback, which SET is not subject to)
-                cleanup(self.con, f"SET memory_limit = '{writer_memory_limit(before)}'")
-                self._limit = before
+                try:
+                    set_memory_limit(self.con, before)
+                    self._limit = before
+                except duckdb.Error:
+                    # a failed transaction refuses it until its rollback (and the error that
+                    # left the block is the one to report): the next block sets its own limit
+                    pass
 
     def _vacuum_at_checkpoints(self, on: bool) -> None:
         """Whether the checkpoints that follow merge small row groups (DuckDB's vacuum).
