@@ -256,6 +256,35 @@ def test_the_classifier_version_a_reader_checks_is_the_classifiers(tmp_path: Pat
     assert len({theirs for _, theirs in versions}) >= 2  # the settings changed the version
 
 
+def test_a_batch_over_stored_lines_is_refused(dataset: DataSet) -> None:
+    """store_hits reads a batch back from `hits` as the lines of its sources in its range, so a
+    batch whose range holds a stored line (which no ingest makes: it numbers a stream's new
+    lines after the stored ones) is refused, and nothing of it is stored or counted."""
+    numbered = list(enumerate(dataset.hits, start=1))
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
+        commit_batch(con, numbered[1:2])  # line 2
+        before = con.execute(
+            "SELECT count(*), sum(opens_total + clicks_total) FROM delivery_totals"
+        ).fetchall()
+        with pytest.raises(RuntimeError, match="stored already"):
+            commit_batch(con, [numbered[0], numbered[2]])  # lines 1 and 3: line 2 lies between
+        con.execute("ROLLBACK")
+        assert con.execute("SELECT line_no FROM hits").fetchall() == [(2,)]
+        after = con.execute(
+            "SELECT count(*), sum(opens_total + clicks_total) FROM delivery_totals"
+        ).fetchall()
+        assert after == before
+        commit_batch(con, numbered[2:])  # lines 3.. are new: stored and merged
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+    finally:
+        con.close()
+
+
 def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_path: Path) -> None:
     """When a statement of a merge fails (out of memory, a full disk), the clean-up of its
     temporary tables must not replace that error with DuckDB's "transaction is aborted"."""

@@ -340,6 +340,25 @@ def test_signatures_valid_invalid_missing(tmp_path: Path, db: Path) -> None:
     ]
 
 
+def test_writer_memory_setting(tmp_path: Path, db: Path) -> None:
+    """TRACKLOG_WRITER_MEMORY sets DuckDB's limits of an ingest; a malformed value is a config
+    error naming it, before anything is stored."""
+    log = tmp_path / "a.log"
+    lines = tracking_lines(30, seed=3)
+    write(log, lines)
+    for bad in ("lots", "0MB", "300", "1TB", "200MB; DROP TABLE hits"):
+        res = run(db, "ingest", str(log), env={"TRACKLOG_WRITER_MEMORY": bad})
+        assert res.exit_code == 5, (bad, res.stderr)
+        assert "TRACKLOG_WRITER_MEMORY" in res.stderr and res.stdout == ""
+    assert not db.exists()
+    assert run(db, "ingest", str(log), env={"TRACKLOG_WRITER_MEMORY": "150MB"}).exit_code == 0
+    exp = expected_counts(lines)
+    assert dict(q(db, "SELECT kind, count(*) FROM hits GROUP BY kind")) == {
+        "open": exp["open"],
+        "click": exp["click"],
+    }
+
+
 def test_no_secret_is_a_clear_config_error(tmp_path: Path, db: Path) -> None:
     log = tmp_path / "a.log"
     write(log, tracking_lines(3))
