@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,14 @@ def commit_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[int, Hit]]) -
     insert_hits(con, batch, "batch")
     derived.store_hits(con, "batch")
     con.execute("COMMIT")
+
+
+@contextmanager
+def manifests_stored(dataset: DataSet) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory database with the data set's manifests stored and the derived tables in
+    sync, as an ingest finds it before its first chunk."""
+    with manifests_stored(dataset) as con:
+        yield con
 
 
 def insert_hits(con: duckdb.DuckDBPyConnection, hits: list[tuple[int, Hit]], table: str = "hits") -> None:
@@ -86,11 +96,7 @@ def test_a_trap_click_in_a_later_batch_reclassifies_what_it_flags(dataset: DataS
     """r2's shoes click is a person's until the trap click 4 s later arrives, one commit later:
     the click leaves every human figure and joins bot_clicks."""
     numbered = list(enumerate(dataset.hits, start=1))
-    con = duckdb.connect()
-    try:
-        apply_schema(con)
-        store_manifests(con, dataset)
-        derived.sync(con)
+    with manifests_stored(dataset) as con:
         figures = []
         for batch in (numbered[:-1], numbered[-1:]):
             commit_batch(con, batch)
@@ -107,8 +113,6 @@ def test_a_trap_click_in_a_later_batch_reclassifies_what_it_flags(dataset: DataS
             [dt.datetime(2026, 11, 3, 9, 31)],
         ).fetchall()
         assert flagged == [("bot_click", "trap")]
-    finally:
-        con.close()
 
 
 def run(db: Path, *args: str) -> str:
@@ -256,33 +260,26 @@ def test_the_classifier_version_a_reader_checks_is_the_classifiers(tmp_path: Pat
     assert len({theirs for _, theirs in versions}) >= 2  # the settings changed the version
 
 
+def totals(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    return con.execute("SELECT count(*), sum(opens_total + clicks_total) FROM delivery_totals").fetchall()
+
+
 def test_a_batch_over_stored_lines_is_refused(dataset: DataSet) -> None:
     """store_hits reads a batch back from `hits` as the lines of its sources in its range, so a
     batch whose range holds a stored line (which no ingest makes: it numbers a stream's new
     lines after the stored ones) is refused, and nothing of it is stored or counted."""
     numbered = list(enumerate(dataset.hits, start=1))
-    con = duckdb.connect()
-    try:
-        apply_schema(con)
-        store_manifests(con, dataset)
-        derived.sync(con)
+    with manifests_stored(dataset) as con:
         commit_batch(con, numbered[1:2])  # line 2
-        before = con.execute(
-            "SELECT count(*), sum(opens_total + clicks_total) FROM delivery_totals"
-        ).fetchall()
+        before = totals(con)
         with pytest.raises(RuntimeError, match="stored already"):
             commit_batch(con, [numbered[0], numbered[2]])  # lines 1 and 3: line 2 lies between
         con.execute("ROLLBACK")
         assert con.execute("SELECT line_no FROM hits").fetchall() == [(2,)]
-        after = con.execute(
-            "SELECT count(*), sum(opens_total + clicks_total) FROM delivery_totals"
-        ).fetchall()
-        assert after == before
+        assert totals(con) == before
         commit_batch(con, numbered[2:])  # lines 3.. are new: stored and merged
         for stored, defined in stored_and_defined(con):
             assert stored == defined
-    finally:
-        con.close()
 
 
 def test_a_failed_merge_reports_its_own_error_not_the_aborted_transaction(tmp_path: Path) -> None:
@@ -303,18 +300,12 @@ def _classes_after(dataset: DataSet, batches: list[list[tuple[int, Hit]]]) -> li
     """(line_no, class, reasons) of the hits of `batches`, each stored and merged as an ingest's
     chunk (in its own transaction) after the manifests; every stored figure is checked against
     its definition on the way."""
-    con = duckdb.connect()
-    try:
-        apply_schema(con)
-        store_manifests(con, dataset)
-        derived.sync(con)
+    with manifests_stored(dataset) as con:
         for batch in batches:
             commit_batch(con, batch)
         for stored, defined in stored_and_defined(con):
             assert stored == defined
         return con.execute("SELECT line_no, class, reasons FROM hits ORDER BY line_no").fetchall()
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize("few_stored", [derived._FEW_STORED, 0])
