@@ -40,8 +40,14 @@ def commit_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[int, Hit]]) -
 def manifests_stored(dataset: DataSet) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory database with the data set's manifests stored and the derived tables in
     sync, as an ingest finds it before its first chunk."""
-    with manifests_stored(dataset) as con:
+    con = duckdb.connect()
+    try:
+        apply_schema(con)
+        store_manifests(con, dataset)
+        derived.sync(con)
         yield con
+    finally:
+        con.close()
 
 
 def insert_hits(con: duckdb.DuckDBPyConnection, hits: list[tuple[int, Hit]], table: str = "hits") -> None:
