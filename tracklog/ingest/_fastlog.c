@@ -779,11 +779,16 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     /* a parsed line */
     int bs = memchr(s, '\\', n) != NULL;
     /* page tags (/w/..., routes.PAGE_RE: the ids come from the query's token, the opt-out
-     * cookie from the extra variables) are left to the SQL: a request holding "/w/" or an
-     * escape (which could decode to it) is deferred, so both paths agree */
-    if (memchr(request.p, '\\', request.n)) return defer_row(o, i);
-    for (size_t k = 0; k + 3 <= request.n; k++)
-        if (request.p[k] == '/' && request.p[k + 1] == 'w' && request.p[k + 2] == '/') return defer_row(o, i);
+     * cookie from the extra variables) are left to the SQL: a request that holds "/w/" once
+     * decoded (an escape may decode to it) is deferred, so both paths agree. Decoded first,
+     * before anything is written for the row (a deferred row is a placeholder) */
+    o->scratch2.len = 0;
+    int r = text_value(o, &o->scratch2, request, 1, bs);
+    if (r < 0) return -1;
+    if (r > 0)
+        for (size_t k = 0; k + 3 <= o->scratch2.len; k++)
+            if (o->scratch2.p[k] == '/' && o->scratch2.p[k + 1] == 'w' && o->scratch2.p[k + 2] == '/')
+                return defer_row(o, i);
     col_null(&o->col[C_REASON], i);
     col_null(&o->col[C_LINE], i);
     col_i64(&o->col[C_TS], i, ts);
@@ -851,9 +856,6 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     /* the request line: method, target (path ? query); protocol is not kept */
     span method = {0}, target = {0};
     int has_method = 0, has_target = 0;
-    o->scratch2.len = 0;
-    int r = text_value(o, &o->scratch2, request, 1, bs);
-    if (r < 0) return -1;
     if (r > 0) {
         const char *rq = o->scratch2.p;
         size_t rn = o->scratch2.len;
