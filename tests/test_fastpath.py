@@ -5,8 +5,8 @@ generator's lines; the coverage of formats; the sanitizer build; the fuzz target
 from __future__ import annotations
 
 import gzip
-import re
 import os
+import re
 import subprocess
 import sys
 import sysconfig
