@@ -909,7 +909,8 @@ def _merge_readers(con: duckdb.DuckDBPyConnection) -> Part:
     flag was not set yet). _rd keeps, per reader of the batch, the flags and values that are new."""
     flags = metrics.READER_FLAGS
     new_flags = ", ".join(f"bool_or({sql}) AS {flag}" for flag, sql in flags.items())
-    # existing readers come from an inner join, which builds on the small side (the new events)
+    # the existing readers from one outer join, which builds on the small side (the new events'
+    # readers) and probes `readers`
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _rd AS
 WITH n AS (
@@ -920,15 +921,13 @@ WITH n AS (
     ) f
     LEFT JOIN (SELECT recipient_key, list(value_key) AS value_keys FROM _dv GROUP BY recipient_key) v
         ON v.recipient_key = f.recipient_key
-), old AS (
-    SELECT r.* FROM readers r JOIN n ON n.recipient_key = r.recipient_key
 )
 SELECT n.recipient_key, n.delivery_id, n.email_domain, old.recipient_key IS NOT NULL AS known,
     {", ".join(f"n.{f} AND NOT coalesce(old.{f}, FALSE) AS new_{f}" for f in flags)},
     {", ".join(f"n.{f} OR coalesce(old.{f}, FALSE) AS {f}" for f in flags)},
     list_filter(n.value_keys, lambda k: NOT list_contains(coalesce(old.value_keys, []), k)) AS new_value_keys,
     coalesce(old.value_keys, []) AS old_value_keys
-FROM n LEFT JOIN old ON old.recipient_key = n.recipient_key""")
+FROM n LEFT JOIN readers old ON old.recipient_key = n.recipient_key""")
     changed = " OR ".join([f"d.new_{f}" for f in flags] + ["len(d.new_value_keys) > 0"])
     con.execute(f"""
 UPDATE readers SET {", ".join(f"{f} = d.{f}" for f in flags)},
@@ -951,13 +950,16 @@ def _merge_browsers(con: duckdb.DuckDBPyConnection) -> Part:
     same = " AND ".join(
         ["b.delivery_id = n.delivery_id"] + [f"b.{c} IS NOT DISTINCT FROM n.{c}" for c in cols]
     )
+    # the new browsers: those of the batch's clicks that no stored row has (an outer join that
+    # builds on the batch's few and keeps those without a match; click_browsers holds each
+    # browser once, so a batch browser matches one row at most)
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _nb AS
 WITH n AS (
     SELECT DISTINCT e.delivery_id, {", ".join(f"{sql} AS {c}" for c, sql in cols.items())}
     FROM _ev e WHERE e.type = 'click'
-), old AS (SELECT n.* FROM n JOIN click_browsers b ON {same})
-SELECT * FROM n EXCEPT SELECT * FROM old""")
+)
+SELECT n.* FROM n LEFT JOIN click_browsers b ON {same} WHERE b.delivery_id IS NULL""")
     con.execute("INSERT INTO click_browsers BY NAME SELECT * FROM _nb")
     return "SELECT n.delivery_id, count(*) AS persons_clicked FROM _nb n GROUP BY n.delivery_id", (
         "persons_clicked",

@@ -38,6 +38,9 @@ if _fastlog is not None and getattr(_fastlog, "ABI", None) != ABI:  # stale in-p
 
 PURE_ENV = "TRACKLOG_PURE"
 MAX_EXTRA = 16  # quoted variables after combined's user agent (as in _fastlog.c)
+# Rows per record batch of a parsed chunk as DuckDB scans it (a thread takes a batch at a time):
+# on the benchmark 5-9% less wall time than one batch per chunk; 4k-32k measured alike
+SCAN_BATCH_ROWS = 16_384
 
 # tl_chunk: the columns and types both paths produce (the SQL's VARCHAR are strings here)
 _STRINGS = {
@@ -163,6 +166,9 @@ class FastParser:
             start += len(batch)
         schema = chunk_schema(wide=any(b.schema.field("line").type == pa.large_string() for b in batches))
         table = pa.Table.from_batches([b if b.schema == schema else b.cast(schema) for b in batches], schema)
+        # handed to DuckDB in slices (no copy): its scan of an Arrow table gives each thread a
+        # record batch at a time, so one batch of the whole chunk would be scanned by one thread
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS), schema)
         return table, pa.concat_arrays(deferred) if deferred else pa.array([], pa.int64())
 
 
