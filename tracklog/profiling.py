@@ -24,6 +24,12 @@ class Phases:
 
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    # CPU seconds of a worker thread, spent while the phases ran (their CPU holds it already):
+    # shown after the total, not added to it
+    within: dict[str, float] = field(default_factory=dict)
+
+    def overlapped(self, name: str, cpu_seconds: float) -> None:
+        self.within[name] = self.within.get(name, 0.0) + cpu_seconds
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -39,12 +45,17 @@ class Phases:
         names = list(self.seconds)
         wall = [round(self.seconds[n][0], 3) for n in names]
         cpu = [round(self.seconds[n][1], 3) for n in names]
+        within = list(self.within)
         return pa.table(
             {
-                "phase": [*names, "total"],
-                "wall_s": [*wall, round(sum(wall), 3)],
-                "cpu_s": [*cpu, round(sum(cpu), 3)],
-                "peak_rss_mb": [*(round(self.peak_rss_mb[n]) for n in names), round(_peak_rss_mb())],
+                "phase": [*names, "total", *(f"{n} (in the above)" for n in within)],
+                "wall_s": [*wall, round(sum(wall), 3), *(None for _ in within)],
+                "cpu_s": [*cpu, round(sum(cpu), 3), *(round(self.within[n], 3) for n in within)],
+                "peak_rss_mb": [
+                    *(round(self.peak_rss_mb[n]) for n in names),
+                    round(_peak_rss_mb()),
+                    *(None for _ in within),
+                ],
             }
         )
 
@@ -55,6 +66,9 @@ class NoPhases(Phases):
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         yield
+
+    def overlapped(self, name: str, cpu_seconds: float) -> None:
+        pass
 
 
 def _peak_rss_mb() -> float:

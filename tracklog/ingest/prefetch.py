@@ -7,6 +7,7 @@ Exactly one item is prepared ahead, never more, so memory holds at most two chun
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -26,10 +27,12 @@ class ReadAhead(Generic[T]):
         self._item: object = None
         self._error: BaseException | None = None
         self._stop = False
+        self.cpu_seconds = 0.0  # the worker's own CPU time, when it has ended (close())
         self._thread = threading.Thread(target=self._work, name="tracklog-read-ahead", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
+        started = time.thread_time()
         try:
             while True:
                 self._want.acquire()
@@ -48,6 +51,7 @@ class ReadAhead(Generic[T]):
             close = getattr(self._source, "close", None)
             if close is not None:
                 close()
+            self.cpu_seconds = time.thread_time() - started
 
     def __iter__(self) -> ReadAhead[T]:
         return self
