@@ -112,11 +112,11 @@ class Counts:
 # the merge costs a fixed 0.1-0.2 s, about the cost of merging 30,000 hits; merged every
 # MERGE_CHUNKS such chunks or MERGE_HITS hits, before a hand-off to readers, and at the end.
 SMALL_CHUNK_LINES = 10_000
+MERGE_CHUNKS = 2_000
+MERGE_HITS = 500_000
 # `ingest --profile`: the read-ahead thread's own CPU (reading, gunzip, split, the compiled
 # parse), spent while the phases ran
 READ_AHEAD_PHASE = "read-ahead thread"
-MERGE_CHUNKS = 2_000
-MERGE_HITS = 500_000
 
 
 def wrong_secret_problem(name: str, signed: int, invalid: int) -> str | None:
