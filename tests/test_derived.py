@@ -27,13 +27,19 @@ from tracklog.store import open_writer
 SAMPLE = Path(__file__).parent.parent / "sample_logs"
 
 
-def commit_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[int, Hit]]) -> None:
-    """Store and merge the hits of `batch` as an ingest stores a chunk: in one transaction."""
+def commit_batch(con: duckdb.DuckDBPyConnection, batch: list[tuple[int, Hit]], *, merge: bool = True) -> None:
+    """Store the hits of `batch` as an ingest stores a chunk, in one transaction; then, when
+    `merge`, merge what is stored (this batch's and any stored before without a merge) in a
+    transaction of its own, as an ingest does every few chunks."""
     con.execute("BEGIN TRANSACTION")
     con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT {', '.join(HIT_COLUMNS)} FROM hits LIMIT 0")
     insert_hits(con, batch, "batch")
     derived.store_hits(con, "batch")
     con.execute("COMMIT")
+    if merge:
+        con.execute("BEGIN TRANSACTION")
+        derived.merge_stored(con)
+        con.execute("COMMIT")
 
 
 @contextmanager
@@ -75,6 +81,9 @@ def test_merging_in_any_batches_in_any_order_gives_the_definitions(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(numbered)), max_size=5), label="cuts"))
     batches = [numbered[a:b] for a, b in zip([0, *cuts], [*cuts, len(numbered)], strict=True)]
     manifests_at = data.draw(st.integers(0, len(batches)), label="manifests before batch")
+    # after which batches the stored hits are merged (the others wait for a later merge, as an
+    # ingest's chunks do; the last sync merges what is left)
+    merges = data.draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)), label="merges")
     con = duckdb.connect()
     try:
         apply_schema(con)
@@ -83,8 +92,9 @@ def test_merging_in_any_batches_in_any_order_gives_the_definitions(
             if i == manifests_at:
                 store_manifests(con, dataset)
                 derived.sync(con)
-            commit_batch(con, batch)  # as the ingest of a chunk does, in its transaction
-            assert derived.is_current(con)
+            commit_batch(con, batch, merge=merges[i])  # as the ingest of a chunk does
+            if merges[i]:
+                assert derived.is_current(con)
         if manifests_at == len(batches):
             store_manifests(con, dataset)
         derived.sync(con)

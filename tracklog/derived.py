@@ -220,8 +220,10 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     _, classifier = classify.stored_settings(con)
     if [s[:2] for s in state] != [(useragent.PARSER_VERSION, DEFINITIONS)]:
         _transaction(con, _reset)
-    elif state[0][2] != classifier:
-        _transaction(con, _reclassify_quietly)
+    else:
+        _transaction(con, _merge_stored_quietly)  # an ingest's last chunks (or a crashed one's)
+        if state[0][2] != classifier:
+            _transaction(con, _reclassify_quietly)
     _transaction(con, _rebuild_changed_deliveries)
     _catch_up(con)
 
@@ -248,6 +250,10 @@ def _set_clock_window(con: duckdb.DuckDBPyConnection, wanted: dict[str, str], *,
 
 def _reclassify_quietly(con: duckdb.DuckDBPyConnection) -> None:
     _reclassify(con)
+
+
+def _merge_stored_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    merge_stored(con)
 
 
 def reclassify(con: duckdb.DuckDBPyConnection, settings: ClassifySettings) -> list[str]:
@@ -280,11 +286,13 @@ def _unmeasured(name: str) -> contextlib.nullcontext[None]:
 
 def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None = None) -> None:
     """Store the new hits of the relation `hits` (the log columns of `hits`) classified and
-    resolved, and merge them into the derived tables, inside the caller's transaction (an
-    ingest's chunk). Their lines are new lines of their sources, numbered after every stored
-    one (as an ingest reads a stream: no stored line of theirs lies within their range). Stored
-    hits of the same recipients whose class the new ones change are merged again
-    (_redo_flipped). `phases` measures the three steps (`ingest --profile`)."""
+    resolved, inside the caller's transaction (an ingest's chunk), and record their lines in
+    `unmerged`: merge_stored merges them into the derived tables later, with the next chunks'
+    (one merge of several chunks costs less than one per chunk), in a transaction of its own.
+    Their lines are new lines of their sources, numbered after every stored one (as an ingest
+    reads a stream: no stored line of theirs lies within their range). Stored hits of the same
+    recipients whose class the new ones change are merged again (_redo_flipped). `phases`
+    measures the two steps (`ingest --profile`)."""
     phase = phases.phase if phases is not None else _unmeasured
     try:
         with phase("classify the hits"):
@@ -295,9 +303,11 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
             lo_source, hi_source, start, last = con.execute(
                 "SELECT min(source_id), max(source_id), min(line_no), max(line_no) FROM _hb"
             ).fetchall()[0]
+            if last is None:
+                return
             # the merge reads the batch back where it is stored, as the lines of its sources in
             # its range (no temporary copy of its wide rows): none of them may be stored yet
-            batch = _lines_of("h", (lo_source, hi_source), start, None if last is None else last + 1)
+            batch = _lines_of("h", (lo_source, hi_source), start, last + 1)
             if con.execute(f"SELECT count(*) FROM hits h WHERE {batch}").fetchall()[0][0]:
                 raise RuntimeError("store_hits: lines within the batch's range are stored already")
             columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
@@ -305,13 +315,34 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
             con.execute(
                 f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc')}) n"
             )
-            _drop_classified(con)
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _nf AS {metrics.CLASSIFIED_HITS} WHERE {batch}")
-        with phase("merge the derived tables"):
-            _merge(con)
+            con.execute("INSERT INTO unmerged VALUES (?, ?, ?, ?)", [lo_source, hi_source, start, last + 1])
+    finally:
+        _drop_classified(con)
+
+
+def merge_stored(con: duckdb.DuckDBPyConnection) -> int:
+    """Merge the hits that store_hits stored (the lines of `unmerged`) into the derived tables,
+    inside the caller's transaction; the number of line ranges merged. Consecutive ranges of a
+    source (an ingest's chunks) are read as one."""
+    ranges = con.execute(
+        "SELECT lo_source, hi_source, first_line, stop_line FROM unmerged ORDER BY lo_source, hi_source, first_line"
+    ).fetchall()
+    if not ranges:
+        return 0
+    spans: list[list[int]] = []
+    for lo, hi, first, stop in ranges:
+        if spans and spans[-1][:2] == [lo, hi] and spans[-1][3] == first:
+            spans[-1][3] = stop
+        else:
+            spans.append([lo, hi, first, stop])
+    batch = " OR ".join(f"({_lines_of('h', (lo, hi), first, stop)})" for lo, hi, first, stop in spans)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _nf AS {metrics.CLASSIFIED_HITS} WHERE {batch}")
+        _merge(con)
+        con.execute("DELETE FROM unmerged")
     finally:
         _drop_batch(con)
-        _drop_classified(con)
+    return len(ranges)
 
 
 def _lines_of(h: str, sources: tuple[int | None, int | None], start: int | None, stop: int | None) -> str:
@@ -543,7 +574,9 @@ WHERE x.merged AND x.ts >= x.lo - ? AND x.ts <= x.hi + ?
 def _redo_flipped(con: duckdb.DuckDBPyConnection) -> None:
     """Stored hits whose class changed (_flip): their recipients' contribution to the derived
     tables is taken out, the new classes stored, and their hits resolved and merged again. A
-    change of reasons alone changes no figure: it is only stored."""
+    change of reasons alone changes no figure: it is only stored. A stored hit counts as merged
+    when resolved (x.merged): the hits stored but not merged yet are merged first."""
+    merge_stored(con)
     con.execute(
         "UPDATE hits SET reasons = f.reasons FROM _flip f WHERE NOT f.class_changed "
         "AND hits.source_id = f.source_id AND hits.line_no = f.line_no"
@@ -670,6 +703,7 @@ def _reclassify(con: duckdb.DuckDBPyConnection) -> list[str]:
     where a class or reason changed lose their derived rows and their hits' resolution, so that
     _catch_up resolves and merges them again. Returns those deliveries."""
     settings, version = classify.stored_settings(con)
+    merge_stored(con)  # what is stored is merged first: derived_state counts the merged hits
     con.execute("DELETE FROM agent_kinds")
     classify.add_agent_kinds(con, "hits", settings)
     try:
@@ -753,6 +787,7 @@ def forget_deliveries(con: duckdb.DuckDBPyConnection, delivery_ids: str) -> None
     the table `delivery_ids` (column delivery_id) and mark their hits unresolved, so that the
     next sync (its catch-up) resolves and merges them again; the other deliveries are untouched.
     What a manifest change, and a change of verdicts (`tracklog reverify`), needs."""
+    merge_stored(con)  # what is stored is merged first: derived_state counts the merged hits
     changed = f"delivery_id IN (SELECT delivery_id FROM {delivery_ids})"
     for table in PER_DELIVERY_TABLES:
         con.execute(f"DELETE FROM {table} WHERE {changed}")
@@ -770,6 +805,7 @@ def recompute_deliveries(con: duckdb.DuckDBPyConnection, deliveries: list[str]) 
     """Inside the caller's transaction: drop the derived rows of `deliveries` and mark their
     hits unresolved, so that the next sync() builds them again from the rows stored now (after
     rows were erased: `tracklog forget`)."""
+    merge_stored(con)  # what is stored is merged first: derived_state counts the merged hits
     con.execute("CREATE OR REPLACE TEMP TABLE _recompute (delivery_id VARCHAR)")
     try:
         con.executemany("INSERT INTO _recompute VALUES (?)", [[d] for d in deliveries])

@@ -19,7 +19,10 @@ from tracklog.routes import PATH_SQL
 #    for web tracking, the tombstones of `tracklog forget`
 # 6: hits carry their class (human | machine_open | bot_click) and reasons (tracklog.classify);
 #    the classifier's settings and the proxy ranges live in the database
-SCHEMA_VERSION = 6
+# 7: an ingest merges its hits into the derived tables every few chunks, in a transaction of its
+#    own: `unmerged` holds the line ranges stored but not merged yet (an older tracklog, which
+#    would not merge them, refuses the file)
+SCHEMA_VERSION = 7
 
 # The stored columns of `hits`, in order: what an INSERT names (`path` is computed).
 HIT_COLUMNS = (
@@ -251,6 +254,12 @@ CREATE TABLE IF NOT EXISTS derived_state (
 CREATE TABLE IF NOT EXISTS derived_manifests (
     delivery_id VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL, loaded_at TIMESTAMP NOT NULL
 );
+-- hits an ingest stored classified and resolved but has not merged into the tables above yet
+-- (it merges every few chunks, derived.merge_stored): the lines [first_line, stop_line) of the
+-- sources numbered lo_source to hi_source; empty whenever the derived tables are current
+CREATE TABLE IF NOT EXISTS unmerged (
+    lo_source INTEGER NOT NULL, hi_source INTEGER NOT NULL, first_line BIGINT NOT NULL, stop_line BIGINT NOT NULL
+);
 """
 
 # The classification of a hit (tracklog.classify): judged with its neighbours and the settings of
@@ -273,6 +282,7 @@ DERIVED_TABLES = (
     "agent_kinds",
     "derived_state",
     "derived_manifests",
+    "unmerged",
 )
 # The caches of schema 2, which schema 3 replaces (the derived tables are then built anew).
 _SCHEMA_2_CACHES = (
@@ -410,10 +420,17 @@ def _add_classes(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE IF EXISTS derived_state ADD COLUMN IF NOT EXISTS classifier VARCHAR DEFAULT ''")
 
 
+def _add_unmerged(con: duckdb.DuckDBPyConnection) -> None:
+    """Schema 6 -> 7: nothing to change; DERIVED_SCHEMA, applied after the ladder, creates the
+    table of hits stored but not merged yet, empty (every hit of schema 6 was merged at its
+    commit)."""
+
+
 _LADDER: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     2: _migrate_path_column,
     3: _replace_caches,
     4: _add_servers,
     5: _add_web_tracking,
     6: _add_classes,
+    7: _add_unmerged,
 }
