@@ -9,7 +9,6 @@ parsing, routing and signature checks are one vectorized SQL statement per chunk
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -574,7 +573,9 @@ class Ingester:
         for line_no, byte_offset, reason in bad:
             start = byte_offset - chunk.offset
             stop = buf.find(b"\n", start)
-            rows.append((source_id, line_no, byte_offset, reason, buf[start : min(stop, start + RAW_MAX)]))
+            rows.append(
+                (source_id, line_no, byte_offset, reason, bytes(buf[start : min(stop, start + RAW_MAX)]))
+            )
         if rows:
             self.con.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
 
@@ -586,7 +587,7 @@ class Chunk:
     offset: int  # of the first byte, in the decompressed stream
     size: int  # bytes
     lines: pa.Table  # split_lines(); only its line_no when the compiled pass parsed them
-    original: bytes | None  # the bytes when some lines were repaired (quarantine keeps them raw)
+    original: bytes | bytearray | None  # the bytes when some lines were repaired (quarantine keeps them raw)
     parsed: tuple[pa.Table, pa.Array] | None  # FastParser.parse(lines), when the format allows
     deferred: pa.Table | None = None  # the lines (all of split_lines' columns) the compiled pass deferred
 
@@ -601,7 +602,7 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
         yield chunk
 
 
-def make_chunk(buf: bytes, chunk_offset: int, line_base: int, fast: FastParser | None) -> Chunk:
+def make_chunk(buf: bytes | bytearray, chunk_offset: int, line_base: int, fast: FastParser | None) -> Chunk:
     """`buf` (complete lines at `chunk_offset` of the stream, after `line_base` lines) split
     into numbered lines, and parsed when `fast` covers the format."""
     if fast is None:
@@ -661,7 +662,7 @@ _LINE_CONVERT = pcsv.ConvertOptions(
 )
 
 
-def _is_clean(buf: bytes) -> bool:
+def _is_clean(buf: bytes | bytearray) -> bool:
     """True when pyarrow's reader splits exactly at '\\n' and the text is valid UTF-8."""
     if b"\x01" in buf or b"\r" in buf or b"\x00" in buf:
         return False
@@ -674,14 +675,16 @@ def _is_clean(buf: bytes) -> bool:
     return True
 
 
-def split_lines(buf: bytes, chunk_offset: int, line_base: int) -> tuple[pa.Table, bool]:
+def split_lines(buf: bytes | bytearray, chunk_offset: int, line_base: int) -> tuple[pa.Table, bool]:
     """A table (line_no, byte_offset, line) of the '\\n'-terminated lines in `buf`.
 
     Returns (table, sanitized): lines with invalid UTF-8, NUL or CR are repaired (U+FFFD,
     CR stripped at the end) on a slower per-line path, flagged so quarantine keeps raw bytes.
     """
     if _is_clean(buf):
-        line = pcsv.read_csv(io.BytesIO(buf), _LINE_READ, _LINE_PARSE, _LINE_CONVERT).column(0)
+        line = pcsv.read_csv(
+            pa.BufferReader(pa.py_buffer(buf)), _LINE_READ, _LINE_PARSE, _LINE_CONVERT
+        ).column(0)
         sanitized = False  # keep the reader's blocks: DuckDB scans Arrow chunks in parallel
     else:
         parts = buf.split(b"\n")[:-1]

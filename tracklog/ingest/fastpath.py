@@ -172,7 +172,7 @@ class FastParser:
         return table, pa.concat_arrays(deferred) if deferred else pa.array([], pa.int64())
 
 
-def split_buffer(buf: bytes) -> tuple[pa.Array, pa.Array]:
+def split_buffer(buf: bytes | bytearray) -> tuple[pa.Array, pa.Array]:
     """(lines, starts): the '\n'-terminated lines of `buf` as a large_string array over `buf`
     itself, each with its '\n' (no copy of the text: parse them with terminated=True), and the
     offset of each line in `buf`. Only for text that is valid UTF-8 (engine._is_clean)."""

@@ -12,6 +12,7 @@ import fnmatch
 import glob
 import gzip
 import hashlib
+import io
 import os
 import stat
 import sys
@@ -294,28 +295,53 @@ class LogStream:
                 raise DataError(f"{self.name}: shorter than the {offset} bytes already ingested from it")
             left -= len(got)
 
-    def chunks(self, start: int) -> Iterator[tuple[int, bytes]]:
+    def _read_after(self, carry: bytes) -> bytearray:
+        """`carry` followed by the next CHUNK bytes at most (what read(CHUNK) returns), read into
+        one buffer: the chunk is never copied (joining `carry` to a chunk read on its own, then
+        cutting the result at its last newline, held three copies of it at once)."""
+        if self._pending:  # the head of stdin, read ahead: once, and small
+            buf = bytearray(carry)
+            buf += self.read(CHUNK)
+            return buf
+        limit = self.size_limit if self.verified is None else self.verified
+        want = CHUNK if limit is None else max(0, min(CHUNK, limit - self._pos))
+        buf = bytearray(len(carry) + want)
+        buf[: len(carry)] = carry
+        done = len(carry)
+        readinto = cast(io.BufferedIOBase, self._fh).readinto  # files, stdin's buffer, GzipFile
+        with memoryview(buf) as view:
+            while done < len(buf):
+                try:
+                    got = readinto(view[done:])
+                except _READ_ERRORS as exc:
+                    raise DataError(f"{self.name}: {_describe(exc)}") from exc
+                if not got:
+                    break
+                done += got
+        self._pos += done - len(carry)
+        del buf[done:]
+        return buf
+
+    def chunks(self, start: int) -> Iterator[tuple[int, bytearray]]:
         """(offset, bytes) of complete lines from `start`; the last line is held back unless complete."""
         self.skip(start)
         offset = start
         carry = b""
         while True:
-            data = self.read(CHUNK)
-            if not data:
+            buf = self._read_after(carry)
+            if len(buf) == len(carry):
                 break
-            buf = carry + data if carry else data
-            del data
             cut = buf.rfind(b"\n") + 1
             if cut == 0:
-                carry = buf  # a line longer than CHUNK: keep reading until it ends
+                carry = bytes(buf)  # a line longer than CHUNK: keep reading until it ends
                 continue
-            carry = buf[cut:]
-            lines = buf[:cut]  # no copy when the chunk ends at a newline (a whole-bytes slice)
+            carry = bytes(buf[cut:])
+            del buf[cut:]  # in place: the chunk's lines are not copied
+            yield offset, buf
             del buf  # while suspended, hold only what was handed out
-            yield offset, lines
             offset += cut
         if carry and self.complete:
-            yield offset, carry + b"\n"
+            yield offset, bytearray(carry + b"\n")
 
     def disk_position(self) -> int:
         """Bytes consumed of the file on disk (compressed bytes for gzip), for progress."""
