@@ -80,12 +80,13 @@ class App:
 
     def upgrade_notice(self) -> Callable[[], None] | None:
         """What to call when a reader must first bring the database up to date (after an upgrade
-        of tracklog): a line on stderr when a person can see it, else nothing."""
+        of tracklog, or an ingest interrupted before it merged what it stored): a line on stderr
+        when a person can see it, else nothing."""
         if self.quiet or not _stderr_is_terminal():
             return None
         return lambda: self.err.print(
-            "bringing the database up to date for this version of tracklog (once; about 20 s per "
-            "million hits)..."
+            "bringing the database's figures up to date (once, after an upgrade of tracklog or an "
+            "interrupted ingest: up to about 40 s per million hits)..."
         )
 
     def waiting_notice(self, until: str = "commit") -> OnWait | None:
