@@ -1,7 +1,9 @@
 """Derived state: each hit resolved against the manifests as it is stored (the resolution
 columns of `hits`, read by the `events` view) and the all-time figures per delivery, kept
-current at every commit by merging the new hits' contribution, so the cost of an ingest follows
-its new hits, not the database.
+current by merging the new hits' contribution (an ingest merges its stored hits every million
+or so, in a transaction of its own; `unmerged` records what is stored and not merged yet, and
+no reader sees the figures before the merge), so the cost of an ingest follows its new hits,
+not the database.
 
 Unique counts do not add up, so the sets behind them are kept too (`readers` with their flags
 and the dimension values each was seen with, `click_browsers`): a new event counts once more

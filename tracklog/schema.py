@@ -190,7 +190,7 @@ CREATE TABLE IF NOT EXISTS forgotten (
 
 
 # The derived tables: what tracklog.derived keeps of the hits, the manifests and the metric
-# definitions, merged at every commit of new hits (so the cost follows the new hits). All of
+# definitions, merged every few chunks of new hits (so the cost follows the new hits). All of
 # it can be rebuilt from the tables above; never exported.
 DERIVED_SCHEMA = """
 -- deliveries numbered once and for all (a key is never reused, so stored keys stay valid)

@@ -1,9 +1,11 @@
-"""The ingest run: each log stream is read from where the last run stopped, parsed and routed
-in DuckDB, and committed together with its new read position in one transaction.
+"""The ingest run: each log stream is read from where the last run stopped, in chunks; each
+chunk is parsed, routed and verified, its hits classified, resolved and stored, and committed
+together with its new read position in one transaction; the derived tables are merged every
+few chunks (derived.merge_stored), in a transaction of their own.
 
-Python only moves bytes (read, decompress, cut at the last newline); splitting lines is
-pyarrow's multithreaded CSV reader, both one chunk ahead in a thread (prefetch.ReadAhead);
-parsing, routing and signature checks are one vectorized SQL statement per chunk.
+Python only moves bytes (read, decompress, cut at the last newline); splitting and parsing is
+the compiled pass (fastpath.py) where the format allows, else pyarrow's CSV reader and one
+vectorized SQL statement per chunk, both one chunk ahead in a thread (prefetch.ReadAhead).
 """
 
 from __future__ import annotations
