@@ -172,6 +172,24 @@ def test_stdin_plain_and_gzip(tmp_path: Path, db: Path) -> None:
     assert hit_counts(db) == {"open": exp["open"], "click": exp["click"]}
 
 
+def ingest_killed(db: Path, log: Path, *, chunk_bytes: int, after_lines: int) -> None:
+    """`tracklog ingest log` in a child process that SIGKILLs itself inside the open transaction
+    of the chunk in which it has read `after_lines` lines."""
+    env = {
+        **os.environ,
+        "TRACKLOG_SECRET": SECRET.decode(),
+        "TRACKLOG_CHUNK_BYTES": str(chunk_bytes),
+        "TRACKLOG_FAULT_KILL_AFTER_LINES": str(after_lines),
+    }
+    proc = subprocess.run(  # noqa: PLW1510 - the exit status is the point of the test
+        [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", str(log)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr
+
+
 def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
     lines = tracking_lines(20000, seed=6)
     log = tmp_path / "access.log"
@@ -180,19 +198,7 @@ def test_sigkill_mid_file_then_resume(tmp_path: Path, db: Path) -> None:
     other_lines = tracking_lines(100, seed=7, delivery="NL-2")
     write(other, other_lines)
     assert run(db, "ingest", str(other)).exit_code == 0
-    env = {
-        **os.environ,
-        "TRACKLOG_SECRET": SECRET.decode(),
-        "TRACKLOG_CHUNK_BYTES": "100000",
-        "TRACKLOG_FAULT_KILL_AFTER_LINES": "5000",
-    }
-    proc = subprocess.run(  # noqa: PLW1510 - the exit status is the point of the test
-        [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", str(log)],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert proc.returncode == -9, proc.stderr
+    ingest_killed(db, log, chunk_bytes=100_000, after_lines=5000)
     # The killed run committed whole chunks only: the stored read position of the file and
     # the rows stored for it agree exactly (nothing of the chunk in flight is left behind).
     [(lines_done, offset)] = q(db, f"SELECT lines, byte_offset FROM sources WHERE path = '{log}'")
@@ -409,6 +415,34 @@ def test_usage_errors(db: Path) -> None:
     assert res.exit_code == 2 and "nosuchformat" in res.stderr
 
 
+def break_click_browsers(db: Path, *, broken: bool) -> None:
+    """Make every merge into the derived tables fail (a derived table replaced by a view), or
+    undo it."""
+    con = duckdb.connect(str(db))
+    if broken:
+        con.execute("ALTER TABLE click_browsers RENAME TO click_browsers_saved")
+        con.execute("CREATE VIEW click_browsers AS SELECT 1 AS x")
+    else:
+        con.execute("DROP VIEW click_browsers")
+        con.execute("ALTER TABLE click_browsers_saved RENAME TO click_browsers")
+    con.close()
+
+
+def repaired_run_catches_up(db: Path, tmp_path: Path, first: Path, second: Path) -> None:
+    """After a failed merge of `second`: with the derived table back, the next run reads nothing
+    again and merges what is stored, once; the derived tables are those of one clean run."""
+    break_click_browsers(db, broken=False)
+    res, summary = ingest_json(db, str(second))
+    assert res.exit_code == 0 and summary[0]["status"] == "unchanged"
+    assert q(db, "SELECT count(*) FROM unmerged") == [(0,)]
+    assert q(db, "SELECT count(*) FROM hits WHERE resolution IS NULL") == [(0,)]
+    assert q(db, "SELECT hits FROM derived_state") == q(db, "SELECT count(*) FROM hits")
+    fresh = tmp_path / "fresh.duckdb"
+    assert run(fresh, "ingest", str(first), str(second)).exit_code == 0
+    for table in ("delivery_totals", "delivery_not_counted", "click_browsers", "delivery_minutes"):
+        assert q(db, f"SELECT * FROM {table} ORDER BY ALL") == q(fresh, f"SELECT * FROM {table} ORDER BY ALL")
+
+
 def test_a_failed_merge_keeps_the_stored_chunk_for_the_next_run(tmp_path: Path, db: Path) -> None:
     """A chunk's hits and its read position commit together; their merge into the derived
     tables follows in a transaction of its own (with the next chunks'). When the merge fails
@@ -421,10 +455,7 @@ def test_a_failed_merge_keeps_the_stored_chunk_for_the_next_run(tmp_path: Path, 
     lines = tracking_lines(SMALL_CHUNK_LINES, seed=14, delivery="NL-2")
     write(second, lines)
     assert run(db, "ingest", str(first)).exit_code == 0
-    con = duckdb.connect(str(db))
-    con.execute("ALTER TABLE click_browsers RENAME TO click_browsers_saved")
-    con.execute("CREATE VIEW click_browsers AS SELECT 1 AS x")
-    con.close()
+    break_click_browsers(db, broken=True)
     res = run(db, "ingest", str(second))
     assert res.exit_code == 1 and "merging the new hits into the derived tables failed" in res.stderr
     exp = expected_counts(lines)
@@ -434,18 +465,7 @@ def test_a_failed_merge_keeps_the_stored_chunk_for_the_next_run(tmp_path: Path, 
     ]
     assert q(db, "SELECT count(*) FROM unmerged") == [(1,)]
     assert q(db, "SELECT lines FROM sources WHERE path LIKE '%b.log'") == [(SMALL_CHUNK_LINES,)]
-    con = duckdb.connect(str(db))
-    con.execute("DROP VIEW click_browsers")
-    con.execute("ALTER TABLE click_browsers_saved RENAME TO click_browsers")
-    con.close()
-    res, summary = ingest_json(db, str(second))
-    assert res.exit_code == 0 and summary[0]["status"] == "unchanged"
-    assert q(db, "SELECT count(*) FROM unmerged") == [(0,)]
-    assert q(db, "SELECT hits FROM derived_state") == q(db, "SELECT count(*) FROM hits")
-    fresh = tmp_path / "fresh.duckdb"
-    assert run(fresh, "ingest", str(first), str(second)).exit_code == 0
-    for table in ("delivery_totals", "delivery_not_counted", "click_browsers", "delivery_minutes"):
-        assert q(db, f"SELECT * FROM {table} ORDER BY ALL") == q(fresh, f"SELECT * FROM {table} ORDER BY ALL")
+    repaired_run_catches_up(db, tmp_path, first, second)
 
 
 def test_sigkill_between_a_chunks_commit_and_its_merge(tmp_path: Path, db: Path) -> None:
@@ -471,19 +491,8 @@ def test_sigkill_between_a_chunks_commit_and_its_merge(tmp_path: Path, db: Path)
     log = tmp_path / "access.log"
     write(log, lines)
     assert run(db, "ingest", "--manifest", str(manifest)).exit_code == 0
-    env = {
-        **os.environ,
-        "TRACKLOG_SECRET": SECRET.decode(),
-        "TRACKLOG_CHUNK_BYTES": str(2_800_000),  # about 12,600 lines: large chunks
-        "TRACKLOG_FAULT_KILL_AFTER_LINES": "26000",  # inside the third
-    }
-    proc = subprocess.run(  # noqa: PLW1510 - the exit status is the point of the test
-        [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", str(log)],
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
-    assert proc.returncode == -9, proc.stderr
+    # chunks of about 12,600 lines (large ones), killed inside the third
+    ingest_killed(db, log, chunk_bytes=2_800_000, after_lines=26_000)
     [(done,)] = q(db, "SELECT lines FROM sources")
     assert SMALL_CHUNK_LINES * 2 <= done < 26000
     # the second chunk stored, not merged (the first too, unless the second's classification
@@ -520,31 +529,14 @@ def test_a_failed_merge_of_small_inputs_keeps_them_for_the_next_run(tmp_path: Pa
     lines = tracking_lines(50, seed=14, delivery="NL-2")
     write(second, lines)
     assert run(db, "ingest", str(first)).exit_code == 0
-    con = duckdb.connect(str(db))
-    con.execute("ALTER TABLE click_browsers RENAME TO click_browsers_saved")
-    con.execute("CREATE VIEW click_browsers AS SELECT 1 AS x")
-    con.close()
+    break_click_browsers(db, broken=True)
     res = run(db, "ingest", str(second))
     assert res.exit_code == 1 and "merging the new hits into the derived tables failed" in res.stderr
     exp = expected_counts(lines)
     assert q(db, "SELECT count(*) FROM hits WHERE delivery_id = 'NL-2' AND resolution IS NULL") == [
         (exp["open"] + exp["click"],)
     ]
-    con = duckdb.connect(str(db))
-    con.execute("DROP VIEW click_browsers")
-    con.execute("ALTER TABLE click_browsers_saved RENAME TO click_browsers")
-    con.close()
-    res, summary = ingest_json(db, str(second))
-    assert res.exit_code == 0 and summary[0]["status"] == "unchanged"
-    assert q(db, "SELECT count(*) FROM hits WHERE resolution IS NULL") == [(0,)]
-    assert q(db, "SELECT hits FROM derived_state") == q(db, "SELECT count(*) FROM hits")
-    # the derived tables as a rebuild from the hits makes them
-    rebuilt = tmp_path / "rebuilt.duckdb"
-    assert run(rebuilt, "ingest", str(first), str(second)).exit_code == 0
-    for table in ("delivery_totals", "click_browsers"):
-        assert q(db, f"SELECT * FROM {table} ORDER BY ALL") == q(
-            rebuilt, f"SELECT * FROM {table} ORDER BY ALL"
-        )
+    repaired_run_catches_up(db, tmp_path, first, second)
 
 
 def test_schema_1_database_is_migrated_with_path_computed(tmp_path: Path, db: Path) -> None:
