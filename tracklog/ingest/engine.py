@@ -116,10 +116,10 @@ class Counts:
 # with the stored readers and browsers scan them once), and it reads hits already committed;
 # MERGE_HITS bounds its memory. A chunk of fewer than SMALL_CHUNK_LINES lines is stored
 # unresolved too (classifying and resolving it would cost more than its hits): the merge
-# resolves it with the others. TRACKLOG_MERGE_HITS overrides MERGE_HITS (tests, tuning).
+# resolves it with the others.
 SMALL_CHUNK_LINES = 10_000
 MERGE_CHUNKS = 2_000
-MERGE_HITS = int(os.environ.get("TRACKLOG_MERGE_HITS") or 1_000_000)
+MERGE_HITS = 1_000_000
 # `ingest --profile`: the read-ahead thread's own CPU (reading, gunzip, split, the compiled
 # parse), spent while the phases ran
 READ_AHEAD_PHASE = "read-ahead thread"
@@ -158,7 +158,7 @@ class Ingester:
         self.between_commits = between_commits
         self._unmerged = (0, 0)  # chunks committed since the last merge, and their hits
         self._unresolved = False  # whether some of them are small chunks, stored unresolved
-        self.problems: list[str] = []  # errors that are no input's (a failed merge of small inputs)
+        self.problems: list[str] = []  # errors that are no input's (a failed merge)
         self._tombstones: bool | None = None
         self._chunk_view = False  # tl_chunk is a view over the fast rows and the deferred ones
         self._vacuum = True  # DuckDB's default: checkpoints merge small row groups
