@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,6 +138,39 @@ def test_a_trap_click_in_a_later_batch_reclassifies_what_it_flags(
             [dt.datetime(2026, 11, 3, 9, 31)],
         ).fetchall()
         assert flagged == [("bot_click", "trap")]
+
+
+def test_stored_hits_left_unmerged_are_merged_in_bounded_steps(
+    dataset: DataSet, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hits stored as five chunks and never merged (merges that failed, or crashed, again and
+    again) are merged by the next sync MERGE_RANGES ranges per transaction, until none is left:
+    the figures are those of the definitions."""
+    monkeypatch.setattr(derived, "MERGE_RANGES", 2)
+    numbered = list(enumerate(dataset.hits, start=1))
+    with manifests_stored(dataset) as con:
+        commit_batch(con, numbered, merge=False)
+        # as five chunks would have recorded them (stored one by one, a later chunk may change
+        # the class of an earlier one's hits, which merges what is pending first)
+        [(lo, hi, first, stop)] = con.execute("SELECT * FROM unmerged").fetchall()
+        cuts = [first + (stop - first) * k // 5 for k in range(6)]
+        con.execute("DELETE FROM unmerged")
+        con.executemany(
+            "INSERT INTO unmerged VALUES (?, ?, ?, ?)", [[lo, hi, a, b] for a, b in itertools.pairwise(cuts)]
+        )
+        assert con.execute("SELECT count(*) FROM unmerged").fetchall() == [(5,)]
+        commits = []
+        original = derived._transaction
+        monkeypatch.setattr(derived, "_transaction", lambda c, f: (commits.append(f), original(c, f)))
+        derived.sync(con)
+        merges = [f for f in commits if getattr(f, "__name__", "") == "step"]
+        assert len(merges) == 3  # 2 + 2 + 1 ranges
+        assert con.execute("SELECT count(*) FROM unmerged").fetchall() == [(0,)]
+        assert derived.is_current(con)
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+        for delivery in ("NL1", "NL2"):
+            assert delivery_indicators(con, delivery).to_pylist() == [model.indicators(delivery)]
 
 
 def run(db: Path, *args: str) -> str:

@@ -54,6 +54,9 @@ else:
 Bounds = tuple[dt.datetime, dt.datetime] | None  # a half-open UTC window of hit times; None: all time
 Relation = tuple[str, list[object]]  # SQL text and its bound parameters
 
+# Line ranges (an ingest's chunks of about 150,000 hits each) merged per transaction when
+# catching up: an ingest merges every million hits, 7 ranges on the benchmark log
+MERGE_RANGES = 8
 CATCH_UP_BATCH = 250_000  # hits resolved per statement when catching up (bounds the memory: 1M ran out of 300 MB on 2M recipients)
 _ALL_LINES = 1 << 62
 # The derived tables with rows per delivery that its hits make (a delivery is rebuilt by
@@ -223,7 +226,7 @@ def sync(con: duckdb.DuckDBPyConnection) -> None:
     if [s[:2] for s in state] != [(useragent.PARSER_VERSION, DEFINITIONS)]:
         _transaction(con, _reset)
     else:
-        _transaction(con, _merge_stored_quietly)  # an ingest's last chunks (or a crashed one's)
+        _merge_all_stored(con)  # an ingest's last chunks (or a crashed one's)
         if state[0][2] != classifier:
             _transaction(con, _reclassify_quietly)
     _transaction(con, _rebuild_changed_deliveries)
@@ -254,8 +257,17 @@ def _reclassify_quietly(con: duckdb.DuckDBPyConnection) -> None:
     _reclassify(con)
 
 
-def _merge_stored_quietly(con: duckdb.DuckDBPyConnection) -> None:
-    merge_stored(con)
+def _merge_all_stored(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge every stored hit not merged yet, MERGE_RANGES line ranges per transaction: what an
+    ingest leaves is one merge, and what merges that failed (or crashed) again and again left
+    is merged in bounded steps, never in one that would need ever more memory."""
+    merged = [MERGE_RANGES]
+
+    def step(c: duckdb.DuckDBPyConnection) -> None:
+        merged[0] = merge_stored(c, MERGE_RANGES)
+
+    while merged[0] == MERGE_RANGES:
+        _transaction(con, step)
 
 
 def reclassify(con: duckdb.DuckDBPyConnection, settings: ClassifySettings) -> list[str]:
@@ -322,12 +334,15 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
         _drop_classified(con)
 
 
-def merge_stored(con: duckdb.DuckDBPyConnection) -> int:
-    """Merge the hits that store_hits stored (the lines of `unmerged`) into the derived tables,
-    inside the caller's transaction; the number of line ranges merged. Consecutive ranges of a
-    source (an ingest's chunks) are read as one."""
+def merge_stored(con: duckdb.DuckDBPyConnection, ranges_at_most: int | None = None) -> int:
+    """Merge the hits that store_hits stored (the lines of `unmerged`; the first `ranges_at_most`
+    ranges of them when given) into the derived tables, inside the caller's transaction; the
+    number of line ranges merged. Consecutive ranges of a source (an ingest's chunks) are read
+    as one."""
+    limit = "" if ranges_at_most is None else f" LIMIT {int(ranges_at_most)}"
     ranges = con.execute(
-        "SELECT lo_source, hi_source, first_line, stop_line FROM unmerged ORDER BY lo_source, hi_source, first_line"
+        "SELECT lo_source, hi_source, first_line, stop_line FROM unmerged "
+        f"ORDER BY lo_source, hi_source, first_line{limit}"
     ).fetchall()
     if not ranges:
         return 0
@@ -341,7 +356,10 @@ def merge_stored(con: duckdb.DuckDBPyConnection) -> int:
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW _nf AS {metrics.CLASSIFIED_HITS} WHERE {batch}")
         _merge(con)
-        con.execute("DELETE FROM unmerged")
+        con.executemany(
+            "DELETE FROM unmerged WHERE lo_source = ? AND hi_source = ? AND first_line = ?",
+            [list(r[:3]) for r in ranges],
+        )
     finally:
         _drop_batch(con)
     return len(ranges)
