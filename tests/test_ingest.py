@@ -468,11 +468,9 @@ def test_a_failed_merge_keeps_the_stored_chunk_for_the_next_run(tmp_path: Path, 
     repaired_run_catches_up(db, tmp_path, first, second)
 
 
-def test_sigkill_between_a_chunks_commit_and_its_merge(tmp_path: Path, db: Path) -> None:
-    """Killed after two large chunks committed and before their merge: a report (the first
-    command to open the database) merges them once and shows what a clean ingest of the same
-    lines shows; the next ingest resumes where the kill left it, and the figures are those of
-    one clean run over the whole file."""
+def crashed_before_a_merge(tmp_path: Path, db: Path) -> tuple[Path, Path, list[str], int]:
+    """`db` as an ingest killed after two large chunks committed and before their merge left it:
+    (the manifest, the log, its lines, the lines stored)."""
     manifest = tmp_path / "NL-1.json"
     manifest.write_text(
         json.dumps(
@@ -499,7 +497,24 @@ def test_sigkill_between_a_chunks_commit_and_its_merge(tmp_path: Path, db: Path)
     # changed a class of the first's hits: a stored hit is merged before its class changes)
     assert q(db, "SELECT count(*) FROM unmerged")[0][0] >= 1
     assert q(db, "SELECT hits FROM derived_state")[0][0] < q(db, "SELECT count(*) FROM hits")[0][0]
+    return manifest, log, lines, done
 
+
+DERIVED_FIGURES = (
+    "delivery_totals",
+    "delivery_dimensions",
+    "delivery_minutes",
+    "click_browsers",
+    "delivery_not_counted",
+)
+
+
+def test_sigkill_between_a_chunks_commit_and_its_merge(tmp_path: Path, db: Path) -> None:
+    """Killed after two large chunks committed and before their merge: a report (the first
+    command to open the database) merges them once and shows what a clean ingest of the same
+    lines shows; the next ingest resumes where the kill left it, and the figures are those of
+    one clean run over the whole file."""
+    manifest, log, lines, done = crashed_before_a_merge(tmp_path, db)
     part = tmp_path / "part.log"
     write(part, lines[:done])
     clean = tmp_path / "clean.duckdb"
@@ -516,8 +531,30 @@ def test_sigkill_between_a_chunks_commit_and_its_merge(tmp_path: Path, db: Path)
     whole = tmp_path / "whole.duckdb"
     assert run(whole, "ingest", "--manifest", str(manifest), str(log)).exit_code == 0
     assert json.loads(run(db, *report).stdout) == json.loads(run(whole, *report).stdout)
-    for table in ("delivery_totals", "delivery_dimensions", "delivery_minutes", "click_browsers"):
+    for table in DERIVED_FIGURES:
         assert q(db, f"SELECT * FROM {table} ORDER BY ALL") == q(whole, f"SELECT * FROM {table} ORDER BY ALL")
+
+
+@pytest.mark.parametrize("command", ["forget", "reclassify"])
+def test_forget_and_reclassify_merge_what_a_crash_left_first(tmp_path: Path, db: Path, command: str) -> None:
+    """`tracklog forget` and `tracklog reclassify` on a database whose last chunks a crash left
+    stored and not merged: they merge them first (the count of merged hits they keep would be
+    wrong otherwise), and every figure is what the same command makes of a clean ingest."""
+    manifest, _, lines, done = crashed_before_a_merge(tmp_path, db)
+    part = tmp_path / "part.log"
+    write(part, lines[:done])
+    clean = tmp_path / "clean.duckdb"
+    assert run(clean, "ingest", "--manifest", str(manifest), str(part)).exit_code == 0
+    config = tmp_path / "tracklog.toml"
+    config.write_text("[classify]\nburst_links = 2\nburst_window = 5.0\n")  # flags more bursts
+    args = ["forget", "r0007"] if command == "forget" else ["reclassify"]
+    for target in (db, clean):
+        res = run(target, *args, env={"TRACKLOG_CONFIG": str(config)})
+        assert res.exit_code == 0, res.stderr
+    assert q(db, "SELECT count(*) FROM unmerged") == [(0,)]
+    assert q(db, "SELECT hits FROM derived_state") == q(db, "SELECT count(*) FROM hits")
+    for table in DERIVED_FIGURES:
+        assert q(db, f"SELECT * FROM {table} ORDER BY ALL") == q(clean, f"SELECT * FROM {table} ORDER BY ALL")
 
 
 def test_a_failed_merge_of_small_inputs_keeps_them_for_the_next_run(tmp_path: Path, db: Path) -> None:
