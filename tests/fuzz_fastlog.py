@@ -27,7 +27,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracklog.ingest import fastpath
-from tracklog.ingest.engine import Ingester, make_chunk, split_lines
+from tracklog.ingest.engine import CHUNK_COLUMNS, Ingester, make_chunk, split_lines
 from tracklog.ingest.formats import resolve_format
 
 SECRET = b"test-secret"
@@ -71,11 +71,14 @@ def _ingester(spec: str, *, fast: bool, verify: bool) -> Ingester:
 def chunk_rows(
     buf: bytes, spec: str, *, fast: bool, verify: bool = True
 ) -> tuple[list[Any], list[tuple[Any, ...]]]:
-    """(DESCRIBE of tl_chunk, its rows in line order) for one chunk, by one path."""
+    """(DESCRIBE of tl_chunk, its rows in line order) for one chunk, by one path: the columns an
+    ingest reads from it (CHUNK_COLUMNS: the SQL path also has the request path, which the
+    compiled pass's chunk does not keep)."""
     ingester = _ingester(spec, fast=fast, verify=verify)
     ingester._parse_chunk(make_chunk(buf, 1000, 0, ingester._fast))
-    types = ingester.con.execute("DESCRIBE tl_chunk").fetchall()
-    return [t[:2] for t in types], ingester.con.execute("SELECT * FROM tl_chunk ORDER BY line_no").fetchall()
+    chunk = f"SELECT {', '.join(CHUNK_COLUMNS)} FROM tl_chunk"
+    types = ingester.con.execute(f"DESCRIBE {chunk}").fetchall()
+    return [t[:2] for t in types], ingester.con.execute(f"{chunk} ORDER BY line_no").fetchall()
 
 
 def deferred_rows(buf: bytes, spec: str) -> int:

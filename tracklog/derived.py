@@ -325,9 +325,16 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
             if con.execute(f"SELECT count(*) FROM hits h WHERE {batch}").fetchall()[0][0]:
                 raise RuntimeError("store_hits: lines within the batch's range are stored already")
             columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
+            # the batch's recipients among the manifests' (narrow rows, fewer than the batch's):
+            # the join that resolves the batch builds on them, where it built on the batch's
+            # wide rows (a copy of the chunk) or would on every recipient of a large manifest
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _rk AS SELECT r.* FROM recipient_keys r SEMI JOIN _hb b "
+                "ON r.delivery_id = b.delivery_id AND r.recipient_id = b.recipient_id"
+            )
             # resolved as they are stored, in one pass
             con.execute(
-                f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc')}) n"
+                f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc', '_rk')}) n"
             )
             con.execute("INSERT INTO unmerged VALUES (?, ?, ?, ?)", [lo_source, hi_source, start, last + 1])
     finally:
@@ -463,7 +470,7 @@ def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
     # "transaction is aborted" and hide the error that matters
     store.cleanup(con, "DROP VIEW IF EXISTS _hc")
     store.cleanup(con, "DROP VIEW IF EXISTS _hb")
-    for table in ("_hs", "_cs", "_cx", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp"):
+    for table in ("_hs", "_cs", "_cx", "_cu", "_cl", "_rg", "_cls", "_flip", "_rp", "_rk"):
         store.cleanup(con, f"DROP TABLE IF EXISTS {table}")
 
 
@@ -1062,9 +1069,7 @@ def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
     named = "JOIN dimension_values v ON v.value_key = p.value_key"
     parts: list[Part] = [
         (
-            (
-                f"SELECT p.delivery_id, v.dimension, v.value, p.opens, p.clicks FROM _dv p {named}"
-            ),
+            (f"SELECT p.delivery_id, v.dimension, v.value, p.opens, p.clicks FROM _dv p {named}"),
             ("opens", "clicks"),
         ),
         _reader_value_rows("new_value_keys"),

@@ -375,7 +375,7 @@ LEFT JOIN (
 """
 
 
-def resolve_sql(hits: str) -> str:
+def resolve_sql(hits: str, recipient_keys: str = "recipient_keys") -> str:
     """The hits of the relation `hits` (the log columns of the `hits` table) with their event
     type and verdict, resolved against the manifests: the reader keys, the recipient's email
     domain, and the `resolution`: the verdict when the hit is not accepted, else 'delivery' (an
@@ -384,7 +384,8 @@ def resolve_sql(hits: str) -> str:
     orphan), 'trap' for a click on a trap link, or 'event': a counted tracking event (an
     accepted hit of a manifest recipient of its delivery; a click on a manifest link that is not
     a trap; a page tag whose token names one), 'anonymous' for a page tag without token. Reads `delivery_keys` and
-    `recipient_keys` (see recipient_keys_sql)."""
+    `recipient_keys` (see recipient_keys_sql), or the relation of the same columns named by
+    `recipient_keys` (a subset holding the hits' recipients)."""
     columns = ", ".join(f"h.{c}" for c in HIT_COLUMNS)
     return f"""
 SELECT {columns}, h.class, h.reasons, h.type, h.verdict,
@@ -401,7 +402,7 @@ SELECT {columns}, h.class, h.reasons, h.type, h.verdict,
 FROM (SELECT x.*, {type_sql("x")} AS type, {verdict_sql("x")} AS verdict FROM {hits} x) h
 LEFT JOIN deliveries d ON d.delivery_id = h.delivery_id
 LEFT JOIN delivery_keys dk ON dk.delivery_id = h.delivery_id
-LEFT JOIN recipient_keys r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
+LEFT JOIN {recipient_keys} r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
 LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
 """
 

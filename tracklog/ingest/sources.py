@@ -38,10 +38,13 @@ except ImportError:  # the standard library's zlib
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, *ZLIB_ERRORS)
 
 FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
-# bytes per step: bounds memory. 32 MiB: about 735 MB peak on the benchmark log against 925 MB
-# for 64 MiB, which is up to 25% faster (each chunk costs about 0.6 s of fixed merge and commit
-# work); memory won over speed here. TRACKLOG_CHUNK_BYTES overrides it (tests, tuning)
+# Bytes per chunk, the unit an ingest classifies, stores and commits (with the read position):
+# bounds memory with READ. TRACKLOG_CHUNK_BYTES overrides it (tests, tuning). See the README's
+# Performance section for the sizes measured.
 CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 32 << 20)
+# Bytes per read: a chunk is read, split and parsed in pieces of a quarter of it (engine.
+# _split_chunks gathers them), so the bytes held at once are a piece's, not a chunk's.
+READ = max(CHUNK // 4, 4096)
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
 # Not access logs: what a directory or glob stands for never includes these (nginx writes its
@@ -290,21 +293,21 @@ class LogStream:
             return
         left = offset - self._pos
         while left > 0:
-            got = self.read(min(left, CHUNK))
+            got = self.read(min(left, READ))
             if not got:
                 raise DataError(f"{self.name}: shorter than the {offset} bytes already ingested from it")
             left -= len(got)
 
     def _read_after(self, carry: bytes) -> bytearray:
-        """`carry` followed by the next CHUNK bytes at most (what read(CHUNK) returns), read into
+        """`carry` followed by the next READ bytes at most (what read(READ) returns), read into
         one buffer: the chunk is never copied (joining `carry` to a chunk read on its own, then
         cutting the result at its last newline, held three copies of it at once)."""
         if self._pending:  # the head of stdin, read ahead: once, and small
             buf = bytearray(carry)
-            buf += self.read(CHUNK)
+            buf += self.read(READ)
             return buf
         limit = self.size_limit if self.verified is None else self.verified
-        want = CHUNK if limit is None else max(0, min(CHUNK, limit - self._pos))
+        want = READ if limit is None else max(0, min(READ, limit - self._pos))
         buf = bytearray(len(carry) + want)
         buf[: len(carry)] = carry
         done = len(carry)
@@ -333,7 +336,7 @@ class LogStream:
                 break
             cut = buf.rfind(b"\n") + 1
             if cut == 0:
-                carry = bytes(buf)  # a line longer than CHUNK: keep reading until it ends
+                carry = bytes(buf)  # a line longer than READ: keep reading until it ends
                 continue
             carry = bytes(buf[cut:])
             del buf[cut:]  # in place: the chunk's lines are not copied
