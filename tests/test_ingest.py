@@ -4,8 +4,10 @@ copytruncate, torn lines, crashes (real SIGKILL), concurrent runs, bad input, od
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,10 @@ from conftest import apache_logs
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
 
 from tracklog.cli import cli
+from tracklog.ingest import engine, sources
 from tracklog.ingest.engine import SMALL_CHUNK_LINES
+from tracklog.ingest.fastpath import fast_parser
+from tracklog.ingest.formats import resolve_format
 from tracklog.schema import SCHEMA_VERSION
 from tracklog.store import lock_path, open_writer
 
@@ -705,3 +710,76 @@ def test_quiet_and_wait_work_after_the_command_and_before_it(tmp_path: Path, db:
         assert res.exit_code == 3 and "--wait" in res.stderr
         res = run(db, "--wait", "0.2", "report", "deliveries", "-q")
         assert res.exit_code == 3
+
+
+def ingest_in_chunks(db: Path, log: Path, chunk_bytes: int) -> None:
+    """`tracklog ingest log` in a child process reading chunks of `chunk_bytes` (read in pieces
+    of a quarter of that)."""
+    env = {**os.environ, "TRACKLOG_SECRET": SECRET.decode(), "TRACKLOG_CHUNK_BYTES": str(chunk_bytes)}
+    cmd = [sys.executable, "-m", "tracklog", "--db", str(db), "ingest", "--max-bad-ratio", "1", str(log)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_chunks_gathered_from_pieces_store_what_one_chunk_does(tmp_path: Path, monkeypatch) -> None:
+    """A chunk is read, split and parsed in pieces (sources.READ bytes) gathered into chunks of
+    sources.CHUNK bytes; a piece with repaired lines (raw bytes kept for the quarantine) is a
+    chunk of its own. A log of real-world lines, tracking hits, page tags (which the compiled
+    pass defers to the SQL) and lines that need repair, ingested in chunks of 40,000 bytes, stores
+    what one chunk of the whole log does; and the chunks cover every line once, in order."""
+    real = apache_logs().read_bytes().splitlines(keepends=True)[:2000]
+    hits = [text.encode() for text in tracking_lines(2000, seed=31)]
+    pages = [line(f"/w/p{i}.gif", query=f"tl=1.x{i}").encode() for i in range(40)]
+    body = real + hits + pages
+    random.Random(3).shuffle(body)
+    odd = [
+        b"caf\xe9 latin-1 \xff\xfe\n",
+        b"\x00 nul\n",
+        line("/o/NL-1/r9.gif").encode().replace(b"\n", b"\r\n"),
+    ]
+    for i, text in enumerate(odd):
+        body.insert(len(body) * (i + 1) // 4, text)
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(body))
+
+    def stored(db: Path) -> dict[str, list[tuple]]:
+        return {
+            "hits": sorted(q(db, "SELECT * EXCLUDE (source_id) FROM hits"), key=repr),
+            "quarantine": sorted(q(db, "SELECT * EXCLUDE (source_id) FROM quarantine"), key=repr),
+            "sources": q(db, "SELECT byte_offset, lines, hits, ignored, quarantined, last_hit FROM sources"),
+        }
+
+    whole, pieces = tmp_path / "whole.duckdb", tmp_path / "pieces.duckdb"
+    ingest_in_chunks(whole, log, 1 << 26)
+    ingest_in_chunks(pieces, log, 40_000)
+    got, want = stored(pieces), stored(whole)
+    assert got == want
+    assert want["sources"][0][:2] == (log.stat().st_size, len(body))
+    # the two odd lines that do not parse (the CRLF line is a hit once its CR is stripped)
+    assert sorted(bytes(r[-1]) for r in want["quarantine"]) == [b"\x00 nul", b"caf\xe9 latin-1 \xff\xfe"]
+    exp = expected_counts([text.decode() for text in hits])
+    kinds = q(whole, "SELECT kind, count(*) FROM hits GROUP BY kind ORDER BY kind")
+    assert kinds == [("click", exp["click"]), ("open", exp["open"] + 1), ("page", 40)]  # + the CRLF open
+
+    # the chunks themselves: consecutive, of several pieces each (but the repaired ones and
+    # the last), every line once
+    monkeypatch.setattr(sources, "CHUNK", 40_000)
+    monkeypatch.setattr(sources, "READ", 10_000)
+    stream = sources.LogStream(sources.InputSpec(str(log)))
+    try:
+        chunks = list(engine._split_chunks(stream, 0, 0, fast_parser(resolve_format("combined", {}), None)))
+    finally:
+        stream.close()
+    at, lines_seen = 0, 0
+    for chunk in chunks:
+        assert chunk.offset == at
+        assert chunk.lines.column("line_no").to_pylist() == list(
+            range(lines_seen + 1, lines_seen + 1 + chunk.lines.num_rows)
+        )
+        at, lines_seen = at + chunk.size, lines_seen + chunk.lines.num_rows
+    assert (at, lines_seen) == (log.stat().st_size, len(body))
+    repaired = [c for c in chunks if c.original is not None]
+    assert 1 <= len(repaired) <= 3 and all(c.size <= 10_000 + 4096 for c in repaired)
+    # a chunk ends when it holds CHUNK bytes, or before a repaired piece
+    full = [c for c, after in itertools.pairwise(chunks) if c.original is None and after.original is None]
+    assert len(full) >= 10 and all(c.size >= 40_000 for c in full)
