@@ -46,7 +46,7 @@ from measure import BENCH_SECRET, print_table
 from tracklog.schema import HIT_COLUMNS, hits_ddl
 from tracklog.signing import hmac_pads, sql_expected_sig
 
-CHUNK = 64 << 20  # as tracklog.ingest.sources.CHUNK
+CHUNK = 64 << 20  # bytes per read (tracklog reads pieces of 8 MiB; the size changes little here)
 
 # gzip readers: (row label, module with a gzip-compatible open(), the distribution to name its version)
 GZIP_READERS = (

@@ -994,7 +994,8 @@ WITH n AS (
 SELECT n.recipient_key, n.delivery_id, n.email_domain, old.recipient_key IS NOT NULL AS known,
     {", ".join(f"n.{f} AND NOT coalesce(old.{f}, FALSE) AS new_{f}" for f in flags)},
     {", ".join(f"n.{f} OR coalesce(old.{f}, FALSE) AS {f}" for f in flags)},
-    list_filter(n.value_keys, lambda k: NOT list_contains(coalesce(old.value_keys, []), k)) AS new_value_keys,
+    CASE WHEN old.recipient_key IS NULL THEN n.value_keys
+         ELSE list_filter(n.value_keys, lambda k: NOT list_contains(old.value_keys, k)) END AS new_value_keys,
     coalesce(old.value_keys, []) AS old_value_keys
 FROM n LEFT JOIN readers old ON old.recipient_key = n.recipient_key""")
     _drop_tables(con, "_rv")
