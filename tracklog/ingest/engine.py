@@ -601,7 +601,7 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
     """The stream's chunks from `offset`, split into numbered lines and, when the compiled pass
     covers the format, parsed (run ahead, in a thread: the C pass releases the GIL). The stream
     is read in pieces of sources.READ bytes, each split and parsed as it comes and its bytes
-    dropped, gathered into chunks of sources.CHUNK bytes: memory holds one piece's bytes, not a
+    dropped, gathered into chunks of about sources.CHUNK bytes: memory holds one piece's bytes, not a
     chunk's. A piece with repaired lines (whose raw bytes the quarantine keeps) is a chunk of its
     own, and so is one whose parsed columns are typed otherwise (a piece past 256 MiB)."""
     pieces: list[Chunk] = []
@@ -613,7 +613,9 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
             yield _gathered(pieces)
             pieces = []
         pieces.append(piece)
-        if piece.original is not None or sum(p.size for p in pieces) >= sources.CHUNK:
+        # full at CHUNK // READ pieces: about CHUNK bytes (a piece is the line carried over from
+        # the one before, then READ bytes up to their last newline)
+        if piece.original is not None or len(pieces) * sources.READ >= sources.CHUNK:
             yield _gathered(pieces)
             pieces = []
     if pieces:
