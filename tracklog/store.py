@@ -50,7 +50,7 @@ def set_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
 
 
 # Rows per row group of what the writer stores (DuckDB's default: 122,880). A chunk's INSERT
-# into `hits` (about 146,000 rows of the benchmark's 32 MiB chunks) spread over two threads
+# into `hits` (about 146,000 rows of the benchmark's chunks of 32 MiB, then) spread over two threads
 # filled no default row group in either, so its rows were compressed and written by one thread
 # at the end: with half the size each thread writes its own, 10-12% less wall time for the
 # ingest at the same CPU (the file is 3% larger; finer zone maps also prune the line and time

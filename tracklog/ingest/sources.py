@@ -41,7 +41,7 @@ FP_MAX = 4096  # bytes of (decompressed) head that identify a log stream
 # Bytes per chunk, the unit an ingest classifies, stores and commits (with the read position):
 # bounds memory with READ. TRACKLOG_CHUNK_BYTES overrides it (tests, tuning). See the README's
 # Performance section for the sizes measured.
-CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 32 << 20)
+CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 40 << 20)
 # Bytes per read: a chunk is read, split and parsed in pieces of a quarter of it (engine.
 # _split_chunks gathers them), so the bytes held at once are a piece's, not a chunk's.
 READ = max(CHUNK // 4, 4096)
