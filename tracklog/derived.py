@@ -1070,7 +1070,7 @@ def _merge_dimensions(con: duckdb.DuckDBPyConnection) -> None:
     named = "JOIN dimension_values v ON v.value_key = p.value_key"
     parts: list[Part] = [
         (
-            (f"SELECT p.delivery_id, v.dimension, v.value, p.opens, p.clicks FROM _dv p {named}"),
+            f"SELECT p.delivery_id, v.dimension, v.value, p.opens, p.clicks FROM _dv p {named}",
             ("opens", "clicks"),
         ),
         _reader_value_rows("new_value_keys"),

@@ -601,9 +601,9 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
     """The stream's chunks from `offset`, split into numbered lines and, when the compiled pass
     covers the format, parsed (run ahead, in a thread: the C pass releases the GIL). The stream
     is read in pieces of sources.READ bytes, each split and parsed as it comes and its bytes
-    dropped, gathered into chunks of about sources.CHUNK bytes: memory holds one piece's bytes, not a
-    chunk's. A piece with repaired lines (whose raw bytes the quarantine keeps) is a chunk of its
-    own, and so is one whose parsed columns are typed otherwise (a piece past 256 MiB)."""
+    dropped, gathered into chunks of about sources.CHUNK bytes: memory holds one piece's bytes,
+    not a chunk's. A piece with repaired lines (whose raw bytes the quarantine keeps) is a chunk
+    of its own, and so is one whose parsed columns are typed otherwise (a piece past 256 MiB)."""
     pieces: list[Chunk] = []
     for piece_offset, buf in stream.chunks(offset):
         piece = make_chunk(buf, piece_offset, line_base, fast)
@@ -623,6 +623,7 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
 
 
 def _same_columns(a: Chunk, b: Chunk) -> bool:
+    """Whether the pieces `a` and `b` have the same columns, of the same types (one table)."""
     if (a.parsed is None) != (b.parsed is None):
         return False
     return a.lines.schema == b.lines.schema and (
