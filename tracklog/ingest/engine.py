@@ -624,11 +624,11 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
 
 def _same_columns(a: Chunk, b: Chunk) -> bool:
     """Whether the pieces `a` and `b` have the same columns, of the same types (one table)."""
-    if (a.parsed is None) != (b.parsed is None):
+    if a.lines.schema != b.lines.schema:
         return False
-    return a.lines.schema == b.lines.schema and (
-        a.parsed is None or b.parsed is None or a.parsed[0].schema == b.parsed[0].schema
-    )
+    if a.parsed is None or b.parsed is None:
+        return a.parsed is b.parsed
+    return bool(a.parsed[0].schema == b.parsed[0].schema)
 
 
 def _gathered(pieces: list[Chunk]) -> Chunk:
