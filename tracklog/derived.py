@@ -61,8 +61,8 @@ MERGE_RANGES = 8
 # the memory: the batch's recipients are looked up first (_batch_recipients), so a batch of 1M
 # fits the writer's 300 MB with 2M recipients (it did not when the join built on every
 # recipient). Each commit costs a fixed 5-8 s on a 10M-hit database (DuckDB's checkpoint of the
-# UPDATEd `hits`), so fewer, larger batches are faster: 277 s for 10M hits against 515 s with
-# 250,000 (README, Performance)
+# UPDATEd `hits`), so fewer, larger batches are faster: 219 s for 10M hits, 254 s with 750,000,
+# 543 s with 250,000 before the lookup (README, "The catch-up")
 CATCH_UP_BATCH = 1_000_000
 _ALL_LINES = 1 << 62
 # The derived tables with rows per delivery that its hits make (a delivery is rebuilt by
