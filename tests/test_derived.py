@@ -454,3 +454,36 @@ def test_a_rebuild_in_small_batches_equals_one_run(
         derived.sync(con)
         assert con.execute("SELECT count(*) FROM hits WHERE resolution IS NULL").fetchall()[0][0] == 0
     assert snapshot(db) == expected
+
+
+@pytest.mark.parametrize("bits", [0, 40])
+def test_readers_values_gathered_as_lists_equal_the_masks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bits: int
+) -> None:
+    """A merge gathers each reader's dimension values as a bit mask over its batch's distinct
+    values when they are at most MASK_BITS, else as lists of the events' keys: the sample
+    ingested with every batch over the limit (0), or some under and some over it (40, in
+    batches of 500 hits), builds exactly the tables the masks did (the sample's figures
+    themselves are checked by hand in test_metrics and test_reports)."""
+    logs = {name: (SAMPLE / name).read_bytes() for name in ("access.log.1", "access.log")}
+    for name, data in logs.items():
+        (tmp_path / name).write_bytes(data)
+    db = tmp_path / "t.duckdb"
+    run(db, "ingest", "--manifest", str(SAMPLE / "manifests" / "*.json"), *(str(tmp_path / n) for n in logs))
+    expected = snapshot(db)
+    monkeypatch.setattr(derived, "MASK_BITS", bits)
+    monkeypatch.setattr(derived, "CATCH_UP_BATCH", 500)
+    sizes: list[int] = []
+    reader_values = derived._reader_values
+
+    def counted(con: duckdb.DuckDBPyConnection) -> None:
+        reader_values(con)
+        # the batch's distinct values: those its readers were seen with
+        sizes.append(con.execute("SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)").fetchall()[0][0])
+
+    monkeypatch.setattr(derived, "_reader_values", counted)
+    with open_writer(db) as con:
+        con.execute("UPDATE derived_state SET definitions = 'an earlier version'")
+        derived.sync(con)
+    assert min(sizes) <= bits < max(sizes) if bits else min(sizes) > 0
+    assert snapshot(db) == expected

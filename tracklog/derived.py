@@ -473,7 +473,7 @@ def _drop_batch(con: duckdb.DuckDBPyConnection) -> None:
 
 
 # the temporary tables of a merge, dropped as soon as done with (less for it to hold in memory)
-_MERGE_TABLES = ("_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_dv", "_rv")
+_MERGE_TABLES = ("_ev", "_rd", "_nb", "_ra", "_agents", "_links", "_pos", "_dv", "_rv")
 
 
 def _drop_classified(con: duckdb.DuckDBPyConnection) -> None:
@@ -912,15 +912,22 @@ WHERE {metrics.AGENT_EVENTS_SQL} AND e.user_agent IS NOT NULL
 Part = tuple[str, tuple[str, ...]]  # a per-key SELECT and the value columns it gives
 
 
+# A merge gathers each reader's dimension values as a bit mask over the batch's distinct value
+# keys when they are at most this many (an UHUGEINT; far more than a batch's agents and links
+# usually give), else as a list of the keys of each event unpivoted (the same sets, slower)
+MASK_BITS = 128
+
+
 def _reader_values(con: duckdb.DuckDBPyConnection) -> None:
     """The dimension values of the new events (numbered in dimension_values, new ones added):
     _dv, per delivery and value, the opens and clicks with it; _rv, per reader, the list of the
-    values it was seen with. Each distinct agent and link is mapped to its values once; then
-    each event (opens and clicks: agents; clicks: links) is joined to them (_ra). _dv unpivots
-    the events into (delivery, value key) rows, few groups; _rv gathers each reader's keys as
-    lists, without unpivoting them into (reader, value) rows (grouping those cost 3 times more).
-    (Grouping the events per reader, agent and link first saved nothing: 98% of them are alone
-    in theirs.)"""
+    values it was seen with. Each distinct agent and link is mapped to its values once. _dv
+    counts the events per delivery, agent, link and type first (few groups), then unpivots
+    those into (delivery, value key) rows. _rv gives each agent and link the bit mask of its
+    values among the batch's (_pos), ORs them per reader in one grouping of the events, and
+    turns each distinct mask into its list of keys once; with more than MASK_BITS distinct
+    values in the batch, it gathers each reader's keys with list(DISTINCT ...) over the events
+    unpivoted (grouping (reader, value) rows instead cost 3 times more)."""
     agent_values = ", ".join(f"{metrics.DIMENSIONS[d]} AS {d}" for d in metrics.AGENT_DIMENSIONS)
     link_values = ", ".join(f"x.{column} AS {d}" for d, column in metrics.LINK_COLUMNS.items())
     con.execute(f"""
@@ -944,9 +951,8 @@ INSERT INTO dimension_values
 SELECT (SELECT coalesce(max(value_key), 0) FROM dimension_values) + row_number() OVER (ORDER BY dimension, value),
     dimension, value
 FROM (({pairs}) EXCEPT SELECT dimension, value FROM dimension_values) n""")
-    # each agent (link) with the keys of its values, then every event joined once to them and
-    # unpivoted into (reader, value key) rows
-    for table, dims in (("_agents", metrics.AGENT_DIMENSIONS), ("_links", tuple(metrics.LINK_COLUMNS))):
+    tables = (("_agents", metrics.AGENT_DIMENSIONS), ("_links", tuple(metrics.LINK_COLUMNS)))
+    for table, dims in tables:
         keys = ", ".join(f"v_{d}.value_key AS key_{d}" for d in dims)
         joins = " ".join(
             f"JOIN dimension_values v_{d} ON v_{d}.dimension = '{d}' AND v_{d}.value IS NOT DISTINCT FROM t.{d}"
@@ -955,33 +961,70 @@ FROM (({pairs}) EXCEPT SELECT dimension, value FROM dimension_values) n""")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT t.*, {keys} FROM {table} t {joins}")
     agent_keys = ", ".join(f"a.key_{d}" for d in metrics.AGENT_DIMENSIONS)
     link_keys = ", ".join(f"l.key_{d}" for d in metrics.LINK_COLUMNS)
-    con.execute(f"""
-CREATE OR REPLACE TEMP TABLE _ra AS
-SELECT e.recipient_key, e.delivery_id, e.type, {agent_keys}, {link_keys}
-FROM _ev e
+    # each event joined to its agent's and link's keys (those of a click's link only)
+    with_keys = f"""
 JOIN _agents a ON a.user_agent IS NOT DISTINCT FROM e.user_agent
 LEFT JOIN _links l ON l.delivery_id = e.delivery_id AND l.clicked_link = e.link_id AND {metrics.LINK_EVENTS_SQL}
-WHERE {metrics.AGENT_EVENTS_SQL}""")
+WHERE {metrics.AGENT_EVENTS_SQL}"""
 
     def keyed(columns: str) -> str:
-        """_ra unpivoted: the `columns` of each event with each of its value keys."""
+        """_ra unpivoted: the `columns` of each of its rows with each of its value keys."""
         return " UNION ALL ".join(
             f"SELECT {columns}, r.key_{d} AS value_key FROM _ra r"
             + ("" if d in metrics.AGENT_DIMENSIONS else f" WHERE r.key_{d} IS NOT NULL")
             for d in metrics.DIMENSIONS
         )
 
+    # the events counted per delivery, agent, link and type (n), with their keys
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _ra AS
+SELECT e.delivery_id, e.type, e.n, {agent_keys}, {link_keys}
+FROM (SELECT e.delivery_id, e.user_agent, e.link_id, e.type, count(*) AS n FROM _ev e
+      WHERE {metrics.AGENT_EVENTS_SQL} GROUP BY ALL) e {with_keys}""")
+    counts = {
+        name: metrics.weighted_count(metrics.EVENT_COUNTS[name], "e.n")
+        for name in ("opens_total", "clicks_total")
+    }
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _dv AS
-SELECT e.delivery_id, e.value_key,
-    {metrics.EVENT_COUNTS["opens_total"]} AS opens, {metrics.EVENT_COUNTS["clicks_total"]} AS clicks
-FROM ({keyed("r.delivery_id, r.type")}) e
+SELECT e.delivery_id, e.value_key, {counts["opens_total"]} AS opens, {counts["clicks_total"]} AS clicks
+FROM ({keyed("r.delivery_id, r.type, r.n")}) e
 GROUP BY e.delivery_id, e.value_key""")
+    every_key = " UNION ".join(
+        f"SELECT key_{d} AS value_key FROM {table}" for table, dims in tables for d in dims
+    )
     con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _pos AS
+SELECT value_key, CAST(row_number() OVER (ORDER BY value_key) - 1 AS UHUGEINT) AS bit
+FROM ({every_key}) k WHERE value_key IS NOT NULL""")
+    if con.execute("SELECT count(*) FROM _pos").fetchall()[0][0] > MASK_BITS:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _ra AS SELECT e.recipient_key, {agent_keys}, {link_keys} FROM _ev e {with_keys}"
+        )
+        con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _rv AS
 SELECT e.recipient_key, list(DISTINCT e.value_key) AS value_keys
 FROM ({keyed("r.recipient_key")}) e GROUP BY e.recipient_key""")
-    _drop_tables(con, "_ra", "_agents", "_links")
+        _drop_tables(con, "_ra", "_agents", "_links", "_pos")
+        return
+    for table, dims in tables:
+        bits = " | ".join(f"coalesce(CAST(1 AS UHUGEINT) << p_{d}.bit, 0)" for d in dims)
+        joins = " ".join(f"LEFT JOIN _pos p_{d} ON p_{d}.value_key = t.key_{d}" for d in dims)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT t.*, {bits} AS mask FROM {table} t {joins}"
+        )
+    con.execute(f"""
+CREATE OR REPLACE TEMP TABLE _ra AS
+SELECT e.recipient_key, bit_or(a.mask | coalesce(l.mask, 0)) AS mask FROM _ev e {with_keys}
+GROUP BY e.recipient_key""")
+    # each distinct mask (readers seen with the same values share one) as its list of keys
+    con.execute("""
+CREATE OR REPLACE TEMP TABLE _rv AS
+SELECT r.recipient_key, m.value_keys FROM _ra r JOIN (
+    SELECT d.mask, list_filter(k.keys, lambda v, i: ((d.mask >> CAST(i - 1 AS UHUGEINT)) & 1) = 1) AS value_keys
+    FROM (SELECT DISTINCT mask FROM _ra) d, (SELECT list(value_key ORDER BY bit) AS keys FROM _pos) k
+) m ON m.mask = r.mask""")
+    _drop_tables(con, "_ra", "_agents", "_links", "_pos")
 
 
 def _merge_readers(con: duckdb.DuckDBPyConnection) -> Part:

@@ -158,6 +158,16 @@ EVENT_COUNTS: dict[str, str] = {
     "mirror_views": "count(*) FILTER (WHERE e.type = 'mirror')",
     "optout_clicks": "count(*) FILTER (WHERE e.type = 'optout')",
 }
+
+
+def weighted_count(count_sql: str, weight: str) -> str:
+    """A count of EVENT_COUNTS (`count(*) FILTER (WHERE ...)`) over rows that each stand for
+    `weight` events (events counted per group first): the same count, as a BIGINT."""
+    if not count_sql.startswith("count(*) FILTER "):
+        raise ValueError(f"not a filtered count: {count_sql}")
+    return f"CAST(coalesce(sum({weight}){count_sql[len('count(*)') :]}, 0) AS BIGINT)"
+
+
 # The reader flags behind the unique counts: whether a reader did this at least once.
 READER_FLAGS: dict[str, str] = {
     "opened": OPENING_SQL,
