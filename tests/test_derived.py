@@ -479,7 +479,11 @@ def test_readers_values_gathered_as_lists_equal_the_masks(
     def counted(con: duckdb.DuckDBPyConnection) -> None:
         reader_values(con)
         # the batch's distinct values: those its readers were seen with
-        sizes.append(con.execute("SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)").fetchall()[0][0])
+        sizes.append(
+            con.execute("SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)").fetchall()[
+                0
+            ][0]
+        )
 
     monkeypatch.setattr(derived, "_reader_values", counted)
     with open_writer(db) as con:
@@ -487,3 +491,57 @@ def test_readers_values_gathered_as_lists_equal_the_masks(
         derived.sync(con)
     assert min(sizes) <= bits < max(sizes) if bits else min(sizes) > 0
     assert snapshot(db) == expected
+
+
+def test_readers_values_past_64_bits_match_the_definitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch with about 100 distinct values (30 links, each with its URL, label and id, and
+    three agents): the masks use bits past 64. The readers per link, URL and agent value are
+    counted by hand below (every hit here is a human's counted event), and every stored figure
+    equals the definitions computed over all the events at once."""
+    from conftest import ANDROID, CHROME_WIN, IPHONE, Delivery
+
+    sent = dt.datetime(2026, 11, 2, 9, 0)
+    links = [(f"L{i:02d}", f"https://shop.example/p/{i}", f"Product {i}", None) for i in range(30)]
+    people = [(f"r{i:02d}", f"r{i:02d}@example.org", "delivered") for i in range(45)]
+    agents = (IPHONE, CHROME_WIN, ANDROID)
+    hits: list[Hit] = []
+    clicked: dict[str, set[str]] = {}
+    for i, (rid, _, _) in enumerate(people):
+        at = sent + dt.timedelta(hours=2, minutes=3 * i)
+        ua, ip = agents[i % 3], f"198.51.100.{i + 1}"
+        hits.append(Hit("WIDE", rid, "open", at, ua=ua, ip=ip))
+        for n, link in enumerate(sorted({links[i % 30][0], links[(7 * i + 3) % 30][0]})):
+            hits.append(
+                Hit("WIDE", rid, "click", at + dt.timedelta(minutes=20 * (n + 1)), link=link, ua=ua, ip=ip)
+            )
+            clicked.setdefault(link, set()).add(rid)
+    data = DataSet([Delivery("WIDE", "Wide", sent, "Subject", None, links, people)], hits)
+    db = build_db(tmp_path / "wide.duckdb", data)
+    sizes: list[int] = []
+    reader_values = derived._reader_values
+
+    def counted(con: duckdb.DuckDBPyConnection) -> None:
+        reader_values(con)
+        sizes.append(
+            con.execute("SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)").fetchall()[
+                0
+            ][0]
+        )
+
+    monkeypatch.setattr(derived, "_reader_values", counted)
+    with derived.open_reader(db, wait=10) as con:
+        assert len(sizes) == 1 and 64 < sizes[0] <= derived.MASK_BITS
+        readers = {
+            (dimension, value): n
+            for _, dimension, value, _, _, n in con.execute(
+                "SELECT delivery_id, dimension, value, opens, clicks, readers FROM delivery_dimensions"
+            ).fetchall()
+        }
+        for stored, defined in stored_and_defined(con):
+            assert stored == defined
+    by_url = {url: len(clicked.get(link_id, ())) for link_id, url, _, _ in links}
+    assert {v: n for (d, v), n in readers.items() if d == "link"} == {k: len(v) for k, v in clicked.items()}
+    assert {v: n for (d, v), n in readers.items() if d == "url"} == {u: n for u, n in by_url.items() if n}
+    assert sorted(n for (d, _), n in readers.items() if d == "browser") == [15, 15, 15]
