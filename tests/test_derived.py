@@ -503,8 +503,12 @@ def test_readers_values_past_64_bits_match_the_definitions(
     from conftest import ANDROID, CHROME_WIN, IPHONE, Delivery
 
     sent = dt.datetime(2026, 11, 2, 9, 0)
-    links = [(f"L{i:02d}", f"https://shop.example/p/{i}", f"Product {i}", None) for i in range(30)]
-    people = [(f"r{i:02d}", f"r{i:02d}@example.org", "delivered") for i in range(45)]
+    links: list[tuple[str, str, str, str | None]] = [
+        (f"L{i:02d}", f"https://shop.example/p/{i}", f"Product {i}", None) for i in range(30)
+    ]
+    people: list[tuple[str, str | None, str]] = [
+        (f"r{i:02d}", f"r{i:02d}@example.org", "delivered") for i in range(45)
+    ]
     agents = (IPHONE, CHROME_WIN, ANDROID)
     hits: list[Hit] = []
     clicked: dict[str, set[str]] = {}
