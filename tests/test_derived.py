@@ -431,6 +431,18 @@ def test_a_later_batch_never_unflags_a_stored_hit_judged_with_hits_it_does_not_r
     ]
 
 
+def ingest_sample(tmp_path: Path, *, rotated: bool) -> Path:
+    """A new database with the sample's manifests and logs ingested (the gzipped rotation too
+    when `rotated`: about 3,900 hits in three sources, else two)."""
+    logs = {"access.log.2": gzip.decompress((SAMPLE / "access.log.2.gz").read_bytes())} if rotated else {}
+    logs |= {name: (SAMPLE / name).read_bytes() for name in ("access.log.1", "access.log")}
+    for name, data in logs.items():
+        (tmp_path / name).write_bytes(data)
+    db = tmp_path / "t.duckdb"
+    run(db, "ingest", "--manifest", str(SAMPLE / "manifests" / "*.json"), *(str(tmp_path / n) for n in logs))
+    return db
+
+
 @pytest.mark.parametrize("batch", [97, 1_000])
 def test_a_rebuild_in_small_batches_equals_one_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
@@ -439,12 +451,7 @@ def test_a_rebuild_in_small_batches_equals_one_run(
     hits (line ranges of a large source, groups of small ones), each looking up its own
     recipients: a rebuild in batches of a few dozen or a thousand hits (the sample's logs: about
     3,900 hits in three sources) builds exactly the tables one ingest of everything did."""
-    logs = {"access.log.2": gzip.decompress((SAMPLE / "access.log.2.gz").read_bytes())}
-    logs |= {name: (SAMPLE / name).read_bytes() for name in ("access.log.1", "access.log")}
-    for name, data in logs.items():
-        (tmp_path / name).write_bytes(data)
-    db = tmp_path / "t.duckdb"
-    run(db, "ingest", "--manifest", str(SAMPLE / "manifests" / "*.json"), *(str(tmp_path / n) for n in logs))
+    db = ingest_sample(tmp_path, rotated=True)
     expected = snapshot(db)
     monkeypatch.setattr(derived, "CATCH_UP_BATCH", batch)
     with open_writer(db) as con:
@@ -456,6 +463,21 @@ def test_a_rebuild_in_small_batches_equals_one_run(
     assert snapshot(db) == expected
 
 
+def batch_values(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of distinct dimension values of each batch merged from now on (those its
+    readers were seen with: what decides between the masks and the lists), appended as merged."""
+    sizes: list[int] = []
+    reader_values = derived._reader_values
+
+    def counted(con: duckdb.DuckDBPyConnection) -> None:
+        reader_values(con)
+        values = "SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)"
+        sizes.append(con.execute(values).fetchall()[0][0])
+
+    monkeypatch.setattr(derived, "_reader_values", counted)
+    return sizes
+
+
 @pytest.mark.parametrize("bits", [0, 40])
 def test_readers_values_gathered_as_lists_equal_the_masks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bits: int
@@ -465,27 +487,11 @@ def test_readers_values_gathered_as_lists_equal_the_masks(
     ingested with every batch over the limit (0), or some under and some over it (40, in
     batches of 500 hits), builds exactly the tables the masks did (the sample's figures
     themselves are checked by hand in test_metrics and test_reports)."""
-    logs = {name: (SAMPLE / name).read_bytes() for name in ("access.log.1", "access.log")}
-    for name, data in logs.items():
-        (tmp_path / name).write_bytes(data)
-    db = tmp_path / "t.duckdb"
-    run(db, "ingest", "--manifest", str(SAMPLE / "manifests" / "*.json"), *(str(tmp_path / n) for n in logs))
+    db = ingest_sample(tmp_path, rotated=False)
     expected = snapshot(db)
     monkeypatch.setattr(derived, "MASK_BITS", bits)
     monkeypatch.setattr(derived, "CATCH_UP_BATCH", 500)
-    sizes: list[int] = []
-    reader_values = derived._reader_values
-
-    def counted(con: duckdb.DuckDBPyConnection) -> None:
-        reader_values(con)
-        # the batch's distinct values: those its readers were seen with
-        sizes.append(
-            con.execute("SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)").fetchall()[
-                0
-            ][0]
-        )
-
-    monkeypatch.setattr(derived, "_reader_values", counted)
+    sizes = batch_values(monkeypatch)
     with open_writer(db) as con:
         con.execute("UPDATE derived_state SET definitions = 'an earlier version'")
         derived.sync(con)
@@ -523,18 +529,7 @@ def test_readers_values_past_64_bits_match_the_definitions(
             clicked.setdefault(link, set()).add(rid)
     data = DataSet([Delivery("WIDE", "Wide", sent, "Subject", None, links, people)], hits)
     db = build_db(tmp_path / "wide.duckdb", data)
-    sizes: list[int] = []
-    reader_values = derived._reader_values
-
-    def counted(con: duckdb.DuckDBPyConnection) -> None:
-        reader_values(con)
-        sizes.append(
-            con.execute("SELECT count(DISTINCT k) FROM (SELECT unnest(value_keys) AS k FROM _rv)").fetchall()[
-                0
-            ][0]
-        )
-
-    monkeypatch.setattr(derived, "_reader_values", counted)
+    sizes = batch_values(monkeypatch)
     with derived.open_reader(db, wait=10) as con:
         assert len(sizes) == 1 and 64 < sizes[0] <= derived.MASK_BITS
         readers = {
