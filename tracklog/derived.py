@@ -1005,20 +1005,19 @@ FROM ({every_key}) k WHERE value_key IS NOT NULL""")
 CREATE OR REPLACE TEMP TABLE _rv AS
 SELECT e.recipient_key, list(DISTINCT e.value_key) AS value_keys
 FROM ({keyed("r.recipient_key")}) e GROUP BY e.recipient_key""")
-        _drop_tables(con, "_ra", "_agents", "_links", "_pos")
-        return
-    for table, dims in tables:
-        bits = " | ".join(f"coalesce(CAST(1 AS UHUGEINT) << p_{d}.bit, 0)" for d in dims)
-        joins = " ".join(f"LEFT JOIN _pos p_{d} ON p_{d}.value_key = t.key_{d}" for d in dims)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT t.*, {bits} AS mask FROM {table} t {joins}"
-        )
-    con.execute(f"""
+    else:
+        for table, dims in tables:
+            bits = " | ".join(f"coalesce(CAST(1 AS UHUGEINT) << p_{d}.bit, 0)" for d in dims)
+            joins = " ".join(f"LEFT JOIN _pos p_{d} ON p_{d}.value_key = t.key_{d}" for d in dims)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT t.*, {bits} AS mask FROM {table} t {joins}"
+            )
+        con.execute(f"""
 CREATE OR REPLACE TEMP TABLE _ra AS
 SELECT e.recipient_key, bit_or(a.mask | coalesce(l.mask, 0)) AS mask FROM _ev e {with_keys}
 GROUP BY e.recipient_key""")
-    # each distinct mask (readers seen with the same values share one) as its list of keys
-    con.execute("""
+        # each distinct mask (readers seen with the same values share one) as its list of keys
+        con.execute("""
 CREATE OR REPLACE TEMP TABLE _rv AS
 SELECT r.recipient_key, m.value_keys FROM _ra r JOIN (
     SELECT d.mask, list_filter(k.keys, lambda v, i: ((d.mask >> CAST(i - 1 AS UHUGEINT)) & 1) = 1) AS value_keys
