@@ -65,6 +65,7 @@ def _ingester(spec: str, *, fast: bool, verify: bool) -> Ingester:
                 max_bad_ratio=1,
             )
         assert (_INGESTERS[key]._fast is not None) == fast
+        _INGESTERS[key]._lookup = None  # the parse alone: no manifests here (test_lookup.py)
     return _INGESTERS[key]
 
 
@@ -165,10 +166,39 @@ def mutants(count: int, seed: int = 1) -> Iterator[bytes]:
         yield b"\n".join(lines) + b"\n"
 
 
+def assert_lookup_same(data: bytes) -> None:
+    """The recipient lookup of the compiled extension (fastpath.key_index, key_lookup) against
+    a dict: the index's keys are (delivery number, id) pairs cut from `data` (any bytes, the
+    empty id too), the queries every key, each id under other delivery numbers (-1: none), and
+    near misses (an id cut short, grown by a byte), from element 1 of a sliced array."""
+    pieces = data.split(data[:1] or b"\n")[:400]
+    keys: dict[tuple[int, bytes], int] = {}
+    for i, piece in enumerate(pieces):
+        keys.setdefault((i % 3, piece), len(keys))
+    numbers = pa.array([n for n, _ in keys], pa.int32())
+    index = fastpath.key_index(numbers, pa.array([k for _, k in keys], pa.large_binary()))
+    queries = [(9, b"")]
+    for n, key in keys:
+        queries += [
+            (n, key),
+            ((n + 1) % 3, key),
+            (-1, key),
+            (n, key[:-1]),
+            (n, key + b"\x00"),
+            (n, key + b"0"),
+        ]
+    ids = pa.array([k for _, k in queries], pa.binary())[1:]
+    got = fastpath.key_lookup(index, pa.array([n for n, _ in queries], pa.int32())[1:], ids)
+    want = [keys.get((n, k), -1) if n >= 0 else -1 for n, k in queries[1:]]
+    assert got.to_pylist() == want
+
+
 def one_input(data: bytes) -> None:
-    """The fuzz target: the input as a chunk of lines, in combined and in the uid format."""
+    """The fuzz target: the input as a chunk of lines, in combined and in the uid format; and
+    cut into the keys and queries of the recipient lookup."""
     if not data:
         return
+    assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
     spec = UID_FORMAT if data[0] & 1 else "combined"
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
@@ -191,6 +221,7 @@ def main() -> None:
         split_lines,
         Ingester._parse_chunk,
         assert_same,
+        assert_lookup_same,
         one_input,
     ):
         atheris.instrument_func(func)

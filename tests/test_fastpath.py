@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
-from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_same, deferred_rows
+from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_lookup_same, assert_same, deferred_rows, mutants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -342,6 +342,31 @@ def test_random_bytes(lines: list[bytes]) -> None:
     assert_same(b"\n".join(lines) + b"\n")
 
 
+# -- the recipient lookup (key_index) -----------------------------------------------------
+
+
+def test_recipient_lookup_matches_a_dict() -> None:
+    """key_index/key_lookup against a dict, with keys and queries cut from real and mutated
+    lines (any bytes, the empty id, ids differing in a byte or in their delivery)."""
+    for data in [apache_logs().read_bytes()[:200_000], *SEEDS, b"\n\n", b"x", *mutants(300, seed=7)]:
+        assert_lookup_same(data)
+
+
+def test_recipient_lookup_refuses_bad_tables() -> None:
+    ids = pa.array(["r1", "r2", "r1"], pa.large_string())
+    with pytest.raises(ValueError, match="duplicate key"):
+        fastpath.key_index(pa.array([0, 0, 0], pa.int32()), ids)
+    index = fastpath.key_index(pa.array([0, 0, 1], pa.int32()), ids)  # r1 of two deliveries
+    got = fastpath.key_lookup(index, pa.array([1, 0, 2, -1], pa.int32()), pa.array(["r1", "r1", "r1", "r1"]))
+    assert got.to_pylist() == [2, 0, -1, -1]
+    with pytest.raises(ValueError, match="negative"):
+        fastpath.key_index(pa.array([-1], pa.int32()), pa.array(["r1"], pa.large_string()))
+    with pytest.raises(ValueError, match="too short"):  # fewer delivery numbers than ids
+        index.lookup(b"\0\0\0\0", *pa.array(["a", "b"], pa.large_string()).buffers()[1:], 0, 2)
+    with pytest.raises(ValueError, match="out of bounds"):  # offsets past the data
+        index.lookup(bytes(8), pa.array([0, 5, 99], pa.int64()).buffers()[1], b"abcde", 0, 2)
+
+
 # -- the sanitizer build and the fuzz target ---------------------------------------------
 
 _SANITIZED_RUN = textwrap.dedent(
@@ -363,6 +388,7 @@ _SANITIZED_RUN = textwrap.dedent(
             f.assert_same(chunk, spec)
     for i, chunk in enumerate(f.mutants(int(sys.argv[5]))):
         f.parse_only(chunk, ("combined", "common", f.UID_FORMAT)[i % 3])
+        f.assert_lookup_same(chunk)
     print("sanitized run ok")
     """
 )

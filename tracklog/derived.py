@@ -304,7 +304,9 @@ def _unmeasured(name: str) -> contextlib.nullcontext[None]:
     return contextlib.nullcontext(None)
 
 
-def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None = None) -> None:
+def store_hits(
+    con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None = None, *, looked_up: bool = False
+) -> None:
     """Store the new hits of the relation `hits` (the log columns of `hits`) classified and
     resolved, inside the caller's transaction (an ingest's chunk), and record their lines in
     `unmerged`: merge_stored merges them into the derived tables later, with the next chunks'
@@ -312,12 +314,14 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
     Their lines are new lines of their sources, numbered after every stored one (as an ingest
     reads a stream: no stored line of theirs lies within their range). Stored hits of the same
     recipients whose class the new ones change are merged again (_redo_flipped). `phases`
-    measures the two steps (`ingest --profile`)."""
+    measures the two steps (`ingest --profile`). `looked_up`: `hits` also has the columns
+    metrics.LOOKED_UP (ingest/lookup.py), read in place of a join with `recipient_keys`."""
     phase = phases.phase if phases is not None else _unmeasured
     try:
         with phase("classify the hits"):
             # a view: the chunk's hits are read where they are (an Arrow table), not copied
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _hb AS SELECT {', '.join(HIT_COLUMNS)} FROM {hits}")
+            read = (*HIT_COLUMNS, *(metrics.LOOKED_UP if looked_up else ()))
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _hb AS SELECT {', '.join(read)} FROM {hits}")
             _classify(con, "_hb")
         with phase("resolve and store the hits"):
             lo_source, hi_source, start, last = con.execute(
@@ -331,10 +335,13 @@ def store_hits(con: duckdb.DuckDBPyConnection, hits: str, phases: Phases | None 
             if con.execute(f"SELECT count(*) FROM hits h WHERE {batch}").fetchall()[0][0]:
                 raise RuntimeError("store_hits: lines within the batch's range are stored already")
             columns = ", ".join((*HIT_COLUMNS, *RESOLUTION_COLUMNS))
-            _batch_recipients(con, "_hb")
+            recipients = None
+            if not looked_up:
+                _batch_recipients(con, "_hb")
+                recipients = "_rk"
             # resolved as they are stored, in one pass
             con.execute(
-                f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc', '_rk')}) n"
+                f"INSERT INTO hits ({columns}) SELECT {columns} FROM ({metrics.resolve_sql('_hc', recipients)}) n"
             )
             con.execute("INSERT INTO unmerged VALUES (?, ?, ?, ?)", [lo_source, hi_source, start, last + 1])
     finally:

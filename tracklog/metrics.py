@@ -385,7 +385,13 @@ LEFT JOIN (
 """
 
 
-def resolve_sql(hits: str, recipient_keys: str = "recipient_keys") -> str:
+# The columns of a chunk whose recipients were looked up before it is resolved (ingest/lookup.py):
+# its recipient's recipient_key and email domain (email_domain_sql), NULL when the manifests have
+# no such recipient of its delivery
+LOOKED_UP = ("looked_up_key", "looked_up_domain")
+
+
+def resolve_sql(hits: str, recipient_keys: str | None = "recipient_keys") -> str:
     """The hits of the relation `hits` (the log columns of the `hits` table) with their event
     type and verdict, resolved against the manifests: the reader keys, the recipient's email
     domain, and the `resolution`: the verdict when the hit is not accepted, else 'delivery' (an
@@ -395,24 +401,31 @@ def resolve_sql(hits: str, recipient_keys: str = "recipient_keys") -> str:
     accepted hit of a manifest recipient of its delivery; a click on a manifest link that is not
     a trap; a page tag whose token names one), 'anonymous' for a page tag without token. Reads `delivery_keys` and
     `recipient_keys` (see recipient_keys_sql), or the relation of the same columns named by
-    `recipient_keys` (a subset holding the hits' recipients)."""
+    `recipient_keys` (a subset holding the hits' recipients); with `recipient_keys` None, the
+    hits carry what a join with it would give as their LOOKED_UP columns."""
     columns = ", ".join(f"h.{c}" for c in HIT_COLUMNS)
+    if recipient_keys is None:
+        found, domain = (f"h.{c}" for c in LOOKED_UP)
+        key, recipients = f"{found} AS recipient_key", ""
+    else:
+        key, domain, found = "r.recipient_key", email_domain_sql("r.email"), "r.recipient_id"
+        recipients = f"LEFT JOIN {recipient_keys} r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id"
     return f"""
 SELECT {columns}, h.class, h.reasons, h.type, h.verdict,
     CASE WHEN h.verdict <> 'accepted' THEN h.verdict
          WHEN {anonymous_sql("h")} THEN 'anonymous'
          WHEN d.delivery_id IS NULL THEN 'delivery'
          WHEN {clock_sql("h", "d")} THEN '{CLOCK}'
-         WHEN r.recipient_id IS NULL THEN 'recipient'
+         WHEN {found} IS NULL THEN 'recipient'
          WHEN h.type = 'click' AND l.link_id IS NULL THEN 'link'
          WHEN h.type = 'click' AND coalesce(l.category, '') = '{TRAP_CATEGORY}' THEN 'trap'
          ELSE 'event' END AS resolution,
-    CAST(dk.delivery_key AS INTEGER) AS delivery_key, r.recipient_key,
-    {email_domain_sql("r.email")} AS email_domain
+    CAST(dk.delivery_key AS INTEGER) AS delivery_key, {key},
+    {domain} AS email_domain
 FROM (SELECT x.*, {type_sql("x")} AS type, {verdict_sql("x")} AS verdict FROM {hits} x) h
 LEFT JOIN deliveries d ON d.delivery_id = h.delivery_id
 LEFT JOIN delivery_keys dk ON dk.delivery_id = h.delivery_id
-LEFT JOIN {recipient_keys} r ON r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id
+{recipients}
 LEFT JOIN links l ON l.delivery_id = h.delivery_id AND l.link_id = h.link_id
 """
 

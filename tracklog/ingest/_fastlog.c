@@ -1209,9 +1209,179 @@ static PyObject *fastlog_line_starts(PyObject *mod, PyObject *args) {
     return out;
 }
 
+/* ------------------------------------------------------------------ recipient lookup */
+
+/* KeyIndex: the manifests' recipients, (delivery number, recipient id) -> row, an open-addressing
+ * hash table over the caller's Arrow buffers (held, not copied): each delivery's number (int32),
+ * the ids' int64 offsets and their bytes. lookup() gives each hit of a chunk its recipient's row,
+ * or -1: what the SQL join `r.delivery_id = h.delivery_id AND r.recipient_id = h.recipient_id`
+ * finds (ids compared byte for byte; a hit of no known delivery, or without recipient id, has
+ * delivery number -1 and matches nothing). The hits' ids are attacker-controlled: every read is
+ * bounded by the buffers' checked lengths. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer delivery, offsets, data;
+    int held; /* the three buffers are held (released by dealloc) */
+    Py_ssize_t n;
+    uint32_t *slots; /* entry + 1, 0 = free */
+    size_t mask;
+} KeyIndexObject;
+
+static inline uint64_t key_hash(int32_t delivery, const char *s, size_t n) {
+    uint64_t h = hash_bytes(s, n) ^ ((uint64_t)(uint32_t)delivery * 0x9E3779B97F4A7C15u);
+    h ^= h >> 32;
+    return h * 0xD6E8FEB86659FD93u;
+}
+
+/* the slot holding (delivery, s[0:n]), or the free slot where it would go */
+static inline size_t key_slot(const KeyIndexObject *ix, int32_t delivery, const char *s, size_t n) {
+    const int32_t *dno = (const int32_t *)ix->delivery.buf;
+    const int64_t *off = (const int64_t *)ix->offsets.buf;
+    const char *base = (const char *)ix->data.buf;
+    size_t pos = (size_t)(key_hash(delivery, s, n) >> 16) & ix->mask;
+    for (;;) {
+        uint32_t e = ix->slots[pos];
+        if (!e) return pos;
+        e--;
+        if (dno[e] == delivery && (size_t)(off[e + 1] - off[e]) == n && (n == 0 || memcmp(base + off[e], s, n) == 0))
+            return pos;
+        pos = (pos + 1) & ix->mask;
+    }
+}
+
+/* offsets[first..first+n] ascending and within `len` bytes of data */
+static int offsets_ok(const int64_t *off, Py_ssize_t first, Py_ssize_t n, Py_ssize_t len) {
+    for (Py_ssize_t i = first; i < first + n; i++)
+        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > (int64_t)len) return 0;
+    return n == 0 || (off[first] >= 0 && off[first] <= (int64_t)len);
+}
+
+static void keyindex_dealloc(KeyIndexObject *self) {
+    free(self->slots);
+    if (self->held) {
+        PyBuffer_Release(&self->delivery);
+        PyBuffer_Release(&self->offsets);
+        PyBuffer_Release(&self->data);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(lookup_doc,
+             "lookup(delivery, offsets, data, offset, length)\n--\n\n"
+             "The row of each of `length` hits (from element `offset` of a large_string array of\n"
+             "recipient ids: its int64 offsets and data buffers; `delivery`: each hit's delivery\n"
+             "number, int32, -1 for none) among the index's entries, or -1: int32s, as bytes.");
+
+static PyObject *keyindex_lookup(KeyIndexObject *self, PyObject *args) {
+    Py_buffer dno, offs, data;
+    Py_ssize_t offset, length;
+    if (!PyArg_ParseTuple(args, "y*y*y*nn", &dno, &offs, &data, &offset, &length)) return NULL;
+    PyObject *out = NULL;
+    const int64_t *off = (const int64_t *)offs.buf;
+    if (offset < 0 || length < 0 || (size_t)offs.len < (size_t)(offset + length + 1) * 8 ||
+        (size_t)dno.len < (size_t)length * 4) {
+        PyErr_SetString(PyExc_ValueError, "buffers too short");
+        goto done;
+    }
+    if (!offsets_ok(off, offset, length, data.len)) {
+        PyErr_SetString(PyExc_ValueError, "offsets out of bounds");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, length * 4);
+    if (!out) goto done;
+    int32_t *rows = (int32_t *)PyBytes_AS_STRING(out);
+    const int32_t *delivery = (const int32_t *)dno.buf;
+    const char *base = (const char *)data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < length; i++) {
+        int32_t d = delivery[i];
+        if (d < 0 || self->n == 0) {
+            rows[i] = -1;
+            continue;
+        }
+        int64_t a = off[offset + i], b = off[offset + i + 1];
+        uint32_t e = self->slots[key_slot(self, d, base + a, (size_t)(b - a))];
+        rows[i] = e ? (int32_t)(e - 1) : -1;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&dno);
+    PyBuffer_Release(&offs);
+    PyBuffer_Release(&data);
+    return out;
+}
+
+static PyMethodDef keyindex_methods[] = {
+    {"lookup", (PyCFunction)keyindex_lookup, METH_VARARGS, lookup_doc},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject KeyIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracklog.ingest._fastlog.KeyIndex",
+    .tp_basicsize = sizeof(KeyIndexObject),
+    .tp_dealloc = (destructor)keyindex_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = keyindex_methods,
+    .tp_doc = "The manifests' recipients by (delivery number, recipient id): see key_index().",
+};
+
+PyDoc_STRVAR(key_index_doc,
+             "key_index(delivery, offsets, data, n)\n--\n\n"
+             "A KeyIndex of `n` entries: each one's delivery number (int32, >= 0) and recipient id\n"
+             "(element i of a large_string array: int64 offsets and data). The buffers are held, not\n"
+             "copied. ValueError when two entries have the same key (the SQL join would give both).");
+
+static PyObject *fastlog_key_index(PyObject *mod, PyObject *args) {
+    KeyIndexObject *ix = PyObject_New(KeyIndexObject, &KeyIndexType);
+    if (!ix) return NULL;
+    ix->held = 0, ix->slots = NULL, ix->n = 0, ix->mask = 0;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*y*y*n", &ix->delivery, &ix->offsets, &ix->data, &n)) {
+        Py_DECREF(ix);
+        return NULL;
+    }
+    ix->held = 1;
+    const int64_t *off = (const int64_t *)ix->offsets.buf;
+    const int32_t *dno = (const int32_t *)ix->delivery.buf;
+    if (n < 0 || n >= INT32_MAX / 2 || (size_t)ix->offsets.len < (size_t)(n + 1) * 8 ||
+        (size_t)ix->delivery.len < (size_t)n * 4 || !offsets_ok(off, 0, n, ix->data.len)) {
+        PyErr_SetString(PyExc_ValueError, "bad index buffers");
+        Py_DECREF(ix);
+        return NULL;
+    }
+    size_t nslots = 16;
+    while (nslots < (size_t)n * 2) nslots *= 2;
+    ix->slots = calloc(nslots, sizeof *ix->slots);
+    if (!ix->slots) {
+        Py_DECREF(ix);
+        return PyErr_NoMemory();
+    }
+    ix->mask = nslots - 1;
+    const char *base = (const char *)ix->data.buf;
+    int duplicate = 0, negative = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t e = 0; e < n && !duplicate && !negative; e++) {
+        if (dno[e] < 0) {
+            negative = 1;
+            break;
+        }
+        size_t pos = key_slot(ix, dno[e], base + off[e], (size_t)(off[e + 1] - off[e]));
+        if (ix->slots[pos]) duplicate = 1;
+        else ix->slots[pos] = (uint32_t)(e + 1);
+        ix->n = e + 1;
+    }
+    Py_END_ALLOW_THREADS
+    if (duplicate || negative) {
+        PyErr_SetString(PyExc_ValueError, duplicate ? "duplicate key" : "negative delivery number");
+        Py_DECREF(ix);
+        return NULL;
+    }
+    return (PyObject *)ix;
+}
+
 static PyMethodDef fastlog_methods[] = {
     {"parse", fastlog_parse, METH_VARARGS, parse_doc},
     {"line_starts", fastlog_line_starts, METH_VARARGS, line_starts_doc},
+    {"key_index", fastlog_key_index, METH_VARARGS, key_index_doc},
     {"hmac_sig", fastlog_hmac_sig, METH_VARARGS, "hmac_sig(ipad, opad, path)\n--\n\nSIG of `path` (for tests)."},
     {NULL, NULL, 0, NULL}};
 
@@ -1220,7 +1390,7 @@ static struct PyModuleDef fastlog_module = {PyModuleDef_HEAD_INIT, "_fastlog",
                                             fastlog_methods};
 
 PyMODINIT_FUNC PyInit__fastlog(void) {
-    if (PyType_Ready(&BufType) < 0) return NULL;
+    if (PyType_Ready(&BufType) < 0 || PyType_Ready(&KeyIndexType) < 0) return NULL;
     PyObject *m = PyModule_Create(&fastlog_module);
     if (!m) return NULL;
     PyObject *names = PyTuple_New(N_COLS);
@@ -1238,7 +1408,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 6) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 7) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -28,8 +28,10 @@ from tracklog.ingest import sources
 from tracklog.ingest.fastpath import COLUMNS as FAST_COLUMNS
 from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser, split_buffer
 from tracklog.ingest.formats import LogFormat
+from tracklog.ingest.lookup import RecipientLookup
 from tracklog.ingest.prefetch import ReadAhead
 from tracklog.ingest.sources import FP_MAX, STDIN, InputSpec, LogStream, display_name, fingerprint
+from tracklog.metrics import LOOKED_UP
 from tracklog.profiling import NoPhases, Phases
 from tracklog.routes import HIT_KINDS as KINDS
 from tracklog.routes import PAGE_KIND, routed_sql
@@ -183,6 +185,12 @@ class Ingester:
             self._params = dict(sql_pad_params(secrets))
         self._chunk_sql = self._compile_chunk_sql()
         self._fast = fast_parser(log_format, hmac_pads_of(secrets) if verify_signatures else None)
+        # the recipients of the compiled pass's chunks, looked up before they are stored (with
+        # the fast parse, which the lookup's extension comes with)
+        self._lookup = (
+            RecipientLookup(con) if self._fast is not None and RecipientLookup.available() else None
+        )
+        self._looked_up = False  # tl_chunk has the columns metrics.LOOKED_UP
 
     def _compile_chunk_sql(self) -> str:
         """The SELECT turning tl_lines into tl_chunk's rows: the reference that the compiled fast
@@ -449,20 +457,25 @@ class Ingester:
             return
         self._drop_chunk()
         table, deferred = chunk.parsed
+        # a chunk stored resolved (not a small one) gets its recipients looked up
+        lookup = self._lookup if lines.num_rows >= SMALL_CHUNK_LINES else None
+        self._looked_up = lookup is not None
         if not len(deferred):
-            self.con.register("tl_chunk", table)
+            self.con.register("tl_chunk", lookup.attach(table) if lookup is not None else table)
             return
         # the few rows the C pass deferred, from the SQL, in place of its placeholders: a view
         # over both tables (no copy of the chunk; rows in no particular order, as after a join)
         assert chunk.deferred is not None
         self.con.register("tl_lines", chunk.deferred)
         try:
-            self.con.execute(
-                f"CREATE TEMP TABLE tl_slow AS SELECT {', '.join(CHUNK_COLUMNS)} FROM ({self._chunk_sql})",
-                self._params or None,
-            )
+            slow = self.con.sql(
+                f"SELECT {', '.join(CHUNK_COLUMNS)} FROM ({self._chunk_sql})", params=self._params or None
+            ).to_arrow_table()
         finally:
             self.con.unregister("tl_lines")
+        if lookup is not None:
+            table, slow = lookup.attach(table), lookup.attach(slow)
+        self.con.register("tl_slow", slow)
         self.con.register("tl_fast", table)
         self.con.register("tl_deferred", pa.table({"line_no": table.column("line_no").take(deferred)}))
         self._chunk_view = True
@@ -477,11 +490,12 @@ class Ingester:
         self.con.unregister("tl_chunk")
         if self._chunk_view:
             self.con.execute("DROP VIEW IF EXISTS temp.tl_chunk")
-            self.con.execute("DROP TABLE IF EXISTS temp.tl_slow")
+            self.con.unregister("tl_slow")
             self.con.unregister("tl_fast")
             self.con.unregister("tl_deferred")
             self._chunk_view = False
         self.con.execute("DROP TABLE IF EXISTS temp.tl_chunk")
+        self._looked_up = False
 
     def _store_hits(self, source_id: int, chunk: Chunk) -> None:
         # the chunk's hits as rows of `hits` (source_id is an int from code), classified and
@@ -489,7 +503,7 @@ class Ingester:
         # recipients of a tombstone left out; a small chunk's are resolved later too
         columns = ", ".join(
             f"{truncated_ip_sql('ip')} AS ip" if c == "ip" and self.truncate_ips else c
-            for c in HIT_COLUMNS[1:]
+            for c in (*HIT_COLUMNS[1:], *(LOOKED_UP if self._looked_up else ()))
         )
         where = "kind IS NOT NULL"
         if self.has_tombstones() and self._pads:
@@ -503,7 +517,7 @@ class Ingester:
             f"FROM tl_chunk c WHERE {where}"
         )
         if chunk.lines.num_rows >= SMALL_CHUNK_LINES:
-            derived.store_hits(self.con, "tl_hits", self.phases)
+            derived.store_hits(self.con, "tl_hits", self.phases, looked_up=self._looked_up)
             return
         with self.phases.phase("store the hits (resolved later)"):
             derived.store_unresolved(self.con, "tl_hits")

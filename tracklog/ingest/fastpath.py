@@ -27,7 +27,7 @@ from tracklog.ingest.formats import (
     resolve_format,
 )
 
-ABI = 6  # of _fastlog.c's parse() and line_starts(): an extension built from older sources is not used
+ABI = 7  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -170,6 +170,48 @@ class FastParser:
         # record batch at a time, so one batch of the whole chunk would be scanned by one thread
         table = pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS), schema)
         return table, pa.concat_arrays(deferred) if deferred else pa.array([], pa.int64())
+
+
+def key_index_available() -> bool:
+    """Whether the compiled recipient lookup can be used (lookup.py), as the fast parse can."""
+    return _fastlog is not None and os.environ.get(PURE_ENV, "") in ("", "0")
+
+
+def key_index(numbers: pa.Array, ids: pa.Array) -> Any:
+    """_fastlog.key_index over `numbers` (int32, each entry's delivery number, no nulls) and `ids`
+    (strings, no nulls): the table is built over these arrays' buffers, which it holds."""
+    assert _fastlog is not None
+    ids = _large(ids)
+    _, offsets, data = ids.buffers()
+    return _fastlog.key_index(
+        _values(numbers, 4), offsets.slice(ids.offset * 8, (len(ids) + 1) * 8), _data(data), len(ids)
+    )
+
+
+def key_lookup(index: Any, numbers: pa.Array, ids: pa.Array) -> pa.Array:
+    """The entry of `index` of each (numbers[i], ids[i]), -1 for none (int32); ids[i] may be
+    null where numbers[i] is -1."""
+    ids = _large(ids)
+    _, offsets, data = ids.buffers()
+    rows = index.lookup(_values(numbers, 4), offsets, _data(data), ids.offset, len(ids))
+    return pa.Array.from_buffers(pa.int32(), len(ids), [None, pa.py_buffer(rows)])
+
+
+def _large(ids: pa.Array) -> pa.Array:
+    """Strings (or bytes, for tests) with int64 offsets, as the C reads them."""
+    if pa.types.is_binary(ids.type) or pa.types.is_large_binary(ids.type):
+        return ids.cast(pa.large_binary())
+    return ids.cast(pa.large_string())
+
+
+def _values(array: pa.Array, width: int) -> pa.Buffer:
+    """The values buffer of a fixed-width array without nulls, from its first element."""
+    assert array.null_count == 0
+    return array.buffers()[1].slice(array.offset * width, len(array) * width)
+
+
+def _data(buffer: pa.Buffer | None) -> pa.Buffer | bytes:
+    return buffer if buffer is not None else b""
 
 
 def split_buffer(buf: bytes | bytearray) -> tuple[pa.Array, pa.Array]:
