@@ -457,11 +457,12 @@ class Ingester:
             return
         self._drop_chunk()
         table, deferred = chunk.parsed
-        # a chunk stored resolved (not a small one) gets its recipients looked up
+        # a chunk stored resolved (not a small one) gets its recipients looked up (lookup.py)
         lookup = self._lookup if lines.num_rows >= SMALL_CHUNK_LINES else None
-        self._looked_up = lookup is not None
         if not len(deferred):
-            self.con.register("tl_chunk", lookup.attach(table) if lookup is not None else table)
+            if lookup is not None and lookup.ready([table]):
+                table, self._looked_up = lookup.attach(table), True
+            self.con.register("tl_chunk", table)
             return
         # the few rows the C pass deferred, from the SQL, in place of its placeholders: a view
         # over both tables (no copy of the chunk; rows in no particular order, as after a join)
@@ -473,8 +474,8 @@ class Ingester:
             ).to_arrow_table()
         finally:
             self.con.unregister("tl_lines")
-        if lookup is not None:
-            table, slow = lookup.attach(table), lookup.attach(slow)
+        if lookup is not None and lookup.ready([table, slow]):
+            table, slow, self._looked_up = lookup.attach(table), lookup.attach(slow), True
         self.con.register("tl_slow", slow)
         self.con.register("tl_fast", table)
         self.con.register("tl_deferred", pa.table({"line_no": table.column("line_no").take(deferred)}))
