@@ -354,17 +354,25 @@ def test_recipient_lookup_matches_a_dict() -> None:
 
 def test_recipient_lookup_refuses_bad_tables() -> None:
     ids = pa.array(["r1", "r2", "r1"], pa.large_string())
-    with pytest.raises(ValueError, match="duplicate key"):
-        fastpath.key_index(pa.array([0, 0, 0], pa.int32()), ids)
-    index = fastpath.key_index(pa.array([0, 0, 1], pa.int32()), ids)  # r1 of two deliveries
+    index = fastpath.key_index()
+    fastpath.key_add(index, pa.array([0, 0, 1], pa.int32()), ids)  # r1 of two deliveries
     got = fastpath.key_lookup(index, pa.array([1, 0, 2, -1], pa.int32()), pa.array(["r1", "r1", "r1", "r1"]))
     assert got.to_pylist() == [2, 0, -1, -1]
-    with pytest.raises(ValueError, match="negative"):
-        fastpath.key_index(pa.array([-1], pa.int32()), pa.array(["r1"], pa.large_string()))
     with pytest.raises(ValueError, match="too short"):  # fewer delivery numbers than ids
         index.lookup(b"\0\0\0\0", *pa.array(["a", "b"], pa.large_string()).buffers()[1:], 0, 2)
     with pytest.raises(ValueError, match="out of bounds"):  # offsets past the data
         index.lookup(bytes(8), pa.array([0, 5, 99], pa.int64()).buffers()[1], b"abcde", 0, 2)
+    with pytest.raises(ValueError, match="duplicate key"):  # the join would give two rows
+        fastpath.key_add(index, pa.array([1], pa.int32()), pa.array(["r1"], pa.large_string()))
+    with pytest.raises(ValueError, match="broken"):  # half added: never used again
+        fastpath.key_lookup(index, pa.array([0], pa.int32()), pa.array(["r1"]))
+    with pytest.raises(ValueError, match="negative"):
+        fastpath.key_add(
+            fastpath.key_index(), pa.array([-1], pa.int32()), pa.array(["r1"], pa.large_string())
+        )
+    assert fastpath.key_lookup(
+        fastpath.key_index(), pa.array([0], pa.int32()), pa.array(["r1"])
+    ).to_pylist() == [-1]
 
 
 # -- the sanitizer build and the fuzz target ---------------------------------------------

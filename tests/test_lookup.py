@@ -198,3 +198,6 @@ def test_the_table_follows_the_manifests(tmp_path: Path) -> None:
         assert looked_up()[:2] == [(None, None), (keys["r000002"], "example.org")]
         empty = lookup.attach(chunk.slice(0, 0))
         assert empty.num_rows == 0 and empty.column_names == [*chunk.column_names, *LOOKED_UP]
+        # a key twice (which storing a manifest never leaves): the join resolves, as it always could
+        con.execute("INSERT INTO recipient_keys SELECT * FROM recipient_keys WHERE recipient_id = 'r000002'")
+        assert not lookup.ready([chunk])

@@ -1233,6 +1233,7 @@ typedef struct {
     Py_ssize_t n;
     uint64_t *slots; /* hash tag << 32 | (record's place / 8 + 1); 0 = free */
     size_t mask;
+    int broken;    /* a failed add() left it half done: not to be used */
     growbuf arena; /* the records */
 } KeyIndexObject;
 
@@ -1301,6 +1302,10 @@ static PyObject *keyindex_lookup(KeyIndexObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "offsets out of bounds");
         goto done;
     }
+    if (self->broken) {
+        PyErr_SetString(PyExc_ValueError, "the index is broken");
+        goto done;
+    }
     out = PyBytes_FromStringAndSize(NULL, length * 4);
     if (!out) goto done;
     int32_t *rows = (int32_t *)PyBytes_AS_STRING(out);
@@ -1341,8 +1346,17 @@ done:
     return out;
 }
 
+static PyObject *keyindex_add(KeyIndexObject *ix, PyObject *args);
+PyDoc_STRVAR(add_doc,
+             "add(delivery, offsets, data, n)\n--\n\n"
+             "Add `n` entries, numbered from the index's size on: each one's delivery number (int32,\n"
+             ">= 0) and recipient id (element i of a large_string array: int64 offsets and data),\n"
+             "copied. ValueError when a key is there already (the SQL join would give both); the\n"
+             "index is then unusable (`broken`).");
+
 static PyMethodDef keyindex_methods[] = {
     {"lookup", (PyCFunction)keyindex_lookup, METH_VARARGS, lookup_doc},
+    {"add", (PyCFunction)keyindex_add, METH_VARARGS, add_doc},
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject KeyIndexType = {
@@ -1351,43 +1365,53 @@ static PyTypeObject KeyIndexType = {
     .tp_dealloc = (destructor)keyindex_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_methods = keyindex_methods,
-    .tp_doc = "The manifests' recipients by (delivery number, recipient id): see key_index().",
+    .tp_doc = "The manifests' recipients by (delivery number, recipient id): see add() and lookup().",
 };
 
-PyDoc_STRVAR(key_index_doc,
-             "key_index(delivery, offsets, data, n)\n--\n\n"
-             "A KeyIndex of `n` entries: each one's delivery number (int32, >= 0) and recipient id\n"
-             "(element i of a large_string array: int64 offsets and data), copied. ValueError when\n"
-             "two entries have the same key (the SQL join would give both).");
+/* room for `n` more keys: the slots doubled (and every record's slot placed again) until at
+ * most half of them are used */
+static int keyindex_reserve(KeyIndexObject *ix, size_t n) {
+    size_t nslots = ix->mask + 1;
+    if (ix->slots && ((size_t)ix->n + n) * 2 <= nslots) return 0;
+    while (nslots < ((size_t)ix->n + n) * 2) nslots *= 2;
+    uint64_t *slots = calloc(nslots, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t at = 0; at < ix->arena.len;) {
+        const key_record *r = (const key_record *)(ix->arena.p + at);
+        uint64_t h = key_hash(r->delivery, (const char *)(r + 1), r->len);
+        size_t pos = (size_t)h & (nslots - 1);
+        while (slots[pos]) pos = (pos + 1) & (nslots - 1);
+        slots[pos] = (h >> 32 << 32) | (uint64_t)(at / 8 + 1);
+        at += (sizeof *r + r->len + 7) & ~(size_t)7;
+    }
+    free(ix->slots);
+    ix->slots = slots, ix->mask = nslots - 1;
+    return 0;
+}
 
-static PyObject *fastlog_key_index(PyObject *mod, PyObject *args) {
+static PyObject *keyindex_add(KeyIndexObject *ix, PyObject *args) {
     Py_buffer dbuf, obuf, data;
     Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "y*y*y*n", &dbuf, &obuf, &data, &n)) return NULL;
-    KeyIndexObject *ix = NULL;
+    PyObject *result = NULL;
     const int64_t *off = (const int64_t *)obuf.buf;
     const int32_t *dno = (const int32_t *)dbuf.buf;
     const char *base = (const char *)data.buf;
-    if (n < 0 || n >= INT32_MAX / 2 || (size_t)obuf.len < (size_t)(n + 1) * 8 || (size_t)dbuf.len < (size_t)n * 4 ||
-        !offsets_ok(off, 0, n, data.len)) {
+    if (ix->broken) {
+        PyErr_SetString(PyExc_ValueError, "the index is broken");
+        goto done;
+    }
+    if (n < 0 || n >= INT32_MAX / 2 - ix->n || (size_t)obuf.len < (size_t)(n + 1) * 8 ||
+        (size_t)dbuf.len < (size_t)n * 4 || !offsets_ok(off, 0, n, data.len)) {
         PyErr_SetString(PyExc_ValueError, "bad index buffers");
         goto done;
     }
-    ix = PyObject_New(KeyIndexObject, &KeyIndexType);
-    if (!ix) goto done;
-    ix->n = 0, ix->slots = NULL, ix->mask = 0;
-    memset(&ix->arena, 0, sizeof ix->arena);
-    size_t nslots = 16;
-    while (nslots < (size_t)n * 2) nslots *= 2;
     size_t bytes = n ? (size_t)(off[n] - off[0]) : 0;
-    ix->slots = calloc(nslots, sizeof *ix->slots);
-    if (!ix->slots || gb_reserve(&ix->arena, (size_t)n * (sizeof(key_record) + 8) + bytes + 8) ||
+    if (keyindex_reserve(ix, (size_t)n) || gb_reserve(&ix->arena, (size_t)n * (sizeof(key_record) + 8) + bytes + 8) ||
         ix->arena.cap / 8 >= UINT32_MAX) {
-        Py_CLEAR(ix);
         PyErr_NoMemory();
         goto done;
     }
-    ix->mask = nslots - 1;
     int duplicate = 0, negative = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t e = 0; e < n; e++) {
@@ -1403,31 +1427,42 @@ static PyObject *fastlog_key_index(PyObject *mod, PyObject *args) {
             duplicate = 1;
             break;
         }
-        /* the record, in the room reserved above (no reallocation: records stay in place) */
-        key_record r = {(int32_t)e, dno[e], (uint32_t)len, 0};
+        /* the record, in the room reserved above (no reallocation while adding) */
+        key_record r = {(int32_t)ix->n, dno[e], (uint32_t)len, 0};
         size_t at = ix->arena.len;
         memcpy(ix->arena.p + at, &r, sizeof r);
         if (len) memcpy(ix->arena.p + at + sizeof r, s, len);
         ix->arena.len = at + ((sizeof r + len + 7) & ~(size_t)7);
         ix->slots[pos] = (h >> 32 << 32) | (uint64_t)(at / 8 + 1);
-        ix->n = e + 1;
+        ix->n++;
     }
     Py_END_ALLOW_THREADS
     if (duplicate || negative) {
-        Py_CLEAR(ix);
+        ix->broken = 1;
         PyErr_SetString(PyExc_ValueError, duplicate ? "duplicate key" : "negative delivery number");
+        goto done;
     }
+    result = PyLong_FromSsize_t(ix->n);
 done:
     PyBuffer_Release(&dbuf);
     PyBuffer_Release(&obuf);
     PyBuffer_Release(&data);
+    return result;
+}
+
+static PyObject *fastlog_key_index(PyObject *mod, PyObject *noargs) {
+    KeyIndexObject *ix = PyObject_New(KeyIndexObject, &KeyIndexType);
+    if (!ix) return NULL;
+    ix->n = 0, ix->slots = NULL, ix->mask = 15, ix->broken = 0;
+    memset(&ix->arena, 0, sizeof ix->arena);
     return (PyObject *)ix;
 }
 
 static PyMethodDef fastlog_methods[] = {
     {"parse", fastlog_parse, METH_VARARGS, parse_doc},
     {"line_starts", fastlog_line_starts, METH_VARARGS, line_starts_doc},
-    {"key_index", fastlog_key_index, METH_VARARGS, key_index_doc},
+    {"key_index", fastlog_key_index, METH_NOARGS,
+     "key_index()\n--\n\nAn empty KeyIndex: the manifests' recipients by (delivery number, recipient id)."},
     {"hmac_sig", fastlog_hmac_sig, METH_VARARGS, "hmac_sig(ipad, opad, path)\n--\n\nSIG of `path` (for tests)."},
     {NULL, NULL, 0, NULL}};
 

@@ -177,15 +177,18 @@ def key_index_available() -> bool:
     return _fastlog is not None and os.environ.get(PURE_ENV, "") in ("", "0")
 
 
-def key_index(numbers: pa.Array, ids: pa.Array) -> Any:
-    """_fastlog.key_index over `numbers` (int32, each entry's delivery number, no nulls) and `ids`
-    (strings, no nulls): the table is built over these arrays' buffers, which it holds."""
+def key_index() -> Any:
+    """An empty _fastlog.KeyIndex (see key_add, key_lookup)."""
     assert _fastlog is not None
+    return _fastlog.key_index()
+
+
+def key_add(index: Any, numbers: pa.Array, ids: pa.Array) -> None:
+    """Entries added to `index`, numbered on from its size: `numbers` (int32, each one's delivery
+    number, no nulls) and `ids` (strings, no nulls), copied. ValueError on a key it has."""
     ids = _large(ids)
     _, offsets, data = ids.buffers()
-    return _fastlog.key_index(
-        _values(numbers, 4), offsets.slice(ids.offset * 8, (len(ids) + 1) * 8), _data(data), len(ids)
-    )
+    index.add(_values(numbers, 4), offsets.slice(ids.offset * 8, (len(ids) + 1) * 8), _data(data), len(ids))
 
 
 def key_lookup(index: Any, numbers: pa.Array, ids: pa.Array) -> pa.Array:

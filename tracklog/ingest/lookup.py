@@ -39,14 +39,8 @@ _STATE_SQL = (
 )
 LOAD_RATIO = 2  # recipients loaded per line read in the run, at most
 
-_ROWS = pa.schema(
-    [
-        pa.field("recipient_id", pa.large_string()),
-        pa.field("recipient_key", pa.int64()),
-        pa.field("email_domain", pa.string()),
-    ]
-)
-_EMPTY = pa.schema([*_ROWS][:2] + [pa.field("email_domain", pa.dictionary(pa.int32(), pa.string()))])
+_ROWS = pa.schema([pa.field("recipient_key", pa.int64()), pa.field("email_domain", pa.string())])
+_EMPTY = pa.schema([_ROWS.field(0), pa.field("email_domain", pa.dictionary(pa.int32(), pa.string()))])
 
 
 class RecipientLookup:
@@ -57,10 +51,10 @@ class RecipientLookup:
         self._state: tuple[object, ...] | None = None
         self._counts: dict[str, int] = {}  # recipients per delivery with a manifest
         self._names: list[str] = []  # the deliveries loaded, in their numbers' order
-        self._rows = _EMPTY.empty_table()
-        self._numbers = pa.array([], pa.int32())
+        self._rows = _EMPTY.empty_table()  # per entry of the table: recipient_key, email_domain
         self._index: object | None = None
         self._lines = 0  # rows of the chunks offered so far
+        self._failed = False  # the manifests hold a key twice (never): the join, for the whole run
 
     @staticmethod
     def available() -> bool:
@@ -71,11 +65,17 @@ class RecipientLookup:
         recipients loaded when needed (LOAD_RATIO); else the join resolves it."""
         self._check_state()
         self._lines += sum(t.num_rows for t in tables)
+        if self._failed:
+            return False
         deliveries = set().union(*(self._deliveries_of(t.column("delivery_id")) for t in tables))
         new = (deliveries & set(self._counts)) - set(self._names)
         if sum(self._counts[d] for d in new) > LOAD_RATIO * self._lines:
             return False
-        self._load(new)
+        try:
+            self._load(new)
+        except ValueError:  # a key twice: the join gives what the definitions say
+            self._failed = True
+            return False
         return True
 
     def attach(self, table: pa.Table) -> pa.Table:
@@ -96,7 +96,7 @@ class RecipientLookup:
                 )
             )
         if not batches:
-            empty = [pa.field(LOOKED_UP[0], pa.int64()), pa.field(LOOKED_UP[1], _EMPTY.field(2).type)]
+            empty = [pa.field(LOOKED_UP[0], pa.int64()), pa.field(LOOKED_UP[1], _EMPTY.field(1).type)]
             return pa.Table.from_batches([], pa.schema([*table.schema, *empty]))
         return pa.Table.from_batches(batches)
 
@@ -108,12 +108,7 @@ class RecipientLookup:
                 "SELECT delivery_id, count(*) FROM recipient_keys GROUP BY delivery_id"
             )
             self._counts = {d: int(n) for d, n in counts.fetchall()}
-            self._names, self._rows, self._numbers, self._index = (
-                [],
-                _EMPTY.empty_table(),
-                self._numbers[:0],
-                None,
-            )
+            self._names, self._rows, self._index, self._failed = [], _EMPTY.empty_table(), None, False
 
     @staticmethod
     def _deliveries_of(column: pa.ChunkedArray) -> set[str]:
@@ -124,29 +119,29 @@ class RecipientLookup:
         return values
 
     def _load(self, deliveries: set[str]) -> None:
-        """The recipients of the `deliveries` (with a manifest) not loaded yet; the table is built
-        again over every loaded one (once per delivery a run sees)."""
+        """The recipients of the `deliveries` (with a manifest) not loaded yet, added to the table
+        (its keys copied: only their keys and domains stay here, in the table's order)."""
         new = sorted(deliveries - set(self._names))
-        if not new and self._index is not None:
+        if self._index is None:
+            self._index = fastpath.key_index()
+        if not new:
             return
-        if new:
-            rows = self._con.sql(
-                "SELECT delivery_id, recipient_id, recipient_key, "
-                f"{email_domain_sql('email')} AS email_domain FROM recipient_keys "
-                "WHERE delivery_id IN (SELECT unnest($new))",
-                params={"new": new},
-            ).to_arrow_table()
-            self._names += new
-            numbers = pc.index_in(rows.column("delivery_id"), value_set=pa.array(self._names, pa.string()))
-            rows = rows.drop_columns(["delivery_id"]).cast(_ROWS)
-            rows = rows.set_column(2, "email_domain", pc.dictionary_encode(rows.column("email_domain")))
-            self._rows = pa.concat_tables([self._rows, rows]).unify_dictionaries().combine_chunks()
-            self._numbers = pa.concat_arrays([self._numbers, *numbers.cast(pa.int32()).chunks])
-        ids = self._rows.column("recipient_id").combine_chunks()
-        self._index = fastpath.key_index(self._numbers, ids)
+        rows = self._con.sql(
+            "SELECT delivery_id, recipient_id, recipient_key, "
+            f"{email_domain_sql('email')} AS email_domain FROM recipient_keys "
+            "WHERE delivery_id IN (SELECT unnest($new))",
+            params={"new": new},
+        ).to_arrow_table()
+        self._names += new
+        numbers = pc.index_in(rows.column("delivery_id"), value_set=pa.array(self._names, pa.string()))
+        ids = rows.column("recipient_id").combine_chunks()
+        fastpath.key_add(self._index, numbers.combine_chunks().cast(pa.int32()), ids)
+        rows = rows.select(["recipient_key", "email_domain"]).cast(_ROWS)
+        rows = rows.set_column(1, "email_domain", pc.dictionary_encode(rows.column("email_domain")))
+        self._rows = pa.concat_tables([self._rows, rows]).unify_dictionaries().combine_chunks()
 
     def _lookup(self, names: pa.Array, delivery: pa.Array, recipient: pa.Array) -> pa.Array:
-        """The row of each hit in self._rows, -1 for none (int32)."""
+        """The entry of each hit in the table (a row of self._rows), -1 for none (int32)."""
         if pa.types.is_dictionary(delivery.type):
             numbers = pc.index_in(delivery.dictionary, value_set=names).take(delivery.indices)
         else:
