@@ -38,6 +38,7 @@ _STATE_SQL = (
     "ORDER BY delivery_id) FROM derived_manifests)"
 )
 LOAD_RATIO = 2  # recipients loaded per line read in the run, at most
+_LOAD_BATCH = 65_536  # recipients read at a time
 
 _ROWS = pa.schema([pa.field("recipient_key", pa.int64()), pa.field("email_domain", pa.string())])
 _EMPTY = pa.schema([_ROWS.field(0), pa.field("email_domain", pa.dictionary(pa.int32(), pa.string()))])
@@ -126,19 +127,24 @@ class RecipientLookup:
             self._index = fastpath.key_index()
         if not new:
             return
-        rows = self._con.sql(
+        # read in batches (the whole result at once held 15-20 MB more at the run's peak)
+        reader = self._con.sql(
             "SELECT delivery_id, recipient_id, recipient_key, "
             f"{email_domain_sql('email')} AS email_domain FROM recipient_keys "
             "WHERE delivery_id IN (SELECT unnest($new))",
             params={"new": new},
-        ).to_arrow_table()
+        ).to_arrow_reader(_LOAD_BATCH)
         self._names += new
-        numbers = pc.index_in(rows.column("delivery_id"), value_set=pa.array(self._names, pa.string()))
-        ids = rows.column("recipient_id").combine_chunks()
-        fastpath.key_add(self._index, numbers.combine_chunks().cast(pa.int32()), ids)
-        rows = rows.select(["recipient_key", "email_domain"]).cast(_ROWS)
-        rows = rows.set_column(1, "email_domain", pc.dictionary_encode(rows.column("email_domain")))
-        self._rows = pa.concat_tables([self._rows, rows]).unify_dictionaries().combine_chunks()
+        names = pa.array(self._names, pa.string())
+        parts = [self._rows]
+        for batch in reader:
+            numbers = pc.index_in(batch.column("delivery_id"), value_set=names).cast(pa.int32())
+            fastpath.key_add(self._index, numbers, batch.column("recipient_id"))
+            rows = pa.table([batch.column("recipient_key"), batch.column("email_domain")], schema=_ROWS)
+            parts.append(
+                rows.set_column(1, "email_domain", pc.dictionary_encode(rows.column("email_domain")))
+            )
+        self._rows = pa.concat_tables(parts).unify_dictionaries().combine_chunks()
 
     def _lookup(self, names: pa.Array, delivery: pa.Array, recipient: pa.Array) -> pa.Array:
         """The entry of each hit in the table (a row of self._rows), -1 for none (int32)."""
