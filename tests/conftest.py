@@ -22,8 +22,10 @@ from typing import Any, NoReturn
 import crawleruseragents
 import duckdb
 import pytest
+from click.testing import CliRunner
 
 from tracklog import derived, metrics
+from tracklog.cli import cli
 from tracklog.schema import HIT_COLUMNS
 from tracklog.signing import sign_path
 from tracklog.store import open_writer
@@ -587,3 +589,18 @@ def stored_and_defined(con: duckdb.DuckDBPyConnection) -> list[tuple[list[Any], 
     pairs.append((derived.minutes(), derived.minutes(ALL_TIME_WINDOW)))
     pairs.append((derived.not_counted(), derived.not_counted(ALL_TIME_WINDOW)))
     return [(_rows(con, stored), _rows(con, defined)) for stored, defined in pairs]
+
+
+SAMPLE_LOGS = Path(__file__).parent.parent / "sample_logs"
+
+
+def run_sample(db: Path, *args: str) -> str:
+    """`tracklog --db DB ARGS` in this process with the sample's config (its secret); its stdout.
+    Fails the test on a non-zero exit."""
+    result = CliRunner().invoke(
+        cli,
+        ["--db", str(db), *args],
+        env={"TRACKLOG_CONFIG": str(SAMPLE_LOGS / "tracklog.toml"), "TRACKLOG_DB": None},
+    )
+    assert result.exit_code == 0, result.stderr
+    return result.stdout

@@ -14,13 +14,12 @@ from typing import Any
 
 import duckdb
 import pytest
-from click.testing import CliRunner
 from conftest import DataSet, Hit, Model, build_db, store_manifests, stored_and_defined
+from conftest import run_sample as run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracklog import derived
-from tracklog.cli import cli
 from tracklog.reports.delivery import delivery_indicators
 from tracklog.schema import DERIVED_TABLES, HIT_COLUMNS, SCHEMA_VERSION, apply_schema
 from tracklog.store import open_writer
@@ -171,16 +170,6 @@ def test_stored_hits_left_unmerged_are_merged_in_bounded_steps(
             assert stored == defined
         for delivery in ("NL1", "NL2"):
             assert delivery_indicators(con, delivery).to_pylist() == [model.indicators(delivery)]
-
-
-def run(db: Path, *args: str) -> str:
-    result = CliRunner().invoke(
-        cli,
-        ["--db", str(db), *args],
-        env={"TRACKLOG_CONFIG": str(SAMPLE / "tracklog.toml"), "TRACKLOG_DB": None},
-    )
-    assert result.exit_code == 0, result.stderr
-    return result.stdout
 
 
 def snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:

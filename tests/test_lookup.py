@@ -11,10 +11,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
+from conftest import run_sample as run
 from logmaker import sig
 
-from tracklog.cli import cli
 from tracklog.ingest import engine, sources
 from tracklog.ingest.fastpath import extension_available
 from tracklog.ingest.lookup import LOAD_RATIO, RecipientLookup
@@ -45,15 +44,6 @@ CASES = [
     ("/o/NOPE-2026/r000001.gif", "delivery", None),  # no such delivery
     ("/c/NL-2026-11/hero/r000008", "event", None),  # a click of an NL-only recipient
 ]
-
-
-def run(db: Path, *args: str) -> None:
-    result = CliRunner().invoke(
-        cli,
-        ["--db", str(db), *args],
-        env={"TRACKLOG_CONFIG": str(SAMPLE / "tracklog.toml"), "TRACKLOG_DB": None},
-    )
-    assert result.exit_code == 0, result.stderr
 
 
 def domain_of(csv_name: str, recipient: str) -> str:
