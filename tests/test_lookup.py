@@ -15,6 +15,7 @@ from conftest import run_sample as run
 from logmaker import sig
 
 from tracklog.ingest import engine, sources
+from tracklog.ingest import lookup as lookup_module
 from tracklog.ingest.fastpath import extension_available
 from tracklog.ingest.lookup import LOAD_RATIO, RecipientLookup
 from tracklog.metrics import LOOKED_UP
@@ -135,10 +136,10 @@ def test_looked_up_recipients_store_what_the_join_stores(
         assert got == [(resolution, domain, resolution == "event")], path
 
 
-def test_the_table_follows_the_manifests(tmp_path: Path) -> None:
-    """A snapshot of `recipient_keys`, loaded once worth it, dropped when the manifests in force
-    change (a recipient erased, a manifest replaced): the next chunk is looked up in the new
-    state."""
+def test_the_table_follows_the_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot of `recipient_keys`, loaded once worth it and up to LOAD_MAX recipients,
+    dropped when the manifests in force change (a recipient erased, a manifest replaced): the
+    next chunk is looked up in the new state."""
     db = tmp_path / "t.duckdb"
     run(db, "ingest", "--manifest", str(SAMPLE / "manifests" / "*.json"))
     chunk = pa.table(
@@ -188,6 +189,14 @@ def test_the_table_follows_the_manifests(tmp_path: Path) -> None:
         assert looked_up()[:2] == [(None, None), (keys["r000002"], "example.org")]
         empty = lookup.attach(chunk.slice(0, 0))
         assert empty.num_rows == 0 and empty.column_names == [*chunk.column_names, *LOOKED_UP]
+        # no more than LOAD_MAX recipients held: a chunk of a delivery beyond is joined
+        promo = pa.table({"delivery_id": ["PROMO-BF-2026"], "recipient_id": ["r000001"]})
+        monkeypatch.setattr(lookup_module, "LOAD_RATIO", 10**6)  # whatever the lines read so far
+        monkeypatch.setattr(lookup_module, "LOAD_MAX", nl + 10)
+        assert not lookup.ready([promo])
+        assert lookup.ready([chunk])  # what it holds is still looked up
+        monkeypatch.setattr(lookup_module, "LOAD_MAX", 10**9)
+        assert lookup.ready([promo])
         # a key twice (which storing a manifest never leaves): the join resolves, as it always could
         con.execute("INSERT INTO recipient_keys SELECT * FROM recipient_keys WHERE recipient_id = 'r000002'")
         assert not lookup.ready([chunk])

@@ -14,7 +14,7 @@ Loading costs about a fifth of a microsecond per recipient, the join about a mic
 and chunk: a run loads a delivery's recipients once the lines it has read reach half as many as
 it would load (LOAD_RATIO; the chunks before are joined), so a cron run of 100,000 lines into
 manifests of millions of recipients keeps the join, and a large log loads them at its first
-chunk.
+chunk. It holds LOAD_MAX recipients at most (memory); chunks of the deliveries beyond are joined.
 
 The table is a snapshot: `recipient_keys` changes only when a manifest is stored or replaced
 (derived.sync, before the ingest's chunks), and each chunk checks the manifests' state it was
@@ -38,6 +38,10 @@ _STATE_SQL = (
     "ORDER BY delivery_id) FROM derived_manifests)"
 )
 LOAD_RATIO = 2  # recipients loaded per line read in the run, at most
+# recipients held at most: about 52 bytes each outside DuckDB's memory limit (the copied key,
+# its slots, its recipient key and domain), 26 MB at most, which the 500 MB peak of the ingest
+# has room for; the chunks of deliveries beyond it are joined, as they were before the table
+LOAD_MAX = 500_000
 _LOAD_BATCH = 65_536  # recipients read at a time
 
 _ROWS = pa.schema([pa.field("recipient_key", pa.int64()), pa.field("email_domain", pa.string())])
@@ -70,7 +74,8 @@ class RecipientLookup:
             return False
         deliveries = set().union(*(self._deliveries_of(t.column("delivery_id")) for t in tables))
         new = (deliveries & set(self._counts)) - set(self._names)
-        if sum(self._counts[d] for d in new) > LOAD_RATIO * self._lines:
+        wanted = sum(self._counts[d] for d in new)
+        if wanted > LOAD_RATIO * self._lines or len(self._rows) + wanted > LOAD_MAX:
             return False
         try:
             self._load(new)
