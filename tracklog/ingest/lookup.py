@@ -85,10 +85,10 @@ class RecipientLookup:
         return True
 
     def attach(self, table: pa.Table) -> pa.Table:
-        """`table` (a chunk's columns, delivery_id and recipient_id among them, made ready) with
-        the LOOKED_UP columns: its recipients' keys and email domains, NULL where the manifests
-        have no such recipient of that delivery."""
-        self._load(self._deliveries_of(table.column("delivery_id")) & set(self._counts))
+        """`table` (a chunk's columns, delivery_id and recipient_id among them; a part of what
+        ready() was given and said yes to, so its deliveries are loaded) with the LOOKED_UP
+        columns: its recipients' keys and email domains, NULL where the manifests have no such
+        recipient of that delivery."""
         names = pa.array(self._names, pa.string())
         batches = []
         for batch in table.to_batches():
