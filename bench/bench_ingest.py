@@ -8,6 +8,10 @@ its own), the ratio tracklog / GoAccess in lines/s, and gzip / plain in wall tim
 
 GoAccess 1.7 (Debian 12: `apt-get install -y goaccess`) is not built with zlib there, so the
 .gz file is piped to it (`gzip -dc FILE | goaccess - ...`); its CPU seconds count both processes.
+
+--log-format tracklog: the same traffic in the format `tracklog nginx-config` has nginx write
+(bench/out/access-tracklog-<N>.log), which real tracking servers log; GoAccess reads it with the
+equivalent --log-format (and parses the same requests as valid).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_log import DEFAULT_LINES, write_log, write_manifests
+from gen_log import DEFAULT_LINES, FORMATS, write_log, write_manifests
 from measure import BENCH_SECRET, OUT, CommandFailed, Run, print_table, run_tracklog, tracklog_env
 
 TARGET_RATIO = 10.0  # tracklog lines/s >= 10x GoAccess's on the same file
@@ -36,17 +40,35 @@ GOACCESS_INSTALL = "apt-get update && apt-get install -y goaccess"
 # --no-ip-validation: gen_log.py writes IPv6 addresses GoAccess 1.7 rejects as invalid (about 8% of
 # the lines), which it would then skip; with it, GoAccess does the full work on them, as on a real
 # log. --no-global-config: /etc/goaccess/goaccess.conf plays no part.
-GOACCESS_ARGS = ("--log-format=COMBINED", "--no-global-config", "--no-ip-validation", "--no-progress")
+GOACCESS_ARGS = ("--no-global-config", "--no-ip-validation", "--no-progress")
+GOACCESS_FORMATS = {
+    "combined": ("--log-format=COMBINED",),
+    # $msec (%x: seconds, the milliseconds skipped), then as combined; the uid variables skipped
+    "tracklog": (
+        '--log-format=%x.%^ %h "%r" %s %b "%R" "%u" %^',
+        "--date-format=%s",
+        "--time-format=%s",
+        "--datetime-format=%s",
+    ),
+}
+# what `tracklog ingest --log-format` is given: nginx-config's format (tracklog/nginx.py)
+TRACKLOG_FORMATS = {
+    "combined": "combined",
+    "tracklog": (
+        '$msec $remote_addr "$request" $status $body_bytes_sent '
+        '"$http_referer" "$http_user_agent" "$uid_got" "$uid_set"'
+    ),
+}
 
 
-def log_files(lines: int) -> tuple[Path, Path]:
+def log_files(lines: int, fmt: str = "combined") -> tuple[Path, Path]:
     """The plain log and its gzip copy, generated when missing."""
-    plain = OUT / f"access-{lines}.log"
+    plain = OUT / (f"access-{lines}.log" if fmt == "combined" else f"access-{fmt}-{lines}.log")
     gz = plain.with_name(plain.name + ".gz")
     if not plain.exists():
         print(f"generating {plain} ({lines:,} lines)...", file=sys.stderr)
         started = time.perf_counter()
-        write_log(plain, lines, BENCH_SECRET.encode())
+        write_log(plain, lines, BENCH_SECRET.encode(), fmt=fmt)
         print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if not gz.exists():
         print(f"compressing {gz}...", file=sys.stderr)
@@ -119,14 +141,15 @@ def run_pipeline(
     return Run(wall_s=wall, cpu_s=cpu, peak_rss_mb=rss_mb), stderr
 
 
-def run_goaccess(goaccess: str, path: Path, tmp: Path) -> tuple[Run, str]:
+def run_goaccess(goaccess: str, path: Path, tmp: Path, fmt: str) -> tuple[Run, str]:
     """GoAccess parses the whole file and writes its JSON report; returns the run and what it
     parsed (valid of total requests, from the report) as a check that it did the work."""
     report = tmp / "goaccess.json"
+    options = [*GOACCESS_FORMATS[fmt], *GOACCESS_ARGS, "-o", str(report)]
     if path.suffix == ".gz":
-        cmds = [["gzip", "-dc", str(path)], [goaccess, "-", *GOACCESS_ARGS, "-o", str(report)]]
+        cmds = [["gzip", "-dc", str(path)], [goaccess, "-", *options]]
     else:
-        cmds = [[goaccess, str(path), *GOACCESS_ARGS, "-o", str(report)]]
+        cmds = [[goaccess, str(path), *options]]
     run, _ = run_pipeline(cmds, cwd=tmp)
     try:
         general = json.loads(report.read_text())["general"]
@@ -137,7 +160,7 @@ def run_goaccess(goaccess: str, path: Path, tmp: Path) -> tuple[Run, str]:
 
 
 def run_tracklog_ingest(
-    path: Path, tmp: Path, manifests: list[Path], no_verify: bool, profile: bool
+    path: Path, tmp: Path, manifests: list[Path], no_verify: bool, profile: bool, fmt: str = "combined"
 ) -> tuple[Run, str]:
     """Load the manifests into a fresh database (untimed), then time `tracklog ingest FILE`.
     Returns the run and the hits stored, or with `profile` the `--profile` table it printed."""
@@ -147,7 +170,7 @@ def run_tracklog_ingest(
     if manifests:
         manifest_args = [a for m in manifests for a in ("--manifest", str(m))]
         run_tracklog(["--db", str(db), "--quiet", "ingest", *manifest_args], cwd=tmp)
-    args = ["--db", str(db), "--quiet", "ingest", str(path)]
+    args = ["--db", str(db), "--quiet", "ingest", "--log-format", TRACKLOG_FORMATS[fmt], str(path)]
     if profile:
         run, stderr = run_pipeline(
             [[sys.executable, "-m", "tracklog", *args, "--profile"]], tmp, tracklog_env()
@@ -172,6 +195,12 @@ def main() -> None:
         "--no-goaccess", action="store_true", help="tracklog only, no comparison with GoAccess"
     )
     parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="combined",
+        help="combined, or the format `tracklog nginx-config` writes (default: %(default)s)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="then one more tracklog run per file with `ingest --profile`: where the time goes",
@@ -190,7 +219,7 @@ def main() -> None:
         said = subprocess.run([goaccess, "--version"], check=False, capture_output=True, text=True).stdout
         version = next((line.strip(" .") for line in said.splitlines() if line.strip()), "goaccess")
 
-    plain, gz = log_files(args.lines)
+    plain, gz = log_files(args.lines, args.log_format)
     manifests = [] if args.no_manifests else write_manifests(OUT / "manifests")
     uncompressed_mb = plain.stat().st_size / 1e6
     rows: list[list[str]] = []
@@ -223,19 +252,21 @@ def main() -> None:
                 with tempfile.TemporaryDirectory(prefix="tracklog-bench-") as tmp:
                     print(f"tracklog ingest {path.name} (run {run_no})...", file=sys.stderr)
                     ours, check = run_tracklog_ingest(
-                        path, Path(tmp), manifests, args.no_verify, profile=False
+                        path, Path(tmp), manifests, args.no_verify, profile=False, fmt=args.log_format
                     )
                     record("tracklog", path, run_no, ours, check, "")
                 if goaccess is None:
                     continue
                 with tempfile.TemporaryDirectory(prefix="goaccess-bench-") as tmp:
                     print(f"goaccess {path.name} (run {run_no})...", file=sys.stderr)
-                    theirs, check = run_goaccess(goaccess, path, Path(tmp))
+                    theirs, check = run_goaccess(goaccess, path, Path(tmp), args.log_format)
                     record("goaccess", path, run_no, theirs, check, f"{theirs.wall_s / ours.wall_s:.1f}x")
             if args.profile:
                 with tempfile.TemporaryDirectory(prefix="tracklog-bench-") as tmp:
                     print(f"tracklog ingest --profile {path.name}...", file=sys.stderr)
-                    run, table = run_tracklog_ingest(path, Path(tmp), manifests, args.no_verify, profile=True)
+                    run, table = run_tracklog_ingest(
+                        path, Path(tmp), manifests, args.no_verify, profile=True, fmt=args.log_format
+                    )
                     profiles.append((path, run, table))
     except CommandFailed as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -249,7 +280,8 @@ def main() -> None:
     )
     if goaccess is not None:
         print(
-            f"{version}: `goaccess FILE {' '.join(GOACCESS_ARGS)} -o REPORT.json`, the .gz piped from `gzip -dc`"
+            f"{version}: `goaccess FILE {' '.join(GOACCESS_FORMATS[args.log_format] + GOACCESS_ARGS)} "
+            "-o REPORT.json`, the .gz piped from `gzip -dc`"
         )
     header = ["file", "MB", "run", "tool", "wall s", "CPU s", "lines/s", "raw MB/s", "peak RSS MB"]
     header += ["tracklog / GoAccess", "check"]

@@ -1,5 +1,9 @@
 """Write a large, realistic tracking-domain access log (nginx combined format) for benchmarks.
 
+With --format tracklog, the same traffic in the format `tracklog nginx-config` has nginx write
+(`$msec $remote_addr "$request" ... "$http_user_agent" "$uid_got" "$uid_set"`, milliseconds
+drawn at random; the browser's uid cookie on clicks and mirror views).
+
 About 60% opens, 30% clicks, the rest mirror pages, unsubscribes (GET and one-click POST) and
 non-tracking noise, over 5 deliveries and 50,000 recipients, signed with --secret; a few hits
 carry a bad or no signature and a few lines are malformed. Speed comes from drawing all random
@@ -33,6 +37,7 @@ RECIPIENTS = 50_000
 START = datetime(2026, 11, 2, 0, 0, 0, tzinfo=UTC)
 SPAN_SECONDS = 21 * 86400
 CHUNK = 50_000
+FORMATS = ("combined", "tracklog")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 DELIVERIES = {
@@ -166,8 +171,8 @@ def weighted_table(items: Sequence[T], weights: Sequence[float], size: int) -> l
     return (table + [items[0]] * size)[:size]
 
 
-def lines(n: int, secret: bytes, seed: int) -> Iterator[str]:
-    """The log, one line at a time (without the newline).
+def lines(n: int, secret: bytes, seed: int, fmt: str = "combined") -> Iterator[str]:
+    """The log, one line at a time (without the newline), in `fmt` (FORMATS).
 
     One 96-bit random number per line, cut into fields, picks everything through lookup tables.
     """
@@ -206,17 +211,21 @@ def lines(n: int, secret: bytes, seed: int) -> Iterator[str]:
             minute = second // 60
             d = datetime.fromtimestamp(minute * 60, UTC)
             prefix = f" - - [{d.day:02d}/{MONTHS[d.month - 1]}/{d.year}:{d:%H:%M}:"
-        stamp = f"{prefix}{second % 60:02d} +0000]"
         kind = kinds[r & 4095]
         who = (r >> 12) % RECIPIENTS
         jitter = (r >> 30) & 7
         ip = ips[(who * 7 + jitter) % len(ips)]
+        if fmt == "combined":
+            head, tail = f"{ip}{prefix}{second % 60:02d} +0000]", ""
+        else:  # $msec, its milliseconds drawn from the line's random number
+            head = f"{second}.{((r >> 70) & 1023) % 1000:03d} {ip}"
+            tail = f' "uid=B{who:07X}0000" "-"' if kind in (1, 2) else ' "-" "-"'
         if kind == 5:
             req, status, size, ua = NOISE[who % len(NOISE)]
-            yield f'{ip}{stamp} "{req}" {status} {size} "-" "{ua}"'
+            yield f'{head} "{req}" {status} {size} "-" "{ua}"{tail}'
             continue
         if kind == 6:
-            yield f"{ip}{stamp} {MALFORMED[who % 2]}"
+            yield f"{head} {MALFORMED[who % 2]}{tail}"
             continue
         d_id, links = deliveries[delivery_of[(r >> 33) & 127]]
         rid = rids[who]
@@ -248,9 +257,9 @@ def lines(n: int, secret: bytes, seed: int) -> Iterator[str]:
             target = target[: target.index("?")] if jitter < 3 else target[:-4] + "AAAA"
             method, status, size, ua = "GET", 200, 43, browser_ua_of[(r >> 66) & 255]
         if rare == 1023:  # a truncated line now and then, as after a crash mid-write
-            yield f'{ip}{stamp} "{method} {target[:30]}'
+            yield f'{head} "{method} {target[:30]}'
             continue
-        yield f'{ip}{stamp} "{method} {target} HTTP/1.1" {status} {size} "-" "{ua}"'
+        yield f'{head} "{method} {target} HTTP/1.1" {status} {size} "-" "{ua}"{tail}'
 
 
 def write_manifests(folder: Path) -> list[Path]:
@@ -287,15 +296,17 @@ def write_manifests(folder: Path) -> list[Path]:
     return paths
 
 
-def write_log(path: Path, n: int, secret: bytes, seed: int = 1, compress: bool = False) -> int:
-    """Write n lines to path (gzip-compressed if asked); returns the uncompressed size in bytes."""
+def write_log(
+    path: Path, n: int, secret: bytes, seed: int = 1, compress: bool = False, fmt: str = "combined"
+) -> int:
+    """Write n lines in `fmt` to path (gzip-compressed if asked); returns the uncompressed size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     size = 0
     with tmp.open("wb") as raw:
         out: BinaryIO = gzip.GzipFile(path.stem, "wb", 6, raw, mtime=0) if compress else raw  # type: ignore[assignment]
         batch: list[str] = []
-        for line in lines(n, secret, seed):
+        for line in lines(n, secret, seed, fmt):
             batch.append(line)
             if len(batch) == CHUNK:
                 size += out.write(("\n".join(batch) + "\n").encode())
@@ -317,9 +328,12 @@ def main() -> None:
     parser.add_argument("--gzip", action="store_true", help="gzip-compress the output")
     parser.add_argument("--secret", default=DEFAULT_SECRET, help="signing secret (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="combined", help="log format (default: %(default)s)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    size = write_log(args.out, args.lines, args.secret.encode(), args.seed, args.gzip)
+    size = write_log(args.out, args.lines, args.secret.encode(), args.seed, args.gzip, args.format)
     took = time.perf_counter() - started
     print(
         f"wrote {args.out}: {args.lines:,} lines, {size / 1e6:,.0f} MB uncompressed, in {took:.1f} s",

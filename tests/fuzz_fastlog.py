@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tracklog.ingest import fastpath
 from tracklog.ingest.engine import CHUNK_COLUMNS, Ingester, make_chunk, split_lines
 from tracklog.ingest.formats import resolve_format
+from tracklog.nginx import LOG_FORMAT as MSEC_FORMAT  # the format the generated server writes
 
 SECRET = b"test-secret"
 UID_FORMAT = (
@@ -46,7 +47,15 @@ SEEDS = [
     b'\n\xff\xfe\x00"\r\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /w/cart.gif?tl=2.NLr1WhPvSB_eoIpWVhhAypsTpg&amount=12.50&currency=EUR&items=2 HTTP/1.1" 200 43 "https://shop.example/" "Mozilla/5.0"\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /w/home.gif HTTP/1.1" 200 43 "-" "-"\n',
+    # MSEC_FORMAT's lines ($msec first, no $remote_user, "$uid_got" "$uid_set" last)
+    b'1793577601.123 203.0.113.9 "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0" "uid=CgAAAGdHk" "-"\n',
+    b'0000000001.000 2001:db8::1 "GET /c/NL/hero/r1?s=WhPvSB_eoIpWVhhAypsTpg HTTP/2.0" 302 0 "-" "a\\x22b" "-" "uid=x\\x3D"\n',
+    b'253402300799.999 - "POST /u/NL/r1 HTTP/1.1" 200 - "-" "-" "-" "-"\n',
+    b'1e9 1.2.3.4 "GET / HTTP/1.1" 200 43 "-" "-" "-" "-"\n',
+    b'+1793577601.123  "-" 20 +5 "-" "-" "-" "-"\n',
 ]
+# the formats the fuzz target and the sanitized run take the seeds through
+SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT)
 
 
 _INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
@@ -198,13 +207,13 @@ def assert_lookup_same(data: bytes) -> None:
 
 
 def one_input(data: bytes) -> None:
-    """The fuzz target: the input as a chunk of lines, in combined and in the uid format; and
-    cut into the keys and queries of the recipient lookup."""
+    """The fuzz target: the input as a chunk of lines, in combined, the uid format or the msec
+    format; and cut into the keys and queries of the recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
-    spec = UID_FORMAT if data[0] & 1 else "combined"
+    spec = ("combined", UID_FORMAT, MSEC_FORMAT)[data[0] % 3]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
 
 

@@ -17,7 +17,18 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
-from fuzz_fastlog import SECRET, SEEDS, UID_FORMAT, assert_lookup_same, assert_same, deferred_rows, mutants
+from fuzz_fastlog import (
+    MSEC_FORMAT,
+    SECRET,
+    SEEDS,
+    SPECS,
+    UID_FORMAT,
+    assert_lookup_same,
+    assert_same,
+    chunk_rows,
+    deferred_rows,
+    mutants,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +54,9 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         "combined",
         "common",
         LOG_FORMAT,
+        MSEC_FORMAT,
+        fastpath.MSEC_HEAD,
+        fastpath.MSEC_HEAD + ' "$host" "$uid_set"',
         COMBINED + ' "$uid_set" "$request_time" "$host"',
         (
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
@@ -64,10 +78,48 @@ def test_formats_covered(spec: str) -> None:
         COMBINED + ' "$host" "$host"',
         COMBINED + " $request_time",  # unquoted
         COMMON + " x",
+        '$msec $remote_addr "$request" $status $body_bytes_sent',  # no referer, agent
+        fastpath.MSEC_HEAD.replace("$msec", "$time_iso8601"),
+        fastpath.MSEC_HEAD + " $request_time",
     ],
 )
 def test_formats_left_to_sql(spec: str) -> None:
     assert fastpath.plan_for(resolve_format(spec, {})) is None
+
+
+def test_plan_layouts() -> None:
+    def layout(spec: str) -> int:
+        plan = fastpath.plan_for(resolve_format(spec, {}))
+        assert plan is not None
+        return plan.layout
+
+    assert layout(MSEC_FORMAT) == fastpath.MSEC_LAYOUT
+    assert layout(LOG_FORMAT) == layout("combined") == fastpath.COMBINED_LAYOUT
+    assert layout("common") == fastpath.COMMON_LAYOUT
+
+
+def test_msec_times() -> None:
+    """$msec read as the SQL reads it, checked against datetimes computed here: nginx's form
+    ("seconds.mmm") in the C pass, every other form deferred to the SQL, which reads it (DuckDB's
+    DECIMAL cast takes "1e9" or "+1.5") or quarantines it as a bad timestamp."""
+    stamps = {
+        "1793577601.123": datetime(2026, 11, 2, 0, 0, 1, 123_000),
+        "0.000": datetime(1970, 1, 1),
+        "0000000001.001": datetime(1970, 1, 1, 0, 0, 1, 1000),
+        "253402300799.999": datetime(9999, 12, 31, 23, 59, 59, 999_000),
+    }
+    bad = ["253402300800.000", "-", "", "-1.000", "x.123"]  # past 9999, no number, before 1970
+    odd = ["1e9", "+1.000", "1.5", "1.1234", "1793577601", ".123", "1793577601.123x"]
+    words = [*stamps, *bad, *odd]
+    lines = [f'{w} 203.0.113.9 "GET /o/D/R.gif HTTP/1.1" 200 43 "-" "-" "-" "-"' for w in words]
+    buf = "\n".join(lines).encode() + b"\n"
+    assert assert_same(buf, MSEC_FORMAT) == len(lines)
+    assert deferred_rows(buf, MSEC_FORMAT) == len(bad) + len(odd)
+    types, rows = chunk_rows(buf, MSEC_FORMAT, fast=True)
+    names = [name for name, _ in types]
+    ts, reason = names.index("ts"), names.index("reason")
+    assert [r[ts] for r in rows[: len(stamps)]] == list(stamps.values())
+    assert [r[reason] for r in rows[len(stamps) : len(stamps) + len(bad)]] == ["bad timestamp"] * len(bad)
 
 
 def test_pure_env_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +177,7 @@ def test_escaped_requests() -> None:
 
 def test_apache_corpus() -> None:
     buf = apache_logs().read_bytes()
-    for spec in ("combined", "common", UID_FORMAT):
+    for spec in SPECS:
         assert assert_same(buf, spec) == 10_000
     assert deferred_rows(buf, "combined") == left_to_sql(buf)
 
@@ -154,11 +206,22 @@ def test_benchmark_generator_lines() -> None:
     buf = "".join(line + "\n" for line in lines(30_000, SECRET, seed=3))
     assert assert_same(buf.encode()) == 30_000
     assert deferred_rows(buf.encode(), "combined") == left_to_sql(buf.encode())
+    # the same traffic in nginx-config's format: the same rows but for the time's milliseconds
+    # and the uid, every hit's second the combined line's
+    msec = "".join(line + "\n" for line in lines(30_000, SECRET, seed=3, fmt="tracklog")).encode()
+    assert assert_same(msec, MSEC_FORMAT) == 30_000
+    assert deferred_rows(msec, MSEC_FORMAT) == left_to_sql(msec)
+    names, want = chunk_rows(buf.encode(), "combined", fast=True)
+    got = chunk_rows(msec, MSEC_FORMAT, fast=True)[1]
+    cols = [i for i, (n, _) in enumerate(names) if n not in ("line", "ts", "uid", "extra", "byte_offset")]
+    ts = [n for n, _ in names].index("ts")
+    assert [[r[i] for i in cols] for r in got] == [[r[i] for i in cols] for r in want]
+    assert [r[ts] and r[ts].replace(microsecond=0) for r in got] == [r[ts] for r in want]
 
 
 def test_seeds_and_odd_lines() -> None:
     for seed in SEEDS:
-        for spec in ("combined", "common", UID_FORMAT):
+        for spec in SPECS:
             assert_same(seed, spec)
             assert_same(seed, spec, verify=False)
 
@@ -336,6 +399,39 @@ def test_hostile_lines(lines: list[bytes], spec: str) -> None:
     assert_same(b"\n".join(lines) + b"\n", spec)
 
 
+def msecs() -> st.SearchStrategy[str]:
+    canonical = st.builds(
+        lambda secs, ms, width: f"{secs:0{width}d}.{ms:03d}",
+        st.integers(0, 253402300800 + 5) | st.sampled_from([0, 253402300799, 253402300800]),
+        st.integers(0, 999),
+        st.sampled_from([1, 10, 12, 13]),
+    )
+    odd = st.sampled_from(["-", "", "1e9", "+1.000", "1.5", "1.1234", "1793577601", ".123", "-1.000", "1 2"])
+    return canonical | odd | TEXT
+
+
+@st.composite
+def msec_lines(draw: st.DrawFn) -> bytes:
+    """Lines of the format the generated server writes ($msec $remote_addr, no $remote_user,
+    then as combined, then "$uid_got" "$uid_set"), damaged as combined_lines damages them."""
+    ip = draw(st.sampled_from(["203.0.113.9", "-", "", "2001:db8::1"]) | TEXT)
+    status = draw(st.sampled_from(["200", "302", "404", "2000", "OK", "-"]))
+    size = draw(st.sampled_from(["43", "0", "-", "", "x"]))
+    fields = [draw(requests()), draw(FIELD), draw(FIELD), draw(FIELD), draw(FIELD)]
+    line = (
+        f'{draw(msecs())} {ip} "{fields[0]}" {status} {size} "{fields[1]}" "{fields[2]}" "{fields[3]}" "{fields[4]}"'
+    ).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 9)) == 0:
+        line = line[: draw(st.integers(0, len(line)))]
+    return line + draw(st.sampled_from([b"", b"", b"\xff", b"\x00", b"\r", b'"', b" x"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(msec_lines(), min_size=1, max_size=12))
+def test_hostile_msec_lines(lines: list[bytes]) -> None:
+    assert_same(b"\n".join(lines) + b"\n", MSEC_FORMAT)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(max_size=80), min_size=1, max_size=8))
 def test_random_bytes(lines: list[bytes]) -> None:
@@ -392,10 +488,10 @@ _SANITIZED_RUN = textwrap.dedent(
     samples = Path(sys.argv[4])
     chunks = [corpus, gzip.decompress((samples / "access.log.2.gz").read_bytes()), *f.SEEDS]
     for chunk in chunks:
-        for spec in ("combined", "common", f.UID_FORMAT):
+        for spec in f.SPECS:
             f.assert_same(chunk, spec)
     for i, chunk in enumerate(f.mutants(int(sys.argv[5]))):
-        f.parse_only(chunk, ("combined", "common", f.UID_FORMAT)[i % 3])
+        f.parse_only(chunk, f.SPECS[i % len(f.SPECS)])
         f.assert_lookup_same(chunk)
     print("sanitized run ok")
     """

@@ -28,8 +28,10 @@ from typing import Any
 
 import pytest
 from conftest import skip_or_fail
+from fuzz_fastlog import assert_same, deferred_rows
 
 from tracklog import nginx
+from tracklog.ingest import fastpath
 from tracklog.signing import sign_path
 
 SECRET = "nginx-e2e-secret"
@@ -334,6 +336,10 @@ def test_end_to_end_through_a_real_nginx(tmp_path: Path, start_nginx: Any, landi
     stop(server)
     log = (log_dir / "access.log").read_text(encoding="latin-1")
     assert len(log.splitlines()) == requests_sent
+    if fastpath.extension_available():  # nginx's own lines: the compiled pass reads them all
+        raw = (log_dir / "access.log").read_bytes()
+        assert assert_same(raw, nginx.LOG_FORMAT) == requests_sent  # as the SQL does
+        assert deferred_rows(raw, nginx.LOG_FORMAT) == 0
     # the format recorded by nginx-config is the one ingest uses: no --log-format here
     tracklog(tmp_path, "ingest", str(log_dir))
 

@@ -1,6 +1,8 @@
 /* The compiled fast path of ingest: one pass over a batch of log lines (the `line` column of
  * tl_lines, as Arrow large_string buffers) producing the columns of tl_chunk, for nginx's
- * `combined` and `common` formats and combined followed by extra quoted variables.
+ * `combined` and `common` formats, combined followed by extra quoted variables, and the format
+ * `tracklog nginx-config` writes ($msec $remote_addr, then combined's request onwards, then
+ * quoted variables).
  *
  * It computes exactly what the SQL of formats.py + routes.py + signing.py computes (that SQL is
  * the reference; tests/test_fastpath.py compares the two column by column). Where a value's
@@ -522,8 +524,12 @@ enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2 };
 #define MAX_EXTRA 16
 #define MAX_KEYS 16 /* config.MAX_SECRETS */
 
+/* the layouts parse() takes (fastpath.Plan.layout) */
+enum { LAYOUT_COMMON = 0, LAYOUT_COMBINED = 1, LAYOUT_MSEC = 2 };
+
 typedef struct {
-    int combined;  /* 1: combined (+ extras), 0: common */
+    int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
+    int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
     int n_extra;   /* quoted variables after combined's user agent */
     int role[MAX_EXTRA];
     int decode[MAX_EXTRA]; /* formats._NEVER_ESCAPED variables are not decoded */
@@ -623,6 +629,22 @@ static int time_local(span t, int64_t *us) {
     return 1;
 }
 
+/* $msec as nginx writes it, "1793577601.123" (seconds, a dot, milliseconds), to microseconds:
+ * formats.py's try_cast(... AS DECIMAL(18, 3)) of it. Returns 0 for anything else ("-", "1e9",
+ * "+1.000", "1.5", digits past 12, 10000-01-01 and later): the row is deferred to the SQL. */
+static int msec_time(span t, int64_t *us) {
+    if (t.n < 5 || t.n > 16 || t.p[t.n - 4] != '.') return 0;
+    int64_t secs = 0;
+    for (size_t k = 0; k + 4 < t.n; k++) {
+        if (t.p[k] < '0' || t.p[k] > '9') return 0;
+        secs = secs * 10 + (t.p[k] - '0');
+    }
+    int ms;
+    if (!digits(t.p + t.n - 3, 3, &ms) || secs >= 253402300800LL) return 0;
+    *us = (secs * 1000 + ms) * 1000;
+    return 1;
+}
+
 /* try_cast(raw AS BIGINT) for plain digits; 0 (defer) for anything DuckDB might read otherwise */
 static int plain_bigint(span s, int64_t *v) {
     if (s.n < 1 || s.n > 18) return 0;
@@ -714,10 +736,18 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         if (p == s + n - 1) break;
     }
     if (nq != want_quotes) return quarantine(o, i, mismatch, s, n);
-    /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last '' */
     size_t e = (size_t)(q[0] - s); /* _q[1] is s[0, e) */
     if (e == 0 || s[e - 1] != ' ') return quarantine(o, i, mismatch, s, n);
     e--; /* the space before the opening quote */
+    span addr, user = {0}, time;
+    if (pl->msec) {
+        /* _q[1] = 'MSEC ADDR ': exactly three words, the last '' */
+        const char *sp = memchr(s, ' ', e);
+        if (!sp || memchr(sp + 1, ' ', (size_t)(s + e - sp - 1))) return quarantine(o, i, mismatch, s, n);
+        time = (span){s, (size_t)(sp - s)};
+        addr = (span){sp + 1, (size_t)(s + e - sp - 1)};
+    } else {
+    /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last '' */
     const char *p1 = memchr(s, ' ', e + 1);
     size_t sp1 = (size_t)(p1 - s);
     const char *p2 = sp1 < e ? memchr(s + sp1 + 1, ' ', e - sp1) : NULL;
@@ -729,9 +759,10 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     while (r2 > 0 && s[r2 - 1] != ' ') r2--;
     if (r2 == 0 || r2 - 1 <= sp2 || sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
     r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
-    span addr = {s, sp1};
-    span user = {s + sp2 + 1, r2 - sp2 - 1};
-    span time = {s + r2 + 1, e - r2 - 1};
+    addr = (span){s, sp1};
+    user = (span){s + sp2 + 1, r2 - sp2 - 1};
+    time = (span){s + r2 + 1, e - r2 - 1};
+    }
     span request = {q[0] + 1, (size_t)(q[1] - q[0] - 1)};
     /* _q[3] = ' STATUS BYTES ' (combined) or ' STATUS BYTES' (common, the end of the line) */
     const char *s3 = q[1] + 1, *e3 = pl->combined ? q[2] : s + n;
@@ -770,7 +801,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     /* the reasons, in formats.py's order; what DuckDB might read otherwise is deferred */
     int64_t ts, bytes = 0;
     int status;
-    if (!time_local(time, &ts)) return defer_row(o, i);
+    if (!(pl->msec ? msec_time(time, &ts) : time_local(time, &ts))) return defer_row(o, i);
     if (status_raw.n != 3) return quarantine(o, i, "bad status", s, n);
     if (!digits(status_raw.p, 3, &status)) return defer_row(o, i);
     int has_bytes = !is_dash(bytes_raw);
@@ -826,12 +857,13 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     }
     if (!uid_done) col_null(&o->col[C_UID], i);
 
-    /* extra: {"remote_user": ..., "var": ...} of the values present, NULL when none is */
+    /* extra: {"remote_user": ..., "var": ...} of the values present, NULL when none is (the msec
+     * layout has no $remote_user) */
     {
         growbuf *x = &o->col[C_EXTRA].data;
         size_t start = x->len;
         int members = 0;
-        for (int k = -1; k < pl->n_extra; k++) {
+        for (int k = pl->msec ? 0 : -1; k < pl->n_extra; k++) {
             if (k >= 0 && pl->role[k] != ROLE_EXTRA) continue;
             o->scratch.len = 0;
             int r = text_value(o, &o->scratch, k < 0 ? user : extra[k], k < 0 || pl->decode[k], bs);
@@ -1060,10 +1092,11 @@ static int load_plan(plan *pl, PyObject *extras) {
 }
 
 PyDoc_STRVAR(parse_doc,
-             "parse(offsets, data, offset, length, combined, extras, ipad, opad, force_wide=False, terminated=False)\n--\n\n"
+             "parse(offsets, data, offset, length, layout, extras, ipad, opad, force_wide=False, terminated=False)\n--\n\n"
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
-             "which is not part of the line, as line_starts() cuts them). extras: ((b'\"name\":', role, decode), ...) for the\n"
+             "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
+             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
@@ -1073,11 +1106,11 @@ PyDoc_STRVAR(parse_doc,
 static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     Py_buffer offs, data;
     Py_ssize_t offset, length;
-    int combined;
+    int layout;
     PyObject *extras, *ipad, *opad;
     int force_wide = 0; /* tests: the int64 offsets of huge chunks, on small ones */
     int terminated = 0; /* the elements end with their line's '\n' (line_starts) */
-    if (!PyArg_ParseTuple(args, "y*y*nnpO!OO|pp", &offs, &data, &offset, &length, &combined, &PyTuple_Type, &extras,
+    if (!PyArg_ParseTuple(args, "y*y*nniO!OO|pp", &offs, &data, &offset, &length, &layout, &PyTuple_Type, &extras,
                           &ipad, &opad, &force_wide, &terminated))
         return NULL;
     PyObject *result = NULL;
@@ -1096,7 +1129,12 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
             goto done;
         }
     }
-    pl.combined = combined;
+    if (layout < LAYOUT_COMMON || layout > LAYOUT_MSEC) {
+        PyErr_SetString(PyExc_ValueError, "bad layout");
+        goto done;
+    }
+    pl.combined = layout != LAYOUT_COMMON;
+    pl.msec = layout == LAYOUT_MSEC;
     if (load_plan(&pl, extras)) goto done;
     if (ipad != Py_None) {
         Py_ssize_t size = PyBytes_Check(ipad) ? PyBytes_GET_SIZE(ipad) : 0;
@@ -1489,7 +1527,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 7) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 8) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -1,5 +1,6 @@
 """The compiled fast path of the chunk parse: tl_lines -> tl_chunk for the `combined` and
-`common` formats (and combined followed by quoted variables such as "$uid_got") in one C pass
+`common` formats, combined followed by quoted variables such as "$uid_got", and the format
+`tracklog nginx-config` writes (MSEC_HEAD followed by quoted variables), in one C pass
 (_fastlog.c), exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
 the reference and the path for every other format, and wherever the extension is not built.
 
@@ -27,7 +28,7 @@ from tracklog.ingest.formats import (
     resolve_format,
 )
 
-ABI = 7  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 8  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -73,6 +74,12 @@ COLUMNS = (
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _COMBINED_VARS = [m[2] for m in _VARIABLE.finditer(COMBINED)]
 _COMMON_VARS = [m[2] for m in _VARIABLE.finditer(COMMON)]
+# combined with $msec for $remote_addr - $remote_user [$time_local]: the head of the format the
+# generated tracking server writes (nginx.LOG_FORMAT, with "$uid_got" "$uid_set" after it)
+MSEC_HEAD = '$msec $remote_addr "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
+_MSEC_VARS = [m[2] for m in _VARIABLE.finditer(MSEC_HEAD)]
+# Plan.layout, as _fastlog.c's parse() takes it
+COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT = 0, 1, 2
 _UID_ROLES = {"uid_got": 1, "uid_set": 2}
 _NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {"http_x_forwarded_for"}
 
@@ -81,7 +88,7 @@ _NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {"http_x_forwarded_for"}
 class Plan:
     """What the C pass needs to know of a format it covers."""
 
-    combined: bool
+    layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT or MSEC_LAYOUT
     extras: tuple[tuple[bytes, int, bool], ...]  # per quoted variable: ('"name":', role, decode)
 
 
@@ -92,18 +99,25 @@ def extension_available() -> bool:
 def plan_for(fmt: LogFormat) -> Plan | None:
     """The C plan of `fmt`, or None when only the SQL path handles it.
 
-    A format is covered when its SQL is exactly that of combined (+ quoted variables) or common,
-    as formats.py compiles them, so the two paths read the same spec the same way."""
+    A format is covered when its SQL is exactly that of common, or of combined or MSEC_HEAD
+    followed by quoted variables, as formats.py compiles them, so the two paths read the same
+    spec the same way."""
     if fmt.spec == JSON_NAME:
         return None
     names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
     if names == _COMMON_VARS:
-        combined, extras, spec = False, [], COMMON
-    elif names[: len(_COMBINED_VARS)] == _COMBINED_VARS:
-        combined, extras = True, names[len(_COMBINED_VARS) :]
-        spec = COMBINED + "".join(f' "${name}"' for name in extras)
+        layout, extras, spec = COMMON_LAYOUT, [], COMMON
     else:
-        return None
+        for layout, head, head_vars in (
+            (COMBINED_LAYOUT, COMBINED, _COMBINED_VARS),
+            (MSEC_LAYOUT, MSEC_HEAD, _MSEC_VARS),
+        ):
+            if names[: len(head_vars)] == head_vars:
+                extras = names[len(head_vars) :]
+                spec = head + "".join(f' "${name}"' for name in extras)
+                break
+        else:
+            return None
     if len(extras) > MAX_EXTRA or len(set(extras)) != len(extras):
         return None
     if any(name in _NOT_EXTRA and name not in _UID_ROLES for name in extras):
@@ -111,7 +125,7 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     if resolve_format(spec, {}).select_sql("tl_lines") != fmt.select_sql("tl_lines"):
         return None
     return Plan(
-        combined,
+        layout,
         tuple(
             (f'"{name}":'.encode(), _UID_ROLES.get(name, 0), name not in _NEVER_ESCAPED) for name in extras
         ),
@@ -145,7 +159,7 @@ class FastParser:
                 data if data is not None else b"",
                 line.offset,
                 len(line),
-                self.plan.combined,
+                self.plan.layout,
                 self.plan.extras,
                 ipad,
                 opad,
