@@ -162,7 +162,7 @@ class Ingester:
         # first (merge_pending: readers must find the figures current)
         self.between_commits = between_commits
         self._unmerged = (0, 0)  # chunks committed since the last merge, and their hits
-        self._unresolved = False  # whether some of them are small chunks, stored unresolved
+        self._unresolved = 0  # lines of those that are small chunks, stored unresolved
         self.problems: list[str] = []  # errors that are no input's (a failed merge)
         self._tombstones: bool | None = None
         self._chunk_view = False  # tl_chunk is a view over the fast rows and the deferred ones
@@ -362,12 +362,16 @@ class Ingester:
         self._unmerged = (0, 0)
         # merging stored hits needs no more memory than a chunk (DuckDB spills what does not
         # fit), and raising the limit for it cost 10% more time and 60 MB more peak RSS on the
-        # benchmark; resolving small chunks' hits classifies them too (CATCH_UP_BATCH)
+        # benchmark; resolving many small chunks' hits classifies them too (CATCH_UP_BATCH), with
+        # the writer's limit. One small chunk (the tail of a large log) is less than a chunk:
+        # with the writer's limit, the merge after a 2M-line log that ended in one took the
+        # ingest from 450 to 490-500 MB
         limit = CHUNK_MEMORY_LIMIT
         if self._unresolved:  # small chunks: see _vacuum_at_checkpoints
             self._vacuum_at_checkpoints(True)
-            self._unresolved = False
-            limit = WRITER_MEMORY_LIMIT
+            if self._unresolved >= SMALL_CHUNK_LINES:
+                limit = WRITER_MEMORY_LIMIT
+            self._unresolved = 0
         try:
             with self.phases.phase("merge the derived tables"), self._memory(limit):
                 derived.sync(self.con)
@@ -522,7 +526,7 @@ class Ingester:
             return
         with self.phases.phase("store the hits (resolved later)"):
             derived.store_unresolved(self.con, "tl_hits")
-        self._unresolved = True
+        self._unresolved += chunk.lines.num_rows
 
     def has_tombstones(self) -> bool:
         """Whether `tracklog forget` left tombstones (read once: forget takes the writer lock)."""
