@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracklog.ingest import fastpath
 from tracklog.ingest.engine import CHUNK_COLUMNS, Ingester, make_chunk, split_lines
-from tracklog.ingest.formats import resolve_format
+from tracklog.ingest.formats import COMBINED, resolve_format
 from tracklog.nginx import LOG_FORMAT as MSEC_FORMAT  # the format the generated server writes
 
 SECRET = b"test-secret"
@@ -36,6 +36,9 @@ UID_FORMAT = (
     '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
     '"$http_referer" "$http_user_agent" "$uid_got"'
 )
+
+# combined with the variables that carry the web-tracking opt-out (routes.OPTED_OUT_SQL)
+OPTOUT_FORMAT = COMBINED + ' "$cookie_tl_optout" "$http_cookie"'
 
 SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0"\n',
@@ -53,9 +56,12 @@ SEEDS = [
     b'253402300799.999 - "POST /u/NL/r1 HTTP/1.1" 200 - "-" "-" "-" "-"\n',
     b'1e9 1.2.3.4 "GET / HTTP/1.1" 200 43 "-" "-" "-" "-"\n',
     b'+1793577601.123  "-" 20 +5 "-" "-" "-" "-"\n',
+    # OPTOUT_FORMAT's: page tags with a landing token, the opt-out cookie in either variable
+    b'1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "GET /w/home.gif?tl=2.D1r1gCehSFptQbNKYOYlaSfB6Q&amount=2 HTTP/1.1" 200 43 "-" "-" "-" "a=b; tl_optout=1"\n',
+    b'1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "GET /w/x.gif?a=1&tl=1.abc HTTP/1.1" 200 43 "-" "-" "1" "-"\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
-SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT)
+SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT)
 
 
 _INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
@@ -207,13 +213,13 @@ def assert_lookup_same(data: bytes) -> None:
 
 
 def one_input(data: bytes) -> None:
-    """The fuzz target: the input as a chunk of lines, in combined, the uid format or the msec
-    format; and cut into the keys and queries of the recipient lookup."""
+    """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
+    format or the opt-out format; and cut into the keys and queries of the recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
-    spec = ("combined", UID_FORMAT, MSEC_FORMAT)[data[0] % 3]
+    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT)[data[0] % 4]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +18,7 @@ import pytest
 from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
 from fuzz_fastlog import (
     MSEC_FORMAT,
+    OPTOUT_FORMAT,
     SECRET,
     SEEDS,
     SPECS,
@@ -145,20 +145,9 @@ def test_signature_matches_signing() -> None:
 # -- real and generated data sets --------------------------------------------------------
 
 
-def left_to_sql(buf: bytes) -> int:
-    """Lines whose request (the first quoted field) holds "/w/" (a page tag, routed by the SQL
-    only) once nginx's \\xHH escapes are decoded (an escape of '/' or 'w' counts; one of another
-    byte never decodes to them): what the C pass defers, counted by hand."""
-
-    def decoded(request: bytes) -> bytes:
-        return re.sub(rb"\\x([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), request)
-
-    return sum(1 for line in buf.splitlines() if b'"' in line and b"/w/" in decoded(line.split(b'"')[1]))
-
-
 def test_escaped_requests() -> None:
-    """A request with nginx's \\xHH escapes is decoded and routed by the C pass, as by the SQL;
-    only one that decodes to a page tag ("/w/") is left to the SQL."""
+    """A request with nginx's \\xHH escapes is decoded and routed by the C pass, as by the SQL
+    (an escaped 'w' makes a page tag)."""
     sig = sign_path(SECRET, "/c/NL/l1/r1")
     lines = [
         f'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET {path} HTTP/1.1" 302 0 "-" "Mozilla/5.0"'
@@ -167,19 +156,78 @@ def test_escaped_requests() -> None:
             f"/c/NL/l\\x31/r1?s={sig}",  # an escaped id: signed as decoded, valid
             f"/c\\x2FNL/l1/r1?s={sig}",  # an escaped '/': a click once decoded
             "/o/NL/r1.gif?s=\\xC3\\xA9\\xFF",  # UTF-8 and an invalid byte
-            "/\\x77/p1.gif?tl=1.abc",  # an escaped 'w': a page tag, left to the SQL
+            "/\\x77/p1.gif?tl=1.abc",  # an escaped 'w': a page tag (its token too short)
         )
     ]
     buf = "\n".join(lines).encode() + b"\n"
     assert assert_same(buf) == 5
-    assert deferred_rows(buf, "combined") == 1 == left_to_sql(buf)
+    assert deferred_rows(buf, "combined") == 0
+    types, rows = chunk_rows(buf, "combined", fast=True)
+    names = [name for name, _ in types]
+    got = [(r[names.index("kind")], r[names.index("link_id")], r[names.index("sig_status")]) for r in rows]
+    assert got == [
+        ("click", "l1", "valid"),
+        ("click", "l1", "valid"),
+        ("click", "l1", "valid"),
+        ("open", None, "invalid"),
+        ("page", "p1", "invalid"),
+    ]
+
+
+def test_page_tags() -> None:
+    """Page tags (/w/TAG.gif?tl=TOKEN) in the compiled pass, checked by hand: the token's
+    delivery and recipient, its signature, and the opt-out cookie in either variable."""
+    token = f"2.D1r1{sign_path(SECRET, '/w/D1/r1')}"  # routes.landing_token, by hand
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    r128, r129, d129 = "r" * 128, "r" * 129, "d" * 129  # ids of 1-128 characters only
+    long_r = f"2.D1{r128}{sign_path(SECRET, f'/w/D1/{r128}')}"
+    too_long_r = f"2.D1{r129}{sign_path(SECRET, f'/w/D1/{r129}')}"
+    too_long_d = f"129.{d129}r1{sign_path(SECRET, f'/w/{d129}/r1')}"
+    cases = [  # (method, target, $cookie_tl_optout, $http_cookie) -> kind, delivery, tag, recipient, verdict
+        (("GET", f"/w/home.gif?tl={token}", "-", "-"), ("page", "D1", "home", "r1", "valid")),
+        (("GET", "/w/home.gif", "-", "-"), ("page", None, "home", None, "missing")),
+        (("GET", "/w/home.gif?tl=", "-", "-"), ("page", None, "home", None, "missing")),
+        (("GET", f"/w/cart.gif?a=1&tl={token}&amount=2", "-", "-"), ("page", "D1", "cart", "r1", "valid")),
+        (("GET", f"/w/cart.gif?tl={forged}", "-", "-"), ("page", "D1", "cart", "r1", "invalid")),
+        (("GET", "/w/cart.gif?tl=1.abc", "-", "-"), ("page", None, "cart", None, "invalid")),
+        (("GET", f"/w/x.y.gif?tl={token}x", "-", "-"), ("page", "D1", "x.y", f"r1{token[6]}", "invalid")),
+        (("GET", f"/w/home.gif?tl={long_r}", "-", "-"), ("page", "D1", "home", r128, "valid")),
+        (("GET", f"/w/home.gif?tl={too_long_r}", "-", "-"), ("page", None, "home", None, "invalid")),
+        (("GET", f"/w/home.gif?tl={too_long_d}", "-", "-"), ("page", None, "home", None, "invalid")),
+        (("GET", f"/w/{'t' * 128}.gif", "-", "-"), ("page", None, "t" * 128, None, "missing")),
+        (("GET", f"/w/{'t' * 129}.gif", "-", "-"), (None,) * 5),
+        (("HEAD", f"/w/home.gif?tl={token}", "-", "-"), (None,) * 5),
+        (("GET", f"/w/a/b.gif?tl={token}", "-", "-"), (None,) * 5),
+        (("GET", f"/w/home.gif?tl={token}", "1", "-"), (None,) * 5),
+        (("GET", f"/w/home.gif?tl={token}", "0", "-"), ("page", "D1", "home", "r1", "valid")),
+        (("GET", f"/w/home.gif?tl={token}", "-", "a=b; tl_optout=1"), (None,) * 5),
+        (("GET", f"/w/home.gif?tl={token}", "-", " tl_optout=1 ;x=y"), (None,) * 5),
+        (("GET", f"/w/home.gif?tl={token}", "-", "\\x09tl_optout=1"), (None,) * 5),
+        (("GET", f"/w/home.gif?tl={token}", "-", "tl_optout=10"), ("page", "D1", "home", "r1", "valid")),
+        (("GET", f"/w/home.gif?tl={token}", "-", "xtl_optout=1"), ("page", "D1", "home", "r1", "valid")),
+        (("GET", f"/w/home.gif?tl={token}", "-", "tl_optout=1 x"), ("page", "D1", "home", "r1", "valid")),
+    ]
+    lines = [
+        f'1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "{m} {t} HTTP/1.1" 200 43 "-" "-" "{c}" "{h}"'
+        for (m, t, c, h), _ in cases
+    ]
+    buf = "\n".join(lines).encode() + b"\n"
+    for verify in (True, False):
+        assert assert_same(buf, OPTOUT_FORMAT, verify=verify) == len(cases)
+        assert deferred_rows(buf, OPTOUT_FORMAT) == 0
+        types, rows = chunk_rows(buf, OPTOUT_FORMAT, fast=True, verify=verify)
+        names = [name for name, _ in types]
+        cols = [names.index(c) for c in ("kind", "delivery_id", "link_id", "recipient_id", "sig_status")]
+        # unverified, a token shaped like one is unchecked
+        want = [w if verify or w[1] is None else (*w[:4], "unchecked") for _, w in cases]
+        assert [tuple(r[c] for c in cols) for r in rows] == want
 
 
 def test_apache_corpus() -> None:
     buf = apache_logs().read_bytes()
     for spec in SPECS:
         assert assert_same(buf, spec) == 10_000
-    assert deferred_rows(buf, "combined") == left_to_sql(buf)
+    assert deferred_rows(buf, "combined") == 0
 
 
 @pytest.mark.parametrize("name", ["access.log.2.gz", "access.log.1", "access.log"])
@@ -187,7 +235,7 @@ def test_sample_logs(name: str) -> None:
     raw = (SAMPLES / name).read_bytes()
     buf = gzip.decompress(raw) if name.endswith(".gz") else raw
     assert assert_same(buf) > 100
-    assert deferred_rows(buf, "combined") == left_to_sql(buf)
+    assert deferred_rows(buf, "combined") == 0
 
 
 def test_conftest_data_set() -> None:
@@ -205,12 +253,12 @@ def test_benchmark_generator_lines() -> None:
         sys.path.remove(str(ROOT / "bench"))
     buf = "".join(line + "\n" for line in lines(30_000, SECRET, seed=3))
     assert assert_same(buf.encode()) == 30_000
-    assert deferred_rows(buf.encode(), "combined") == left_to_sql(buf.encode())
+    assert deferred_rows(buf.encode(), "combined") == 0
     # the same traffic in nginx-config's format: the same rows but for the time's milliseconds
     # and the uid, every hit's second the combined line's
     msec = "".join(line + "\n" for line in lines(30_000, SECRET, seed=3, fmt="tracklog")).encode()
     assert assert_same(msec, MSEC_FORMAT) == 30_000
-    assert deferred_rows(msec, MSEC_FORMAT) == left_to_sql(msec)
+    assert deferred_rows(msec, MSEC_FORMAT) == 0
     names, want = chunk_rows(buf.encode(), "combined", fast=True)
     got = chunk_rows(msec, MSEC_FORMAT, fast=True)[1]
     cols = [i for i, (n, _) in enumerate(names) if n not in ("line", "ts", "uid", "extra", "byte_offset")]
@@ -316,15 +364,47 @@ FIELD = st.sampled_from(["-", "", "Mozilla/5.0 (X11)", "\\x22hi\\x22"]) | TEXT
 
 
 @st.composite
+def tokens(draw: st.DrawFn) -> str:
+    """Landing tokens (routes.landing_token): valid, forged, and not quite shaped like one."""
+    delivery, recipient = draw(ID), draw(ID)
+    # routes.landing_token's shape, made here (ids of any length: 0 or past 128 too)
+    good = f"{len(delivery)}.{delivery}{recipient}{sign_path(SECRET, f'/w/{delivery}/{recipient}')}"
+    shaped = draw(
+        st.sampled_from(
+            [
+                good,
+                good[:-1] + ("A" if good[-1] != "A" else "B"),  # forged
+                "0" + good,  # a leading zero: the same length
+                good[: len(str(len(delivery))) + 1 + len(delivery) + 22],  # no recipient
+                "1.abc",
+                "129." + "x" * 150,
+                "3.abc" + "x" * 22,
+                "1234.abcdefghijklmnopqrstuvwxyz",
+                ".x",
+                "1.",
+                good.replace(".", ",", 1),
+            ]
+        )
+    )
+    return draw(st.sampled_from([shaped, shaped + draw(TEXT)]))
+
+
+@st.composite
 def targets(draw: st.DrawFn) -> str:
-    letter = draw(st.sampled_from(["o", "c", "m", "u", "w", "x", ""]))
-    ids = [draw(ID) for _ in range(3 if letter == "c" else 2)]
-    path = f"/{letter}/" + "/".join(ids) + (".gif" if letter == "o" and draw(st.booleans()) else "")
-    path = draw(st.sampled_from([path, path + "/", path.replace("/", "//", 1), "/o/D/R.gif.gif", "/"]))
+    letter = draw(st.sampled_from(["o", "c", "m", "u", "w", "w", "x", ""]))
+    ids = [draw(ID) for _ in range(3 if letter == "c" else 1 if letter == "w" else 2)]
+    gif = letter in ("o", "w") and draw(st.booleans())
+    path = f"/{letter}/" + "/".join(ids) + (".gif" if gif else "")
+    path = draw(
+        st.sampled_from([path, path + "/", path.replace("/", "//", 1), "/o/D/R.gif.gif", "/w/.gif.gif", "/"])
+    )
     sig = draw(st.sampled_from([sign_path(SECRET, path), "", "AAAAAAAAAAAAAAAAAAAAAA", "short"]) | TEXT)
     query = draw(
         st.sampled_from(
             [None, f"s={sig}", f"a=1&s={sig}", f"s={sig}&a=1", f"a=1&s={sig}&s=x", "a=1", "", "s"]
+        )
+        | st.builds(
+            lambda t, q: q.format(t), tokens(), st.sampled_from(["tl={}", "a=1&tl={}&amount=2", "tl=&tl={}"])
         )
     )
     # the path as logged: a byte of it may be written as nginx's \\xHH escape (of '/' or 'w' too,
@@ -397,6 +477,27 @@ def combined_lines(draw: st.DrawFn) -> bytes:
 )
 def test_hostile_lines(lines: list[bytes], spec: str) -> None:
     assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+COOKIES = st.sampled_from(
+    ["-", "1", "0", "tl_optout=1", "a=b; tl_optout=1", "tl_optout=1 ;x", "\\x09tl_optout=1", "tl_optout=10"]
+)
+
+
+@st.composite
+def optout_lines(draw: st.DrawFn) -> bytes:
+    """combined lines with "$cookie_tl_optout" "$http_cookie" (OPTOUT_FORMAT), page tags often."""
+    ip = draw(st.sampled_from(["203.0.113.9", "-"]))
+    request = draw(requests() | st.builds(lambda t: f"GET /w/home.gif?tl={t} HTTP/1.1", tokens()))
+    cookie, header = draw(COOKIES | TEXT), draw(COOKIES | TEXT | st.builds("; ".join, st.lists(COOKIES)))
+    line = f'{ip} - - [27/Nov/2026:09:14:00 +0100] "{request}" 200 43 "-" "-" "{cookie}" "{header}"'
+    return line.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(optout_lines(), min_size=1, max_size=12))
+def test_hostile_optout_lines(lines: list[bytes]) -> None:
+    assert_same(b"\n".join(lines) + b"\n", OPTOUT_FORMAT)
 
 
 def msecs() -> st.SearchStrategy[str]:

@@ -521,6 +521,8 @@ static int json_escape_into(growbuf *out, const char *s, size_t n) {
 /* ------------------------------------------------------------------ the format */
 
 enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2 };
+/* routes.OPTED_OUT_SQL: "$cookie_tl_optout" is "1", or "$http_cookie" holds tl_optout=1 */
+enum { OPTOUT_NONE = 0, OPTOUT_COOKIE = 1, OPTOUT_HEADER = 2 };
 #define MAX_EXTRA 16
 #define MAX_KEYS 16 /* config.MAX_SECRETS */
 
@@ -533,6 +535,7 @@ typedef struct {
     int n_extra;   /* quoted variables after combined's user agent */
     int role[MAX_EXTRA];
     int decode[MAX_EXTRA]; /* formats._NEVER_ESCAPED variables are not decoded */
+    int optout[MAX_EXTRA]; /* OPTOUT_*: the variable that carries the web-tracking opt-out */
     const char *key[MAX_EXTRA]; /* "name": for the JSON of `extra` */
     size_t key_len[MAX_EXTRA];
     int verify;
@@ -662,12 +665,13 @@ static inline int id_char(unsigned char ch) {
            ch == '_' || ch == '~' || ch == '-';
 }
 
-/* routes.ROUTE_RE: /o/D/R.gif, /c/D/L/R, /m/D/R, /u/D/R with ids of 1-128 [A-Za-z0-9._~-].
+/* routes.ROUTE_RE: /o/D/R.gif, /c/D/L/R, /m/D/R, /u/D/R with ids of 1-128 [A-Za-z0-9._~-];
+ * and routes.PAGE_RE: /w/TAG.gif.
  * Fills the ids (link only for clicks) and returns the route's letter, or 0. */
 static char route(span path, span ids[3]) {
     if (path.n < 5 || path.p[0] != '/' || path.p[2] != '/') return 0;
     char letter = path.p[1];
-    int want = letter == 'c' ? 3 : (letter == 'o' || letter == 'm' || letter == 'u') ? 2 : 0;
+    int want = letter == 'c' ? 3 : (letter == 'o' || letter == 'm' || letter == 'u') ? 2 : letter == 'w' ? 1 : 0;
     if (!want) return 0;
     const char *p = path.p + 3, *end = path.p + path.n;
     for (int k = 0; k < want; k++) {
@@ -680,7 +684,7 @@ static char route(span path, span ids[3]) {
             p++;
         } else {
             if (p != end) return 0;
-            if (letter == 'o') { /* the id, then ".gif" */
+            if (letter == 'o' || letter == 'w') { /* the id, then ".gif" */
                 if (n < 5 || memcmp(start + n - 4, ".gif", 4) != 0) return 0;
                 n -= 4;
                 ids[k].n = n;
@@ -694,6 +698,64 @@ static char route(span path, span ids[3]) {
 static inline int span_eq(span s, const char *lit) {
     size_t n = strlen(lit);
     return s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+/* RE2's \s */
+static inline int re2_space(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\f' || ch == '\r'; }
+
+/* regexp_matches(cookies, '(^|;)\s*tl_optout=1\s*(;|$)') of routes.OPTED_OUT_SQL */
+static int cookie_opted_out(const char *c, size_t n) {
+    static const char want[] = "tl_optout=1";
+    const size_t wn = sizeof want - 1;
+    for (size_t at = 0; at <= n; at++) {
+        if (at > 0 && c[at - 1] != ';') continue; /* (^|;) */
+        size_t k = at;
+        while (k < n && re2_space(c[k])) k++;
+        if (n - k < wn || memcmp(c + k, want, wn) != 0) continue;
+        k += wn;
+        while (k < n && re2_space(c[k])) k++;
+        if (k == n || c[k] == ';') return 1;
+    }
+    return 0;
+}
+
+/* The first NAME= parameter of a query string (routes.param_sql): its value up to the next
+ * '&'; 0 when there is none. `name_eq` is "NAME=", `amp_name_eq` "&NAME=". */
+static int query_param(span query, const char *name_eq, span *value) {
+    size_t k = strlen(name_eq);
+    const char *from = NULL, *qe = query.p + query.n;
+    if (query.n >= k && memcmp(query.p, name_eq, k) == 0) {
+        from = query.p + k;
+    } else {
+        for (const char *p = query.p; p + k + 1 <= qe; p++)
+            if (p[0] == '&' && memcmp(p + 1, name_eq, k) == 0) {
+                from = p + k + 1;
+                break;
+            }
+    }
+    if (!from) return 0;
+    const char *amp = memchr(from, '&', (size_t)(qe - from));
+    *value = (span){from, (size_t)((amp ? amp : qe) - from)};
+    return 1;
+}
+
+/* A landing token "{n}.{delivery}{recipient}{SIG}" (routes.split_token, routed_sql's tl_ok):
+ * 1 with its parts, 0 when it is not shaped like one. */
+static int split_token(span tl, span *delivery, span *recipient, span *sig) {
+    size_t d = 0;
+    while (d < tl.n && tl.p[d] >= '0' && tl.p[d] <= '9') d++;
+    if (d < 1 || d > 3 || d == tl.n || tl.p[d] != '.') return 0;
+    span rest = {tl.p + d + 1, tl.n - d - 1};
+    if (rest.n < 1) return 0;
+    for (size_t k = 0; k < rest.n; k++)
+        if (!id_char((unsigned char)rest.p[k])) return 0;
+    int len;
+    if (!digits(tl.p, (int)d, &len) || len < 1 || len > 128) return 0;
+    if (rest.n < (size_t)len + 22 + 1 || rest.n - (size_t)len - 22 > 128) return 0;
+    *delivery = (span){rest.p, (size_t)len};
+    *recipient = (span){rest.p + len, rest.n - (size_t)len - 22};
+    *sig = (span){rest.p + rest.n - 22, 22};
+    return 1;
 }
 
 /* A text value (nginx writes "-" for empty): NULL, or decoded into `out` when the line has a
@@ -721,6 +783,41 @@ static int text_column(output *o, int c, size_t i, span raw, int decode, int bs)
     if (col->is_dict) return dict_put(col, i, o->scratch.p, o->scratch.len);
     col_seal(col, i, 1);
     return 0;
+}
+
+/* A page tag's columns (routed_sql and the engine's sig_status): its tag, and the delivery and
+ * recipient of its landing token; "missing" without a token, "invalid" with one not shaped like
+ * a token (no delivery nor recipient then) or whose signature is not that of "/w/D/R". */
+static int page_row(const plan *pl, output *o, size_t i, span tag, int has_query, span query) {
+    span tl = {0}, delivery = {0}, recipient = {0}, sig = {0};
+    int has_tl = has_query && query_param(query, "tl=", &tl) && tl.n > 0;
+    int ok = has_tl && split_token(tl, &delivery, &recipient, &sig);
+    if (col_str(&o->col[C_KIND], i, "page", 4) || col_str(&o->col[C_LINK], i, tag.p, tag.n)) return -1;
+    if (ok) {
+        if (col_str(&o->col[C_DELIVERY], i, delivery.p, delivery.n) ||
+            col_str(&o->col[C_RECIPIENT], i, recipient.p, recipient.n))
+            return -1;
+    } else {
+        col_null(&o->col[C_DELIVERY], i);
+        col_null(&o->col[C_RECIPIENT], i);
+    }
+    const char *verdict = !has_tl ? "missing" : !ok ? "invalid" : !pl->verify ? "unchecked" : "invalid";
+    if (ok && pl->verify) { /* the signature of routes.token_text: "/w/{delivery}/{recipient}" */
+        char text[3 + 128 + 1 + 128], want[22];
+        size_t len = 0;
+        memcpy(text, "/w/", 3), len += 3;
+        memcpy(text + len, delivery.p, delivery.n), len += delivery.n;
+        text[len++] = '/';
+        memcpy(text + len, recipient.p, recipient.n), len += recipient.n;
+        for (int k = 0; k < pl->n_keys; k++) {
+            expected_sig(&pl->hmac[k], text, len, want);
+            if (memcmp(want, sig.p, 22) == 0) {
+                verdict = "valid";
+                break;
+            }
+        }
+    }
+    return col_str(&o->col[C_SIG], i, verdict, strlen(verdict));
 }
 
 static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t n) {
@@ -809,17 +906,9 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
 
     /* a parsed line */
     int bs = memchr(s, '\\', n) != NULL;
-    /* page tags (/w/..., routes.PAGE_RE: the ids come from the query's token, the opt-out
-     * cookie from the extra variables) are left to the SQL: a request that holds "/w/" once
-     * decoded (an escape may decode to it) is deferred, so both paths agree. Decoded first,
-     * before anything is written for the row (a deferred row is a placeholder) */
     o->scratch2.len = 0;
     int r = text_value(o, &o->scratch2, request, 1, bs);
     if (r < 0) return -1;
-    if (r > 0)
-        for (size_t k = 0; k + 3 <= o->scratch2.len; k++)
-            if (o->scratch2.p[k] == '/' && o->scratch2.p[k + 1] == 'w' && o->scratch2.p[k + 2] == '/')
-                return defer_row(o, i);
     col_null(&o->col[C_REASON], i);
     col_null(&o->col[C_LINE], i);
     col_i64(&o->col[C_TS], i, ts);
@@ -858,7 +947,8 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     if (!uid_done) col_null(&o->col[C_UID], i);
 
     /* extra: {"remote_user": ..., "var": ...} of the values present, NULL when none is (the msec
-     * layout has no $remote_user) */
+     * layout has no $remote_user); and whether a variable says the browser opted out */
+    int opted_out = 0;
     {
         growbuf *x = &o->col[C_EXTRA].data;
         size_t start = x->len;
@@ -869,6 +959,10 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
             int r = text_value(o, &o->scratch, k < 0 ? user : extra[k], k < 0 || pl->decode[k], bs);
             if (r < 0) return -1;
             if (r == 0) continue;
+            if (k >= 0 && pl->optout[k] == OPTOUT_COOKIE && o->scratch.len == 1 && o->scratch.p[0] == '1')
+                opted_out = 1;
+            if (k >= 0 && pl->optout[k] == OPTOUT_HEADER && cookie_opted_out(o->scratch.p, o->scratch.len))
+                opted_out = 1;
             const char *key = k < 0 ? "\"remote_user\":" : pl->key[k];
             size_t key_len = k < 0 ? 14 : pl->key_len[k];
             if (gb_put(x, members ? "," : "{", 1) || gb_put(x, key, key_len) || gb_put(x, "\"", 1) ||
@@ -937,10 +1031,13 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     if (letter == 'c' && get_or_head) kind = "click";
     if (letter == 'm' && get_or_head) kind = "mirror";
     if (letter == 'u' && (get_or_head || span_eq(method, "POST"))) kind = "unsubscribe";
+    /* GET only; a browser that opted out of web tracking: not a hit */
+    if (letter == 'w' && span_eq(method, "GET") && !opted_out) kind = "page";
     if (!kind) {
         for (int c = C_KIND; c <= C_SIG; c++) col_null(&o->col[c], i);
         return 0;
     }
+    if (letter == 'w') return page_row(pl, o, i, ids[0], has_query, query);
     span recipient = letter == 'c' ? ids[2] : ids[1];
     if (col_str(&o->col[C_KIND], i, kind, strlen(kind)) || col_str(&o->col[C_DELIVERY], i, ids[0].p, ids[0].n) ||
         col_str(&o->col[C_RECIPIENT], i, recipient.p, recipient.n))
@@ -1080,13 +1177,16 @@ static int load_plan(plan *pl, PyObject *extras) {
     for (Py_ssize_t k = 0; k < n; k++) {
         const char *key;
         Py_ssize_t key_len;
-        int role, decode;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ip", &key, &key_len, &role, &decode)) return -1;
-        if (role < ROLE_EXTRA || role > ROLE_UID_SET) {
+        int role, decode, optout;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ipi", &key, &key_len, &role, &decode, &optout))
+            return -1;
+        if (role < ROLE_EXTRA || role > ROLE_UID_SET || optout < OPTOUT_NONE || optout > OPTOUT_HEADER ||
+            (optout != OPTOUT_NONE && role != ROLE_EXTRA)) {
             PyErr_SetString(PyExc_ValueError, "bad role");
             return -1;
         }
         pl->key[k] = key, pl->key_len[k] = (size_t)key_len, pl->role[k] = role, pl->decode[k] = decode;
+        pl->optout[k] = optout;
     }
     return 0;
 }
@@ -1096,7 +1196,7 @@ PyDoc_STRVAR(parse_doc,
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
-             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode), ...) for the\n"
+             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras (key, role, decode, optout): ((b'\"name\":', role, decode), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"

@@ -27,6 +27,7 @@ from tracklog.ingest.formats import (
     LogFormat,
     resolve_format,
 )
+from tracklog.routes import OPTOUT_COOKIE
 
 ABI = 8  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
@@ -81,6 +82,8 @@ _MSEC_VARS = [m[2] for m in _VARIABLE.finditer(MSEC_HEAD)]
 # Plan.layout, as _fastlog.c's parse() takes it
 COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT = 0, 1, 2
 _UID_ROLES = {"uid_got": 1, "uid_set": 2}
+# the variables routes.OPTED_OUT_SQL reads: the cookie's own ("1" opts out), the Cookie header
+_OPTOUT = {f"cookie_{OPTOUT_COOKIE}": 1, "http_cookie": 2}
 _NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {"http_x_forwarded_for"}
 
 
@@ -89,7 +92,8 @@ class Plan:
     """What the C pass needs to know of a format it covers."""
 
     layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT or MSEC_LAYOUT
-    extras: tuple[tuple[bytes, int, bool], ...]  # per quoted variable: ('"name":', role, decode)
+    # per quoted variable: ('"name":', role, decode, opt-out: 0, 1 its value "1", 2 a Cookie header)
+    extras: tuple[tuple[bytes, int, bool, int], ...]
 
 
 def extension_available() -> bool:
@@ -127,7 +131,8 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     return Plan(
         layout,
         tuple(
-            (f'"{name}":'.encode(), _UID_ROLES.get(name, 0), name not in _NEVER_ESCAPED) for name in extras
+            (f'"{name}":'.encode(), _UID_ROLES.get(name, 0), name not in _NEVER_ESCAPED, _OPTOUT.get(name, 0))
+            for name in extras
         ),
     )
 
