@@ -11,7 +11,8 @@ GoAccess 1.7 (Debian 12: `apt-get install -y goaccess`) is not built with zlib t
 
 --log-format tracklog: the same traffic in the format `tracklog nginx-config` has nginx write
 (bench/out/access-tracklog-<N>.log), which real tracking servers log; GoAccess reads it with the
-equivalent --log-format (and parses the same requests as valid).
+equivalent --log-format (and parses the same requests as valid). --pages SHARE: that share of
+the lines are the site's page tags (web tracking), bench/out/access[-tracklog]-pagesNN-<N>.log.
 """
 
 from __future__ import annotations
@@ -61,14 +62,17 @@ TRACKLOG_FORMATS = {
 }
 
 
-def log_files(lines: int, fmt: str = "combined") -> tuple[Path, Path]:
+def log_files(lines: int, fmt: str = "combined", pages: float = 0.0) -> tuple[Path, Path]:
     """The plain log and its gzip copy, generated when missing."""
-    plain = OUT / (f"access-{lines}.log" if fmt == "combined" else f"access-{fmt}-{lines}.log")
+    name = (
+        "access" + ("" if fmt == "combined" else f"-{fmt}") + (f"-pages{round(pages * 100)}" if pages else "")
+    )
+    plain = OUT / f"{name}-{lines}.log"
     gz = plain.with_name(plain.name + ".gz")
     if not plain.exists():
         print(f"generating {plain} ({lines:,} lines)...", file=sys.stderr)
         started = time.perf_counter()
-        write_log(plain, lines, BENCH_SECRET.encode(), fmt=fmt)
+        write_log(plain, lines, BENCH_SECRET.encode(), fmt=fmt, pages=pages)
         print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if not gz.exists():
         print(f"compressing {gz}...", file=sys.stderr)
@@ -201,6 +205,12 @@ def main() -> None:
         help="combined, or the format `tracklog nginx-config` writes (default: %(default)s)",
     )
     parser.add_argument(
+        "--pages",
+        type=float,
+        default=0.0,
+        help="share of the log's lines that are page tags (web tracking; default: %(default)s)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="then one more tracklog run per file with `ingest --profile`: where the time goes",
@@ -219,7 +229,9 @@ def main() -> None:
         said = subprocess.run([goaccess, "--version"], check=False, capture_output=True, text=True).stdout
         version = next((line.strip(" .") for line in said.splitlines() if line.strip()), "goaccess")
 
-    plain, gz = log_files(args.lines, args.log_format)
+    if not 0 <= args.pages < 1:
+        parser.error("--pages: a share from 0 to below 1")
+    plain, gz = log_files(args.lines, args.log_format, args.pages)
     manifests = [] if args.no_manifests else write_manifests(OUT / "manifests")
     uncompressed_mb = plain.stat().st_size / 1e6
     rows: list[list[str]] = []

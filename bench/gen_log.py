@@ -1,5 +1,7 @@
 """Write a large, realistic tracking-domain access log (nginx combined format) for benchmarks.
 
+With --pages SHARE, that share of the lines are the site's page tags (web tracking: /w/TAG.gif
+with the landing token of a recipient, 30% without one, order confirmations with an amount).
 With --format tracklog, the same traffic in the format `tracklog nginx-config` has nginx write
 (`$msec $remote_addr "$request" ... "$http_user_agent" "$uid_got" "$uid_set"`, milliseconds
 drawn at random; the browser's uid cookie on clicks and mirror views).
@@ -171,8 +173,12 @@ def weighted_table(items: Sequence[T], weights: Sequence[float], size: int) -> l
     return (table + [items[0]] * size)[:size]
 
 
-def lines(n: int, secret: bytes, seed: int, fmt: str = "combined") -> Iterator[str]:
-    """The log, one line at a time (without the newline), in `fmt` (FORMATS).
+PAGE_TAGS = ("home", "product", "product", "search", "cart", "order-confirmed")
+
+
+def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float = 0.0) -> Iterator[str]:
+    """The log, one line at a time (without the newline), in `fmt` (FORMATS), `pages` of them
+    page tags.
 
     One 96-bit random number per line, cut into fields, picks everything through lookup tables.
     """
@@ -198,6 +204,18 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined") -> Iterator[s
 
     probe = "/o/NL-2026-11/r000001.gif"
     assert signed(probe) == f"{probe}?s={sign_path(secret, probe)}"
+    page_rng = random.Random(seed + 1)  # its own draws: without page tags, the log is unchanged
+
+    def page_tag(r: int, who: int) -> str:
+        tag = PAGE_TAGS[(r >> 20) % len(PAGE_TAGS)]
+        if (r >> 24) % 10 < 3:  # an anonymous visitor
+            return f"/w/{tag}.gif?ref=home"
+        d_id = deliveries[delivery_of[(r >> 33) & 127]][0]
+        token = signed(f"/w/{d_id}/{rids[who]}").split("?s=")[1]
+        query = f"tl={len(d_id)}.{d_id}{rids[who]}{token}"
+        if tag == "order-confirmed":
+            query += f"&amount={(r >> 40) % 20000 / 100:.2f}&currency=EUR&items={(r >> 56) % 4 + 1}"
+        return f"/w/{tag}.gif?{query}"
 
     mean_gap = SPAN_SECONDS / n
     t = START.timestamp()
@@ -220,6 +238,11 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined") -> Iterator[s
         else:  # $msec, its milliseconds drawn from the line's random number
             head = f"{second}.{((r >> 70) & 1023) % 1000:03d} {ip}"
             tail = f' "uid=B{who:07X}0000" "-"' if kind in (1, 2) else ' "-" "-"'
+        if pages and page_rng.random() < pages:
+            page = page_tag(page_rng.getrandbits(64), who)
+            ua = browser_ua_of[(r >> 66) & 255]
+            yield f'{head} "GET {page} HTTP/1.1" 200 43 "https://shop.example.com/" "{ua}"{tail}'
+            continue
         if kind == 5:
             req, status, size, ua = NOISE[who % len(NOISE)]
             yield f'{head} "{req}" {status} {size} "-" "{ua}"{tail}'
@@ -297,7 +320,13 @@ def write_manifests(folder: Path) -> list[Path]:
 
 
 def write_log(
-    path: Path, n: int, secret: bytes, seed: int = 1, compress: bool = False, fmt: str = "combined"
+    path: Path,
+    n: int,
+    secret: bytes,
+    seed: int = 1,
+    compress: bool = False,
+    fmt: str = "combined",
+    pages: float = 0.0,
 ) -> int:
     """Write n lines in `fmt` to path (gzip-compressed if asked); returns the uncompressed size."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,7 +335,7 @@ def write_log(
     with tmp.open("wb") as raw:
         out: BinaryIO = gzip.GzipFile(path.stem, "wb", 6, raw, mtime=0) if compress else raw  # type: ignore[assignment]
         batch: list[str] = []
-        for line in lines(n, secret, seed, fmt):
+        for line in lines(n, secret, seed, fmt, pages):
             batch.append(line)
             if len(batch) == CHUNK:
                 size += out.write(("\n".join(batch) + "\n").encode())
@@ -331,9 +360,14 @@ def main() -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="combined", help="log format (default: %(default)s)"
     )
+    parser.add_argument(
+        "--pages", type=float, default=0.0, help="share of the lines that are page tags (default: 0)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    size = write_log(args.out, args.lines, args.secret.encode(), args.seed, args.gzip, args.format)
+    size = write_log(
+        args.out, args.lines, args.secret.encode(), args.seed, args.gzip, args.format, args.pages
+    )
     took = time.perf_counter() - started
     print(
         f"wrote {args.out}: {args.lines:,} lines, {size / 1e6:,.0f} MB uncompressed, in {took:.1f} s",

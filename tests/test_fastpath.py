@@ -265,6 +265,13 @@ def test_benchmark_generator_lines() -> None:
     ts = [n for n, _ in names].index("ts")
     assert [[r[i] for i in cols] for r in got] == [[r[i] for i in cols] for r in want]
     assert [r[ts] and r[ts].replace(microsecond=0) for r in got] == [r[ts] for r in want]
+    # with page tags (web tracking), which the compiled pass reads too
+    pages = "".join(line + "\n" for line in lines(20_000, SECRET, seed=3, fmt="tracklog", pages=0.3)).encode()
+    assert assert_same(pages, MSEC_FORMAT) == 20_000
+    assert deferred_rows(pages, MSEC_FORMAT) == 0
+    kind = [n for n, _ in names].index("kind")
+    kinds = [r[kind] for r in chunk_rows(pages, MSEC_FORMAT, fast=True)[1]]
+    assert 5_000 < kinds.count("page") < 7_000
 
 
 def test_seeds_and_odd_lines() -> None:
