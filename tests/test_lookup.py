@@ -112,7 +112,7 @@ def test_looked_up_recipients_store_what_the_join_stores(
     looked_up, chunks = ingest(tmp_path, "lookup", monkeypatch, lookup=True)
     joined, none = ingest(tmp_path, "join", monkeypatch, lookup=False)
     # the first chunks joined (until the lines read reach half the recipients to load), then
-    # every other chunk looked up, page tags' deferred rows too
+    # every other chunk looked up, page tags too
     assert none == [] and chunks[0] is False and chunks.count(True) > 20
     for table in TABLES:
         got = sorted(rows(looked_up, f"SELECT * FROM {table}"), key=repr)
