@@ -29,8 +29,9 @@ pytestmark = pytest.mark.skipif(not extension_available(), reason="the compiled 
 
 def hit(path: str, *, signed: bool = True) -> bytes:
     query = f"?s={sig(path, SECRET)}" if signed else ""
+    stamp = DEFERRED.get(path, "[29/Nov/2026:10:00:00 +0000]")
     return (
-        f'198.51.100.7 - - [29/Nov/2026:10:00:00 +0000] "GET {path}{query} HTTP/1.1" 200 43 "-" '
+        f'198.51.100.7 - - {stamp} "GET {path}{query} HTTP/1.1" 200 43 "-" '
         '"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"\n'
     ).encode()
 
@@ -44,7 +45,11 @@ CASES = [
     ("/o/NL-2026-11/r00000.gif", "recipient", None),  # a prefix of an id
     ("/o/NOPE-2026/r000001.gif", "delivery", None),  # no such delivery
     ("/c/NL-2026-11/hero/r000008", "event", None),  # a click of an NL-only recipient
+    ("/o/NL-2026-11/r000002.gif", "event", "live.fr"),  # nathalie.gauthier22@live.fr, deferred:
 ]
+# a time nginx never writes (a lower-case month), which the compiled pass leaves to the SQL
+# (DuckDB's strptime reads it): the deferred rows are looked up as the others
+DEFERRED = {"/o/NL-2026-11/r000002.gif": "[29/nov/2026:10:00:00 +0000]"}
 
 
 def domain_of(csv_name: str, recipient: str) -> str:
@@ -74,8 +79,8 @@ def ingest(
     ready: list[bool] = []
     real = RecipientLookup.ready
 
-    def logged(self: RecipientLookup, tables: list[pa.Table]) -> bool:
-        ready.append(real(self, tables))
+    def logged(self: RecipientLookup, tables: list[pa.Table], *, lines: int | None = None) -> bool:
+        ready.append(real(self, tables, lines=lines))
         return ready[-1]
 
     monkeypatch.setattr(RecipientLookup, "ready", logged)
@@ -153,9 +158,10 @@ def test_the_table_follows_the_manifests(tmp_path: Path, monkeypatch: pytest.Mon
         nl = con.execute("SELECT count(*) FROM recipient_keys WHERE delivery_id = 'NL-2026-11'").fetchall()[
             0
         ][0]
-        # loaded once the run has read half as many lines as NL-2026-11 has recipients
+        # loaded once the run has read half as many lines as NL-2026-11 has recipients (a
+        # chunk's rows computed again by the SQL counted once: here its first two)
         offered = 0
-        while not lookup.ready([chunk]):
+        while not lookup.ready([chunk, chunk.slice(0, 2)], lines=chunk.num_rows):
             offered += chunk.num_rows
         assert offered < nl / LOAD_RATIO <= offered + chunk.num_rows
 

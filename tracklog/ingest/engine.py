@@ -478,7 +478,7 @@ class Ingester:
             ).to_arrow_table()
         finally:
             self.con.unregister("tl_lines")
-        if lookup is not None and lookup.ready([table, slow]):
+        if lookup is not None and lookup.ready([table, slow], lines=table.num_rows):
             table, slow, self._looked_up = lookup.attach(table), lookup.attach(slow), True
         self.con.register("tl_slow", slow)
         self.con.register("tl_fast", table)

@@ -65,11 +65,13 @@ class RecipientLookup:
     def available() -> bool:
         return fastpath.key_index_available()
 
-    def ready(self, tables: list[pa.Table]) -> bool:
+    def ready(self, tables: list[pa.Table], *, lines: int | None = None) -> bool:
         """Whether the chunk made of `tables` is to be looked up (attach), its deliveries'
-        recipients loaded when needed (LOAD_RATIO); else the join resolves it."""
+        recipients loaded when needed (LOAD_RATIO); else the join resolves it. `lines`: the
+        chunk's lines, when the tables' rows are not (the compiled pass's table holds a
+        placeholder for each row the SQL computed again in another)."""
         self._check_state()
-        self._lines += sum(t.num_rows for t in tables)
+        self._lines += sum(t.num_rows for t in tables) if lines is None else lines
         if self._failed:
             return False
         deliveries = set().union(*(self._deliveries_of(t.column("delivery_id")) for t in tables))
