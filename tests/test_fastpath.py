@@ -122,6 +122,34 @@ def test_msec_times() -> None:
     assert [r[reason] for r in rows[len(stamps) : len(stamps) + len(bad)]] == ["bad timestamp"] * len(bad)
 
 
+def test_msec_layout_with_other_variables() -> None:
+    """nginx-config's head followed by variables of the user's: kept in `extra` as the SQL keeps
+    them (no $remote_user in this layout), with the uid and the opt-out cookie read alike."""
+    spec = fastpath.MSEC_HEAD + ' "$host" "$uid_got" "$request_time" "$cookie_tl_optout"'
+    token = f"2.D1r1{sign_path(SECRET, '/w/D1/r1')}"
+    values = [
+        ("t.example.com", "uid=AB", "0.002", "-"),
+        ("-", "-", "-", "-"),
+        ("t\\x22x", "-", "", "1"),
+        ("", "uid=", "-", "0"),
+    ]
+    lines = [
+        f'1793577601.123 203.0.113.9 "GET {target} HTTP/1.1" 200 43 "-" "-" "{h}" "{u}" "{t}" "{c}"'
+        for target in ("/o/D1/r1.gif", f"/w/home.gif?tl={token}")
+        for h, u, t, c in values
+    ]
+    buf = "\n".join(lines).encode() + b"\n"
+    assert fastpath.plan_for(resolve_format(spec, {})) is not None
+    assert assert_same(buf, spec) == len(lines)
+    assert deferred_rows(buf, spec) == 0
+    types, rows = chunk_rows(buf, spec, fast=True)
+    names = [name for name, _ in types]
+    extra, kind = names.index("extra"), names.index("kind")
+    assert rows[0][extra] == '{"host":"t.example.com","request_time":"0.002"}'
+    assert rows[1][extra] is None
+    assert [r[kind] for r in rows[len(values) :]] == ["page", "page", None, "page"]  # the cookie "1"
+
+
 def test_pure_env_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
     fmt = resolve_format("combined", {})
     assert fastpath.fast_parser(fmt, None) is not None
