@@ -844,21 +844,21 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         time = (span){s, (size_t)(sp - s)};
         addr = (span){sp + 1, (size_t)(s + e - sp - 1)};
     } else {
-    /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last '' */
-    const char *p1 = memchr(s, ' ', e + 1);
-    size_t sp1 = (size_t)(p1 - s);
-    const char *p2 = sp1 < e ? memchr(s + sp1 + 1, ' ', e - sp1) : NULL;
-    size_t sp2 = p2 ? (size_t)(p2 - s) : e, r1 = e, r2;
-    while (r1 > 0 && s[r1 - 1] != ' ') r1--; /* r1: just after the last space before e */
-    if (r1 == 0 || r1 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
-    r1--;
-    r2 = r1;
-    while (r2 > 0 && s[r2 - 1] != ' ') r2--;
-    if (r2 == 0 || r2 - 1 <= sp2 || sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
-    r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
-    addr = (span){s, sp1};
-    user = (span){s + sp2 + 1, r2 - sp2 - 1};
-    time = (span){s + r2 + 1, e - r2 - 1};
+        /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last '' */
+        const char *p1 = memchr(s, ' ', e + 1);
+        size_t sp1 = (size_t)(p1 - s);
+        const char *p2 = sp1 < e ? memchr(s + sp1 + 1, ' ', e - sp1) : NULL;
+        size_t sp2 = p2 ? (size_t)(p2 - s) : e, r1 = e, r2;
+        while (r1 > 0 && s[r1 - 1] != ' ') r1--; /* r1: just after the last space before e */
+        if (r1 == 0 || r1 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
+        r1--;
+        r2 = r1;
+        while (r2 > 0 && s[r2 - 1] != ' ') r2--;
+        if (r2 == 0 || r2 - 1 <= sp2 || sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
+        r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
+        addr = (span){s, sp1};
+        user = (span){s + sp2 + 1, r2 - sp2 - 1};
+        time = (span){s + r2 + 1, e - r2 - 1};
     }
     span request = {q[0] + 1, (size_t)(q[1] - q[0] - 1)};
     /* _q[3] = ' STATUS BYTES ' (combined) or ' STATUS BYTES' (common, the end of the line) */
@@ -1196,7 +1196,7 @@ PyDoc_STRVAR(parse_doc,
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
-             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras (key, role, decode, optout): ((b'\"name\":', role, decode), ...) for the\n"
+             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode, optout), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"

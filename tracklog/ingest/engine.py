@@ -365,7 +365,7 @@ class Ingester:
         # benchmark; resolving many small chunks' hits classifies them too (CATCH_UP_BATCH), with
         # the writer's limit. One small chunk (the tail of a large log) is less than a chunk:
         # with the writer's limit, the merge after a 2M-line log that ended in one took the
-        # ingest from 450 to 490-500 MB
+        # ingest's peak from 445-452 to 479-490 MB
         limit = CHUNK_MEMORY_LIMIT
         if self._unresolved:  # small chunks: see _vacuum_at_checkpoints
             self._vacuum_at_checkpoints(True)
