@@ -719,8 +719,8 @@ static int cookie_opted_out(const char *c, size_t n) {
     return 0;
 }
 
-/* The first NAME= parameter of a query string (routes.param_sql): its value up to the next
- * '&'; 0 when there is none. `name_eq` is "NAME=", `amp_name_eq` "&NAME=". */
+/* The first NAME= parameter of a query string (routes.param_sql; `name_eq` is "NAME="): at its
+ * start or after a '&', its value up to the next '&'; 0 when there is none. */
 static int query_param(span query, const char *name_eq, span *value) {
     size_t k = strlen(name_eq);
     const char *from = NULL, *qe = query.p + query.n;
@@ -1052,24 +1052,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     const char *verdict = "unchecked";
     if (pl->verify) {
         span sig = {0};
-        int has_sig = 0;
-        if (has_query) {
-            const char *from = NULL, *qe = query.p + query.n;
-            if (query.n >= 2 && query.p[0] == 's' && query.p[1] == '=') {
-                from = query.p + 2;
-            } else {
-                for (const char *p = query.p; p + 3 <= qe; p++)
-                    if (p[0] == '&' && p[1] == 's' && p[2] == '=') {
-                        from = p + 3;
-                        break;
-                    }
-            }
-            if (from) {
-                const char *amp = memchr(from, '&', (size_t)(qe - from));
-                sig = (span){from, (size_t)((amp ? amp : qe) - from)};
-                has_sig = 1;
-            }
-        }
+        int has_sig = has_query && query_param(query, "s=", &sig);
         if (!has_sig || sig.n == 0) {
             verdict = "missing";
         } else if (sig.n != 22) {
