@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_log import DEFAULT_LINES, FORMATS, write_log, write_manifests
 from measure import BENCH_SECRET, OUT, CommandFailed, Run, print_table, run_tracklog, tracklog_env
 
+from tracklog.nginx import LOG_FORMAT as NGINX_LOG_FORMAT  # gen_log put the checkout on sys.path
+
 TARGET_RATIO = 10.0  # tracklog lines/s >= 10x GoAccess's on the same file
 TARGET_GZ = 1.3  # gzip wall <= 1.3x plain wall
 TARGET_RSS_MB = 500.0
@@ -55,10 +57,7 @@ GOACCESS_FORMATS = {
 # what `tracklog ingest --log-format` is given: nginx-config's format (tracklog/nginx.py)
 TRACKLOG_FORMATS = {
     "combined": "combined",
-    "tracklog": (
-        '$msec $remote_addr "$request" $status $body_bytes_sent '
-        '"$http_referer" "$http_user_agent" "$uid_got" "$uid_set"'
-    ),
+    "tracklog": NGINX_LOG_FORMAT,
 }
 
 
