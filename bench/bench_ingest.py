@@ -11,7 +11,8 @@ GoAccess 1.7 (Debian 12: `apt-get install -y goaccess`) is not built with zlib t
 
 --log-format tracklog: the same traffic in the format `tracklog nginx-config` has nginx write
 (bench/out/access-tracklog-<N>.log), which real tracking servers log; GoAccess reads it with the
-equivalent --log-format (and parses the same requests as valid). --pages SHARE: that share of
+equivalent --log-format (and parses the same requests as valid). --log-format main: nginx's own
+`main` format (combined, then "$http_x_forwarded_for"). --pages SHARE: that share of
 the lines are the site's page tags (web tracking), bench/out/access[-tracklog]-pagesNN-<N>.log.
 """
 
@@ -34,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_log import DEFAULT_LINES, FORMATS, write_log, write_manifests
 from measure import BENCH_SECRET, OUT, CommandFailed, Run, print_table, run_tracklog, tracklog_env
 
-from tracklog.nginx import LOG_FORMAT as NGINX_LOG_FORMAT  # gen_log put the checkout on sys.path
+from tracklog.ingest.formats import COMBINED  # gen_log put the checkout on sys.path
+from tracklog.nginx import LOG_FORMAT as NGINX_LOG_FORMAT
 
 TARGET_RATIO = 10.0  # tracklog lines/s >= 10x GoAccess's on the same file
 TARGET_GZ = 1.3  # gzip wall <= 1.3x plain wall
@@ -53,11 +55,18 @@ GOACCESS_FORMATS = {
         "--time-format=%s",
         "--datetime-format=%s",
     ),
+    # nginx's `main`: combined, then "$http_x_forwarded_for" (skipped)
+    "main": (
+        '--log-format=%h %^[%d:%t %^] "%r" %s %b "%R" "%u" %^',
+        "--date-format=%d/%b/%Y",
+        "--time-format=%T",
+    ),
 }
 # what `tracklog ingest --log-format` is given: nginx-config's format (tracklog/nginx.py)
 TRACKLOG_FORMATS = {
     "combined": "combined",
     "tracklog": NGINX_LOG_FORMAT,
+    "main": COMBINED + ' "$http_x_forwarded_for"',
 }
 
 
@@ -201,7 +210,7 @@ def main() -> None:
         "--log-format",
         choices=FORMATS,
         default="combined",
-        help="combined, or the format `tracklog nginx-config` writes (default: %(default)s)",
+        help="combined, the format `tracklog nginx-config` writes (tracklog), or nginx's main (default: %(default)s)",
     )
     parser.add_argument(
         "--pages",

@@ -39,7 +39,7 @@ RECIPIENTS = 50_000
 START = datetime(2026, 11, 2, 0, 0, 0, tzinfo=UTC)
 SPAN_SECONDS = 21 * 86400
 CHUNK = 50_000
-FORMATS = ("combined", "tracklog")
+FORMATS = ("combined", "tracklog", "main")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 DELIVERIES = {
@@ -235,6 +235,9 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float 
         ip = ips[(who * 7 + jitter) % len(ips)]
         if fmt == "combined":
             head, tail = f"{ip}{prefix}{second % 60:02d} +0000]", ""
+        elif fmt == "main":  # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
+            head = f"{ip}{prefix}{second % 60:02d} +0000]"
+            tail = f' "10.{who % 256}.{jitter}.1, 192.0.2.7"' if (r >> 74) & 15 == 0 else ' "-"'
         else:  # $msec, its milliseconds drawn from the line's random number
             head = f"{second}.{((r >> 70) & 1023) % 1000:03d} {ip}"
             tail = f' "uid=B{who:07X}0000" "-"' if kind in (1, 2) else ' "-" "-"'

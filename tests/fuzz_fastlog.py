@@ -37,6 +37,10 @@ UID_FORMAT = (
     '"$http_referer" "$http_user_agent" "$uid_got"'
 )
 
+# nginx's own `main` format (the one its stock nginx.conf defines): combined, then
+# "$http_x_forwarded_for", the address when $remote_addr is '-'
+MAIN_FORMAT = COMBINED + ' "$http_x_forwarded_for"'
+
 # combined with the variables that carry the web-tracking opt-out (routes.OPTED_OUT_SQL)
 OPTOUT_FORMAT = COMBINED + ' "$cookie_tl_optout" "$http_cookie"'
 
@@ -59,9 +63,12 @@ SEEDS = [
     # OPTOUT_FORMAT's: page tags with a landing token, the opt-out cookie in either variable
     b'1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "GET /w/home.gif?tl=2.D1r1gCehSFptQbNKYOYlaSfB6Q&amount=2 HTTP/1.1" 200 43 "-" "-" "-" "a=b; tl_optout=1"\n',
     b'1.2.3.4 - - [27/Nov/2026:09:14:00 +0100] "GET /w/x.gif?a=1&tl=1.abc HTTP/1.1" 200 43 "-" "-" "1" "-"\n',
+    # MAIN_FORMAT's: a forwarded-for list; no $remote_addr (the address then comes from the list)
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "10.0.0.1, 192.0.2.7"\n',
+    b'- - alice [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" " 10.0.0.1 ,x\\x22"\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
-SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT)
+SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT)
 
 
 _INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
@@ -214,12 +221,13 @@ def assert_lookup_same(data: bytes) -> None:
 
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
-    format or the opt-out format; and cut into the keys and queries of the recipient lookup."""
+    format, the opt-out format or nginx's `main`; and cut into the keys and queries of the
+    recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
-    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT)[data[0] % 4]
+    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT)[data[0] % 5]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
 
 

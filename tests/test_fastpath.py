@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
 from fuzz_fastlog import (
+    MAIN_FORMAT,
     MSEC_FORMAT,
     OPTOUT_FORMAT,
     SECRET,
@@ -58,6 +59,8 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         fastpath.MSEC_HEAD,
         fastpath.MSEC_HEAD + ' "$host" "$uid_set"',
         COMBINED + ' "$uid_set" "$request_time" "$host"',
+        MAIN_FORMAT,
+        fastpath.MSEC_HEAD + ' "$http_x_forwarded_for" "$uid_got"',
         (
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
             '\'"$http_referer" "$http_user_agent"\''
@@ -73,7 +76,7 @@ def test_formats_covered(spec: str) -> None:
     [
         "json",
         '$remote_addr [$time_iso8601] "$request" $status',
-        COMBINED + ' "$http_x_forwarded_for"',  # feeds ip: not an extra
+        COMBINED + ' "$remote_addr"',  # canonical: not an extra
         COMBINED + ' "$request_uri"',
         COMBINED + ' "$host" "$host"',
         COMBINED + " $request_time",  # unquoted
@@ -120,6 +123,36 @@ def test_msec_times() -> None:
     ts, reason = names.index("ts"), names.index("reason")
     assert [r[ts] for r in rows[: len(stamps)]] == list(stamps.values())
     assert [r[reason] for r in rows[len(stamps) : len(stamps) + len(bad)]] == ["bad timestamp"] * len(bad)
+
+
+def test_nginx_main_format() -> None:
+    """nginx's `main` format ends with "$http_x_forwarded_for": kept in `extra` after
+    $remote_user, as the SQL keeps it; a line without $remote_addr (nginx always writes one) goes
+    to the SQL, which takes the address from the list's first entry."""
+    head = '[27/Nov/2026:09:14:00 +0100] "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-"'
+    cases = [
+        (f'203.0.113.9 - - {head} "-"', "203.0.113.9", None),
+        (
+            f'203.0.113.9 - - {head} "10.0.0.1, 192.0.2.7"',
+            "203.0.113.9",
+            '{"http_x_forwarded_for":"10.0.0.1, 192.0.2.7"}',
+        ),
+        (
+            f'203.0.113.9 - alice {head} "10.0.0.1\\x22"',
+            "203.0.113.9",
+            '{"remote_user":"alice","http_x_forwarded_for":"10.0.0.1\\""}',
+        ),
+        (f'- - - {head} " 10.0.0.7 , 192.0.2.7"', "10.0.0.7", '{"http_x_forwarded_for":" 10.0.0.7 , 192.0.2.7"}'),
+        (f"- - - {head} \"-\"", None, None),
+    ]
+    buf = "\n".join(line for line, _, _ in cases).encode() + b"\n"
+    assert assert_same(buf, MAIN_FORMAT) == len(cases)
+    assert deferred_rows(buf, MAIN_FORMAT) == 2  # the two without $remote_addr
+    types, rows = chunk_rows(buf, MAIN_FORMAT, fast=True)
+    names = [name for name, _ in types]
+    ip, extra, kind = names.index("ip"), names.index("extra"), names.index("kind")
+    assert [(r[ip], r[extra]) for r in rows] == [(want_ip, want_extra) for _, want_ip, want_extra in cases]
+    assert {r[kind] for r in rows} == {"open"}
 
 
 def test_msec_layout_with_other_variables() -> None:
@@ -508,7 +541,8 @@ def combined_lines(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(combined_lines(), min_size=1, max_size=12), st.sampled_from(["combined", UID_FORMAT, "common"])
+    st.lists(combined_lines(), min_size=1, max_size=12),
+    st.sampled_from(["combined", UID_FORMAT, "common", MAIN_FORMAT]),
 )
 def test_hostile_lines(lines: list[bytes], spec: str) -> None:
     assert_same(b"\n".join(lines) + b"\n", spec)

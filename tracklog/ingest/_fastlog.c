@@ -520,7 +520,9 @@ static int json_escape_into(growbuf *out, const char *s, size_t n) {
 
 /* ------------------------------------------------------------------ the format */
 
-enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2 };
+/* ROLE_XFF: $http_x_forwarded_for, kept in `extra` as any other variable, and the address's
+ * fallback when $remote_addr is '-' (formats._canonical_layers): such a line goes to the SQL */
+enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2, ROLE_XFF = 3 };
 /* routes.OPTED_OUT_SQL: "$cookie_tl_optout" is "1", or "$http_cookie" holds tl_optout=1 */
 enum { OPTOUT_NONE = 0, OPTOUT_COOKIE = 1, OPTOUT_HEADER = 2 };
 #define MAX_EXTRA 16
@@ -533,6 +535,7 @@ typedef struct {
     int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
     int n_extra;   /* quoted variables after combined's user agent */
+    int has_xff;   /* one of them is $http_x_forwarded_for (ROLE_XFF) */
     int role[MAX_EXTRA];
     int decode[MAX_EXTRA]; /* formats._NEVER_ESCAPED variables are not decoded */
     int optout[MAX_EXTRA]; /* OPTOUT_*: the variable that carries the web-tracking opt-out */
@@ -903,6 +906,8 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     if (!digits(status_raw.p, 3, &status)) return defer_row(o, i);
     int has_bytes = !is_dash(bytes_raw);
     if (has_bytes && !plain_bigint(bytes_raw, &bytes)) return defer_row(o, i);
+    /* no address: the SQL takes it from $http_x_forwarded_for (nginx always writes one) */
+    if (pl->has_xff && is_dash(addr)) return defer_row(o, i);
 
     /* a parsed line */
     int bs = memchr(s, '\\', n) != NULL;
@@ -954,7 +959,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         size_t start = x->len;
         int members = 0;
         for (int k = pl->msec ? 0 : -1; k < pl->n_extra; k++) {
-            if (k >= 0 && pl->role[k] != ROLE_EXTRA) continue;
+            if (k >= 0 && pl->role[k] != ROLE_EXTRA && pl->role[k] != ROLE_XFF) continue;
             o->scratch.len = 0;
             int r = text_value(o, &o->scratch, k < 0 ? user : extra[k], k < 0 || pl->decode[k], bs);
             if (r < 0) return -1;
@@ -1157,19 +1162,21 @@ static int load_plan(plan *pl, PyObject *extras) {
         return -1;
     }
     pl->n_extra = (int)n;
+    pl->has_xff = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const char *key;
         Py_ssize_t key_len;
         int role, decode, optout;
         if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ipi", &key, &key_len, &role, &decode, &optout))
             return -1;
-        if (role < ROLE_EXTRA || role > ROLE_UID_SET || optout < OPTOUT_NONE || optout > OPTOUT_HEADER ||
+        if (role < ROLE_EXTRA || role > ROLE_XFF || optout < OPTOUT_NONE || optout > OPTOUT_HEADER ||
             (optout != OPTOUT_NONE && role != ROLE_EXTRA)) {
             PyErr_SetString(PyExc_ValueError, "bad role");
             return -1;
         }
         pl->key[k] = key, pl->key_len[k] = (size_t)key_len, pl->role[k] = role, pl->decode[k] = decode;
         pl->optout[k] = optout;
+        if (role == ROLE_XFF) pl->has_xff = 1;
     }
     return 0;
 }
@@ -1610,7 +1617,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 8) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 9) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -29,7 +29,7 @@ from tracklog.ingest.formats import (
 )
 from tracklog.routes import OPTOUT_COOKIE
 
-ABI = 8  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 9  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -82,6 +82,11 @@ _MSEC_VARS = [m[2] for m in _VARIABLE.finditer(MSEC_HEAD)]
 # Plan.layout, as _fastlog.c's parse() takes it
 COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT = 0, 1, 2
 _UID_ROLES = {"uid_got": 1, "uid_set": 2}
+# $http_x_forwarded_for: in `extra` like any variable, and the address when $remote_addr is '-'
+# (formats._canonical_layers), a line the C pass leaves to the SQL. nginx's own `main` format
+# ends with it
+_XFF = "http_x_forwarded_for"
+_ROLES = {**_UID_ROLES, _XFF: 3}
 # the variables routes.OPTED_OUT_SQL reads: the cookie's own ("1" opts out), the Cookie header
 _OPTOUT = {f"cookie_{OPTOUT_COOKIE}": 1, "http_cookie": 2}
 _NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {"http_x_forwarded_for"}
@@ -92,7 +97,8 @@ class Plan:
     """What the C pass needs to know of a format it covers."""
 
     layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT or MSEC_LAYOUT
-    # per quoted variable: ('"name":', role, decode, opt-out: 0, 1 its value "1", 2 a Cookie header)
+    # per quoted variable: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
+    # decode, opt-out: 0, 1 its value "1", 2 a Cookie header)
     extras: tuple[tuple[bytes, int, bool, int], ...]
 
 
@@ -124,14 +130,14 @@ def plan_for(fmt: LogFormat) -> Plan | None:
             return None
     if len(extras) > MAX_EXTRA or len(set(extras)) != len(extras):
         return None
-    if any(name in _NOT_EXTRA and name not in _UID_ROLES for name in extras):
+    if any(name in _NOT_EXTRA and name not in _ROLES for name in extras):
         return None
     if resolve_format(spec, {}).select_sql("tl_lines") != fmt.select_sql("tl_lines"):
         return None
     return Plan(
         layout,
         tuple(
-            (f'"{name}":'.encode(), _UID_ROLES.get(name, 0), name not in _NEVER_ESCAPED, _OPTOUT.get(name, 0))
+            (f'"{name}":'.encode(), _ROLES.get(name, 0), name not in _NEVER_ESCAPED, _OPTOUT.get(name, 0))
             for name in extras
         ),
     )
