@@ -142,8 +142,12 @@ def test_nginx_main_format() -> None:
             "203.0.113.9",
             '{"remote_user":"alice","http_x_forwarded_for":"10.0.0.1\\""}',
         ),
-        (f'- - - {head} " 10.0.0.7 , 192.0.2.7"', "10.0.0.7", '{"http_x_forwarded_for":" 10.0.0.7 , 192.0.2.7"}'),
-        (f"- - - {head} \"-\"", None, None),
+        (
+            f'- - - {head} " 10.0.0.7 , 192.0.2.7"',
+            "10.0.0.7",
+            '{"http_x_forwarded_for":" 10.0.0.7 , 192.0.2.7"}',
+        ),
+        (f'- - - {head} "-"', None, None),
     ]
     buf = "\n".join(line for line, _, _ in cases).encode() + b"\n"
     assert assert_same(buf, MAIN_FORMAT) == len(cases)
