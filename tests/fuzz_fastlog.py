@@ -40,6 +40,9 @@ UID_FORMAT = (
 # nginx's own `main` format (the one its stock nginx.conf defines): combined, then
 # "$http_x_forwarded_for", the address when $remote_addr is '-'
 MAIN_FORMAT = COMBINED + ' "$http_x_forwarded_for"'
+# then timings after the last quote, space-separated; $upstream_response_time may hold spaces
+# ("0.004, 0.002"): it takes the words between the others'
+TIMING_FORMAT = MAIN_FORMAT + " $request_time $upstream_response_time $pipe"
 
 # combined with the variables that carry the web-tracking opt-out (routes.OPTED_OUT_SQL)
 OPTOUT_FORMAT = COMBINED + ' "$cookie_tl_optout" "$http_cookie"'
@@ -66,9 +69,15 @@ SEEDS = [
     # MAIN_FORMAT's: a forwarded-for list; no $remote_addr (the address then comes from the list)
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "10.0.0.1, 192.0.2.7"\n',
     b'- - alice [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" " 10.0.0.1 ,x\\x22"\n',
+    # TIMING_FORMAT's: one upstream, two, none ("-"), an empty one, too few words
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005 0.004 .\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005 0.004, 0.002 p\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005 - .\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005  .\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005 .\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
-SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT)
+SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT)
 
 
 _INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
@@ -221,13 +230,13 @@ def assert_lookup_same(data: bytes) -> None:
 
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
-    format, the opt-out format or nginx's `main`; and cut into the keys and queries of the
-    recipient lookup."""
+    format, the opt-out format, nginx's `main` or it with timings; and cut into the keys and
+    queries of the recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
-    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT)[data[0] % 5]
+    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT)[data[0] % 6]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
 
 

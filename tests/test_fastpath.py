@@ -23,6 +23,7 @@ from fuzz_fastlog import (
     SECRET,
     SEEDS,
     SPECS,
+    TIMING_FORMAT,
     UID_FORMAT,
     assert_lookup_same,
     assert_same,
@@ -61,6 +62,9 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         COMBINED + ' "$uid_set" "$request_time" "$host"',
         MAIN_FORMAT,
         fastpath.MSEC_HEAD + ' "$http_x_forwarded_for" "$uid_got"',
+        COMBINED + " $request_time",
+        fastpath.MSEC_HEAD + ' "$uid_got" "$uid_set" $request_time $upstream_connect_time',
+        TIMING_FORMAT,
         (
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
             '\'"$http_referer" "$http_user_agent"\''
@@ -79,11 +83,13 @@ def test_formats_covered(spec: str) -> None:
         COMBINED + ' "$remote_addr"',  # canonical: not an extra
         COMBINED + ' "$request_uri"',
         COMBINED + ' "$host" "$host"',
-        COMBINED + " $request_time",  # unquoted
+        COMBINED + " $upstream_addr $upstream_response_time",  # two that may hold spaces
+        COMBINED + ' $request_time "$host"',  # quoted after unquoted
+        COMMON + " $request_time",
+        COMBINED + " rt=$request_time",
         COMMON + " x",
         '$msec $remote_addr "$request" $status $body_bytes_sent',  # no referer, agent
         fastpath.MSEC_HEAD.replace("$msec", "$time_iso8601"),
-        fastpath.MSEC_HEAD + " $request_time",
     ],
 )
 def test_formats_left_to_sql(spec: str) -> None:
@@ -157,6 +163,41 @@ def test_nginx_main_format() -> None:
     ip, extra, kind = names.index("ip"), names.index("extra"), names.index("kind")
     assert [(r[ip], r[extra]) for r in rows] == [(want_ip, want_extra) for _, want_ip, want_extra in cases]
     assert {r[kind] for r in rows} == {"open"}
+
+
+def test_unquoted_variables() -> None:
+    """Variables after the last quote, as the SQL splits them: one takes everything after the
+    space; several take a word each, but $upstream_response_time, which may hold spaces, takes
+    the words between the others'. Expected `extra` written by hand."""
+    head = '203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "-"'
+    x = "upstream_response_time"
+    cases = [
+        (" 0.005 0.004 .", f'{{"request_time":"0.005","{x}":"0.004","pipe":"."}}'),
+        (" 0.005 0.004, 0.002 p", f'{{"request_time":"0.005","{x}":"0.004, 0.002","pipe":"p"}}'),
+        (" 0.005 0.004 . x", f'{{"request_time":"0.005","{x}":"0.004 .","pipe":"x"}}'),
+        (" 0.005 - .", '{"request_time":"0.005","pipe":"."}'),
+        (" 0.005  .", f'{{"request_time":"0.005","{x}":"","pipe":"."}}'),
+        (" - - -", None),
+        (" 0.005 .", "does not match log format"),
+        ("", "does not match log format"),
+        ("0.005 0.004 .", "does not match log format"),
+    ]
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, TIMING_FORMAT) == len(cases)
+    assert deferred_rows(buf, TIMING_FORMAT) == 0
+    types, rows = chunk_rows(buf, TIMING_FORMAT, fast=True)
+    names = [name for name, _ in types]
+    extra, reason = names.index("extra"), names.index("reason")
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    # one variable: everything after the space, spaces too
+    spec = COMBINED + " $request_time"
+    head = head.rsplit(" ", 1)[0]
+    cases = [(" 0.005", '{"request_time":"0.005"}'), (" 0 1", '{"request_time":"0 1"}'), (" -", None)]
+    cases += [("", "does not match log format"), ("0.005", "does not match log format")]
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, spec) == len(cases)
+    rows = chunk_rows(buf, spec, fast=True)[1]
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
 
 
 def test_msec_layout_with_other_variables() -> None:
@@ -549,6 +590,32 @@ def combined_lines(draw: st.DrawFn) -> bytes:
     st.sampled_from(["combined", UID_FORMAT, "common", MAIN_FORMAT]),
 )
 def test_hostile_lines(lines: list[bytes], spec: str) -> None:
+    assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+WORDS = st.sampled_from(["0.005", "-", "", "0.004,", "\\x22x", "\u00e9", "\t"]) | TEXT
+
+
+@st.composite
+def timing_lines(draw: st.DrawFn) -> bytes:
+    """Lines of nginx's `main` followed by words after the last quote (TIMING_FORMAT, and
+    combined with one variable there), as many as the format has or not, spaces doubled or not."""
+    ip = draw(st.sampled_from(["203.0.113.9", "-"]))
+    words = draw(st.lists(WORDS, max_size=6))
+    tail = draw(st.sampled_from([" ", "", "  "])) + " ".join(words)
+    line = (
+        f'{ip} - - [27/Nov/2026:09:14:00 +0100] "{draw(requests())}" 200 43 "-" "{draw(FIELD)}" '
+        f'"{draw(FIELD)}"{tail}'
+    )
+    return line.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(timing_lines(), min_size=1, max_size=12), st.sampled_from([TIMING_FORMAT, "$REQUEST_TIME"]))
+def test_hostile_timing_lines(lines: list[bytes], spec: str) -> None:
+    if spec == "$REQUEST_TIME":  # the same lines without ' "xff"', one variable after the agent
+        spec = COMBINED + " $request_time"
+        lines = [line[: line.rindex(b' "')] + line[line.rindex(b'"') + 1 :] for line in lines]
     assert_same(b"\n".join(lines) + b"\n", spec)
 
 

@@ -534,7 +534,9 @@ enum { LAYOUT_COMMON = 0, LAYOUT_COMBINED = 1, LAYOUT_MSEC = 2 };
 typedef struct {
     int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
-    int n_extra;   /* quoted variables after combined's user agent */
+    int n_extra;   /* variables after combined's user agent: n_quoted quoted ones, then unquoted */
+    int n_quoted;  /* ... the others follow the last quote, separated by single spaces */
+    int elastic;   /* the unquoted one whose value may hold spaces (formats._SPACE_FREE), or -1 */
     int has_xff;   /* one of them is $http_x_forwarded_for (ROLE_XFF) */
     int role[MAX_EXTRA];
     int decode[MAX_EXTRA]; /* formats._NEVER_ESCAPED variables are not decoded */
@@ -761,6 +763,42 @@ static int split_token(span tl, span *delivery, span *recipient, span *sig) {
     return 1;
 }
 
+/* The variables after the last quote (formats._plan_segment's words): " V" alone is everything
+ * after the space; " V1 V2 ..." is split at each space, each word one variable's (an empty
+ * word where two spaces meet), but the elastic variable, which takes the words in between the
+ * others' (its spaces too). 0 when the text does not match. */
+static int unquoted_values(const plan *pl, const char *s, size_t n, span *out) {
+    int k = pl->n_extra - pl->n_quoted;
+    if (n == 0 || s[0] != ' ') return 0;
+    s++, n--;
+    if (k == 1) {
+        out[0] = (span){s, n};
+        return 1;
+    }
+    int e = pl->elastic;
+    int left = e < 0 ? k : e; /* words taken from the left; the others from the right */
+    const char *p = s, *end = s + n;
+    for (int j = 0; j < left; j++) {
+        const char *sp = j < k - 1 ? memchr(p, ' ', (size_t)(end - p)) : NULL;
+        if (j < k - 1 && !sp) return 0;
+        if (j == k - 1 && memchr(p, ' ', (size_t)(end - p))) return 0; /* more words than variables */
+        const char *stop = j < k - 1 ? sp : end;
+        out[j] = (span){p, (size_t)(stop - p)};
+        p = stop + (j < k - 1);
+    }
+    if (e < 0) return 1;
+    const char *r = end;
+    for (int j = k - 1; j > e; j--) {
+        const char *sp = r;
+        while (sp > p && sp[-1] != ' ') sp--;
+        if (sp == p) return 0; /* no space left before it: fewer words than variables */
+        out[j] = (span){sp, (size_t)(r - sp)};
+        r = sp - 1;
+    }
+    out[e] = (span){p, (size_t)(r - p)};
+    return 1;
+}
+
 /* A text value (nginx writes "-" for empty): NULL, or decoded into `out` when the line has a
  * backslash. Returns -1 on allocation failure, 0 for NULL, 1 for a value. */
 static int text_value(output *o, growbuf *out, span raw, int decode, int line_has_backslash) {
@@ -827,7 +865,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     if (n == 0) return quarantine(o, i, "empty line", s, 0);
     const char *const mismatch = "does not match log format";
     /* _q = string_split(line, '"'): exactly the format's quotes */
-    int want_quotes = pl->combined ? 6 + 2 * pl->n_extra : 2;
+    int want_quotes = pl->combined ? 6 + 2 * pl->n_quoted : 2;
     const char *q[2 * MAX_EXTRA + 8];
     int nq = 0;
     for (const char *p = memchr(s, '"', n); p; p = memchr(p + 1, '"', (size_t)(s + n - p - 1))) {
@@ -884,7 +922,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     span referer = {0}, agent = {0}, extra[MAX_EXTRA];
     if (pl->combined) {
         /* "REFERER" "AGENT"[ "EXTRA"]...: single spaces between, nothing after the last quote */
-        int nvals = 2 + pl->n_extra;
+        int nvals = 2 + pl->n_quoted;
         for (int k = 0; k < nvals; k++) {
             const char *open = q[2 + 2 * k], *close = q[3 + 2 * k];
             span v = {open + 1, (size_t)(close - open - 1)};
@@ -896,7 +934,12 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
                 extra[k - 2] = v;
             if (k > 0 && !(open - q[1 + 2 * k] == 2 && open[-1] == ' ')) return quarantine(o, i, mismatch, s, n);
         }
-        if (q[want_quotes - 1] != s + n - 1) return quarantine(o, i, mismatch, s, n);
+        const char *rest = q[want_quotes - 1] + 1; /* after the last quote */
+        if (pl->n_quoted == pl->n_extra) {
+            if (rest != s + n) return quarantine(o, i, mismatch, s, n);
+        } else if (!unquoted_values(pl, rest, (size_t)(s + n - rest), extra + pl->n_quoted)) {
+            return quarantine(o, i, mismatch, s, n);
+        }
     }
     /* the reasons, in formats.py's order; what DuckDB might read otherwise is deferred */
     int64_t ts, bytes = 0;
@@ -1162,13 +1205,23 @@ static int load_plan(plan *pl, PyObject *extras) {
         return -1;
     }
     pl->n_extra = (int)n;
+    pl->n_quoted = 0;
+    pl->elastic = -1;
     pl->has_xff = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const char *key;
         Py_ssize_t key_len;
-        int role, decode, optout;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ipi", &key, &key_len, &role, &decode, &optout))
+        int role, decode, optout, quoted, elastic;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ipipp", &key, &key_len, &role, &decode, &optout,
+                              &quoted, &elastic))
             return -1;
+        /* the quoted ones first; at most one elastic among the unquoted */
+        if ((quoted && k != pl->n_quoted) || (elastic && (quoted || pl->elastic >= 0))) {
+            PyErr_SetString(PyExc_ValueError, "bad variable order");
+            return -1;
+        }
+        if (quoted) pl->n_quoted++;
+        if (elastic) pl->elastic = (int)k;
         if (role < ROLE_EXTRA || role > ROLE_XFF || optout < OPTOUT_NONE || optout > OPTOUT_HEADER ||
             (optout != OPTOUT_NONE && role != ROLE_EXTRA)) {
             PyErr_SetString(PyExc_ValueError, "bad role");
@@ -1178,6 +1231,7 @@ static int load_plan(plan *pl, PyObject *extras) {
         pl->optout[k] = optout;
         if (role == ROLE_XFF) pl->has_xff = 1;
     }
+    if (pl->elastic >= 0) pl->elastic -= pl->n_quoted; /* its index among the unquoted */
     return 0;
 }
 
@@ -1186,7 +1240,7 @@ PyDoc_STRVAR(parse_doc,
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
-             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode, optout), ...) for the\n"
+             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
              "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
@@ -1617,7 +1671,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 9) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 10) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from tracklog.ingest.formats import (
     _JSON_CANONICAL_KEYS,
     _NEVER_ESCAPED,
+    _SPACE_FREE,
     COMBINED,
     COMMON,
     JSON_NAME,
@@ -29,7 +30,7 @@ from tracklog.ingest.formats import (
 )
 from tracklog.routes import OPTOUT_COOKIE
 
-ABI = 9  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 10  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -98,8 +99,9 @@ class Plan:
 
     layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT or MSEC_LAYOUT
     # per quoted variable: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
-    # decode, opt-out: 0, 1 its value "1", 2 a Cookie header)
-    extras: tuple[tuple[bytes, int, bool, int], ...]
+    # decode, opt-out: 0, 1 its value "1", 2 a Cookie header; quoted (else after the last quote,
+    # space-separated), elastic (the one of those that may hold spaces)
+    extras: tuple[tuple[bytes, int, bool, int, bool, bool], ...]
 
 
 def extension_available() -> bool:
@@ -110,35 +112,51 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     """The C plan of `fmt`, or None when only the SQL path handles it.
 
     A format is covered when its SQL is exactly that of common, or of combined or MSEC_HEAD
-    followed by quoted variables, as formats.py compiles them, so the two paths read the same
-    spec the same way."""
+    followed by quoted variables, then variables separated by single spaces (such as
+    `$request_time`; at most one of those may hold spaces, formats._SPACE_FREE), as formats.py
+    compiles them, so the two paths read the same spec the same way."""
     if fmt.spec == JSON_NAME:
         return None
     names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
+    want = fmt.select_sql("tl_lines")
     if names == _COMMON_VARS:
-        layout, extras, spec = COMMON_LAYOUT, [], COMMON
+        return Plan(COMMON_LAYOUT, ()) if resolve_format(COMMON, {}).select_sql("tl_lines") == want else None
+    for layout, head, head_vars in (
+        (COMBINED_LAYOUT, COMBINED, _COMBINED_VARS),
+        (MSEC_LAYOUT, MSEC_HEAD, _MSEC_VARS),
+    ):
+        if names[: len(head_vars)] == head_vars:
+            extras = names[len(head_vars) :]
+            break
     else:
-        for layout, head, head_vars in (
-            (COMBINED_LAYOUT, COMBINED, _COMBINED_VARS),
-            (MSEC_LAYOUT, MSEC_HEAD, _MSEC_VARS),
-        ):
-            if names[: len(head_vars)] == head_vars:
-                extras = names[len(head_vars) :]
-                spec = head + "".join(f' "${name}"' for name in extras)
-                break
-        else:
-            return None
+        return None
     if len(extras) > MAX_EXTRA or len(set(extras)) != len(extras):
         return None
     if any(name in _NOT_EXTRA and name not in _ROLES for name in extras):
         return None
-    if resolve_format(spec, {}).select_sql("tl_lines") != fmt.select_sql("tl_lines"):
+    # the first `quoted` of them in double quotes, the others after the last quote
+    for quoted in range(len(extras), -1, -1):
+        unquoted = extras[quoted:]
+        spec = head + "".join(f' "${name}"' for name in extras[:quoted]) + "".join(f" ${n}" for n in unquoted)
+        if resolve_format(spec, {}).select_sql("tl_lines") == want:
+            break
+    else:
+        return None
+    elastic = [n for n in unquoted if n not in _SPACE_FREE] if len(unquoted) > 1 else []
+    if len(elastic) > 1:  # the SQL matches them with a regular expression
         return None
     return Plan(
         layout,
         tuple(
-            (f'"{name}":'.encode(), _ROLES.get(name, 0), name not in _NEVER_ESCAPED, _OPTOUT.get(name, 0))
-            for name in extras
+            (
+                f'"{name}":'.encode(),
+                _ROLES.get(name, 0),
+                name not in _NEVER_ESCAPED,
+                _OPTOUT.get(name, 0),
+                k < quoted,
+                name in elastic,
+            )
+            for k, name in enumerate(extras)
         ),
     )
 
