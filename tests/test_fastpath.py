@@ -198,6 +198,14 @@ def test_unquoted_variables() -> None:
     assert assert_same(buf, spec) == len(cases)
     rows = chunk_rows(buf, spec, fast=True)[1]
     assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    # nginx-config's format followed by one: the same reading
+    spec = MSEC_FORMAT + " $request_time"
+    head = '1793577601.123 203.0.113.9 "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "uid=CgAAAGdHk" "-"'
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, spec) == len(cases)
+    assert deferred_rows(buf, spec) == 0
+    rows = chunk_rows(buf, spec, fast=True)[1]
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
 
 
 def test_msec_layout_with_other_variables() -> None:
