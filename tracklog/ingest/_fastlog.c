@@ -921,7 +921,8 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     }
     span referer = {0}, agent = {0}, extra[MAX_EXTRA];
     if (pl->combined) {
-        /* "REFERER" "AGENT"[ "EXTRA"]...: single spaces between, nothing after the last quote */
+        /* "REFERER" "AGENT"[ "EXTRA"]...: single spaces between; after the last quote, nothing,
+         * or the unquoted variables (unquoted_values) */
         int nvals = 2 + pl->n_quoted;
         for (int k = 0; k < nvals; k++) {
             const char *open = q[2 + 2 * k], *close = q[3 + 2 * k];
@@ -1241,7 +1242,7 @@ PyDoc_STRVAR(parse_doc,
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
              "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
-             "quoted variables after combined's user agent. ipad/opad: the HMAC pads (64 bytes\n"
+             "variables after combined's user agent (the quoted ones first). ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
              "indices of the rows to compute with the SQL,\n"

@@ -1,6 +1,7 @@
 """The compiled fast path of the chunk parse: tl_lines -> tl_chunk for the `combined` and
-`common` formats, combined followed by quoted variables such as "$uid_got", and the format
-`tracklog nginx-config` writes (MSEC_HEAD followed by quoted variables), in one C pass
+`common` formats, combined followed by quoted variables such as "$uid_got" (nginx's `main`:
+"$http_x_forwarded_for"), then by space-separated ones such as $request_time, and the format
+`tracklog nginx-config` writes (MSEC_HEAD followed by the same), in one C pass
 (_fastlog.c), exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
 the reference and the path for every other format, and wherever the extension is not built.
 
@@ -90,7 +91,7 @@ _XFF = "http_x_forwarded_for"
 _ROLES = {**_UID_ROLES, _XFF: 3}
 # the variables routes.OPTED_OUT_SQL reads: the cookie's own ("1" opts out), the Cookie header
 _OPTOUT = {f"cookie_{OPTOUT_COOKIE}": 1, "http_cookie": 2}
-_NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {"http_x_forwarded_for"}
+_NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {_XFF}
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Plan:
     """What the C pass needs to know of a format it covers."""
 
     layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT or MSEC_LAYOUT
-    # per quoted variable: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
+    # per variable after the user agent: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
     # decode, opt-out: 0, 1 its value "1", 2 a Cookie header; quoted (else after the last quote,
     # space-separated), elastic (the one of those that may hold spaces)
     extras: tuple[tuple[bytes, int, bool, int, bool, bool], ...]
