@@ -75,9 +75,15 @@ SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005 - .\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005  .\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005 .\n',
+    # JSON lines: escapes, numbers, another key, the opt-out cookie, no timestamp, not JSON
+    b'{"remote_addr":"203.0.113.9","time_local":"27/Nov/2026:09:14:00 +0100","request":"GET /o/NL/r1.gif?s=abc HTTP/1.1","status":200,"body_bytes_sent":43,"http_referer":"-","http_user_agent":"a\\"b\\u00e9\\ud83d\\ude00","request_time":"0.005"}\n',
+    b'{ "msec" : "1793577601.123", "request": "GET /w/home.gif?tl=1.abc HTTP/1.1", "cookie_tl_optout": 1 }\n',
+    b'{"remote_addr":"x","request":"GET / HTTP/1.1"}\n',
+    b'{"remote_addr":"x","remote_addr":"y","msec":"1.000"}\n',
+    b'{"a":[1],"msec":"1.000"} x\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
-SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT)
+SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json")
 
 
 _INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
@@ -230,13 +236,15 @@ def assert_lookup_same(data: bytes) -> None:
 
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
-    format, the opt-out format, nginx's `main` or it with timings; and cut into the keys and
-    queries of the recipient lookup."""
+    format, the opt-out format, nginx's `main`, it with timings or JSON lines; and cut into the
+    keys and queries of the recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
-    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT)[data[0] % 6]
+    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json")[
+        data[0] % 7
+    ]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
 
 

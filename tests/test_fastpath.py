@@ -5,6 +5,7 @@ generator's lines; the coverage of formats; the sanitizer build; the fuzz target
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,7 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         COMBINED + " $request_time",
         fastpath.MSEC_HEAD + ' "$uid_got" "$uid_set" $request_time $upstream_connect_time',
         TIMING_FORMAT,
+        "json",
         (
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
             '\'"$http_referer" "$http_user_agent"\''
@@ -78,7 +80,6 @@ def test_formats_covered(spec: str) -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        "json",
         '$remote_addr [$time_iso8601] "$request" $status',
         COMBINED + ' "$remote_addr"',  # canonical: not an extra
         COMBINED + ' "$request_uri"',
@@ -206,6 +207,112 @@ def test_unquoted_variables() -> None:
     assert deferred_rows(buf, spec) == 0
     rows = chunk_rows(buf, spec, fast=True)[1]
     assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+
+
+def test_json_lines() -> None:
+    """JSON lines (`--log-format json`) read as the SQL reads them, expected values written by
+    hand: keys in any order, JSON escapes, numbers, the keys that are not columns kept in `extra`
+    (as json_merge_patch writes them), the opt-out cookie there; what the C pass leaves to the
+    SQL (a key given twice, a value that is neither a string nor an integer, $time_iso8601, an
+    address from the forwarded-for list alone, a request line without a space when
+    $request_method could stand in) is counted."""
+    t = '"time_local":"27/Nov/2026:09:14:00 +0100"'
+    sig = sign_path(SECRET, "/o/D1/r1.gif")
+    token = f"2.D1r1{sign_path(SECRET, '/w/D1/r1')}"
+    cases = [  # (line, ip, status, bytes, user agent, extra, kind, reason)
+        (
+            (
+                f'{{"remote_addr":"203.0.113.9",{t},"request":"GET /o/D1/r1.gif?s={sig} HTTP/1.1","status":200,'
+                '"body_bytes_sent":"43","http_user_agent":"a\\"b\\u00e9\\ud83d\\ude00\\/","request_time":0}'
+            ),
+            "203.0.113.9",
+            200,
+            43,
+            'a"b\u00e9\U0001f600/',
+            '{"request_time":0}',
+            "open",
+            None,
+        ),
+        (
+            (
+                f'  {{ "request" : "GET /c/D1/l/r1 HTTP/2.0" , {t} , "x_y":"\\u0001\\t\\"", "n":-12,'
+                '"http_x_forwarded_for":"10.0.0.1", "remote_user":"-" }  '
+            ),
+            "10.0.0.1",
+            None,
+            None,
+            None,
+            '{"x_y":"\\u0001\\t\\"","n":-12,"http_x_forwarded_for":"10.0.0.1","remote_user":"-"}',
+            "click",
+            None,
+        ),
+        (
+            f'{{"msec":"1793577601.123",{t},"request":"GET /w/home.gif?tl={token} HTTP/1.1","cookie_tl_optout":1}}',
+            None,
+            None,
+            None,
+            None,
+            '{"cookie_tl_optout":1}',
+            None,
+            None,
+        ),
+        (
+            (
+                f'{{"msec":"1793577601.123","request":"GET /w/home.gif?tl={token} HTTP/1.1",'
+                '"http_cookie":"a=b; tl_optout=1"}'
+            ),
+            None,
+            None,
+            None,
+            None,
+            '{"http_cookie":"a=b; tl_optout=1"}',
+            None,
+            None,
+        ),
+        (
+            f'{{{t},"request":"GET /w/home.gif?tl={token} HTTP/1.1"}}',
+            None,
+            None,
+            None,
+            None,
+            None,
+            "page",
+            None,
+        ),
+        (
+            '{"remote_addr":"203.0.113.9","request":"GET /o/D1/r1.gif HTTP/1.1"}',
+            *[None] * 6,
+            "missing timestamp",
+        ),
+        (f'{{{t},"status":"20"}}', *[None] * 6, "bad status"),
+        (f'{{{t},"status":"-","body_bytes_sent":"","request":"-"}}', *[None] * 6, None),
+    ]
+    deferred = [
+        f"{{{t},{t}}}",
+        f'{{{t},"a":1.5}}',
+        f'{{{t},"a":null}}',
+        f'{{{t},"a":{{"b":"c"}}}}',
+        '{"time_iso8601":"2026-11-27T09:14:00+01:00"}',
+        f'{{"http_x_forwarded_for":"10.0.0.1, 10.0.0.2",{t}}}',
+        f'{{{t},"request":"GET","request_method":"POST"}}',
+        f'{{{t},"a":"\\ud800"}}',
+        f'{{{t},"a":"\\u0000"}}',
+        f'{{{t},"a":01}}',
+        f"{{{t}}} x",
+        "{}",
+        "not json",
+    ]
+    lines = [c[0] for c in cases] + deferred
+    buf = "\n".join(lines).encode() + b"\n"
+    for verify in (True, False):
+        assert assert_same(buf, "json", verify=verify) == len(lines)
+    assert deferred_rows(buf, "json") == len(deferred) + 1  # the second case: its address from the list
+    types, rows = chunk_rows(buf, "json", fast=True)
+    names = [name for name, _ in types]
+    cols = [names.index(c) for c in ("ip", "status", "bytes", "user_agent", "extra", "kind", "reason")]
+    assert [tuple(r[c] for c in cols) for r in rows[: len(cases)]] == [c[1:] for c in cases]
+    reasons = [r[names.index("reason")] for r in rows[len(cases) :]]
+    assert reasons[-2:] == ["missing timestamp", "invalid JSON"]
 
 
 def test_msec_layout_with_other_variables() -> None:
@@ -625,6 +732,56 @@ def test_hostile_timing_lines(lines: list[bytes], spec: str) -> None:
         spec = COMBINED + " $request_time"
         lines = [line[: line.rindex(b' "')] + line[line.rindex(b'"') + 1 :] for line in lines]
     assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+JSON_KEYS = st.sampled_from(
+    [
+        "remote_addr", "time_local", "msec", "time_iso8601", "request", "request_method", "request_uri",
+        "status", "body_bytes_sent", "bytes_sent", "http_referer", "http_user_agent", "uid_got", "uid_set",
+        "http_x_forwarded_for", "remote_user", "request_time", "cookie_tl_optout", "http_cookie", "a-b", "\u00e9",
+    ]
+)  # fmt: skip
+JSON_VALUES = (
+    st.sampled_from(
+        ["-", "", "27/Nov/2026:09:14:00 +0100", "1793577601.123", "200", "43", "1", "a=b; tl_optout=1", "x=1"]
+    )
+    | st.builds(lambda t: f"GET {t} HTTP/1.1", targets())
+    | requests()
+    | TEXT
+    | st.integers(-300, 10**19)
+    | st.sampled_from([None, 1.5, [1], {"a": "b"}, True])
+)
+
+
+@st.composite
+def json_lines(draw: st.DrawFn) -> bytes:
+    """JSON lines of any keys (the canonical ones, the opt-out cookie, others), values strings,
+    numbers and what is neither, spaced or not, escaped as ASCII or not, a key sometimes twice,
+    sometimes cut or followed by junk."""
+    pairs = draw(st.lists(st.tuples(JSON_KEYS, JSON_VALUES), max_size=8))
+    ascii_only = draw(st.booleans())
+    sep = draw(st.sampled_from([",", ", ", " ,\t"])), draw(st.sampled_from([":", ": ", " : "]))
+    items = [
+        json.dumps(k, ensure_ascii=ascii_only) + sep[1] + json.dumps(v, ensure_ascii=ascii_only)
+        for k, v in pairs
+    ]
+    line = (
+        draw(st.sampled_from(["", " "]))
+        + "{"
+        + sep[0].join(items)
+        + "}"
+        + draw(st.sampled_from(["", " ", " x"]))
+    )
+    data = line.encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 9)) == 0:
+        data = data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(json_lines(), min_size=1, max_size=12))
+def test_hostile_json_lines(lines: list[bytes]) -> None:
+    assert_same(b"\n".join(lines) + b"\n", "json")
 
 
 COOKIES = st.sampled_from(

@@ -529,11 +529,12 @@ enum { OPTOUT_NONE = 0, OPTOUT_COOKIE = 1, OPTOUT_HEADER = 2 };
 #define MAX_KEYS 16 /* config.MAX_SECRETS */
 
 /* the layouts parse() takes (fastpath.Plan.layout) */
-enum { LAYOUT_COMMON = 0, LAYOUT_COMBINED = 1, LAYOUT_MSEC = 2 };
+enum { LAYOUT_COMMON = 0, LAYOUT_COMBINED = 1, LAYOUT_MSEC = 2, LAYOUT_JSON = 3 };
 
 typedef struct {
     int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
+    int json;      /* 1: JSON lines (parse_json_line) */
     int n_extra;   /* variables after combined's user agent: n_quoted quoted ones, then unquoted */
     int n_quoted;  /* ... the others follow the last quote, separated by single spaces */
     int elastic;   /* the unquoted one whose value may hold spaces (formats._SPACE_FREE), or -1 */
@@ -861,6 +862,103 @@ static int page_row(const plan *pl, output *o, size_t i, span tag, int has_query
     return col_str(&o->col[C_SIG], i, verdict, strlen(verdict));
 }
 
+/* The columns from the request line on (its text in o->scratch2 when `has_request`): method,
+ * path, query, the route, the ids and the signature's verdict. */
+static int request_columns(const plan *pl, output *o, size_t i, int has_request, int opted_out) {
+    /* the request line: method, target (path ? query); protocol is not kept */
+    span method = {0}, target = {0};
+    int has_method = 0, has_target = 0;
+    if (has_request) {
+        const char *rq = o->scratch2.p;
+        size_t rn = o->scratch2.len;
+        const char *first = rn ? memchr(rq, ' ', rn) : NULL;
+        if (first) {
+            const char *last = rq + rn - 1;
+            while (*last != ' ') last--;
+            method = (span){rq, (size_t)(first - rq)};
+            has_method = 1;
+            /* one space: "GET /x" (HTTP/0.9); more: the target runs to the last space */
+            const char *tend = last == first ? rq + rn : last;
+            target = (span){first + 1, (size_t)(tend - first - 1)};
+            has_target = 1;
+        }
+    }
+    if (has_method) {
+        if (col_str(&o->col[C_METHOD], i, method.p, method.n)) return -1;
+    } else {
+        col_null(&o->col[C_METHOD], i);
+    }
+    span path = {0}, query = {0};
+    int has_query = 0;
+    if (has_target) {
+        const char *qm = memchr(target.p, '?', target.n);
+        path = (span){target.p, qm ? (size_t)(qm - target.p) : target.n};
+        if (qm) {
+            query = (span){qm + 1, (size_t)(target.p + target.n - qm - 1)};
+            has_query = 1;
+        }
+        if (col_str(&o->col[C_PATH], i, path.p, path.n)) return -1;
+    } else {
+        col_null(&o->col[C_PATH], i);
+    }
+    if (has_query) {
+        if (col_str(&o->col[C_QUERY], i, query.p, query.n)) return -1;
+    } else {
+        col_null(&o->col[C_QUERY], i);
+    }
+
+    /* the route */
+    span ids[3];
+    char letter = has_target ? route(path, ids) : 0;
+    const char *kind = NULL;
+    /* GET, and HEAD (a machine's: stored so that it is classified), on every route; POST on /u/ */
+    int get_or_head = span_eq(method, "GET") || span_eq(method, "HEAD");
+    if (letter == 'o' && get_or_head) kind = "open";
+    if (letter == 'c' && get_or_head) kind = "click";
+    if (letter == 'm' && get_or_head) kind = "mirror";
+    if (letter == 'u' && (get_or_head || span_eq(method, "POST"))) kind = "unsubscribe";
+    /* GET only; a browser that opted out of web tracking: not a hit */
+    if (letter == 'w' && span_eq(method, "GET") && !opted_out) kind = "page";
+    if (!kind) {
+        for (int c = C_KIND; c <= C_SIG; c++) col_null(&o->col[c], i);
+        return 0;
+    }
+    if (letter == 'w') return page_row(pl, o, i, ids[0], has_query, query);
+    span recipient = letter == 'c' ? ids[2] : ids[1];
+    if (col_str(&o->col[C_KIND], i, kind, strlen(kind)) || col_str(&o->col[C_DELIVERY], i, ids[0].p, ids[0].n) ||
+        col_str(&o->col[C_RECIPIENT], i, recipient.p, recipient.n))
+        return -1;
+    if (letter == 'c') {
+        if (col_str(&o->col[C_LINK], i, ids[1].p, ids[1].n)) return -1;
+    } else {
+        col_null(&o->col[C_LINK], i);
+    }
+
+    /* the signature: ?s=SIG or &s=SIG, up to the next '&' */
+    const char *verdict = "unchecked";
+    if (pl->verify) {
+        span sig = {0};
+        int has_sig = has_query && query_param(query, "s=", &sig);
+        if (!has_sig || sig.n == 0) {
+            verdict = "missing";
+        } else if (sig.n != 22) {
+            verdict = "invalid";
+        } else {
+            char want[22];
+            verdict = "invalid";
+            /* the next key only when this one fails: one key's cost for every hit signed with the first */
+            for (int k = 0; k < pl->n_keys; k++) {
+                expected_sig(&pl->hmac[k], path.p, path.n, want);
+                if (memcmp(want, sig.p, 22) == 0) {
+                    verdict = "valid";
+                    break;
+                }
+            }
+        }
+    }
+    return col_str(&o->col[C_SIG], i, verdict, strlen(verdict));
+}
+
 static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t n) {
     if (n == 0) return quarantine(o, i, "empty line", s, 0);
     const char *const mismatch = "does not match log format";
@@ -1028,98 +1126,301 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         }
     }
 
-    /* the request line: method, target (path ? query); protocol is not kept */
-    span method = {0}, target = {0};
-    int has_method = 0, has_target = 0;
-    if (r > 0) {
-        const char *rq = o->scratch2.p;
-        size_t rn = o->scratch2.len;
-        const char *first = rn ? memchr(rq, ' ', rn) : NULL;
-        if (first) {
-            const char *last = rq + rn - 1;
-            while (*last != ' ') last--;
-            method = (span){rq, (size_t)(first - rq)};
-            has_method = 1;
-            /* one space: "GET /x" (HTTP/0.9); more: the target runs to the last space */
-            const char *tend = last == first ? rq + rn : last;
-            target = (span){first + 1, (size_t)(tend - first - 1)};
-            has_target = 1;
-        }
-    }
-    if (has_method) {
-        if (col_str(&o->col[C_METHOD], i, method.p, method.n)) return -1;
-    } else {
-        col_null(&o->col[C_METHOD], i);
-    }
-    span path = {0}, query = {0};
-    int has_query = 0;
-    if (has_target) {
-        const char *qm = memchr(target.p, '?', target.n);
-        path = (span){target.p, qm ? (size_t)(qm - target.p) : target.n};
-        if (qm) {
-            query = (span){qm + 1, (size_t)(target.p + target.n - qm - 1)};
-            has_query = 1;
-        }
-        if (col_str(&o->col[C_PATH], i, path.p, path.n)) return -1;
-    } else {
-        col_null(&o->col[C_PATH], i);
-    }
-    if (has_query) {
-        if (col_str(&o->col[C_QUERY], i, query.p, query.n)) return -1;
-    } else {
-        col_null(&o->col[C_QUERY], i);
-    }
+    return request_columns(pl, o, i, r > 0, opted_out);
+}
 
-    /* the route */
-    span ids[3];
-    char letter = has_target ? route(path, ids) : 0;
-    const char *kind = NULL;
-    /* GET, and HEAD (a machine's: stored so that it is classified), on every route; POST on /u/ */
-    int get_or_head = span_eq(method, "GET") || span_eq(method, "HEAD");
-    if (letter == 'o' && get_or_head) kind = "open";
-    if (letter == 'c' && get_or_head) kind = "click";
-    if (letter == 'm' && get_or_head) kind = "mirror";
-    if (letter == 'u' && (get_or_head || span_eq(method, "POST"))) kind = "unsubscribe";
-    /* GET only; a browser that opted out of web tracking: not a hit */
-    if (letter == 'w' && span_eq(method, "GET") && !opted_out) kind = "page";
-    if (!kind) {
-        for (int c = C_KIND; c <= C_SIG; c++) col_null(&o->col[c], i);
-        return 0;
-    }
-    if (letter == 'w') return page_row(pl, o, i, ids[0], has_query, query);
-    span recipient = letter == 'c' ? ids[2] : ids[1];
-    if (col_str(&o->col[C_KIND], i, kind, strlen(kind)) || col_str(&o->col[C_DELIVERY], i, ids[0].p, ids[0].n) ||
-        col_str(&o->col[C_RECIPIENT], i, recipient.p, recipient.n))
-        return -1;
-    if (letter == 'c') {
-        if (col_str(&o->col[C_LINK], i, ids[1].p, ids[1].n)) return -1;
-    } else {
-        col_null(&o->col[C_LINK], i);
-    }
+/* ------------------------------------------------------------------ JSON lines */
 
-    /* the signature: ?s=SIG or &s=SIG, up to the next '&' */
-    const char *verdict = "unchecked";
-    if (pl->verify) {
-        span sig = {0};
-        int has_sig = has_query && query_param(query, "s=", &sig);
-        if (!has_sig || sig.n == 0) {
-            verdict = "missing";
-        } else if (sig.n != 22) {
-            verdict = "invalid";
+/* formats._JSON_CANONICAL_KEYS, in its order (fastpath checks it), then $http_x_forwarded_for,
+ * which feeds the address but stays in `extra` (formats._json_lines_layers) */
+enum {
+    J_REMOTE_ADDR, J_TIME_LOCAL, J_TIME_ISO8601, J_MSEC, J_REQUEST, J_REQUEST_METHOD, J_REQUEST_URI, J_URI,
+    J_ARGS, J_IS_ARGS, J_SERVER_PROTOCOL, J_STATUS, J_BODY_BYTES_SENT, J_BYTES_SENT, J_HTTP_REFERER,
+    J_HTTP_USER_AGENT, J_UID_GOT, J_UID_SET, J_CANONICAL, J_XFF = J_CANONICAL, J_KNOWN
+};
+static const char *const JSON_KEYS[J_KNOWN] = {
+    "remote_addr", "time_local", "time_iso8601", "msec", "request", "request_method", "request_uri", "uri",
+    "args", "is_args", "server_protocol", "status", "body_bytes_sent", "bytes_sent", "http_referer",
+    "http_user_agent", "uid_got", "uid_set", "http_x_forwarded_for"};
+#define JSON_MAX_PAIRS 64
+/* routes.OPTED_OUT_SQL's "$cookie_tl_optout", read from `extra` (fastpath checks the name) */
+#define JSON_OPTOUT_KEY "cookie_tl_optout"
+
+static inline int json_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
+
+/* Strict UTF-8 of one sequence at p (its length), 0 when not well-formed: what DuckDB's JSON
+ * reader might judge otherwise is deferred. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end) {
+    unsigned char c = p[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return 0;
+    if ((size_t)(end - p) <= need || p[1] < lo || p[1] > hi) return 0;
+    for (size_t k = 2; k <= need; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF) return 0;
+    return need + 1;
+}
+
+static int hex4(const char *p, unsigned *v) {
+    unsigned x = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval((unsigned char)p[k]);
+        if (h < 0) return 0;
+        x = x * 16 + (unsigned)h;
+    }
+    *v = x;
+    return 1;
+}
+
+/* A JSON string at *pp (its opening quote): its value, pointing into the line when it has no
+ * escape, else decoded at the end of `arena` (reserved: never moves). 0 for what is deferred:
+ * a control character, malformed UTF-8, \u0000, a lone surrogate, an unknown escape. */
+static int json_string(const char **pp, const char *end, growbuf *arena, span *out) {
+    const char *p = *pp + 1, *start = p;
+    int escaped = 0;
+    while (p < end && *p != '"') {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20) return 0;
+        if (c == '\\') {
+            escaped = 1;
+            p += 2;
+        } else if (c >= 0x80) {
+            size_t k = utf8_len((const unsigned char *)p, (const unsigned char *)end);
+            if (!k) return 0;
+            p += k;
         } else {
-            char want[22];
-            verdict = "invalid";
-            /* the next key only when this one fails: one key's cost for every hit signed with the first */
-            for (int k = 0; k < pl->n_keys; k++) {
-                expected_sig(&pl->hmac[k], path.p, path.n, want);
-                if (memcmp(want, sig.p, 22) == 0) {
-                    verdict = "valid";
-                    break;
-                }
-            }
+            p++;
         }
     }
-    return col_str(&o->col[C_SIG], i, verdict, strlen(verdict));
+    if (p >= end) return 0;
+    *pp = p + 1;
+    if (!escaped) {
+        *out = (span){start, (size_t)(p - start)};
+        return 1;
+    }
+    char *w = arena->p + arena->len, *w0 = w;
+    for (const char *r = start; r < p;) {
+        if (*r != '\\') {
+            *w++ = *r++;
+            continue;
+        }
+        char e = r[1];
+        r += 2;
+        switch (e) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '/': *w++ = '/'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 't': *w++ = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (p - r < 4 || !hex4(r, &cp)) return 0;
+            r += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return 0;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (p - r < 6 || r[0] != '\\' || r[1] != 'u' || !hex4(r + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    return 0;
+                r += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (cp == 0) return 0;
+            if (cp < 0x80) {
+                *w++ = (char)cp;
+            } else if (cp < 0x800) {
+                *w++ = (char)(0xC0 | (cp >> 6)), *w++ = (char)(0x80 | (cp & 63));
+            } else if (cp < 0x10000) {
+                *w++ = (char)(0xE0 | (cp >> 12)), *w++ = (char)(0x80 | ((cp >> 6) & 63));
+                *w++ = (char)(0x80 | (cp & 63));
+            } else {
+                *w++ = (char)(0xF0 | (cp >> 18)), *w++ = (char)(0x80 | ((cp >> 12) & 63));
+                *w++ = (char)(0x80 | ((cp >> 6) & 63)), *w++ = (char)(0x80 | (cp & 63));
+            }
+            break;
+        }
+        default: return 0;
+        }
+    }
+    arena->len += (size_t)(w - w0);
+    *out = (span){w0, (size_t)(w - w0)};
+    return 1;
+}
+
+typedef struct {
+    span key, value;
+    int number; /* a bare integer, written back as it is */
+    int known;  /* its index in JSON_KEYS, or -1 */
+} json_pair;
+
+/* A value's text as formats._json_lines_layers reads it: nullif(nullif(value, ''), '-') */
+static inline int json_text(const json_pair *pr, span *t) {
+    if (!pr || pr->value.n == 0 || is_dash(pr->value)) return 0;
+    *t = pr->value;
+    return 1;
+}
+
+/* One JSON line ({"remote_addr": ..., "time_local": ..., ...}, keys named after the nginx
+ * variables, in any order): the rows of formats._json_lines_layers. Only a flat object of
+ * strings and plain integers is read here, each key once; anything else (and the value forms
+ * DuckDB reads leniently: $time_iso8601, an address only from the forwarded-for list, a
+ * request without method or target when another variable could give it) goes to the SQL. */
+static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, size_t n) {
+    if (n == 0) return quarantine(o, i, "empty line", s, 0);
+    json_pair pairs[JSON_MAX_PAIRS];
+    const json_pair *known[J_KNOWN] = {0};
+    int np = 0;
+    o->scratch.len = 0;
+    if (gb_reserve(&o->scratch, n)) return -1; /* decoded values: never longer than the line */
+    const char *p = s, *end = s + n;
+    while (p < end && json_ws(*p)) p++;
+    if (p == end || *p != '{') return defer_row(o, i);
+    p++;
+    while (p < end && json_ws(*p)) p++;
+    if (p < end && *p == '}') return defer_row(o, i); /* {}: missing timestamp, the SQL says */
+    for (;;) {
+        if (np == JSON_MAX_PAIRS || p == end || *p != '"') return defer_row(o, i);
+        json_pair *pr = &pairs[np];
+        const char *k0 = ++p;
+        while (p < end && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            p++;
+        if (p == end || *p != '"' || p == k0) return defer_row(o, i);
+        pr->key = (span){k0, (size_t)(p - k0)};
+        p++;
+        while (p < end && json_ws(*p)) p++;
+        if (p == end || *p != ':') return defer_row(o, i);
+        p++;
+        while (p < end && json_ws(*p)) p++;
+        if (p == end) return defer_row(o, i);
+        if (*p == '"') {
+            if (!json_string(&p, end, &o->scratch, &pr->value)) return defer_row(o, i);
+            pr->number = 0;
+        } else {
+            const char *v0 = p;
+            if (*p == '-') p++;
+            const char *d0 = p;
+            while (p < end && *p >= '0' && *p <= '9') p++;
+            size_t nd = (size_t)(p - d0);
+            if (nd == 0 || nd > 18 || (nd > 1 && *d0 == '0') || (d0 > v0 && *d0 == '0')) return defer_row(o, i);
+            pr->value = (span){v0, (size_t)(p - v0)};
+            pr->number = 1;
+        }
+        pr->known = -1;
+        for (int k = 0; k < J_KNOWN; k++)
+            if (span_eq(pr->key, JSON_KEYS[k])) pr->known = k;
+        for (int m = 0; m < np; m++) /* a key given twice: which one counts is the SQL's to say */
+            if (pairs[m].key.n == pr->key.n && memcmp(pairs[m].key.p, pr->key.p, pr->key.n) == 0)
+                return defer_row(o, i);
+        if (pr->known >= 0) known[pr->known] = pr;
+        np++;
+        while (p < end && json_ws(*p)) p++;
+        if (p == end) return defer_row(o, i);
+        if (*p == '}') break;
+        if (*p != ',') return defer_row(o, i);
+        p++;
+        while (p < end && json_ws(*p)) p++;
+    }
+    p++;
+    while (p < end && json_ws(*p)) p++;
+    if (p != end) return defer_row(o, i);
+
+    /* the reasons, in formats.py's order (the JSON is valid: not 'invalid JSON') */
+    span t_msec = {0}, t_local = {0}, t_iso = {0}, t = {0};
+    int has_msec = json_text(known[J_MSEC], &t_msec), has_local = json_text(known[J_TIME_LOCAL], &t_local);
+    if (json_text(known[J_TIME_ISO8601], &t_iso)) return defer_row(o, i);
+    if (!has_msec && !has_local) return quarantine(o, i, "missing timestamp", s, n);
+    int64_t ts, bytes = 0;
+    if (has_msec) {
+        if (!msec_time(t_msec, &ts)) return defer_row(o, i);
+    } else {
+        char bracketed[28];
+        if (t_local.n != 26) return defer_row(o, i);
+        bracketed[0] = '[', bracketed[27] = ']';
+        memcpy(bracketed + 1, t_local.p, 26);
+        if (!time_local((span){bracketed, 28}, &ts)) return defer_row(o, i);
+    }
+    int status = 0, has_status = json_text(known[J_STATUS], &t);
+    if (has_status) {
+        if (t.n != 3) return quarantine(o, i, "bad status", s, n);
+        if (!digits(t.p, 3, &status)) return defer_row(o, i);
+    }
+    span b_raw = {0};
+    int has_bytes = json_text(known[J_BODY_BYTES_SENT], &b_raw) || json_text(known[J_BYTES_SENT], &b_raw);
+    if (has_bytes && !plain_bigint(b_raw, &bytes)) return defer_row(o, i);
+    span addr = {0};
+    int has_addr = json_text(known[J_REMOTE_ADDR], &addr);
+    if (!has_addr && json_text(known[J_XFF], &t)) return defer_row(o, i);
+    span request = {0};
+    int has_request = json_text(known[J_REQUEST], &request);
+    /* method and target come from the request line when it has a space, else from these */
+    if (!(has_request && memchr(request.p, ' ', request.n)) &&
+        (json_text(known[J_REQUEST_METHOD], &t) || json_text(known[J_REQUEST_URI], &t) || json_text(known[J_URI], &t)))
+        return defer_row(o, i);
+
+    /* a parsed line */
+    col_null(&o->col[C_REASON], i);
+    col_null(&o->col[C_LINE], i);
+    col_i64(&o->col[C_TS], i, ts);
+    if (has_status)
+        col_i16(&o->col[C_STATUS], i, (int16_t)status);
+    else
+        col_null(&o->col[C_STATUS], i);
+    if (has_bytes)
+        col_i64(&o->col[C_BYTES], i, bytes);
+    else
+        col_null(&o->col[C_BYTES], i);
+    if (!has_addr)
+        col_null(&o->col[C_IP], i);
+    else if (col_str(&o->col[C_IP], i, addr.p, addr.n))
+        return -1;
+    span none = {"-", 1};
+    if (!json_text(known[J_HTTP_REFERER], &t)) t = none;
+    if (text_column(o, C_REFERER, i, t, 0, 0)) return -1;
+    if (!json_text(known[J_HTTP_USER_AGENT], &t)) t = none;
+    if (text_column(o, C_UA, i, t, 0, 0)) return -1;
+    /* uid: $uid_got, else $uid_set, after its '=' */
+    if (json_text(known[J_UID_GOT], &t) || json_text(known[J_UID_SET], &t)) {
+        const char *eq = memchr(t.p, '=', t.n);
+        size_t from = eq ? (size_t)(eq - t.p) + 1 : 0;
+        if (col_str(&o->col[C_UID], i, t.p + from, t.n - from)) return -1;
+    } else {
+        col_null(&o->col[C_UID], i);
+    }
+    /* extra: the other keys in their order, as json_merge_patch writes them; the opt-out
+     * cookie as routes.OPTED_OUT_SQL reads it there */
+    int opted_out = 0;
+    growbuf *x = &o->col[C_EXTRA].data;
+    size_t start = x->len;
+    int members = 0;
+    for (int m = 0; m < np; m++) {
+        const json_pair *pr = &pairs[m];
+        if (pr->known >= 0 && pr->known < J_CANONICAL) continue;
+        if (span_eq(pr->key, JSON_OPTOUT_KEY) && span_eq(pr->value, "1")) opted_out = 1;
+        if (span_eq(pr->key, "http_cookie") && !pr->number && cookie_opted_out(pr->value.p, pr->value.n))
+            opted_out = 1;
+        if (gb_put(x, members ? ",\"" : "{\"", 2) || gb_put(x, pr->key.p, pr->key.n) || gb_put(x, "\":", 2))
+            return -1;
+        if (pr->number) {
+            if (gb_put(x, pr->value.p, pr->value.n)) return -1;
+        } else if (gb_put(x, "\"", 1) || json_escape_into(x, pr->value.p, pr->value.n) || gb_put(x, "\"", 1)) {
+            return -1;
+        }
+        members++;
+    }
+    if (members) {
+        if (gb_put(x, "}", 1)) return -1;
+        col_seal(&o->col[C_EXTRA], i, 1);
+    } else {
+        x->len = start;
+        col_null(&o->col[C_EXTRA], i);
+    }
+    o->scratch2.len = 0;
+    if (has_request && gb_put(&o->scratch2, request.p, request.n)) return -1;
+    return request_columns(pl, o, i, has_request, opted_out);
 }
 
 /* ------------------------------------------------------------------ Python glue */
@@ -1241,7 +1542,7 @@ PyDoc_STRVAR(parse_doc,
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
-             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined). extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
+             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined), 3 JSON lines. extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
              "variables after combined's user agent (the quoted ones first). ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
@@ -1274,12 +1575,13 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
             goto done;
         }
     }
-    if (layout < LAYOUT_COMMON || layout > LAYOUT_MSEC) {
+    if (layout < LAYOUT_COMMON || layout > LAYOUT_JSON) {
         PyErr_SetString(PyExc_ValueError, "bad layout");
         goto done;
     }
-    pl.combined = layout != LAYOUT_COMMON;
+    pl.combined = layout == LAYOUT_COMBINED || layout == LAYOUT_MSEC;
     pl.msec = layout == LAYOUT_MSEC;
+    pl.json = layout == LAYOUT_JSON;
     if (load_plan(&pl, extras)) goto done;
     if (ipad != Py_None) {
         Py_ssize_t size = PyBytes_Check(ipad) ? PyBytes_GET_SIZE(ipad) : 0;
@@ -1318,7 +1620,7 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     for (size_t i = 0; i < n && !failed; i++) {
         int64_t a = off[offset + (Py_ssize_t)i], b = off[offset + (Py_ssize_t)i + 1];
         if (terminated && b > a && base[b - 1] == '\n') b--;
-        failed = parse_line(&pl, &o, i, base + a, (size_t)(b - a)) != 0;
+        failed = (pl.json ? parse_json_line : parse_line)(&pl, &o, i, base + a, (size_t)(b - a)) != 0;
     }
     Py_END_ALLOW_THREADS
     if (failed) {
@@ -1672,7 +1974,15 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 10) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    PyObject *keys = PyTuple_New(J_KNOWN);
+    if (!keys) goto fail;
+    for (int k = 0; k < J_KNOWN; k++) PyTuple_SET_ITEM(keys, k, PyUnicode_FromString(JSON_KEYS[k]));
+    if (PyModule_AddObject(m, "JSON_KEYS", keys) < 0) {
+        Py_DECREF(keys);
+        goto fail;
+    }
+    if (PyModule_AddStringConstant(m, "JSON_OPTOUT_KEY", JSON_OPTOUT_KEY) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "ABI", 11) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -1,7 +1,7 @@
 """The compiled fast path of the chunk parse: tl_lines -> tl_chunk for the `combined` and
 `common` formats, combined followed by quoted variables such as "$uid_got" (nginx's `main`:
 "$http_x_forwarded_for"), then by space-separated ones such as $request_time, and the format
-`tracklog nginx-config` writes (MSEC_HEAD followed by the same), in one C pass
+`tracklog nginx-config` writes (MSEC_HEAD followed by the same), and JSON lines, in one C pass
 (_fastlog.c), exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
 the reference and the path for every other format, and wherever the extension is not built.
 
@@ -31,7 +31,7 @@ from tracklog.ingest.formats import (
 )
 from tracklog.routes import OPTOUT_COOKIE
 
-ABI = 10  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 11  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -82,7 +82,7 @@ _COMMON_VARS = [m[2] for m in _VARIABLE.finditer(COMMON)]
 MSEC_HEAD = '$msec $remote_addr "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
 _MSEC_VARS = [m[2] for m in _VARIABLE.finditer(MSEC_HEAD)]
 # Plan.layout, as _fastlog.c's parse() takes it
-COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT = 0, 1, 2
+COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT, JSON_LAYOUT = 0, 1, 2, 3
 _UID_ROLES = {"uid_got": 1, "uid_set": 2}
 # $http_x_forwarded_for: in `extra` like any variable, and the address when $remote_addr is '-'
 # (formats._canonical_layers), a line the C pass leaves to the SQL. nginx's own `main` format
@@ -98,7 +98,7 @@ _NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {_XFF}
 class Plan:
     """What the C pass needs to know of a format it covers."""
 
-    layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT or MSEC_LAYOUT
+    layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT or JSON_LAYOUT (JSON lines, no extras)
     # per variable after the user agent: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
     # decode, opt-out: 0, 1 its value "1", 2 a Cookie header; quoted (else after the last quote,
     # space-separated), elastic (the one of those that may hold spaces)
@@ -109,6 +109,15 @@ def extension_available() -> bool:
     return _fastlog is not None
 
 
+def _json_keys_agree() -> bool:
+    """Whether the C pass reads JSON lines' keys as formats.py does (the canonical keys in order,
+    then the forwarded-for list) and knows the opt-out cookie's variable."""
+    if _fastlog is None:
+        return False
+    keys = (*_JSON_CANONICAL_KEYS, _XFF)
+    return tuple(_fastlog.JSON_KEYS) == keys and _fastlog.JSON_OPTOUT_KEY == f"cookie_{OPTOUT_COOKIE}"
+
+
 def plan_for(fmt: LogFormat) -> Plan | None:
     """The C plan of `fmt`, or None when only the SQL path handles it.
 
@@ -117,7 +126,7 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     `$request_time`; at most one of those may hold spaces, formats._SPACE_FREE), as formats.py
     compiles them, so the two paths read the same spec the same way."""
     if fmt.spec == JSON_NAME:
-        return None
+        return Plan(JSON_LAYOUT, ()) if _json_keys_agree() else None
     names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
     want = fmt.select_sql("tl_lines")
     if names == _COMMON_VARS:

@@ -443,7 +443,11 @@ def _json_lines_layers() -> tuple[tuple[tuple[str, str], ...], ...]:
     parse: _Columns = [
         ("_ok", "CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END"),
         ("_j", f"CASE WHEN _ok THEN json_extract_string(line, [{paths}]) END"),
-        ("_extra", f"CASE WHEN _ok THEN nullif(json_merge_patch(line, {removed}), '{{}}') END"),
+        # VARCHAR as `hits.extra` and the compiled pass's (DuckDB's JSON type otherwise)
+        (
+            "_extra",
+            f"CASE WHEN _ok THEN CAST(nullif(json_merge_patch(line, {removed}), '{{}}') AS VARCHAR) END",
+        ),
     ]
     texts: _Columns = [
         (_text_alias(k), f"nullif(nullif(_j[{i}], ''), '-')") for i, k in enumerate(keys, start=1)
