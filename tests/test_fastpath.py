@@ -286,13 +286,24 @@ def test_json_lines() -> None:
         ),
         (f'{{{t},"status":"20"}}', *[None] * 6, "bad status"),
         (f'{{{t},"status":"-","body_bytes_sent":"","request":"-"}}', *[None] * 6, None),
+        (
+            '{"time_iso8601":"2026-11-27T09:14:00+01:00","status":"404","bytes_sent":0}',
+            None,
+            404,
+            0,
+            *[None] * 4,
+        ),
+        ('{"time_iso8601":"2026-11-27T09:14:00+25:00"}', *[None] * 6, "bad timestamp"),
     ]
     deferred = [
         f"{{{t},{t}}}",
         f'{{{t},"a":1.5}}',
         f'{{{t},"a":null}}',
         f'{{{t},"a":{{"b":"c"}}}}',
-        '{"time_iso8601":"2026-11-27T09:14:00+01:00"}',
+        '{"time_iso8601":"2026-11-27T09:14:00+0100"}',
+        '{"time_iso8601":"2026-11-27T09:14:00Z"}',
+        '{"time_iso8601":"2026-02-29T09:14:00+01:00"}',
+        f'{{"msec":"1e9",{t}}}',
         f'{{"http_x_forwarded_for":"10.0.0.1, 10.0.0.2",{t}}}',
         f'{{{t},"request":"GET","request_method":"POST"}}',
         f'{{{t},"a":"\\ud800"}}',
@@ -306,13 +317,19 @@ def test_json_lines() -> None:
     buf = "\n".join(lines).encode() + b"\n"
     for verify in (True, False):
         assert assert_same(buf, "json", verify=verify) == len(lines)
-    assert deferred_rows(buf, "json") == len(deferred) + 1  # the second case: its address from the list
+    # and two of the cases: the second (its address from the list), the offset +25:00 (a bad
+    # timestamp, the SQL says)
+    assert deferred_rows(buf, "json") == len(deferred) + 2
     types, rows = chunk_rows(buf, "json", fast=True)
     names = [name for name, _ in types]
     cols = [names.index(c) for c in ("ip", "status", "bytes", "user_agent", "extra", "kind", "reason")]
     assert [tuple(r[c] for c in cols) for r in rows[: len(cases)]] == [c[1:] for c in cases]
     reasons = [r[names.index("reason")] for r in rows[len(cases) :]]
     assert reasons[-2:] == ["missing timestamp", "invalid JSON"]
+    # the times, as the SQL computes them in UTC: $time_local, $msec before it, $time_iso8601
+    ts = names.index("ts")
+    local, iso = datetime(2026, 11, 27, 8, 14), datetime(2026, 11, 27, 8, 14)
+    assert [rows[k][ts] for k in (0, 2, 8)] == [local, datetime(2026, 11, 2, 0, 0, 1, 123_000), iso]
 
 
 def test_msec_layout_with_other_variables() -> None:
@@ -743,7 +760,20 @@ JSON_KEYS = st.sampled_from(
 )  # fmt: skip
 JSON_VALUES = (
     st.sampled_from(
-        ["-", "", "27/Nov/2026:09:14:00 +0100", "1793577601.123", "200", "43", "1", "a=b; tl_optout=1", "x=1"]
+        [
+            "-",
+            "",
+            "27/Nov/2026:09:14:00 +0100",
+            "1793577601.123",
+            "2026-11-27T09:14:00+01:00",
+            "2026-11-27T09:14:00-23:59",
+            "2026-11-27T24:14:00+01:00",
+            "200",
+            "43",
+            "1",
+            "a=b; tl_optout=1",
+            "x=1",
+        ]
     )
     | st.builds(lambda t: f"GET {t} HTTP/1.1", targets())
     | requests()

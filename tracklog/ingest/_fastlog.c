@@ -638,6 +638,31 @@ static int time_local(span t, int64_t *us) {
     return 1;
 }
 
+/* $time_iso8601 as nginx writes it, "2026-11-27T09:14:00+01:00", to UTC microseconds: what
+ * formats.py's strptime('%Y-%m-%dT%H:%M:%S%z') and its offset check give. 0 for anything else
+ * (deferred to the SQL). */
+static int time_iso8601(span t, int64_t *us) {
+    static const unsigned char mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const char *s = t.p;
+    int year, month, day, hh, mm, ss, oh, om;
+    if (t.n != 25 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        (s[19] != '+' && s[19] != '-') || s[22] != ':')
+        return 0;
+    if (!digits(s, 4, &year) || !digits(s + 5, 2, &month) || !digits(s + 8, 2, &day) || !digits(s + 11, 2, &hh) ||
+        !digits(s + 14, 2, &mm) || !digits(s + 17, 2, &ss) || !digits(s + 20, 2, &oh) || !digits(s + 23, 2, &om))
+        return 0;
+    if (month < 1 || month > 12) return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int dim = mdays[month - 1] + (month == 2 && leap);
+    if (year < 1000 || day < 1 || day > dim || hh > 23 || mm > 59 || ss > 59 || oh > 23 || om > 59) return 0;
+    int64_t secs = days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
+    int64_t offset = (int64_t)oh * 3600 + om * 60;
+    secs -= s[19] == '+' ? offset : -offset;
+    if (secs < 0 || secs >= 253402300800LL) return 0;
+    *us = secs * 1000000;
+    return 1;
+}
+
 /* $msec as nginx writes it, "1793577601.123" (seconds, a dot, milliseconds), to microseconds:
  * formats.py's try_cast(... AS DECIMAL(18, 3)) of it. Returns 0 for anything else ("-", "1e9",
  * "+1.000", "1.5", digits past 12, 10000-01-01 and later): the row is deferred to the SQL. */
@@ -1266,9 +1291,9 @@ static inline int json_text(const json_pair *pr, span *t) {
 
 /* One JSON line ({"remote_addr": ..., "time_local": ..., ...}, keys named after the nginx
  * variables, in any order): the rows of formats._json_lines_layers. Only a flat object of
- * strings and plain integers is read here, each key once; anything else (and the value forms
- * DuckDB reads leniently: $time_iso8601, an address only from the forwarded-for list, a
- * request without method or target when another variable could give it) goes to the SQL. */
+ * strings and plain integers is read here, each key once; anything else (and times in forms
+ * nginx never writes, an address only from the forwarded-for list, a request without method
+ * or target when another variable could give it) goes to the SQL. */
 static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, size_t n) {
     if (n == 0) return quarantine(o, i, "empty line", s, 0);
     json_pair pairs[JSON_MAX_PAIRS];
@@ -1331,11 +1356,14 @@ static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, s
     /* the reasons, in formats.py's order (the JSON is valid: not 'invalid JSON') */
     span t_msec = {0}, t_local = {0}, t_iso = {0}, t = {0};
     int has_msec = json_text(known[J_MSEC], &t_msec), has_local = json_text(known[J_TIME_LOCAL], &t_local);
-    if (json_text(known[J_TIME_ISO8601], &t_iso)) return defer_row(o, i);
-    if (!has_msec && !has_local) return quarantine(o, i, "missing timestamp", s, n);
+    int has_iso = json_text(known[J_TIME_ISO8601], &t_iso);
+    if (!has_msec && !has_iso && !has_local) return quarantine(o, i, "missing timestamp", s, n);
+    /* the first present of $msec, $time_iso8601, $time_local (formats._TIME_VARS) */
     int64_t ts, bytes = 0;
     if (has_msec) {
         if (!msec_time(t_msec, &ts)) return defer_row(o, i);
+    } else if (has_iso) {
+        if (!time_iso8601(t_iso, &ts)) return defer_row(o, i);
     } else {
         char bracketed[28];
         if (t_local.n != 26) return defer_row(o, i);
