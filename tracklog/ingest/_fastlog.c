@@ -789,6 +789,24 @@ static int split_token(span tl, span *delivery, span *recipient, span *sig) {
     return 1;
 }
 
+/* A text value in `extra`'s JSON: quoted, with to_json's escapes */
+static int extra_string(growbuf *x, const char *s, size_t n) {
+    return gb_put(x, "\"", 1) || json_escape_into(x, s, n) || gb_put(x, "\"", 1);
+}
+
+/* `extra`'s JSON object, its members written after `start`: closed, or NULL when it has none */
+static int extra_close(output *o, size_t i, size_t start, int members) {
+    growbuf *x = &o->col[C_EXTRA].data;
+    if (!members) {
+        x->len = start;
+        col_null(&o->col[C_EXTRA], i);
+        return 0;
+    }
+    if (gb_put(x, "}", 1)) return -1;
+    col_seal(&o->col[C_EXTRA], i, 1);
+    return 0;
+}
+
 /* The variables after the last quote (formats._plan_segment's words): " V" alone is everything
  * after the space; " V1 V2 ..." is split at each space, each word one variable's (an empty
  * word where two spaces meet), but the elastic variable, which takes the words in between the
@@ -1137,18 +1155,12 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
                 opted_out = 1;
             const char *key = k < 0 ? "\"remote_user\":" : pl->key[k];
             size_t key_len = k < 0 ? 14 : pl->key_len[k];
-            if (gb_put(x, members ? "," : "{", 1) || gb_put(x, key, key_len) || gb_put(x, "\"", 1) ||
-                json_escape_into(x, o->scratch.p, o->scratch.len) || gb_put(x, "\"", 1))
+            if (gb_put(x, members ? "," : "{", 1) || gb_put(x, key, key_len) ||
+                extra_string(x, o->scratch.p, o->scratch.len))
                 return -1;
             members++;
         }
-        if (members) {
-            if (gb_put(x, "}", 1)) return -1;
-            col_seal(&o->col[C_EXTRA], i, 1);
-        } else {
-            x->len = start;
-            col_null(&o->col[C_EXTRA], i);
-        }
+        if (extra_close(o, i, start, members)) return -1;
     }
 
     return request_columns(pl, o, i, r > 0, opted_out);
@@ -1434,18 +1446,12 @@ static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, s
             return -1;
         if (pr->number) {
             if (gb_put(x, pr->value.p, pr->value.n)) return -1;
-        } else if (gb_put(x, "\"", 1) || json_escape_into(x, pr->value.p, pr->value.n) || gb_put(x, "\"", 1)) {
+        } else if (extra_string(x, pr->value.p, pr->value.n)) {
             return -1;
         }
         members++;
     }
-    if (members) {
-        if (gb_put(x, "}", 1)) return -1;
-        col_seal(&o->col[C_EXTRA], i, 1);
-    } else {
-        x->len = start;
-        col_null(&o->col[C_EXTRA], i);
-    }
+    if (extra_close(o, i, start, members)) return -1;
     o->scratch2.len = 0;
     if (has_request && gb_put(&o->scratch2, request.p, request.n)) return -1;
     return request_columns(pl, o, i, has_request, opted_out);
