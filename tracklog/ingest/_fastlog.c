@@ -612,9 +612,26 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
 /* $time_local as nginx writes it, "[27/Nov/2026:09:14:00 +0100]", to UTC microseconds.
  * Returns 0 for anything else: the row is deferred to DuckDB's strptime, which also takes
  * forms nginx never writes. */
+/* A local time (month 1-12) and its offset ('+' or '-', hours, minutes) to UTC microseconds,
+ * when a date of years 1000-9999 that exists, a valid time, an offset nginx writes, and within
+ * UTC years 1970-9999 (formats.py: the SQL's range); else 0, and the row is deferred, to be
+ * quarantined as a bad timestamp there. */
+static int utc_us(int year, int month, int day, int hh, int mm, int ss, char sign, int oh, int om, int64_t *us) {
+    static const unsigned char mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (month < 1 || month > 12) return 0;
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int dim = mdays[month - 1] + (month == 2 && leap);
+    if (year < 1000 || day < 1 || day > dim || hh > 23 || mm > 59 || ss > 59 || oh > 23 || om > 59) return 0;
+    int64_t secs = days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
+    int64_t offset = (int64_t)oh * 3600 + om * 60;
+    secs -= sign == '+' ? offset : -offset;
+    if (secs < 0 || secs >= 253402300800LL) return 0;
+    *us = secs * 1000000;
+    return 1;
+}
+
 static int time_local(span t, int64_t *us) {
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    static const unsigned char mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     const char *s = t.p;
     int day, year, hh, mm, ss, oh, om, month = -1;
     if (t.n != 28 || s[0] != '[' || s[3] != '/' || s[7] != '/' || s[12] != ':' || s[15] != ':' || s[18] != ':' ||
@@ -625,24 +642,13 @@ static int time_local(span t, int64_t *us) {
     if (month < 0 || !digits(s + 1, 2, &day) || !digits(s + 8, 4, &year) || !digits(s + 13, 2, &hh) ||
         !digits(s + 16, 2, &mm) || !digits(s + 19, 2, &ss) || !digits(s + 23, 2, &oh) || !digits(s + 25, 2, &om))
         return 0;
-    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    int dim = mdays[month] + (month == 1 && leap);
-    if (year < 1000 || day < 1 || day > dim || hh > 23 || mm > 59 || ss > 59 || oh > 23 || om > 59) return 0;
-    int64_t secs = days_from_civil(year, (unsigned)month + 1, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
-    int64_t offset = (int64_t)oh * 3600 + om * 60;
-    secs -= s[22] == '+' ? offset : -offset;
-    /* UTC years 1970-9999 only (formats.py: the SQL's range): anything else is deferred, to be
-     * quarantined as a bad timestamp there */
-    if (secs < 0 || secs >= 253402300800LL) return 0;
-    *us = secs * 1000000;
-    return 1;
+    return utc_us(year, month + 1, day, hh, mm, ss, s[22], oh, om, us);
 }
 
 /* $time_iso8601 as nginx writes it, "2026-11-27T09:14:00+01:00", to UTC microseconds: what
  * formats.py's strptime('%Y-%m-%dT%H:%M:%S%z') and its offset check give. 0 for anything else
  * (deferred to the SQL). */
 static int time_iso8601(span t, int64_t *us) {
-    static const unsigned char mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     const char *s = t.p;
     int year, month, day, hh, mm, ss, oh, om;
     if (t.n != 25 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
@@ -651,16 +657,7 @@ static int time_iso8601(span t, int64_t *us) {
     if (!digits(s, 4, &year) || !digits(s + 5, 2, &month) || !digits(s + 8, 2, &day) || !digits(s + 11, 2, &hh) ||
         !digits(s + 14, 2, &mm) || !digits(s + 17, 2, &ss) || !digits(s + 20, 2, &oh) || !digits(s + 23, 2, &om))
         return 0;
-    if (month < 1 || month > 12) return 0;
-    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    int dim = mdays[month - 1] + (month == 2 && leap);
-    if (year < 1000 || day < 1 || day > dim || hh > 23 || mm > 59 || ss > 59 || oh > 23 || om > 59) return 0;
-    int64_t secs = days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hh * 3600 + mm * 60 + ss;
-    int64_t offset = (int64_t)oh * 3600 + om * 60;
-    secs -= s[19] == '+' ? offset : -offset;
-    if (secs < 0 || secs >= 253402300800LL) return 0;
-    *us = secs * 1000000;
-    return 1;
+    return utc_us(year, month, day, hh, mm, ss, s[19], oh, om, us);
 }
 
 /* $msec as nginx writes it, "1793577601.123" (seconds, a dot, milliseconds), to microseconds:
@@ -1179,6 +1176,7 @@ static const char *const JSON_KEYS[J_KNOWN] = {
     "remote_addr", "time_local", "time_iso8601", "msec", "request", "request_method", "request_uri", "uri",
     "args", "is_args", "server_protocol", "status", "body_bytes_sent", "bytes_sent", "http_referer",
     "http_user_agent", "uid_got", "uid_set", "http_x_forwarded_for"};
+static size_t JSON_KEY_LEN[J_KNOWN]; /* their lengths, set when the module loads */
 #define JSON_MAX_PAIRS 64
 /* routes.OPTED_OUT_SQL's "$cookie_tl_optout", read from `extra` (fastpath checks the name) */
 #define JSON_OPTOUT_KEY "cookie_tl_optout"
@@ -1347,8 +1345,8 @@ static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, s
             pr->number = 1;
         }
         pr->known = -1;
-        for (int k = 0; k < J_KNOWN; k++)
-            if (span_eq(pr->key, JSON_KEYS[k])) pr->known = k;
+        for (int k = 0; k < J_KNOWN && pr->known < 0; k++)
+            if (pr->key.n == JSON_KEY_LEN[k] && memcmp(pr->key.p, JSON_KEYS[k], pr->key.n) == 0) pr->known = k;
         for (int m = 0; m < np; m++) /* a key given twice: which one counts is the SQL's to say */
             if (pairs[m].key.n == pr->key.n && memcmp(pairs[m].key.p, pr->key.p, pr->key.n) == 0)
                 return defer_row(o, i);
@@ -2010,7 +2008,10 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
     if (PyModule_AddStringConstant(m, "SHA256", SHA_IMPL) < 0) goto fail;
     PyObject *keys = PyTuple_New(J_KNOWN);
     if (!keys) goto fail;
-    for (int k = 0; k < J_KNOWN; k++) PyTuple_SET_ITEM(keys, k, PyUnicode_FromString(JSON_KEYS[k]));
+    for (int k = 0; k < J_KNOWN; k++) {
+        JSON_KEY_LEN[k] = strlen(JSON_KEYS[k]);
+        PyTuple_SET_ITEM(keys, k, PyUnicode_FromString(JSON_KEYS[k]));
+    }
     if (PyModule_AddObject(m, "JSON_KEYS", keys) < 0) {
         Py_DECREF(keys);
         goto fail;
