@@ -34,7 +34,7 @@ def _pytest(clone: Path, ci: bool) -> subprocess.CompletedProcess[str]:
         env["TRACKLOG_CI"] = "1"
     tests = ["tests/test_formats.py::test_real_corpus", "tests/test_ingest.py::test_real_world_corpus"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests],
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-n", "0", "-p", "no:cacheprovider", *tests],
         cwd=clone,
         env=env,
         capture_output=True,

@@ -24,7 +24,8 @@ from test_lake import REPORTS, build_lake, outputs_of, outputs_on_the_database, 
 from tracklog import derived
 from tracklog.engines import SparkConnection, SparkOptions, spark_session
 
-pytestmark = pytest.mark.spark
+# one worker runs them all under pytest-xdist: one Spark session (a JVM) for the module
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark")]
 
 REPO = Path(__file__).resolve().parent.parent
 # Every report and each of its query paths (all time: the figures' definitions; a window; a
