@@ -47,6 +47,11 @@ TIMING_FORMAT = MAIN_FORMAT + " $request_time $upstream_response_time $pipe"
 # combined with the variables that carry the web-tracking opt-out (routes.OPTED_OUT_SQL)
 OPTOUT_FORMAT = COMBINED + ' "$cookie_tl_optout" "$http_cookie"'
 
+# nginx's `main` with [$time_iso8601] for [$time_local] (one word: "[2026-11-27T09:14:00+01:00]"),
+# then a timing; and common with it
+ISO_FORMAT = MAIN_FORMAT.replace("[$time_local]", "[$time_iso8601]") + " $request_time"
+COMMON_ISO = '$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent'
+
 SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0"\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /c/NL/hero/r1?x=1&s=WhPvSB_eoIpWVhhAypsTpg HTTP/1.1" 302 0 "-" "-"\n',
@@ -81,9 +86,18 @@ SEEDS = [
     b'{"remote_addr":"x","request":"GET / HTTP/1.1"}\n',
     b'{"remote_addr":"x","remote_addr":"y","msec":"1.000"}\n',
     b'{"a":[1],"msec":"1.000"} x\n',
+    # ISO_FORMAT's and COMMON_ISO's: an ISO time, its offset odd, a user with spaces, no brackets
+    b'203.0.113.9 - - [2026-11-27T09:14:00+01:00] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "-" "-" 0.005\n',
+    b'203.0.113.9 - the boss [2026-11-27T09:14:00-23:59] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "1.2.3.4" -\n',
+    b'203.0.113.9 -  [2026-11-27T09:14:00+2400] "GET / HTTP/1.1" 200 43\n',
+    b'203.0.113.9 - - 2026-11-27T09:14:00+01:00 "GET / HTTP/1.1" 200 43\n',
+    b'203.0.113.9 - - [1969-12-31T23:59:59+00:00] "GET / HTTP/1.1" 200 43\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
-SPECS = ("combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json")
+SPECS = (
+    "combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json", ISO_FORMAT,
+    COMMON_ISO,
+)  # fmt: skip
 
 
 _INGESTERS: dict[tuple[str, bool, bool], Ingester] = {}
@@ -236,15 +250,24 @@ def assert_lookup_same(data: bytes) -> None:
 
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
-    format, the opt-out format, nginx's `main`, it with timings or JSON lines; and cut into the
+    format, the opt-out format, nginx's `main`, it with timings, JSON lines or `main` with an ISO
+    time; and cut into the
     keys and queries of the recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
     buf = data if data.endswith(b"\n") else data + b"\n"
-    spec = ("combined", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json")[
-        data[0] % 7
-    ]
+    formats = (
+        "combined",
+        UID_FORMAT,
+        MSEC_FORMAT,
+        OPTOUT_FORMAT,
+        MAIN_FORMAT,
+        TIMING_FORMAT,
+        "json",
+        ISO_FORMAT,
+    )
+    spec = formats[data[0] % len(formats)]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)
 
 

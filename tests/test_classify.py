@@ -214,7 +214,12 @@ def test_settings_are_config_keys(tmp_path: Path) -> None:
 
 
 def run(db: Path, config: Path | None, *args: str) -> str:
-    env = {"TRACKLOG_CONFIG": str(config) if config else "", "TRACKLOG_DB": "", "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {
+        "TRACKLOG_CONFIG": str(config) if config else "",
+        "TRACKLOG_DB": "",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
     result = CliRunner().invoke(cli, ["--db", str(db), *args], env=env)
     assert result.exit_code == 0, result.stderr
     return result.stdout

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pytest
 from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
 from fuzz_fastlog import (
+    COMMON_ISO,
+    ISO_FORMAT,
     MAIN_FORMAT,
     MSEC_FORMAT,
     OPTOUT_FORMAT,
@@ -67,6 +69,9 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         fastpath.MSEC_HEAD + ' "$uid_got" "$uid_set" $request_time $upstream_connect_time',
         TIMING_FORMAT,
         "json",
+        ISO_FORMAT,
+        COMMON_ISO,
+        COMBINED.replace("$time_local", "$time_iso8601") + ' "$uid_got"',
         (
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
             '\'"$http_referer" "$http_user_agent"\''
@@ -91,6 +96,8 @@ def test_formats_covered(spec: str) -> None:
         COMMON + " x",
         '$msec $remote_addr "$request" $status $body_bytes_sent',  # no referer, agent
         fastpath.MSEC_HEAD.replace("$msec", "$time_iso8601"),
+        COMBINED.replace("[$time_local]", "$time_iso8601"),  # no brackets
+        COMBINED.replace("[$time_local]", "[$time_iso8601] [$time_local]"),
     ],
 )
 def test_formats_left_to_sql(spec: str) -> None:
@@ -106,6 +113,8 @@ def test_plan_layouts() -> None:
     assert layout(MSEC_FORMAT) == fastpath.MSEC_LAYOUT
     assert layout(LOG_FORMAT) == layout("combined") == fastpath.COMBINED_LAYOUT
     assert layout("common") == fastpath.COMMON_LAYOUT
+    assert layout(ISO_FORMAT) == fastpath.COMBINED_ISO_LAYOUT
+    assert layout(COMMON_ISO) == fastpath.COMMON_ISO_LAYOUT
 
 
 def test_msec_times() -> None:
@@ -164,6 +173,47 @@ def test_nginx_main_format() -> None:
     ip, extra, kind = names.index("ip"), names.index("extra"), names.index("kind")
     assert [(r[ip], r[extra]) for r in rows] == [(want_ip, want_extra) for _, want_ip, want_extra in cases]
     assert {r[kind] for r in rows} == {"open"}
+
+
+def test_iso_time_in_brackets() -> None:
+    """[$time_iso8601] where common and combined have [$time_local]: one word, read in C when it is
+    exactly as nginx writes it (UTC by hand below), every other form left to the SQL; the words
+    before it as combined's ($remote_user may hold spaces)."""
+    tail = '"GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "-" 0.005'
+    cases = [
+        ("203.0.113.9 - - [2026-11-27T09:14:00+01:00]", datetime(2026, 11, 27, 8, 14), None),
+        ("203.0.113.9 - the boss [2026-11-27T00:30:00-02:30]", datetime(2026, 11, 27, 3, 0), "the boss"),
+        ("203.0.113.9 -  [2024-02-29T23:59:59+00:00]", datetime(2024, 2, 29, 23, 59, 59), ""),
+        ("203.0.113.9 - - [1970-01-01T01:00:00+01:00]", datetime(1970, 1, 1), None),
+    ]
+    deferred = [  # the SQL's to judge
+        "203.0.113.9 - - [2026-11-27T09:14:00+0100]",
+        "203.0.113.9 - - [2026-11-27T09:14:00+24:00]",
+        "203.0.113.9 - - [2026-02-29T09:14:00+01:00]",
+        "203.0.113.9 - - [2026-11-27T09:14:00Z]",
+        "203.0.113.9 - - [2026-11-27 09:14:00+01:00]",
+        "203.0.113.9 - - [1969-12-31T23:59:59+00:00]",
+    ]
+    quarantined = ["203.0.113.9 - [2026-11-27T09:14:00+01:00]", "203.0.113.9 x - [2026-11-27T09:14:00+01:00]"]
+    lines = [f"{head} {tail}" for head in [c[0] for c in cases] + deferred + quarantined]
+    buf = "\n".join(lines).encode() + b"\n"
+    for verify in (True, False):
+        assert assert_same(buf, ISO_FORMAT, verify=verify) == len(lines)
+    assert deferred_rows(buf, ISO_FORMAT) == len(deferred)
+    types, rows = chunk_rows(buf, ISO_FORMAT, fast=True)
+    names = [name for name, _ in types]
+    ts, extra, reason = names.index("ts"), names.index("extra"), names.index("reason")
+    assert [r[ts] for r in rows[: len(cases)]] == [want for _, want, _ in cases]
+    users = [json.loads(r[extra]).get("remote_user") for r in rows[: len(cases)]]
+    assert users == [user for _, _, user in cases]
+    assert [r[reason] for r in rows[-2:]] == ["does not match log format"] * 2
+    # common with it: the same times
+    common = "\n".join(f'{head} "GET / HTTP/1.1" 200 43' for head, _, _ in cases).encode() + b"\n"
+    assert assert_same(common, COMMON_ISO) == len(cases)
+    assert deferred_rows(common, COMMON_ISO) == 0
+    types, rows = chunk_rows(common, COMMON_ISO, fast=True)
+    ts = [name for name, _ in types].index("ts")
+    assert [r[ts] for r in rows] == [want for _, want, _ in cases]
 
 
 def test_unquoted_variables() -> None:
@@ -702,6 +752,45 @@ def stamps() -> st.SearchStrategy[str]:
     return canonical | odd
 
 
+def iso_stamps() -> st.SearchStrategy[str]:
+    """[$time_iso8601] as nginx writes it, any moment and offset, or odd forms (the SQL's)."""
+    canonical = st.builds(
+        lambda moment, minutes: (
+            "["
+            + moment.replace(tzinfo=UTC)
+            .astimezone(timezone(timedelta(minutes=minutes)))
+            .isoformat("T", "seconds")
+            + "]"
+        ),
+        st.datetimes(min_value=datetime(1000, 2, 1), max_value=datetime(9999, 11, 30)),
+        st.integers(-23 * 60, 23 * 60),
+    )
+    odd = st.sampled_from(
+        [
+            "[2026-11-27T09:14:00+0100]",
+            "[2026-11-27T09:14:00Z]",
+            "[2023-02-29T00:00:00+00:00]",
+            "[2026-11-27T09:14:00+01:00",
+            "2026-11-27T09:14:00+01:00]",
+            "[27/Nov/2026:09:14:00 +0100]",
+            "[]",
+            "-",
+        ]
+    )
+    return canonical | odd | TEXT
+
+
+@st.composite
+def iso_lines(draw: st.DrawFn, full: bool) -> bytes:
+    """Lines of ISO_FORMAT (`full`) or COMMON_ISO, a few of the other, users with spaces or none."""
+    user = draw(st.sampled_from(["-", "alice", "the boss", ""]) | TEXT)
+    ip = draw(st.sampled_from(["203.0.113.9", "-", ""]))
+    line = f'{ip} - {user} {draw(iso_stamps())} "{draw(requests())}" 200 43'
+    if full == (draw(st.integers(0, 9)) > 0):
+        line += f' "{draw(FIELD)}" "{draw(FIELD)}" "{draw(FIELD)}" {draw(WORDS)}'
+    return line.encode("utf-8", "surrogatepass")
+
+
 @st.composite
 def combined_lines(draw: st.DrawFn) -> bytes:
     ip = draw(st.sampled_from(["203.0.113.9", "-", "", "2001:db8::1"]) | TEXT)
@@ -755,6 +844,19 @@ def test_hostile_timing_lines(lines: list[bytes], spec: str) -> None:
     if spec == "$REQUEST_TIME":  # the same lines without ' "xff"', one variable after the agent
         spec = COMBINED + " $request_time"
         lines = [line[: line.rindex(b' "')] + line[line.rindex(b'"') + 1 :] for line in lines]
+    assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([ISO_FORMAT, COMMON_ISO]).flatmap(
+        lambda spec: st.tuples(
+            st.just(spec), st.lists(iso_lines(spec == ISO_FORMAT), min_size=1, max_size=30)
+        )
+    )
+)
+def test_hostile_iso_lines(case: tuple[str, list[bytes]]) -> None:
+    spec, lines = case
     assert_same(b"\n".join(lines) + b"\n", spec)
 
 

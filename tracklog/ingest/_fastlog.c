@@ -529,11 +529,19 @@ enum { OPTOUT_NONE = 0, OPTOUT_COOKIE = 1, OPTOUT_HEADER = 2 };
 #define MAX_KEYS 16 /* config.MAX_SECRETS */
 
 /* the layouts parse() takes (fastpath.Plan.layout) */
-enum { LAYOUT_COMMON = 0, LAYOUT_COMBINED = 1, LAYOUT_MSEC = 2, LAYOUT_JSON = 3 };
+enum {
+    LAYOUT_COMMON = 0,
+    LAYOUT_COMBINED = 1,
+    LAYOUT_MSEC = 2,
+    LAYOUT_JSON = 3,
+    LAYOUT_COMMON_ISO = 4,  /* common and combined with [$time_iso8601] for [$time_local] */
+    LAYOUT_COMBINED_ISO = 5
+};
 
 typedef struct {
     int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
+    int iso;       /* 1: [$time_iso8601] (one word) where common and combined have [$time_local] (two) */
     int json;      /* 1: JSON lines (parse_json_line) */
     int n_extra;   /* variables after combined's user agent: n_quoted quoted ones, then unquoted */
     int n_quoted;  /* ... the others follow the last quote, separated by single spaces */
@@ -1023,7 +1031,8 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         time = (span){s, (size_t)(sp - s)};
         addr = (span){sp + 1, (size_t)(s + e - sp - 1)};
     } else {
-        /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last '' */
+        /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last ''
+         * (with [$time_iso8601], 'ADDR - USER... [TIME] ': at least 5 words) */
         const char *p1 = memchr(s, ' ', e + 1);
         size_t sp1 = (size_t)(p1 - s);
         const char *p2 = sp1 < e ? memchr(s + sp1 + 1, ' ', e - sp1) : NULL;
@@ -1032,9 +1041,12 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         if (r1 == 0 || r1 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
         r1--;
         r2 = r1;
-        while (r2 > 0 && s[r2 - 1] != ' ') r2--;
-        if (r2 == 0 || r2 - 1 <= sp2 || sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
-        r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
+        if (!pl->iso) {
+            while (r2 > 0 && s[r2 - 1] != ' ') r2--;
+            if (r2 == 0 || r2 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
+            r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
+        } /* else the time is the last word: spaces at sp1 < sp2 < r2 = r1 < e, five words or more */
+        if (sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
         addr = (span){s, sp1};
         user = (span){s + sp2 + 1, r2 - sp2 - 1};
         time = (span){s + r2 + 1, e - r2 - 1};
@@ -1083,7 +1095,11 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     /* the reasons, in formats.py's order; what DuckDB might read otherwise is deferred */
     int64_t ts, bytes = 0;
     int status;
-    if (!(pl->msec ? msec_time(time, &ts) : time_local(time, &ts))) return defer_row(o, i);
+    if (!(pl->msec  ? msec_time(time, &ts)
+          : pl->iso ? time.n == 27 && time.p[0] == '[' && time.p[26] == ']' &&
+                          time_iso8601((span){time.p + 1, 25}, &ts)
+                    : time_local(time, &ts)))
+        return defer_row(o, i);
     if (status_raw.n != 3) return quarantine(o, i, "bad status", s, n);
     if (!digits(status_raw.p, 3, &status)) return defer_row(o, i);
     int has_bytes = !is_dash(bytes_raw);
@@ -1125,7 +1141,8 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
             int r = text_value(o, &o->scratch, extra[k], 1, bs);
             if (r < 0) return -1;
             if (r == 0) continue;
-            const char *eq = memchr(o->scratch.p, '=', o->scratch.len);
+            /* an empty value leaves scratch without a buffer: memchr must not see its NULL */
+            const char *eq = o->scratch.len ? memchr(o->scratch.p, '=', o->scratch.len) : NULL;
             size_t from = eq ? (size_t)(eq - o->scratch.p) + 1 : 0;
             if (col_str(&o->col[C_UID], i, o->scratch.p + from, o->scratch.len - from)) return -1;
             uid_done = 1;
@@ -1574,7 +1591,8 @@ PyDoc_STRVAR(parse_doc,
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
-             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined), 3 JSON lines. extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
+             "2 the msec layout ($msec $remote_addr \"$request\" ... as combined), 3 JSON lines, 4 and 5 common and\n"
+             "combined with [$time_iso8601] for [$time_local]. extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
              "variables after combined's user agent (the quoted ones first). ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
@@ -1607,12 +1625,13 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
             goto done;
         }
     }
-    if (layout < LAYOUT_COMMON || layout > LAYOUT_JSON) {
+    if (layout < LAYOUT_COMMON || layout > LAYOUT_COMBINED_ISO) {
         PyErr_SetString(PyExc_ValueError, "bad layout");
         goto done;
     }
-    pl.combined = layout == LAYOUT_COMBINED || layout == LAYOUT_MSEC;
+    pl.combined = layout == LAYOUT_COMBINED || layout == LAYOUT_MSEC || layout == LAYOUT_COMBINED_ISO;
     pl.msec = layout == LAYOUT_MSEC;
+    pl.iso = layout == LAYOUT_COMMON_ISO || layout == LAYOUT_COMBINED_ISO;
     pl.json = layout == LAYOUT_JSON;
     if (load_plan(&pl, extras)) goto done;
     if (ipad != Py_None) {
@@ -2017,7 +2036,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "JSON_OPTOUT_KEY", JSON_OPTOUT_KEY) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 11) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 12) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -2,7 +2,7 @@
 `common` formats, combined followed by quoted variables such as "$uid_got" (nginx's `main`:
 "$http_x_forwarded_for"), then by space-separated ones such as $request_time, and the format
 `tracklog nginx-config` writes (MSEC_HEAD followed by the same), and JSON lines, in one C pass
-(_fastlog.c), exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
+(_fastlog.c), common and combined also with [$time_iso8601], exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
 the reference and the path for every other format, and wherever the extension is not built.
 
 TRACKLOG_PURE=1 turns the fast path off.
@@ -31,7 +31,7 @@ from tracklog.ingest.formats import (
 )
 from tracklog.routes import OPTOUT_COOKIE
 
-ABI = 11  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 12  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -77,12 +77,16 @@ COLUMNS = (
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 _COMBINED_VARS = [m[2] for m in _VARIABLE.finditer(COMBINED)]
 _COMMON_VARS = [m[2] for m in _VARIABLE.finditer(COMMON)]
+# the same with [$time_iso8601] (one word, "[2026-11-27T09:14:00+01:00]") for [$time_local]
+COMMON_ISO, COMBINED_ISO = (f.replace("[$time_local]", "[$time_iso8601]") for f in (COMMON, COMBINED))
+_COMMON_ISO_VARS = [m[2] for m in _VARIABLE.finditer(COMMON_ISO)]
+_COMBINED_ISO_VARS = [m[2] for m in _VARIABLE.finditer(COMBINED_ISO)]
 # combined with $msec for $remote_addr - $remote_user [$time_local]: the head of the format the
 # generated tracking server writes (nginx.LOG_FORMAT, with "$uid_got" "$uid_set" after it)
 MSEC_HEAD = '$msec $remote_addr "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
 _MSEC_VARS = [m[2] for m in _VARIABLE.finditer(MSEC_HEAD)]
 # Plan.layout, as _fastlog.c's parse() takes it
-COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT, JSON_LAYOUT = 0, 1, 2, 3
+COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT, JSON_LAYOUT, COMMON_ISO_LAYOUT, COMBINED_ISO_LAYOUT = range(6)
 _UID_ROLES = {"uid_got": 1, "uid_set": 2}
 # $http_x_forwarded_for: in `extra` like any variable, and the address when $remote_addr is '-'
 # (formats._canonical_layers), a line the C pass leaves to the SQL. nginx's own `main` format
@@ -98,7 +102,8 @@ _NOT_EXTRA = frozenset(_JSON_CANONICAL_KEYS) | {_XFF}
 class Plan:
     """What the C pass needs to know of a format it covers."""
 
-    layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT or JSON_LAYOUT (JSON lines, no extras)
+    layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT, JSON_LAYOUT (JSON lines, no extras),
+    # COMMON_ISO_LAYOUT or COMBINED_ISO_LAYOUT
     # per variable after the user agent: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
     # decode, opt-out: 0, 1 its value "1", 2 a Cookie header; quoted (else after the last quote,
     # space-separated), elastic (the one of those that may hold spaces)
@@ -122,18 +127,23 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     """The C plan of `fmt`, or None when only the SQL path handles it.
 
     A format is covered when its SQL is exactly that of common, or of combined or MSEC_HEAD
-    followed by quoted variables, then variables separated by single spaces (such as
+    (common and combined also with [$time_iso8601] for [$time_local]) followed by quoted variables, then variables separated by single spaces (such as
     `$request_time`; at most one of those may hold spaces, formats._SPACE_FREE), as formats.py
     compiles them, so the two paths read the same spec the same way."""
     if fmt.spec == JSON_NAME:
         return Plan(JSON_LAYOUT, ()) if _json_keys_agree() else None
     names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
     want = fmt.select_sql("tl_lines")
-    if names == _COMMON_VARS:
-        return Plan(COMMON_LAYOUT, ()) if resolve_format(COMMON, {}).select_sql("tl_lines") == want else None
+    for layout, common, common_vars in (
+        (COMMON_LAYOUT, COMMON, _COMMON_VARS),
+        (COMMON_ISO_LAYOUT, COMMON_ISO, _COMMON_ISO_VARS),
+    ):
+        if names == common_vars:
+            return Plan(layout, ()) if resolve_format(common, {}).select_sql("tl_lines") == want else None
     for layout, head, head_vars in (
         (COMBINED_LAYOUT, COMBINED, _COMBINED_VARS),
         (MSEC_LAYOUT, MSEC_HEAD, _MSEC_VARS),
+        (COMBINED_ISO_LAYOUT, COMBINED_ISO, _COMBINED_ISO_VARS),
     ):
         if names[: len(head_vars)] == head_vars:
             extras = names[len(head_vars) :]
