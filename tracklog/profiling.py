@@ -27,6 +27,11 @@ class Phases:
     # CPU seconds of a worker thread, spent while the phases ran (their CPU holds it already):
     # shown after the total, not added to it
     within: dict[str, float] = field(default_factory=dict)
+    # facts about the run that explain its times (which path parsed the lines), each once
+    notes: dict[str, None] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        self.notes[text] = None
 
     def overlapped(self, name: str, cpu_seconds: float) -> None:
         self.within[name] = self.within.get(name, 0.0) + cpu_seconds
@@ -68,6 +73,9 @@ class NoPhases(Phases):
         yield
 
     def overlapped(self, name: str, cpu_seconds: float) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 

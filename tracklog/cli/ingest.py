@@ -132,6 +132,8 @@ def ingest(
         render(
             phases.table(), "table", out=sys.stderr, title="Where the time went (seconds)", console=app.err
         )
+        for note in phases.notes:
+            click.echo(note, err=True)
     if report.failed:
         raise DataError(f"{len(report.errors)} input(s) could not be ingested (see above)")
 

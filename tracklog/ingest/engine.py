@@ -26,7 +26,7 @@ from tracklog.duck import duckdb, load_arrow
 from tracklog.errors import DataError, TracklogError
 from tracklog.ingest import sources
 from tracklog.ingest.fastpath import COLUMNS as FAST_COLUMNS
-from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser, split_buffer
+from tracklog.ingest.fastpath import PARSED_FIELDS, FastParser, fast_parser, parse_path, split_buffer
 from tracklog.ingest.formats import LogFormat
 from tracklog.ingest.lookup import RecipientLookup
 from tracklog.ingest.prefetch import ReadAhead
@@ -185,6 +185,7 @@ class Ingester:
             self._params = dict(sql_pad_params(secrets))
         self._chunk_sql = self._compile_chunk_sql()
         self._fast = fast_parser(log_format, hmac_pads_of(secrets) if verify_signatures else None)
+        self.phases.note(f"lines parsed by {parse_path(log_format)}")
         # the recipients of the compiled pass's chunks, looked up before they are stored (with
         # the fast parse, which the lookup's extension comes with)
         self._lookup = (
