@@ -12,7 +12,7 @@ GoAccess 1.7 (Debian 12: `apt-get install -y goaccess`) is not built with zlib t
 --log-format tracklog: the same traffic in the format `tracklog nginx-config` has nginx write
 (bench/out/access-tracklog-<N>.log), which real tracking servers log; GoAccess reads it with the
 equivalent --log-format (and parses the same requests as valid). --log-format main: nginx's own
-`main` format (combined, then "$http_x_forwarded_for"). --pages SHARE: that share of
+`main` format (combined, then "$http_x_forwarded_for"); main-iso: the same with [$time_iso8601]. --pages SHARE: that share of
 the lines are the site's page tags (web tracking), bench/out/access[-tracklog]-pagesNN-<N>.log.
 """
 
@@ -61,12 +61,19 @@ GOACCESS_FORMATS = {
         "--date-format=%d/%b/%Y",
         "--time-format=%T",
     ),
+    # the same with [$time_iso8601] (the offset skipped: the generator writes +00:00)
+    "main-iso": (
+        '--log-format=%h %^[%dT%t+%^] "%r" %s %b "%R" "%u" %^',
+        "--date-format=%Y-%m-%d",
+        "--time-format=%T",
+    ),
 }
 # what `tracklog ingest --log-format` is given: nginx-config's format (tracklog/nginx.py)
 TRACKLOG_FORMATS = {
     "combined": "combined",
     "tracklog": NGINX_LOG_FORMAT,
     "main": COMBINED + ' "$http_x_forwarded_for"',
+    "main-iso": COMBINED.replace("[$time_local]", "[$time_iso8601]") + ' "$http_x_forwarded_for"',
 }
 
 
@@ -210,7 +217,8 @@ def main() -> None:
         "--log-format",
         choices=FORMATS,
         default="combined",
-        help="combined, the format `tracklog nginx-config` writes (tracklog), or nginx's main (default: %(default)s)",
+        help="combined, the format `tracklog nginx-config` writes (tracklog), nginx's main, or main with "
+        "[$time_iso8601] (main-iso) (default: %(default)s)",
     )
     parser.add_argument(
         "--pages",

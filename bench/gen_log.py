@@ -4,7 +4,9 @@ With --pages SHARE, that share of the lines are the site's page tags (web tracki
 with the landing token of a recipient, 30% without one, order confirmations with an amount).
 With --format tracklog, the same traffic in the format `tracklog nginx-config` has nginx write
 (`$msec $remote_addr "$request" ... "$http_user_agent" "$uid_got" "$uid_set"`, milliseconds
-drawn at random; the browser's uid cookie on clicks and mirror views).
+drawn at random; the browser's uid cookie on clicks and mirror views). With --format main, nginx's
+own `main` format (combined, then "$http_x_forwarded_for"); main-iso, the same with
+[$time_iso8601] ("[2026-11-02T00:00:01+00:00]") in place of [$time_local].
 
 About 60% opens, 30% clicks, the rest mirror pages, unsubscribes (GET and one-click POST) and
 non-tracking noise, over 5 deliveries and 50,000 recipients, signed with --secret; a few hits
@@ -39,7 +41,7 @@ RECIPIENTS = 50_000
 START = datetime(2026, 11, 2, 0, 0, 0, tzinfo=UTC)
 SPAN_SECONDS = 21 * 86400
 CHUNK = 50_000
-FORMATS = ("combined", "tracklog", "main")
+FORMATS = ("combined", "tracklog", "main", "main-iso")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 DELIVERIES = {
@@ -229,14 +231,16 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float 
             minute = second // 60
             d = datetime.fromtimestamp(minute * 60, UTC)
             prefix = f" - - [{d.day:02d}/{MONTHS[d.month - 1]}/{d.year}:{d:%H:%M}:"
+            if fmt == "main-iso":  # [$time_iso8601]: "[2026-11-02T00:00:01+00:00]"
+                prefix = f" - - [{d:%Y-%m-%dT%H:%M}:"
         kind = kinds[r & 4095]
         who = (r >> 12) % RECIPIENTS
         jitter = (r >> 30) & 7
         ip = ips[(who * 7 + jitter) % len(ips)]
         if fmt == "combined":
             head, tail = f"{ip}{prefix}{second % 60:02d} +0000]", ""
-        elif fmt == "main":  # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
-            head = f"{ip}{prefix}{second % 60:02d} +0000]"
+        elif fmt in ("main", "main-iso"):  # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
+            head = f"{ip}{prefix}{second % 60:02d}{'+00:00' if fmt == 'main-iso' else ' +0000'}]"
             tail = f' "10.{who % 256}.{jitter}.1, 192.0.2.7"' if (r >> 74) & 15 == 0 else ' "-"'
         else:  # $msec, its milliseconds drawn from the line's random number
             head = f"{second}.{((r >> 70) & 1023) % 1000:03d} {ip}"
