@@ -239,7 +239,10 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float 
         ip = ips[(who * 7 + jitter) % len(ips)]
         if fmt == "combined":
             head, tail = f"{ip}{prefix}{second % 60:02d} +0000]", ""
-        elif fmt in ("main", "main-iso"):  # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
+        elif fmt in (
+            "main",
+            "main-iso",
+        ):  # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
             head = f"{ip}{prefix}{second % 60:02d}{'+00:00' if fmt == 'main-iso' else ' +0000'}]"
             tail = f' "10.{who % 256}.{jitter}.1, 192.0.2.7"' if (r >> 74) & 15 == 0 else ' "-"'
         else:  # $msec, its milliseconds drawn from the line's random number
