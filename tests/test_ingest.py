@@ -689,7 +689,7 @@ def test_profile_says_which_path_parsed_the_lines(tmp_path: Path) -> None:
     if fastpath.extension_available():
         err = run(tmp_path / "a.duckdb", "ingest", "--profile", str(log)).stderr
         assert combined in err and "SQL path" not in err
-    rt = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" rt=$request_time'
+    rt = resolve_format("combined", {}).spec + " rt=$request_time"
     write(log, [line("/o/NL-1/r1.gif") + " rt=0.005"], mode="a")
     if fastpath.extension_available():
         err = run(tmp_path / "b.duckdb", "ingest", "--profile", "--log-format", rt, str(log)).stderr

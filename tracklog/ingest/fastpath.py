@@ -1,9 +1,10 @@
 """The compiled fast path of the chunk parse: tl_lines -> tl_chunk for the `combined` and
-`common` formats, combined followed by quoted variables such as "$uid_got" (nginx's `main`:
-"$http_x_forwarded_for"), then by space-separated ones such as $request_time, and the format
-`tracklog nginx-config` writes (MSEC_HEAD followed by the same), and JSON lines, in one C pass
-(_fastlog.c), common and combined also with [$time_iso8601], exactly the rows of the SQL path (formats.py, routes.py, signing.py), which stays
-the reference and the path for every other format, and wherever the extension is not built.
+`common` formats (also with [$time_iso8601] for [$time_local]), combined followed by quoted
+variables such as "$uid_got" (nginx's `main`: "$http_x_forwarded_for"), then by space-separated
+ones such as $request_time, and the format `tracklog nginx-config` writes (MSEC_HEAD followed by
+the same), and JSON lines, in one C pass (_fastlog.c), exactly the rows of the SQL path
+(formats.py, routes.py, signing.py), which stays the reference and the path for every other
+format, and wherever the extension is not built.
 
 TRACKLOG_PURE=1 turns the fast path off.
 """
@@ -127,9 +128,10 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     """The C plan of `fmt`, or None when only the SQL path handles it.
 
     A format is covered when its SQL is exactly that of common, or of combined or MSEC_HEAD
-    (common and combined also with [$time_iso8601] for [$time_local]) followed by quoted variables, then variables separated by single spaces (such as
-    `$request_time`; at most one of those may hold spaces, formats._SPACE_FREE), as formats.py
-    compiles them, so the two paths read the same spec the same way."""
+    (common and combined also with [$time_iso8601] for [$time_local]) followed by quoted
+    variables, then variables separated by single spaces (such as `$request_time`; at most one
+    of those may hold spaces, formats._SPACE_FREE), as formats.py compiles them, so the two
+    paths read the same spec the same way."""
     if fmt.spec == JSON_NAME:
         return Plan(JSON_LAYOUT, ()) if _json_keys_agree() else None
     names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
