@@ -730,54 +730,41 @@ def requests() -> st.SearchStrategy[str]:
     )
 
 
-def stamps() -> st.SearchStrategy[str]:
+def stamps(iso: bool = False) -> st.SearchStrategy[str]:
+    """[$time_local] (`iso`: [$time_iso8601]) as nginx writes it, any moment and offset, or odd
+    forms (the SQL's)."""
+
     def stamp(moment: datetime, minutes: int) -> str:
-        zone = timezone(timedelta(minutes=minutes))
-        return moment.replace(tzinfo=UTC).astimezone(zone).strftime("[%d/%b/%Y:%H:%M:%S %z]")
+        local = moment.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=minutes)))
+        return (
+            "[" + (local.isoformat("T", "seconds") if iso else local.strftime("%d/%b/%Y:%H:%M:%S %z")) + "]"
+        )
 
     canonical = st.builds(
         stamp,
         st.datetimes(min_value=datetime(1000, 2, 1), max_value=datetime(9999, 11, 30)),
         st.integers(-23 * 60, 23 * 60),
     )
-    odd = st.sampled_from(
-        [
+    if not iso:
+        odd = [
             "[7/nov/2026:09:14:00 +0100]",
             "[29/Feb/2023:00:00:00 +0000]",
             "[x]",
             "[27/Nov/2026:09:14:00 Z]",
             "-",
         ]
-    )
-    return canonical | odd
-
-
-def iso_stamps() -> st.SearchStrategy[str]:
-    """[$time_iso8601] as nginx writes it, any moment and offset, or odd forms (the SQL's)."""
-    canonical = st.builds(
-        lambda moment, minutes: (
-            "["
-            + moment.replace(tzinfo=UTC)
-            .astimezone(timezone(timedelta(minutes=minutes)))
-            .isoformat("T", "seconds")
-            + "]"
-        ),
-        st.datetimes(min_value=datetime(1000, 2, 1), max_value=datetime(9999, 11, 30)),
-        st.integers(-23 * 60, 23 * 60),
-    )
-    odd = st.sampled_from(
-        [
-            "[2026-11-27T09:14:00+0100]",
-            "[2026-11-27T09:14:00Z]",
-            "[2023-02-29T00:00:00+00:00]",
-            "[2026-11-27T09:14:00+01:00",
-            "2026-11-27T09:14:00+01:00]",
-            "[27/Nov/2026:09:14:00 +0100]",
-            "[]",
-            "-",
-        ]
-    )
-    return canonical | odd | TEXT
+        return canonical | st.sampled_from(odd)
+    odd = [
+        "[2026-11-27T09:14:00+0100]",
+        "[2026-11-27T09:14:00Z]",
+        "[2023-02-29T00:00:00+00:00]",
+        "[2026-11-27T09:14:00+01:00",
+        "2026-11-27T09:14:00+01:00]",
+        "[27/Nov/2026:09:14:00 +0100]",
+        "[]",
+        "-",
+    ]
+    return canonical | st.sampled_from(odd) | TEXT
 
 
 @st.composite
@@ -785,7 +772,7 @@ def iso_lines(draw: st.DrawFn, full: bool) -> bytes:
     """Lines of ISO_FORMAT (`full`) or COMMON_ISO, a few of the other, users with spaces or none."""
     user = draw(st.sampled_from(["-", "alice", "the boss", ""]) | TEXT)
     ip = draw(st.sampled_from(["203.0.113.9", "-", ""]))
-    line = f'{ip} - {user} {draw(iso_stamps())} "{draw(requests())}" 200 43'
+    line = f'{ip} - {user} {draw(stamps(iso=True))} "{draw(requests())}" 200 43'
     if full == (draw(st.integers(0, 9)) > 0):
         line += f' "{draw(FIELD)}" "{draw(FIELD)}" "{draw(FIELD)}" {draw(WORDS)}'
     return line.encode("utf-8", "surrogatepass")
