@@ -51,6 +51,9 @@ OPTOUT_FORMAT = COMBINED + ' "$cookie_tl_optout" "$http_cookie"'
 # then a timing; and common with it
 ISO_FORMAT = MAIN_FORMAT.replace("[$time_local]", "[$time_iso8601]") + " $request_time"
 COMMON_ISO = '$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent'
+# variables before $remote_addr (a word each, in `extra` first; $server_port never escaped), then
+# combined with a uid and a timing
+HOST_FORMAT = "$host $server_port " + UID_FORMAT + " $request_time"
 
 SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0"\n',
@@ -92,11 +95,16 @@ SEEDS = [
     b'203.0.113.9 -  [2026-11-27T09:14:00+2400] "GET / HTTP/1.1" 200 43\n',
     b'203.0.113.9 - - 2026-11-27T09:14:00+01:00 "GET / HTTP/1.1" 200 43\n',
     b'203.0.113.9 - - [1969-12-31T23:59:59+00:00] "GET / HTTP/1.1" 200 43\n',
+    # HOST_FORMAT's: the host, escaped, absent, empty; too few words before the address
+    b't.example.com 443 203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "uid=CgAA" 0.005\n',
+    b't\\x22x - 203.0.113.9 - alice [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "" -\n',
+    b' 80 203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" 1\n',
+    b'80 203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" 1\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
 SPECS = (
     "combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json", ISO_FORMAT,
-    COMMON_ISO,
+    COMMON_ISO, HOST_FORMAT,
 )  # fmt: skip
 
 
@@ -250,8 +258,8 @@ def assert_lookup_same(data: bytes) -> None:
 
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
-    format, the opt-out format, nginx's `main`, it with timings, JSON lines or `main` with an ISO
-    time; and cut into the
+    format, the opt-out format, nginx's `main`, it with timings, JSON lines, `main` with an ISO
+    time or the uid format after $host $server_port; and cut into the
     keys and queries of the recipient lookup."""
     if not data:
         return
@@ -266,6 +274,7 @@ def one_input(data: bytes) -> None:
         TIMING_FORMAT,
         "json",
         ISO_FORMAT,
+        HOST_FORMAT,
     )
     spec = formats[data[0] % len(formats)]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)

@@ -19,6 +19,7 @@ import pytest
 from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
 from fuzz_fastlog import (
     COMMON_ISO,
+    HOST_FORMAT,
     ISO_FORMAT,
     MAIN_FORMAT,
     MSEC_FORMAT,
@@ -72,6 +73,9 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         ISO_FORMAT,
         COMMON_ISO,
         COMBINED.replace("$time_local", "$time_iso8601") + ' "$uid_got"',
+        HOST_FORMAT,
+        "$host " + COMMON,
+        "$server_name $request_id " + ISO_FORMAT,
         (
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
             '\'"$http_referer" "$http_user_agent"\''
@@ -98,6 +102,12 @@ def test_formats_covered(spec: str) -> None:
         fastpath.MSEC_HEAD.replace("$msec", "$time_iso8601"),
         COMBINED.replace("[$time_local]", "$time_iso8601"),  # no brackets
         COMBINED.replace("[$time_local]", "[$time_iso8601] [$time_local]"),
+        "$http_host " + COMBINED,  # may hold spaces: the SQL's regular expression
+        "$uid_got " + COMBINED,  # the uid, not a plain extra
+        "$remote_user " + COMBINED,  # twice
+        "$status " + COMBINED,  # a column's variable
+        "$host: " + COMBINED,  # text after it
+        "$host " + fastpath.MSEC_HEAD,
     ],
 )
 def test_formats_left_to_sql(spec: str) -> None:
@@ -214,6 +224,45 @@ def test_iso_time_in_brackets() -> None:
     types, rows = chunk_rows(common, COMMON_ISO, fast=True)
     ts = [name for name, _ in types].index("ts")
     assert [r[ts] for r in rows] == [want for _, want, _ in cases]
+
+
+def test_variables_before_the_address() -> None:
+    """$host $server_port before $remote_addr: a word each, first in `extra` (in the format's
+    order: before $remote_user), decoded unless never escaped, '-' left out. Expected `extra`
+    written by hand; too few words before the address is no match."""
+    rest = '[27/Nov/2026:09:14:00 +0100] "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "uid=CgAA" 0.005'
+    cases = [
+        (
+            f"t.example.com 443 203.0.113.9 - - {rest}",
+            "203.0.113.9",
+            '{"host":"t.example.com","server_port":"443","request_time":"0.005"}',
+        ),
+        (
+            f"t\\x22x - 203.0.113.9 - the boss {rest}",
+            "203.0.113.9",
+            '{"host":"t\\"x","remote_user":"the boss","request_time":"0.005"}',
+        ),
+        (
+            f" 80 203.0.113.9 - - {rest}",
+            "203.0.113.9",
+            '{"host":"","server_port":"80","request_time":"0.005"}',
+        ),
+        (
+            f"- \\x41 203.0.113.9 - - {rest}",
+            "203.0.113.9",
+            '{"server_port":"\\\\x41","request_time":"0.005"}',
+        ),
+    ]
+    bad = [f"80 203.0.113.9 - - {rest}", f"t.example.com 443 203.0.113.9 - {rest}"]
+    buf = "\n".join([line for line, _, _ in cases] + bad).encode() + b"\n"
+    for verify in (True, False):
+        assert assert_same(buf, HOST_FORMAT, verify=verify) == len(cases) + len(bad)
+    assert deferred_rows(buf, HOST_FORMAT) == 0
+    types, rows = chunk_rows(buf, HOST_FORMAT, fast=True)
+    names = [name for name, _ in types]
+    ip, extra, uid, reason = (names.index(c) for c in ("ip", "extra", "uid", "reason"))
+    assert [(r[ip], r[extra], r[uid]) for r in rows[: len(cases)]] == [(a, x, "CgAA") for _, a, x in cases]
+    assert [r[reason] for r in rows[len(cases) :]] == ["does not match log format"] * len(bad)
 
 
 def test_unquoted_variables() -> None:
@@ -806,6 +855,25 @@ def combined_lines(draw: st.DrawFn) -> bytes:
 )
 def test_hostile_lines(lines: list[bytes], spec: str) -> None:
     assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.builds(
+            lambda host, port, line, tail: f"{host} {port} ".encode("utf-8", "surrogatepass") + line + tail,
+            st.sampled_from(["t.example.com", "-", "", "t\\x22x"]) | TEXT,
+            st.sampled_from(["443", "-", "\\x41"]),
+            combined_lines(),
+            st.sampled_from([b" 0.005", b"", b" -"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_hostile_host_lines(lines: list[bytes]) -> None:
+    """HOST_FORMAT: words before the address, then combined_lines' damaged lines."""
+    assert_same(b"\n".join(lines) + b"\n", HOST_FORMAT)
 
 
 WORDS = st.sampled_from(["0.005", "-", "", "0.004,", "\\x22x", "\u00e9", "\t"]) | TEXT

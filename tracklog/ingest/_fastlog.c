@@ -543,7 +543,10 @@ typedef struct {
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
     int iso;       /* 1: [$time_iso8601] (one word) where common and combined have [$time_local] (two) */
     int json;      /* 1: JSON lines (parse_json_line) */
-    int n_extra;   /* variables after combined's user agent: n_quoted quoted ones, then unquoted */
+    int n_extra;   /* the variables other than the layout's: n_lead before $remote_addr (common and
+                    * combined layouts), then after combined's user agent n_quoted quoted ones,
+                    * then the unquoted ones */
+    int n_lead;    /* ... space-free words before $remote_addr (such as $host) */
     int n_quoted;  /* ... the others follow the last quote, separated by single spaces */
     int elastic;   /* the unquoted one whose value may hold spaces (formats._SPACE_FREE), or -1 */
     int has_xff;   /* one of them is $http_x_forwarded_for (ROLE_XFF) */
@@ -817,7 +820,7 @@ static int extra_close(output *o, size_t i, size_t start, int members) {
  * word where two spaces meet), but the elastic variable, which takes the words in between the
  * others' (its spaces too). 0 when the text does not match. */
 static int unquoted_values(const plan *pl, const char *s, size_t n, span *out) {
-    int k = pl->n_extra - pl->n_quoted;
+    int k = pl->n_extra - pl->n_lead - pl->n_quoted;
     if (n == 0 || s[0] != ' ') return 0;
     s++, n--;
     if (k == 1) {
@@ -1023,7 +1026,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     size_t e = (size_t)(q[0] - s); /* _q[1] is s[0, e) */
     if (e == 0 || s[e - 1] != ' ') return quarantine(o, i, mismatch, s, n);
     e--; /* the space before the opening quote */
-    span addr, user = {0}, time;
+    span addr, user = {0}, time, extra[MAX_EXTRA];
     if (pl->msec) {
         /* _q[1] = 'MSEC ADDR ': exactly three words, the last '' */
         const char *sp = memchr(s, ' ', e);
@@ -1031,25 +1034,36 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         time = (span){s, (size_t)(sp - s)};
         addr = (span){sp + 1, (size_t)(s + e - sp - 1)};
     } else {
-        /* _q[1] = 'ADDR - USER... [TIME ZONE] ': at least 6 words, the 2nd '-', the last ''
-         * (with [$time_iso8601], 'ADDR - USER... [TIME] ': at least 5 words) */
-        const char *p1 = memchr(s, ' ', e + 1);
-        size_t sp1 = (size_t)(p1 - s);
-        const char *p2 = sp1 < e ? memchr(s + sp1 + 1, ' ', e - sp1) : NULL;
-        size_t sp2 = p2 ? (size_t)(p2 - s) : e, r1 = e, r2;
-        while (r1 > 0 && s[r1 - 1] != ' ') r1--; /* r1: just after the last space before e */
+        /* _q[1] = 'LEAD... ADDR - USER... [TIME ZONE] ': a word per leading variable, then at
+         * least 6 words, the 2nd '-', the last '' (with [$time_iso8601], 'ADDR - USER... [TIME] ':
+         * at least 5 words). h: the line after the leading words, he: e within it */
+        size_t base = 0;
+        for (int k = 0; k < pl->n_lead; k++) {
+            const char *sp = base <= e ? memchr(s + base, ' ', e + 1 - base) : NULL;
+            if (!sp) return quarantine(o, i, mismatch, s, n);
+            extra[k] = (span){s + base, (size_t)(sp - s) - base};
+            base = (size_t)(sp - s) + 1;
+        }
+        if (base > e) return quarantine(o, i, mismatch, s, n);
+        const char *h = s + base;
+        size_t he = e - base;
+        const char *p1 = memchr(h, ' ', he + 1);
+        size_t sp1 = (size_t)(p1 - h);
+        const char *p2 = sp1 < he ? memchr(h + sp1 + 1, ' ', he - sp1) : NULL;
+        size_t sp2 = p2 ? (size_t)(p2 - h) : he, r1 = he, r2;
+        while (r1 > 0 && h[r1 - 1] != ' ') r1--; /* r1: just after the last space before he */
         if (r1 == 0 || r1 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
         r1--;
         r2 = r1;
         if (!pl->iso) {
-            while (r2 > 0 && s[r2 - 1] != ' ') r2--;
+            while (r2 > 0 && h[r2 - 1] != ' ') r2--;
             if (r2 == 0 || r2 - 1 <= sp2) return quarantine(o, i, mismatch, s, n);
             r2--; /* spaces at sp1 < sp2 < r2 < r1 < e: six words or more */
         } /* else the time is the last word: spaces at sp1 < sp2 < r2 = r1 < e, five words or more */
-        if (sp2 - sp1 != 2 || s[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
-        addr = (span){s, sp1};
-        user = (span){s + sp2 + 1, r2 - sp2 - 1};
-        time = (span){s + r2 + 1, e - r2 - 1};
+        if (sp2 - sp1 != 2 || h[sp1 + 1] != '-') return quarantine(o, i, mismatch, s, n);
+        addr = (span){h, sp1};
+        user = (span){h + sp2 + 1, r2 - sp2 - 1};
+        time = (span){h + r2 + 1, he - r2 - 1};
     }
     span request = {q[0] + 1, (size_t)(q[1] - q[0] - 1)};
     /* _q[3] = ' STATUS BYTES ' (combined) or ' STATUS BYTES' (common, the end of the line) */
@@ -1069,7 +1083,7 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         status_raw = (span){s3 + 1, (size_t)(mid - s3 - 1)};
         bytes_raw = (span){mid + 1, (size_t)(stop - mid - 1)};
     }
-    span referer = {0}, agent = {0}, extra[MAX_EXTRA];
+    span referer = {0}, agent = {0};
     if (pl->combined) {
         /* "REFERER" "AGENT"[ "EXTRA"]...: single spaces between; after the last quote, nothing,
          * or the unquoted variables (unquoted_values) */
@@ -1082,13 +1096,13 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
             else if (k == 1)
                 agent = v;
             else
-                extra[k - 2] = v;
+                extra[pl->n_lead + k - 2] = v;
             if (k > 0 && !(open - q[1 + 2 * k] == 2 && open[-1] == ' ')) return quarantine(o, i, mismatch, s, n);
         }
         const char *rest = q[want_quotes - 1] + 1; /* after the last quote */
-        if (pl->n_quoted == pl->n_extra) {
+        if (pl->n_lead + pl->n_quoted == pl->n_extra) {
             if (rest != s + n) return quarantine(o, i, mismatch, s, n);
-        } else if (!unquoted_values(pl, rest, (size_t)(s + n - rest), extra + pl->n_quoted)) {
+        } else if (!unquoted_values(pl, rest, (size_t)(s + n - rest), extra + pl->n_lead + pl->n_quoted)) {
             return quarantine(o, i, mismatch, s, n);
         }
     }
@@ -1150,14 +1164,18 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     }
     if (!uid_done) col_null(&o->col[C_UID], i);
 
-    /* extra: {"remote_user": ..., "var": ...} of the values present, NULL when none is (the msec
-     * layout has no $remote_user); and whether a variable says the browser opted out */
+    /* extra: {"lead": ..., "remote_user": ..., "var": ...} of the values present, in the format's
+     * order, NULL when none is (the msec layout has no $remote_user); and whether a variable says
+     * the browser opted out */
     int opted_out = 0;
     {
         growbuf *x = &o->col[C_EXTRA].data;
         size_t start = x->len;
         int members = 0;
-        for (int k = pl->msec ? 0 : -1; k < pl->n_extra; k++) {
+        for (int j = 0; j <= pl->n_extra; j++) {
+            /* the leading variables, then $remote_user (k = -1), then the others */
+            int k = j < pl->n_lead ? j : j == pl->n_lead ? -1 : j - 1;
+            if (k < 0 && pl->msec) continue;
             if (k >= 0 && pl->role[k] != ROLE_EXTRA && pl->role[k] != ROLE_XFF) continue;
             o->scratch.len = 0;
             int r = text_value(o, &o->scratch, k < 0 ? user : extra[k], k < 0 || pl->decode[k], bs);
@@ -1556,21 +1574,26 @@ static int load_plan(plan *pl, PyObject *extras) {
         return -1;
     }
     pl->n_extra = (int)n;
+    pl->n_lead = 0;
     pl->n_quoted = 0;
     pl->elastic = -1;
     pl->has_xff = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const char *key;
         Py_ssize_t key_len;
-        int role, decode, optout, quoted, elastic;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ipipp", &key, &key_len, &role, &decode, &optout,
-                              &quoted, &elastic))
+        int role, decode, optout, quoted, elastic, lead;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(extras, k), "y#ipippp", &key, &key_len, &role, &decode, &optout,
+                              &quoted, &elastic, &lead))
             return -1;
-        /* the quoted ones first; at most one elastic among the unquoted */
-        if ((quoted && k != pl->n_quoted) || (elastic && (quoted || pl->elastic >= 0))) {
+        /* the leading ones first (plain extras, in the common and combined layouts), then the
+         * quoted ones; at most one elastic among the unquoted */
+        if ((lead && (k != pl->n_lead || quoted || elastic || role != ROLE_EXTRA || optout != OPTOUT_NONE ||
+                      pl->msec || pl->json)) ||
+            (quoted && k != pl->n_lead + pl->n_quoted) || (elastic && (quoted || pl->elastic >= 0))) {
             PyErr_SetString(PyExc_ValueError, "bad variable order");
             return -1;
         }
+        if (lead) pl->n_lead++;
         if (quoted) pl->n_quoted++;
         if (elastic) pl->elastic = (int)k;
         if (role < ROLE_EXTRA || role > ROLE_XFF || optout < OPTOUT_NONE || optout > OPTOUT_HEADER ||
@@ -1582,7 +1605,7 @@ static int load_plan(plan *pl, PyObject *extras) {
         pl->optout[k] = optout;
         if (role == ROLE_XFF) pl->has_xff = 1;
     }
-    if (pl->elastic >= 0) pl->elastic -= pl->n_quoted; /* its index among the unquoted */
+    if (pl->elastic >= 0) pl->elastic -= pl->n_lead + pl->n_quoted; /* its index among the unquoted */
     return 0;
 }
 
@@ -1592,8 +1615,8 @@ PyDoc_STRVAR(parse_doc,
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
              "2 the msec layout ($msec $remote_addr \"$request\" ... as combined), 3 JSON lines, 4 and 5 common and\n"
-             "combined with [$time_iso8601] for [$time_local]. extras: ((b'\"name\":', role, decode, optout, quoted, elastic), ...) for the\n"
-             "variables after combined's user agent (the quoted ones first). ipad/opad: the HMAC pads (64 bytes\n"
+             "combined with [$time_iso8601] for [$time_local]. extras: ((b'\"name\":', role, decode, optout, quoted, elastic, lead), ...) for the\n"
+             "variables other than the layout's: leading ones before $remote_addr first, then after combined's user agent the quoted ones. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
              "indices of the rows to compute with the SQL,\n"

@@ -105,10 +105,11 @@ class Plan:
 
     layout: int  # COMMON_LAYOUT, COMBINED_LAYOUT, MSEC_LAYOUT, JSON_LAYOUT (JSON lines, no extras),
     # COMMON_ISO_LAYOUT or COMBINED_ISO_LAYOUT
-    # per variable after the user agent: ('"name":', role (0 extra, 1 uid_got, 2 uid_set, 3 x_forwarded_for),
-    # decode, opt-out: 0, 1 its value "1", 2 a Cookie header; quoted (else after the last quote,
-    # space-separated), elastic (the one of those that may hold spaces)
-    extras: tuple[tuple[bytes, int, bool, int, bool, bool], ...]
+    # per variable other than the layout's: ('"name":', role (0 extra, 1 uid_got, 2 uid_set,
+    # 3 x_forwarded_for), decode, opt-out: 0, 1 its value "1", 2 a Cookie header; quoted (else
+    # after the last quote, space-separated), elastic (the one of those that may hold spaces),
+    # lead (a word before $remote_addr, such as $host: those come first)
+    extras: tuple[tuple[bytes, int, bool, int, bool, bool, bool], ...]
 
 
 def extension_available() -> bool:
@@ -128,38 +129,44 @@ def plan_for(fmt: LogFormat) -> Plan | None:
     """The C plan of `fmt`, or None when only the SQL path handles it.
 
     A format is covered when its SQL is exactly that of common, or of combined or MSEC_HEAD
-    (common and combined also with [$time_iso8601] for [$time_local]) followed by quoted
-    variables, then variables separated by single spaces (such as `$request_time`; at most one
-    of those may hold spaces, formats._SPACE_FREE), as formats.py compiles them, so the two
-    paths read the same spec the same way."""
+    (common and combined also with [$time_iso8601] for [$time_local], and after variables
+    without spaces such as `$host`, a word each) followed by quoted variables, then variables
+    separated by single spaces (such as `$request_time`; at most one of those may hold spaces,
+    formats._SPACE_FREE), as formats.py compiles them, so the two paths read the same spec the
+    same way."""
     if fmt.spec == JSON_NAME:
         return Plan(JSON_LAYOUT, ()) if _json_keys_agree() else None
     names = [m[1] or m[2] for m in _VARIABLE.finditer(fmt.spec)]
     want = fmt.select_sql("tl_lines")
-    for layout, common, common_vars in (
+    for layout, head, head_vars in (
         (COMMON_LAYOUT, COMMON, _COMMON_VARS),
         (COMMON_ISO_LAYOUT, COMMON_ISO, _COMMON_ISO_VARS),
-    ):
-        if names == common_vars:
-            return Plan(layout, ()) if resolve_format(common, {}).select_sql("tl_lines") == want else None
-    for layout, head, head_vars in (
         (COMBINED_LAYOUT, COMBINED, _COMBINED_VARS),
         (MSEC_LAYOUT, MSEC_HEAD, _MSEC_VARS),
         (COMBINED_ISO_LAYOUT, COMBINED_ISO, _COMBINED_ISO_VARS),
     ):
-        if names[: len(head_vars)] == head_vars:
-            extras = names[len(head_vars) :]
-            break
+        at = names.index(head_vars[0]) if head_vars[0] in names else -1
+        if at < 0 or names[at : at + len(head_vars)] != head_vars:
+            continue
+        leads, rest = names[:at], names[at + len(head_vars) :]
+        if layout in (COMMON_LAYOUT, COMMON_ISO_LAYOUT) and rest:
+            continue  # combined's head starts as common's
+        break
     else:
         return None
-    if len(extras) > MAX_EXTRA or len(set(extras)) != len(extras):
+    # variables before $remote_addr (such as $host): space-free plain extras, a word each
+    if leads and (layout == MSEC_LAYOUT or any(not _plain_word(n) for n in leads)):
+        return None
+    extras = leads + rest
+    if len(extras) > MAX_EXTRA or len(set(extras)) != len(extras) or set(extras) & set(head_vars):
         return None
     if any(name in _NOT_EXTRA and name not in _ROLES for name in extras):
         return None
-    # the first `quoted` of them in double quotes, the others after the last quote
-    for quoted in range(len(extras), -1, -1):
-        unquoted = extras[quoted:]
-        spec = head + "".join(f' "${name}"' for name in extras[:quoted]) + "".join(f" ${n}" for n in unquoted)
+    head = "".join(f"${name} " for name in leads) + head
+    # the first `quoted` of the others in double quotes, then those after the last quote
+    for quoted in range(len(rest), -1, -1):
+        unquoted = rest[quoted:]
+        spec = head + "".join(f' "${name}"' for name in rest[:quoted]) + "".join(f" ${n}" for n in unquoted)
         if resolve_format(spec, {}).select_sql("tl_lines") == want:
             break
     else:
@@ -175,12 +182,18 @@ def plan_for(fmt: LogFormat) -> Plan | None:
                 _ROLES.get(name, 0),
                 name not in _NEVER_ESCAPED,
                 _OPTOUT.get(name, 0),
-                k < quoted,
+                len(leads) <= k < len(leads) + quoted,
                 name in elastic,
+                k < len(leads),
             )
             for k, name in enumerate(extras)
         ),
     )
+
+
+def _plain_word(name: str) -> bool:
+    """Whether `name` can be a variable before the head: a word without spaces, kept in `extra`."""
+    return name in _SPACE_FREE and name not in _NOT_EXTRA and name not in _ROLES and name not in _OPTOUT
 
 
 class FastParser:
