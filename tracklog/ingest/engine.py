@@ -185,7 +185,7 @@ class Ingester:
             self._params = dict(sql_pad_params(secrets))
         self._chunk_sql = self._compile_chunk_sql()
         self._fast = fast_parser(log_format, hmac_pads_of(secrets) if verify_signatures else None)
-        self.phases.note(f"lines parsed by {parse_path(log_format)}")
+        self.phases.note(f"lines parsed by {parse_path(self._fast)}")
         # the recipients of the compiled pass's chunks, looked up before they are stored (with
         # the fast parse, which the lookup's extension comes with)
         self._lookup = (

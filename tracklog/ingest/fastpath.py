@@ -334,18 +334,19 @@ def _array(name: str, length: int, parts: tuple[Any, ...], wide: bool) -> pa.Arr
     return pa.Array.from_buffers(kind, length, buffers, null_count=nulls)
 
 
-def parse_path(fmt: LogFormat) -> str:
-    """Which path parses the lines of `fmt`, and why not the compiled pass (`ingest --profile`)."""
+def parse_path(parser: FastParser | None) -> str:
+    """Which path parses the lines, given fast_parser's answer for their format, and why not the
+    compiled pass (`ingest --profile`)."""
+    if parser is not None:
+        return "the compiled pass"
     if _fastlog is None:
         return "the SQL path: the compiled extension is not built (no C compiler at install)"
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return f"the SQL path: {PURE_ENV}={os.environ[PURE_ENV]}"
-    if plan_for(fmt) is None:
-        return (
-            "the SQL path: the compiled pass does not read this log format "
-            "(2.5 times the time per line; see the README, The compiled pass)"
-        )
-    return "the compiled pass"
+    return (
+        "the SQL path: the compiled pass does not read this log format "
+        "(2.5 times the time per line; see the README, The compiled pass)"
+    )
 
 
 def fast_parser(fmt: LogFormat, pads: tuple[bytes, bytes] | None) -> FastParser | None:
