@@ -684,6 +684,27 @@ def test_wide_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert got.cast(want.schema).equals(want)
 
 
+def test_parse_refuses_plans_it_cannot_follow() -> None:
+    """parse() checks the plan it is given (fastpath.plan_for never makes these): a layout it
+    does not know, a leading variable after a quoted one or in the msec layout, a variable
+    after common's head."""
+    from tracklog.ingest import _fastlog  # type: ignore[attr-defined]
+
+    line = pa.array(["x"], pa.large_string())
+    _, offsets, data = line.buffers()
+    lead, quoted = (b'"host":', 0, True, 0, False, False, True), (b'"a":', 0, True, 0, True, False, False)
+    cases = [
+        (6, (), "bad layout"),
+        (fastpath.COMBINED_LAYOUT, (quoted, lead), "bad variable order"),
+        (fastpath.MSEC_LAYOUT, (lead,), "bad variable order"),
+        (fastpath.COMMON_LAYOUT, (lead, quoted), "leading variables only"),
+    ]
+    for layout, extras, message in cases:
+        with pytest.raises(ValueError, match=message):
+            _fastlog.parse(offsets, data, 0, 1, layout, extras, None, None)
+    assert _fastlog.parse(offsets, data, 0, 1, fastpath.COMMON_LAYOUT, (lead,), None, None)[2] is False
+
+
 # -- hypothesis: hostile combined lines ----------------------------------------------------
 
 ID = st.text("AZaz09._~-", min_size=1, max_size=3) | st.sampled_from(["x" * 128, "x" * 129, ""])

@@ -1605,6 +1605,10 @@ static int load_plan(plan *pl, PyObject *extras) {
         pl->optout[k] = optout;
         if (role == ROLE_XFF) pl->has_xff = 1;
     }
+    if (!pl->combined && !pl->json && pl->n_lead != pl->n_extra) { /* common: nothing after the head */
+        PyErr_SetString(PyExc_ValueError, "the common layouts take leading variables only");
+        return -1;
+    }
     if (pl->elastic >= 0) pl->elastic -= pl->n_lead + pl->n_quoted; /* its index among the unquoted */
     return 0;
 }
