@@ -55,6 +55,12 @@ COMMON_ISO = '$remote_addr - $remote_user [$time_iso8601] "$request" $status $bo
 # combined with a uid and a timing
 HOST_FORMAT = "$host $server_port " + UID_FORMAT + " $request_time"
 
+# nginx's upstream timing format (the nginx blog's `upstream_time`, after `main`): text around
+# the quoted timings, a variable between two of them
+UPSTREAM_FORMAT = MAIN_FORMAT + (
+    ' rt=$request_time uct="$upstream_connect_time" uht="$upstream_header_time" urt="$upstream_response_time"'
+)
+
 SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0"\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /c/NL/hero/r1?x=1&s=WhPvSB_eoIpWVhhAypsTpg HTTP/1.1" 302 0 "-" "-"\n',
@@ -100,11 +106,18 @@ SEEDS = [
     b't\\x22x - 203.0.113.9 - alice [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "" -\n',
     b' 80 203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" 1\n',
     b'80 203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" 1\n',
+    # UPSTREAM_FORMAT's: two upstreams, values absent, empty or escaped, a timing with a space,
+    # its text cut short, a space too many
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" "-" rt=0.005 uct="0.001" uht="0.002" urt="0.004, 0.002"\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=- uct="-" uht="" urt="x\\x22y"\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=0 1 uct="a" uht="b" urt="c"\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=uct="a" uht="b" urt="c"\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=0.1 uct="a"  uht="b" urt="c" \n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
 SPECS = (
     "combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json", ISO_FORMAT,
-    COMMON_ISO, HOST_FORMAT,
+    COMMON_ISO, HOST_FORMAT, UPSTREAM_FORMAT,
 )  # fmt: skip
 
 
@@ -259,7 +272,7 @@ def assert_lookup_same(data: bytes) -> None:
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
     format, the opt-out format, nginx's `main`, it with timings, JSON lines, `main` with an ISO
-    time or the uid format after $host $server_port; and cut into the
+    time, the uid format after $host $server_port or the upstream timing format; and cut into the
     keys and queries of the recipient lookup."""
     if not data:
         return
@@ -275,6 +288,7 @@ def one_input(data: bytes) -> None:
         "json",
         ISO_FORMAT,
         HOST_FORMAT,
+        UPSTREAM_FORMAT,
     )
     spec = formats[data[0] % len(formats)]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)

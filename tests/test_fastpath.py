@@ -29,6 +29,7 @@ from fuzz_fastlog import (
     SPECS,
     TIMING_FORMAT,
     UID_FORMAT,
+    UPSTREAM_FORMAT,
     assert_lookup_same,
     assert_same,
     chunk_rows,
@@ -74,6 +75,14 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         COMMON_ISO,
         COMBINED.replace("$time_local", "$time_iso8601") + ' "$uid_got"',
         HOST_FORMAT,
+        UPSTREAM_FORMAT,
+        COMBINED + " rt=$request_time",
+        COMBINED + ' $request_time "$host"',
+        COMBINED + 'rt=$request_time uct="$upstream_connect_time"',  # nginx's blog: no space
+        fastpath.MSEC_HEAD + ' "$uid_got" x "$uid_set" y=$request_time',
+        "$host "
+        + COMBINED.replace("$time_local", "$time_iso8601")
+        + ' "$http_x_forwarded_for" rt=$request_time',
         "$host " + COMMON,
         "$server_name $request_id " + ISO_FORMAT,
         (
@@ -94,9 +103,11 @@ def test_formats_covered(spec: str) -> None:
         COMBINED + ' "$request_uri"',
         COMBINED + ' "$host" "$host"',
         COMBINED + " $upstream_addr $upstream_response_time",  # two that may hold spaces
-        COMBINED + ' $request_time "$host"',  # quoted after unquoted
         COMMON + " $request_time",
-        COMBINED + " rt=$request_time",
+        COMBINED + ' $request_time $pipe "$host"',  # two variables between quotes
+        COMBINED + " rt=$request_time urt=$upstream_response_time",  # text around two after them
+        COMBINED + ' "rt=$request_time"',  # text around a quoted one
+        COMBINED + ' "$host$request_time"',  # two in one quoted value
         COMMON + " x",
         '$msec $remote_addr "$request" $status $body_bytes_sent',  # no referer, agent
         fastpath.MSEC_HEAD.replace("$msec", "$time_iso8601"),
@@ -301,6 +312,59 @@ def test_unquoted_variables() -> None:
     # nginx-config's format followed by one: the same reading
     spec = MSEC_FORMAT + " $request_time"
     head = '1793577601.123 203.0.113.9 "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "uid=CgAAAGdHk" "-"'
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, spec) == len(cases)
+    assert deferred_rows(buf, spec) == 0
+    rows = chunk_rows(buf, spec, fast=True)[1]
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+
+
+def test_text_between_quotes() -> None:
+    """nginx's upstream timing format: text around the quoted timings and a variable between two
+    quotes, read as the SQL reads a piece with one variable (starts with the text before it, ends
+    with the text after it, the value in between, spaces too). Expected `extra` by hand."""
+    head = '203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "-"'
+    u = ("upstream_connect_time", "upstream_header_time", "upstream_response_time")
+    mismatch = "does not match log format"
+    cases = [
+        (
+            ' rt=0.005 uct="0.001" uht="0.002" urt="0.004, 0.002"',
+            f'{{"request_time":"0.005","{u[0]}":"0.001","{u[1]}":"0.002","{u[2]}":"0.004, 0.002"}}',
+        ),
+        (' rt=- uct="-" uht="" urt="x\\x22y"', f'{{"{u[1]}":"","{u[2]}":"x\\"y"}}'),
+        (
+            ' rt=0 1 uct="a" uht="b" urt="c"',
+            f'{{"request_time":"0 1","{u[0]}":"a","{u[1]}":"b","{u[2]}":"c"}}',
+        ),
+        (' rt= uct="a" uht="b" urt="c"', f'{{"request_time":"","{u[0]}":"a","{u[1]}":"b","{u[2]}":"c"}}'),
+        (
+            ' rt= uct= uct="a" uht="b" urt="c"',
+            f'{{"request_time":" uct=","{u[0]}":"a","{u[1]}":"b","{u[2]}":"c"}}',
+        ),
+        (' rt=uct="a" uht="b" urt="c"', mismatch),  # shorter than its text
+        (' rt=0.1 uct="a" uht="b" urt="c" ', mismatch),  # text after the last quote
+        (' rt=0.1 uct="a"  uht="b" urt="c"', mismatch),
+        ('rt=0.1 uct="a" uht="b" urt="c"', mismatch),
+        (' rt=0.1 uct="a" uht="b"', mismatch),  # a quote short
+        (' rt=0.1 uct="a" uht="b" urt="c" "d"', mismatch),
+        (' RT=0.1 uct="a" uht="b" urt="c"', mismatch),
+    ]
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, UPSTREAM_FORMAT) == len(cases)
+    assert deferred_rows(buf, UPSTREAM_FORMAT) == 0
+    types, rows = chunk_rows(buf, UPSTREAM_FORMAT, fast=True)
+    names = [name for name, _ in types]
+    extra, reason = names.index("extra"), names.index("reason")
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    # the nginx blog's format: no space after the agent's quote; a variable after the last quote
+    spec = COMBINED + 'rt=$request_time uct="$upstream_connect_time" $pipe'
+    head = head.rsplit(" ", 1)[0]
+    cases = [
+        ('rt=0.005 uct="0.001" p', f'{{"request_time":"0.005","{u[0]}":"0.001","pipe":"p"}}'),
+        ('rt=0.005 uct="0.001" ', f'{{"request_time":"0.005","{u[0]}":"0.001","pipe":""}}'),
+        (' rt=0.005 uct="0.001" p', mismatch),
+        ('rt=0.005 uct="0.001"', mismatch),
+    ]
     buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
     assert assert_same(buf, spec) == len(cases)
     assert deferred_rows(buf, spec) == 0
@@ -687,7 +751,7 @@ def test_wide_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_parse_refuses_plans_it_cannot_follow() -> None:
     """parse() checks the plan it is given (fastpath.plan_for never makes these): a layout it
     does not know, a leading variable after a quoted one or in the msec layout, a variable
-    after common's head."""
+    after common's head, gaps (the text around the quoted ones) that do not fit the variables."""
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined]
 
     line = pa.array(["x"], pa.large_string())
@@ -703,6 +767,31 @@ def test_parse_refuses_plans_it_cannot_follow() -> None:
         with pytest.raises(ValueError, match=message):
             _fastlog.parse(offsets, data, 0, 1, layout, extras, None, None)
     assert _fastlog.parse(offsets, data, 0, 1, fastpath.COMMON_LAYOUT, (lead,), None, None)[2] is False
+    # gaps: one per quoted variable and one after the last quote; a gap's variable an unquoted
+    # one between the quoted ones around it; every unquoted one a gap's
+    word, elastic = (b'"t":', 0, False, 0, False, False, False), (b'"t":', 0, False, 0, False, True, False)
+    blank = (b" ", -1, b"")
+    combined = fastpath.COMBINED_LAYOUT
+    gapped = [
+        (combined, (quoted, word), (blank, (b" t=", 1, b"")), None),
+        (combined, (word, quoted), ((b" t=", 0, b" "), blank), None),
+        (combined, (quoted,), (blank,), "one more than the quoted"),
+        (fastpath.COMMON_LAYOUT, (), (blank,), "leading variables only|combined layouts"),
+        (combined, (quoted, elastic), (blank, (b" ", 1, b"")), "none elastic"),
+        (combined, (quoted, word), (blank, blank), "outside the gaps"),
+        (combined, (quoted, word), ((b" ", 1, b" "), blank), "bad gap variable"),  # after its quote
+        (combined, (quoted, word), (blank, (b" ", 0, b"")), "bad gap variable"),  # a quoted one
+        (combined, (lead, word, quoted), ((b" ", 0, b" "), blank), "bad gap variable"),  # a lead
+        (combined, (quoted, word), (blank, (b" ", 5, b"")), "bad gap variable"),
+        (combined, (quoted,), (blank, (b" ", -1, b"x")), "bad gap"),
+    ]
+    for layout, extras, gaps, message in gapped:
+        args = (offsets, data, 0, 1, layout, extras, None, None, False, False, gaps)
+        if message is None:
+            assert _fastlog.parse(*args)[2] is False
+            continue
+        with pytest.raises(ValueError, match=message):
+            _fastlog.parse(*args)
 
 
 # -- hypothesis: hostile combined lines ----------------------------------------------------
@@ -921,6 +1010,36 @@ def test_hostile_timing_lines(lines: list[bytes], spec: str) -> None:
         spec = COMBINED + " $request_time"
         lines = [line[: line.rindex(b' "')] + line[line.rindex(b'"') + 1 :] for line in lines]
     assert_same(b"\n".join(lines) + b"\n", spec)
+
+
+GAP_TEXT = st.sampled_from([" ", "", "  ", " rt=", " uct=", "rt=", "=", " urt=", "\\x22", " uht="])
+
+
+@st.composite
+def upstream_lines(draw: st.DrawFn) -> bytes:
+    """Lines of UPSTREAM_FORMAT: half with the format's text around the timings, half with text
+    right or not, as many quoted values as the format has or not."""
+    right = draw(st.booleans())
+    texts = [" rt=", " uct=", " uht=", " urt="]
+
+    def text(k: int) -> str:
+        return texts[k] if right else draw(GAP_TEXT | st.just(texts[k]))
+
+    tail = text(0) + draw(WORDS) + text(1)
+    for k in range(3 if right else draw(st.integers(1, 4))):
+        tail += (text(min(k + 1, 3)) if k else "") + f'"{draw(WORDS)}"'
+    tail += "" if right else draw(st.sampled_from(["", " ", " x"]))
+    line = (
+        f'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "{draw(requests())}" 200 43 "-" "{draw(FIELD)}" '
+        f'"{draw(FIELD)}"{tail}'
+    )
+    return line.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(upstream_lines(), min_size=1, max_size=30))
+def test_hostile_upstream_lines(lines: list[bytes]) -> None:
+    assert_same(b"\n".join(lines) + b"\n", UPSTREAM_FORMAT)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

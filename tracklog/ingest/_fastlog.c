@@ -1,6 +1,7 @@
 /* The compiled fast path of ingest: one pass over a batch of log lines (the `line` column of
  * tl_lines, as Arrow large_string buffers) producing the columns of tl_chunk, for nginx's
- * `combined` and `common` formats, combined followed by extra quoted variables, and the format
+ * `combined` and `common` formats, combined followed by extra quoted variables (with text
+ * around them, as nginx's upstream timing format has) and unquoted ones, and the format
  * `tracklog nginx-config` writes ($msec $remote_addr, then combined's request onwards, then
  * quoted variables).
  *
@@ -538,6 +539,15 @@ enum {
     LAYOUT_COMBINED_ISO = 5
 };
 
+/* The text between two quoted values (or after the last quote) as formats._plan_segment reads a
+ * segment with one variable or none: `pre`, then the variable `var` (its index in extras; -1:
+ * none, the text is `pre` exactly), then `post`. */
+typedef struct {
+    const char *pre, *post;
+    size_t npre, npost;
+    int var;
+} gap;
+
 typedef struct {
     int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
@@ -550,6 +560,11 @@ typedef struct {
     int n_quoted;  /* ... the others follow the last quote, separated by single spaces */
     int elastic;   /* the unquoted one whose value may hold spaces (formats._SPACE_FREE), or -1 */
     int has_xff;   /* one of them is $http_x_forwarded_for (ROLE_XFF) */
+    int n_gaps;    /* 0: single spaces between the quoted values, then the unquoted variables as
+                    * words after the last quote; else n_quoted + 1 gap templates (gap_value) */
+    gap gaps[MAX_EXTRA + 1]; /* gaps[g]: the text before quoted value g, or after the last quote */
+    int qidx[MAX_EXTRA];     /* the index in extras of quoted value k (the format's order) */
+    int first_word;          /* the index in extras of the first unquoted word (n_gaps == 0) */
     int role[MAX_EXTRA];
     int decode[MAX_EXTRA]; /* formats._NEVER_ESCAPED variables are not decoded */
     int optout[MAX_EXTRA]; /* OPTOUT_*: the variable that carries the web-tracking opt-out */
@@ -820,7 +835,7 @@ static int extra_close(output *o, size_t i, size_t start, int members) {
  * word where two spaces meet), but the elastic variable, which takes the words in between the
  * others' (its spaces too). 0 when the text does not match. */
 static int unquoted_values(const plan *pl, const char *s, size_t n, span *out) {
-    int k = pl->n_extra - pl->n_lead - pl->n_quoted;
+    int k = pl->n_extra - pl->first_word;
     if (n == 0 || s[0] != ' ') return 0;
     s++, n--;
     if (k == 1) {
@@ -848,6 +863,18 @@ static int unquoted_values(const plan *pl, const char *s, size_t n, span *out) {
         r = sp - 1;
     }
     out[e] = (span){p, (size_t)(r - p)};
+    return 1;
+}
+
+/* The gap's text `s` (n bytes): 1 when it matches, its variable's value then in out[var]. As
+ * formats._take_affixed checks it: starts with pre, ends with post, at least as long as both;
+ * the value is what lies between. */
+static int gap_value(const gap *g, const char *s, size_t n, span *out) {
+    if (g->var < 0) return n == g->npre && memcmp(s, g->pre, n) == 0;
+    if (n < g->npre + g->npost || memcmp(s, g->pre, g->npre) != 0 ||
+        memcmp(s + n - g->npost, g->post, g->npost) != 0)
+        return 0;
+    out[g->var] = (span){s + g->npre, n - g->npre - g->npost};
     return 1;
 }
 
@@ -1085,8 +1112,9 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
     }
     span referer = {0}, agent = {0};
     if (pl->combined) {
-        /* "REFERER" "AGENT"[ "EXTRA"]...: single spaces between; after the last quote, nothing,
-         * or the unquoted variables (unquoted_values) */
+        /* "REFERER" "AGENT"[ "EXTRA"]...: a single space between, or the plan's gaps between the
+         * extras; after the last quote, nothing, the unquoted variables (unquoted_values) or the
+         * last gap */
         int nvals = 2 + pl->n_quoted;
         for (int k = 0; k < nvals; k++) {
             const char *open = q[2 + 2 * k], *close = q[3 + 2 * k];
@@ -1096,13 +1124,22 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
             else if (k == 1)
                 agent = v;
             else
-                extra[pl->n_lead + k - 2] = v;
-            if (k > 0 && !(open - q[1 + 2 * k] == 2 && open[-1] == ' ')) return quarantine(o, i, mismatch, s, n);
+                extra[pl->qidx[k - 2]] = v;
+            if (k >= 2 && pl->n_gaps) {
+                const char *after = q[1 + 2 * k] + 1;
+                if (!gap_value(&pl->gaps[k - 2], after, (size_t)(open - after), extra))
+                    return quarantine(o, i, mismatch, s, n);
+            } else if (k > 0 && !(open - q[1 + 2 * k] == 2 && open[-1] == ' ')) {
+                return quarantine(o, i, mismatch, s, n);
+            }
         }
         const char *rest = q[want_quotes - 1] + 1; /* after the last quote */
-        if (pl->n_lead + pl->n_quoted == pl->n_extra) {
+        if (pl->n_gaps) {
+            if (!gap_value(&pl->gaps[pl->n_quoted], rest, (size_t)(s + n - rest), extra))
+                return quarantine(o, i, mismatch, s, n);
+        } else if (pl->first_word == pl->n_extra) {
             if (rest != s + n) return quarantine(o, i, mismatch, s, n);
-        } else if (!unquoted_values(pl, rest, (size_t)(s + n - rest), extra + pl->n_lead + pl->n_quoted)) {
+        } else if (!unquoted_values(pl, rest, (size_t)(s + n - rest), extra + pl->first_word)) {
             return quarantine(o, i, mismatch, s, n);
         }
     }
@@ -1566,7 +1603,46 @@ static PyObject *column_tuple(column *c) {
     return out;
 }
 
-static int load_plan(plan *pl, PyObject *extras) {
+static int plan_error(const char *message) {
+    PyErr_SetString(PyExc_ValueError, message);
+    return -1;
+}
+
+/* gaps: () or n_quoted + 1 (pre, var, post) (see `gap`); each unquoted variable after the head
+ * is then one gap's, between the quoted values around it */
+static int load_gaps(plan *pl, PyObject *gaps) {
+    Py_ssize_t n = PyTuple_Size(gaps);
+    if (n < 0) return -1;
+    pl->n_gaps = (int)n;
+    if (n == 0) return 0;
+    if (!pl->combined || pl->json || n != pl->n_quoted + 1 || pl->elastic >= 0)
+        return plan_error("gaps need the combined layouts, one more than the quoted variables, none elastic");
+    int used[MAX_EXTRA] = {0};
+    for (Py_ssize_t g = 0; g < n; g++) {
+        gap *gp = &pl->gaps[g];
+        Py_ssize_t npre, npost;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(gaps, g), "y#iy#", &gp->pre, &npre, &gp->var, &gp->post, &npost))
+            return -1;
+        gp->npre = (size_t)npre, gp->npost = (size_t)npost;
+        if (gp->var < 0) {
+            if (gp->var != -1 || npost) return plan_error("bad gap");
+            continue;
+        }
+        /* an unquoted variable after the leading ones, between the quoted values around its gap */
+        int lo = g == 0 ? pl->n_lead - 1 : pl->qidx[g - 1], hi = g < pl->n_quoted ? pl->qidx[g] : pl->n_extra;
+        if (gp->var <= lo || gp->var >= hi || used[gp->var]) return plan_error("bad gap variable");
+        used[gp->var] = 1;
+    }
+    for (int k = pl->n_lead; k < pl->n_extra; k++) {
+        int quoted = 0;
+        for (int j = 0; j < pl->n_quoted; j++) quoted |= pl->qidx[j] == k;
+        if (!quoted && !used[k]) return plan_error("an unquoted variable outside the gaps");
+    }
+    pl->first_word = pl->n_extra; /* no words */
+    return 0;
+}
+
+static int load_plan(plan *pl, PyObject *extras, PyObject *gaps) {
     Py_ssize_t n = PyTuple_Size(extras);
     if (n < 0) return -1;
     if (n > MAX_EXTRA) {
@@ -1586,15 +1662,18 @@ static int load_plan(plan *pl, PyObject *extras) {
                               &quoted, &elastic, &lead))
             return -1;
         /* the leading ones first (plain extras, in the common and combined layouts), then the
-         * quoted ones; at most one elastic among the unquoted */
+         * quoted ones (with gaps, the unquoted ones between them); at most one elastic among the
+         * unquoted */
+        int gapped = PyTuple_Size(gaps) > 0;
         if ((lead && (k != pl->n_lead || quoted || elastic || role != ROLE_EXTRA || optout != OPTOUT_NONE ||
                       pl->msec || pl->json)) ||
-            (quoted && k != pl->n_lead + pl->n_quoted) || (elastic && (quoted || pl->elastic >= 0))) {
+            (quoted && !gapped && k != pl->n_lead + pl->n_quoted) ||
+            (elastic && (quoted || pl->elastic >= 0))) {
             PyErr_SetString(PyExc_ValueError, "bad variable order");
             return -1;
         }
         if (lead) pl->n_lead++;
-        if (quoted) pl->n_quoted++;
+        if (quoted) pl->qidx[pl->n_quoted++] = (int)k;
         if (elastic) pl->elastic = (int)k;
         if (role < ROLE_EXTRA || role > ROLE_XFF || optout < OPTOUT_NONE || optout > OPTOUT_HEADER ||
             (optout != OPTOUT_NONE && role != ROLE_EXTRA)) {
@@ -1609,18 +1688,21 @@ static int load_plan(plan *pl, PyObject *extras) {
         PyErr_SetString(PyExc_ValueError, "the common layouts take leading variables only");
         return -1;
     }
-    if (pl->elastic >= 0) pl->elastic -= pl->n_lead + pl->n_quoted; /* its index among the unquoted */
-    return 0;
+    pl->first_word = pl->n_lead + pl->n_quoted;
+    if (pl->elastic >= 0) pl->elastic -= pl->first_word; /* its index among the unquoted */
+    return load_gaps(pl, gaps);
 }
 
 PyDoc_STRVAR(parse_doc,
-             "parse(offsets, data, offset, length, layout, extras, ipad, opad, force_wide=False, terminated=False)\n--\n\n"
+             "parse(offsets, data, offset, length, layout, extras, ipad, opad, force_wide=False, terminated=False, gaps=())\n--\n\n"
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
              "2 the msec layout ($msec $remote_addr \"$request\" ... as combined), 3 JSON lines, 4 and 5 common and\n"
              "combined with [$time_iso8601] for [$time_local]. extras: ((b'\"name\":', role, decode, optout, quoted, elastic, lead), ...) for the\n"
-             "variables other than the layout's: leading ones before $remote_addr first, then after combined's user agent the quoted ones. ipad/opad: the HMAC pads (64 bytes\n"
+             "variables other than the layout's: leading ones before $remote_addr first, then after combined's user agent the quoted ones. gaps: () (single\n"
+             "spaces between the quoted ones, the unquoted ones as words after the last quote) or ((pre, var, post), ...), the text\n"
+             "before each quoted one and after the last quote: pre, the extra `var` (-1: none), post. ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
              "indices of the rows to compute with the SQL,\n"
@@ -1630,11 +1712,11 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     Py_buffer offs, data;
     Py_ssize_t offset, length;
     int layout;
-    PyObject *extras, *ipad, *opad;
+    PyObject *extras, *ipad, *opad, *gaps = NULL;
     int force_wide = 0; /* tests: the int64 offsets of huge chunks, on small ones */
     int terminated = 0; /* the elements end with their line's '\n' (line_starts) */
-    if (!PyArg_ParseTuple(args, "y*y*nniO!OO|pp", &offs, &data, &offset, &length, &layout, &PyTuple_Type, &extras,
-                          &ipad, &opad, &force_wide, &terminated))
+    if (!PyArg_ParseTuple(args, "y*y*nniO!OO|ppO!", &offs, &data, &offset, &length, &layout, &PyTuple_Type, &extras,
+                          &ipad, &opad, &force_wide, &terminated, &PyTuple_Type, &gaps))
         return NULL;
     PyObject *result = NULL;
     plan pl;
@@ -1660,7 +1742,9 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     pl.msec = layout == LAYOUT_MSEC;
     pl.iso = layout == LAYOUT_COMMON_ISO || layout == LAYOUT_COMBINED_ISO;
     pl.json = layout == LAYOUT_JSON;
-    if (load_plan(&pl, extras)) goto done;
+    if (!gaps) gaps = PyTuple_New(0); /* a new reference, released at the end */
+    else Py_INCREF(gaps);
+    if (!gaps || load_plan(&pl, extras, gaps)) goto done;
     if (ipad != Py_None) {
         Py_ssize_t size = PyBytes_Check(ipad) ? PyBytes_GET_SIZE(ipad) : 0;
         if (!PyBytes_Check(ipad) || !PyBytes_Check(opad) || size == 0 || size % 64 != 0 ||
@@ -1722,6 +1806,7 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     }
     result = Py_BuildValue("(NNO)", cols, deferred, wide ? Py_True : Py_False);
 done:
+    Py_XDECREF(gaps);
     output_free(&o);
     PyBuffer_Release(&offs);
     PyBuffer_Release(&data);
@@ -2063,7 +2148,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "JSON_OPTOUT_KEY", JSON_OPTOUT_KEY) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 12) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 13) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -1,7 +1,8 @@
 """The compiled fast path of the chunk parse: tl_lines -> tl_chunk for the `combined` and
 `common` formats (also with [$time_iso8601] for [$time_local]), combined followed by quoted
 variables such as "$uid_got" (nginx's `main`: "$http_x_forwarded_for"), then by space-separated
-ones such as $request_time, and the format `tracklog nginx-config` writes (MSEC_HEAD followed by
+ones such as $request_time (or with text around them: `rt=$request_time uct="$upstream_connect_time"`,
+nginx's upstream timing format), and the format `tracklog nginx-config` writes (MSEC_HEAD followed by
 the same), and JSON lines, in one C pass (_fastlog.c), exactly the rows of the SQL path
 (formats.py, routes.py, signing.py), which stays the reference and the path for every other
 format, and wherever the extension is not built.
@@ -28,11 +29,14 @@ from tracklog.ingest.formats import (
     COMMON,
     JSON_NAME,
     LogFormat,
+    _split_segments,
+    _tokenize,
+    _Var,
     resolve_format,
 )
 from tracklog.routes import OPTOUT_COOKIE
 
-ABI = 12  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 13  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -110,6 +114,11 @@ class Plan:
     # after the last quote, space-separated), elastic (the one of those that may hold spaces),
     # lead (a word before $remote_addr, such as $host: those come first)
     extras: tuple[tuple[bytes, int, bool, int, bool, bool, bool], ...]
+    # () when the quoted variables after combined's user agent are separated by single spaces
+    # and the unquoted ones are words after the last quote; else the text before each quoted
+    # one and after the last quote, as (literal, extras index of its variable or -1, literal):
+    # `rt=$request_time uct="$upstream_connect_time"`, nginx's upstream timing format
+    gaps: tuple[tuple[bytes, int, bytes], ...] = ()
 
 
 def extension_available() -> bool:
@@ -170,24 +179,79 @@ def plan_for(fmt: LogFormat) -> Plan | None:
         if resolve_format(spec, {}).select_sql("tl_lines") == want:
             break
     else:
-        return None
+        return _gapped_plan(fmt, layout, head, leads, rest, want)
     elastic = [n for n in unquoted if n not in _SPACE_FREE] if len(unquoted) > 1 else []
     if len(elastic) > 1:  # the SQL matches them with a regular expression
         return None
     return Plan(
         layout,
         tuple(
-            (
-                f'"{name}":'.encode(),
-                _ROLES.get(name, 0),
-                name not in _NEVER_ESCAPED,
-                _OPTOUT.get(name, 0),
-                len(leads) <= k < len(leads) + quoted,
-                name in elastic,
-                k < len(leads),
+            _extra(
+                name,
+                quoted=len(leads) <= k < len(leads) + quoted,
+                elastic=name in elastic,
+                lead=k < len(leads),
             )
             for k, name in enumerate(extras)
         ),
+    )
+
+
+def _extra(
+    name: str, *, quoted: bool = False, elastic: bool = False, lead: bool = False
+) -> tuple[bytes, int, bool, int, bool, bool, bool]:
+    return (
+        f'"{name}":'.encode(),
+        _ROLES.get(name, 0),
+        name not in _NEVER_ESCAPED,
+        _OPTOUT.get(name, 0),
+        quoted,
+        elastic,
+        lead,
+    )
+
+
+def _gapped_plan(
+    fmt: LogFormat, layout: int, head: str, leads: list[str], rest: list[str], want: str
+) -> Plan | None:
+    """The plan of a combined-like format whose variables after the user agent are quoted ones
+    with text around them (each piece between two quotes, and after the last, a literal with at
+    most one variable: formats._plan_segment's single-variable reading), or None."""
+    if layout not in (COMBINED_LAYOUT, MSEC_LAYOUT, COMBINED_ISO_LAYOUT):
+        return None
+    tail = _split_segments(_tokenize(fmt.spec))[head.count('"') :]
+    if len(tail) % 2 == 0:
+        return None
+    names: list[str] = []
+    quoted: list[str] = []
+    gaps: list[tuple[str, str | None, str]] = []
+    for i, segment in enumerate(tail):
+        variables = [t.name for t in segment if isinstance(t, _Var)]
+        if i % 2:  # a quoted value: one variable, nothing else
+            if len(segment) != 1 or len(variables) != 1:
+                return None
+            quoted += variables
+            names += variables
+            continue
+        if len(variables) > 1:  # several: words or a regular expression (the SQL's)
+            return None
+        at = next((k for k, t in enumerate(segment) if isinstance(t, _Var)), len(segment))
+        pre, post = ("".join(str(t) for t in part) for part in (segment[:at], segment[at + 1 :]))
+        gaps.append((pre, variables[0] if variables else None, post))
+        names += variables
+    if names != rest:
+        return None
+    spec = head + "".join(
+        pre + (f"${{{name}}}" if name else "") + post + (f'"${{{quoted[g]}}}"' if g < len(quoted) else "")
+        for g, (pre, name, post) in enumerate(gaps)
+    )
+    if resolve_format(spec, {}).select_sql("tl_lines") != want:
+        return None
+    extras = leads + rest
+    return Plan(
+        layout,
+        tuple(_extra(name, quoted=name in quoted, lead=k < len(leads)) for k, name in enumerate(extras)),
+        tuple((pre.encode(), extras.index(name) if name else -1, post.encode()) for pre, name, post in gaps),
     )
 
 
@@ -229,6 +293,7 @@ class FastParser:
                 opad,
                 False,
                 terminated,
+                self.plan.gaps,
             )
             arrays = [batch.column(0), batch.column(1)]
             arrays += [
