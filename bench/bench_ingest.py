@@ -12,7 +12,8 @@ GoAccess 1.7 (Debian 12: `apt-get install -y goaccess`) is not built with zlib t
 --log-format tracklog: the same traffic in the format `tracklog nginx-config` has nginx write
 (bench/out/access-tracklog-<N>.log), which real tracking servers log; GoAccess reads it with the
 equivalent --log-format (and parses the same requests as valid). --log-format main: nginx's own
-`main` format (combined, then "$http_x_forwarded_for"); main-iso: the same with [$time_iso8601]. --pages SHARE: that share of
+`main` format (combined, then "$http_x_forwarded_for"); main-iso: the same with [$time_iso8601];
+upstream: `main` then nginx's upstream timings (rt=$request_time uct="..." ...). --pages SHARE: that share of
 the lines are the site's page tags (web tracking), bench/out/access[-tracklog]-pagesNN-<N>.log.
 """
 
@@ -67,6 +68,12 @@ GOACCESS_FORMATS = {
         "--date-format=%Y-%m-%d",
         "--time-format=%T",
     ),
+    # `main`, then the upstream timings: the request time read (as tracklog keeps it), the others skipped
+    "upstream": (
+        '--log-format=%h %^[%d:%t %^] "%r" %s %b "%R" "%u" "%^" rt=%T uct="%^" uht="%^" urt="%^"',
+        "--date-format=%d/%b/%Y",
+        "--time-format=%T",
+    ),
 }
 # what `tracklog ingest --log-format` is given: nginx-config's format (tracklog/nginx.py)
 TRACKLOG_FORMATS = {
@@ -74,6 +81,9 @@ TRACKLOG_FORMATS = {
     "tracklog": NGINX_LOG_FORMAT,
     "main": COMBINED + ' "$http_x_forwarded_for"',
     "main-iso": COMBINED.replace("[$time_local]", "[$time_iso8601]") + ' "$http_x_forwarded_for"',
+    "upstream": COMBINED
+    + ' "$http_x_forwarded_for" rt=$request_time uct="$upstream_connect_time" uht="$upstream_header_time"'
+    + ' urt="$upstream_response_time"',
 }
 
 
@@ -217,8 +227,8 @@ def main() -> None:
         "--log-format",
         choices=FORMATS,
         default="combined",
-        help="combined, the format `tracklog nginx-config` writes (tracklog), nginx's main, or main with "
-        "[$time_iso8601] (main-iso) (default: %(default)s)",
+        help="combined, the format `tracklog nginx-config` writes (tracklog), nginx's main, main with "
+        "[$time_iso8601] (main-iso), or main with the upstream timings (upstream) (default: %(default)s)",
     )
     parser.add_argument(
         "--pages",

@@ -6,7 +6,10 @@ With --format tracklog, the same traffic in the format `tracklog nginx-config` h
 (`$msec $remote_addr "$request" ... "$http_user_agent" "$uid_got" "$uid_set"`, milliseconds
 drawn at random; the browser's uid cookie on clicks and mirror views). With --format main, nginx's
 own `main` format (combined, then "$http_x_forwarded_for"); main-iso, the same with
-[$time_iso8601] ("[2026-11-02T00:00:01+00:00]") in place of [$time_local].
+[$time_iso8601] ("[2026-11-02T00:00:01+00:00]") in place of [$time_local]; upstream, `main` then
+nginx's upstream timings (`rt=$request_time uct="$upstream_connect_time"
+uht="$upstream_header_time" urt="$upstream_response_time"`: "-" for the tracking hits nginx
+answers itself, times for the rest, two upstreams now and then).
 
 About 60% opens, 30% clicks, the rest mirror pages, unsubscribes (GET and one-click POST) and
 non-tracking noise, over 5 deliveries and 50,000 recipients, signed with --secret; a few hits
@@ -41,7 +44,7 @@ RECIPIENTS = 50_000
 START = datetime(2026, 11, 2, 0, 0, 0, tzinfo=UTC)
 SPAN_SECONDS = 21 * 86400
 CHUNK = 50_000
-FORMATS = ("combined", "tracklog", "main", "main-iso")
+FORMATS = ("combined", "tracklog", "main", "main-iso", "upstream")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 DELIVERIES = {
@@ -239,12 +242,15 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float 
         ip = ips[(who * 7 + jitter) % len(ips)]
         if fmt == "combined":
             head, tail = f"{ip}{prefix}{second % 60:02d} +0000]", ""
-        elif fmt in (
-            "main",
-            "main-iso",
-        ):  # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
+        elif fmt in ("main", "main-iso", "upstream"):
+            # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
             head = f"{ip}{prefix}{second % 60:02d}{'+00:00' if fmt == 'main-iso' else ' +0000'}]"
             tail = f' "10.{who % 256}.{jitter}.1, 192.0.2.7"' if (r >> 74) & 15 == 0 else ' "-"'
+            if fmt == "upstream":  # the timings: nginx answers the tracking hits itself
+                rt = ((r >> 20) & 15) / 1000
+                up = "-" if kind != 5 else f"{rt / 2:.3f}"
+                urt = up if kind != 5 or jitter else f"{rt / 4:.3f}, {rt / 4:.3f}"
+                tail += f' rt={rt:.3f} uct="{up}" uht="{up}" urt="{urt}"'
         else:  # $msec, its milliseconds drawn from the line's random number
             head = f"{second}.{((r >> 70) & 1023) % 1000:03d} {ip}"
             tail = f' "uid=B{who:07X}0000" "-"' if kind in (1, 2) else ' "-" "-"'

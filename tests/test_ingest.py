@@ -503,7 +503,7 @@ def test_a_small_tail_is_merged_within_the_chunks_memory_limit(
     assert q(db, "SELECT count(*) FROM hits WHERE resolution IS NULL") == [(0,)]
     assert q(db, "SELECT count(*) FROM unmerged") == [(0,)]
     want = duckdb.connect()  # what DuckDB reports for each limit, computed apart
-    want.execute("SET memory_limit = '200MB'")
+    want.execute("SET memory_limit = '150MB'")
     chunks = want.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     want.execute("SET memory_limit = '300MB'")
     writer = want.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]

@@ -26,13 +26,15 @@ from tracklog.schema import apply_schema, check_tracklog_database
 
 # DuckDB's buffer pool and temporary tables fill up to these; the rest of the process (two
 # chunks of a log, the compiled pass's columns, Python) comes on top. While the chunks of a log
-# are stored (their merge's temporary tables are narrow and dropped when done with), 200 MB
-# costs no time against 300 MB and keeps the 2M-line benchmark's peak under 500 MB; a writer's
+# are stored and merged (their temporary tables are narrow and dropped when done with), DuckDB
+# sits at its limit at the peak: 150 MB costs no time against 200 MB and took 40-50 MB off the
+# peak (the 2M-line benchmark 452-454 to 401-407 MB; a format with many variables, such as
+# nginx's upstream timings, 485-511 to 447-459 MB, on 6M lines too); a writer's
 # other work (manifests, rebuilds, merges of many small inputs at once) keeps 300 MB, which a
 # rebuild's batches were sized for (derived.CATCH_UP_BATCH). See README "Performance".
 # TRACKLOG_WRITER_MEMORY (e.g. 400MB) overrides both (tuning, benchmarks).
 WRITER_MEMORY_LIMIT = "300MB"
-CHUNK_MEMORY_LIMIT = "200MB"
+CHUNK_MEMORY_LIMIT = "150MB"
 MEMORY_ENV = "TRACKLOG_WRITER_MEMORY"
 
 
