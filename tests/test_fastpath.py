@@ -370,6 +370,22 @@ def test_text_between_quotes() -> None:
     assert deferred_rows(buf, spec) == 0
     rows = chunk_rows(buf, spec, fast=True)[1]
     assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    # a variable between two spaces: the texts around it cannot overlap (a single space is
+    # too short for both)
+    spec = COMBINED + ' "$host" $request_time "$pipe"'
+    cases = [
+        (' "h" 0.1 "p"', '{"host":"h","request_time":"0.1","pipe":"p"}'),
+        (' "h"  "p"', '{"host":"h","request_time":"","pipe":"p"}'),
+        (' "h" 0 1 "p"', '{"host":"h","request_time":"0 1","pipe":"p"}'),
+        (' "h" "p"', mismatch),
+        (' "h""p"', mismatch),
+        (' "h"0.1 "p"', mismatch),
+    ]
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, spec) == len(cases)
+    assert deferred_rows(buf, spec) == 0
+    rows = chunk_rows(buf, spec, fast=True)[1]
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
 
 
 def test_json_lines() -> None:
