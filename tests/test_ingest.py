@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from conftest import apache_logs
 from logmaker import SECRET, expected_counts, line, sig, tracking_lines
 
+from tracklog import store
 from tracklog.cli import cli
 from tracklog.ingest import engine, fastpath, sources
 from tracklog.ingest.engine import SMALL_CHUNK_LINES
@@ -480,17 +481,25 @@ def test_a_small_tail_is_merged_within_the_chunks_memory_limit(
     """A large log that ends in a small chunk (stored unresolved) is merged within DuckDB's
     memory limit for chunks: with the writer's, the merge after a 2M-line log took the ingest's
     peak from 450 to 490-500 MB. Small chunks of SMALL_CHUNK_LINES lines or more in all (many
-    small logs, a cron run) are resolved within the writer's, as before."""
+    small logs, a cron run) are resolved within the writer's, as before. The last checkpoint, when
+    the connection closes (which merges the row groups the chunks left), keeps the chunks' limit
+    in both cases."""
     monkeypatch.setattr(sources, "CHUNK", 2_800_000)  # about 12,600 lines
     monkeypatch.setattr(sources, "READ", 700_000)
     seen: list[str] = []
-    real_sync = engine.derived.sync
+    at_close: list[str] = []
+    real_sync, real_close = engine.derived.sync, store.WriterSession.close
 
     def sync(con: duckdb.DuckDBPyConnection) -> None:
         seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
         real_sync(con)
 
+    def close(session: store.WriterSession) -> None:
+        at_close.append(session.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        real_close(session)
+
     monkeypatch.setattr(engine.derived, "sync", sync)
+    monkeypatch.setattr(store.WriterSession, "close", close)
     logs = []
     if small_logs == 1:  # one large chunk, then a small one
         write(tmp_path / "big.log", tracking_lines(13_000, seed=17))
@@ -508,6 +517,7 @@ def test_a_small_tail_is_merged_within_the_chunks_memory_limit(
     want.execute("SET memory_limit = '300MB'")
     writer = want.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     assert seen[-1] == (chunks if small_logs == 1 else writer)
+    assert at_close == [chunks]
 
 
 def crashed_before_a_merge(tmp_path: Path, db: Path) -> tuple[Path, Path, list[str], int]:
