@@ -276,6 +276,18 @@ def test_variables_before_the_address() -> None:
     assert [r[reason] for r in rows[len(cases) :]] == ["does not match log format"] * len(bad)
 
 
+def check_extra(spec: str, head: str, cases: list[tuple[str, str | None]]) -> None:
+    """Each line `head` + a case's tail, in `spec`: both paths agree, the C pass defers none, and
+    each line's quarantine reason, else its `extra`, is the case's (written by hand)."""
+    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
+    assert assert_same(buf, spec) == len(cases)
+    assert deferred_rows(buf, spec) == 0
+    types, rows = chunk_rows(buf, spec, fast=True)
+    names = [name for name, _ in types]
+    extra, reason = names.index("extra"), names.index("reason")
+    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+
+
 def test_unquoted_variables() -> None:
     """Variables after the last quote, as the SQL splits them: one takes everything after the
     space; several take a word each, but $upstream_response_time, which may hold spaces, takes
@@ -293,30 +305,17 @@ def test_unquoted_variables() -> None:
         ("", "does not match log format"),
         ("0.005 0.004 .", "does not match log format"),
     ]
-    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
-    assert assert_same(buf, TIMING_FORMAT) == len(cases)
-    assert deferred_rows(buf, TIMING_FORMAT) == 0
-    types, rows = chunk_rows(buf, TIMING_FORMAT, fast=True)
-    names = [name for name, _ in types]
-    extra, reason = names.index("extra"), names.index("reason")
-    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    check_extra(TIMING_FORMAT, head, cases)
     # one variable: everything after the space, spaces too
     spec = COMBINED + " $request_time"
     head = head.rsplit(" ", 1)[0]
     cases = [(" 0.005", '{"request_time":"0.005"}'), (" 0 1", '{"request_time":"0 1"}'), (" -", None)]
     cases += [("", "does not match log format"), ("0.005", "does not match log format")]
-    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
-    assert assert_same(buf, spec) == len(cases)
-    rows = chunk_rows(buf, spec, fast=True)[1]
-    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    check_extra(spec, head, cases)
     # nginx-config's format followed by one: the same reading
     spec = MSEC_FORMAT + " $request_time"
     head = '1793577601.123 203.0.113.9 "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-" "uid=CgAAAGdHk" "-"'
-    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
-    assert assert_same(buf, spec) == len(cases)
-    assert deferred_rows(buf, spec) == 0
-    rows = chunk_rows(buf, spec, fast=True)[1]
-    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    check_extra(spec, head, cases)
 
 
 def test_text_between_quotes() -> None:
@@ -349,13 +348,7 @@ def test_text_between_quotes() -> None:
         (' rt=0.1 uct="a" uht="b" urt="c" "d"', mismatch),
         (' RT=0.1 uct="a" uht="b" urt="c"', mismatch),
     ]
-    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
-    assert assert_same(buf, UPSTREAM_FORMAT) == len(cases)
-    assert deferred_rows(buf, UPSTREAM_FORMAT) == 0
-    types, rows = chunk_rows(buf, UPSTREAM_FORMAT, fast=True)
-    names = [name for name, _ in types]
-    extra, reason = names.index("extra"), names.index("reason")
-    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    check_extra(UPSTREAM_FORMAT, head, cases)
     # the nginx blog's format: no space after the agent's quote; a variable after the last quote
     spec = COMBINED + 'rt=$request_time uct="$upstream_connect_time" $pipe'
     head = head.rsplit(" ", 1)[0]
@@ -365,11 +358,7 @@ def test_text_between_quotes() -> None:
         (' rt=0.005 uct="0.001" p', mismatch),
         ('rt=0.005 uct="0.001"', mismatch),
     ]
-    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
-    assert assert_same(buf, spec) == len(cases)
-    assert deferred_rows(buf, spec) == 0
-    rows = chunk_rows(buf, spec, fast=True)[1]
-    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    check_extra(spec, head, cases)
     # a variable between two spaces: the texts around it cannot overlap (a single space is
     # too short for both)
     spec = COMBINED + ' "$host" $request_time "$pipe"'
@@ -381,11 +370,7 @@ def test_text_between_quotes() -> None:
         (' "h""p"', mismatch),
         (' "h"0.1 "p"', mismatch),
     ]
-    buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
-    assert assert_same(buf, spec) == len(cases)
-    assert deferred_rows(buf, spec) == 0
-    rows = chunk_rows(buf, spec, fast=True)[1]
-    assert [r[reason] or r[extra] for r in rows] == [want for _, want in cases]
+    check_extra(spec, head, cases)
 
 
 def test_json_lines() -> None:
