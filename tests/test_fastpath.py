@@ -89,6 +89,12 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
             "'$remote_addr - $remote_user [$time_local] ' '\"$request\" $status $body_bytes_sent ' "
             '\'"$http_referer" "$http_user_agent"\''
         ),
+        (  # the nginx blog's, pasted from a config file
+            "escape=default '$remote_addr - $remote_user [$time_local] \"$request\" ' "
+            "'$status $body_bytes_sent \"$http_referer\" ' '\"$http_user_agent\"' "
+            '\'rt=$request_time uct="$upstream_connect_time" uht="$upstream_header_time" '
+            'urt="$upstream_response_time"\''
+        ),
     ],
 )
 def test_formats_covered(spec: str) -> None:

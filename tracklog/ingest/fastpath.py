@@ -30,6 +30,7 @@ from tracklog.ingest.formats import (
     JSON_NAME,
     LogFormat,
     _split_segments,
+    _strip_config_syntax,
     _tokenize,
     _Var,
     resolve_format,
@@ -219,7 +220,7 @@ def _gapped_plan(
     most one variable: formats._plan_segment's single-variable reading), or None."""
     if layout not in (COMBINED_LAYOUT, MSEC_LAYOUT, COMBINED_ISO_LAYOUT):
         return None
-    tail = _split_segments(_tokenize(fmt.spec))[head.count('"') :]
+    tail = _split_segments(_tokenize(_strip_config_syntax(fmt.spec)[0]))[head.count('"') :]
     if len(tail) % 2 == 0:
         return None
     names: list[str] = []
