@@ -699,8 +699,9 @@ def test_profile_says_which_path_parsed_the_lines(tmp_path: Path) -> None:
     if fastpath.extension_available():
         err = run(tmp_path / "a.duckdb", "ingest", "--profile", str(log)).stderr
         assert combined in err and "SQL path" not in err
-    rt = resolve_format("combined", {}).spec + " rt=$request_time"
-    write(log, [line("/o/NL-1/r1.gif") + " rt=0.005"], mode="a")
+    # text around two variables after the last quote: the SQL's regular expression
+    rt = resolve_format("combined", {}).spec + " rt=$request_time urt=$upstream_response_time"
+    write(log, [line("/o/NL-1/r1.gif") + " rt=0.005 urt=0.004"], mode="a")
     if fastpath.extension_available():
         err = run(tmp_path / "b.duckdb", "ingest", "--profile", "--log-format", rt, str(log)).stderr
         assert sql in err and combined not in err
