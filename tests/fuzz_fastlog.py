@@ -93,6 +93,8 @@ SEEDS = [
     b'{"remote_addr":"203.0.113.9","time_local":"27/Nov/2026:09:14:00 +0100","request":"GET /o/NL/r1.gif?s=abc HTTP/1.1","status":200,"body_bytes_sent":43,"http_referer":"-","http_user_agent":"a\\"b\\u00e9\\ud83d\\ude00","request_time":"0.005"}\n',
     b'{ "msec" : "1793577601.123", "request": "GET /w/home.gif?tl=1.abc HTTP/1.1", "cookie_tl_optout": 1 }\n',
     b'{"remote_addr":"x","request":"GET / HTTP/1.1"}\n',
+    # escaped values and a referer: the referer's column must not overwrite the decoded agent
+    b'{"remote_addr":"1.2.3.4","msec":"1.000","request":"GET \\/o\\/NL\\/r1.gif HTTP/1.1","http_referer":"https://shop.example/","http_user_agent":"a\\"b\\u00e9"}\n',
     b'{"remote_addr":"x","remote_addr":"y","msec":"1.000"}\n',
     b'{"a":[1],"msec":"1.000"} x\n',
     # ISO_FORMAT's and COMMON_ISO's: an ISO time, its offset odd, a user with spaces, no brackets

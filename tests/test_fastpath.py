@@ -11,8 +11,10 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -282,7 +284,7 @@ def test_variables_before_the_address() -> None:
     assert [r[reason] for r in rows[len(cases) :]] == ["does not match log format"] * len(bad)
 
 
-def check_extra(spec: str, head: str, cases: list[tuple[str, str | None]]) -> None:
+def check_extra(spec: str, head: str, cases: Sequence[tuple[str, str | None]]) -> None:
     """Each line `head` + a case's tail, in `spec`: both paths agree, the C pass defers none, and
     each line's quarantine reason, else its `extra`, is the case's (written by hand)."""
     buf = "".join(f"{head}{tail}\n" for tail, _ in cases).encode()
@@ -500,6 +502,38 @@ def test_json_lines() -> None:
     ts = names.index("ts")
     local, iso = datetime(2026, 11, 27, 8, 14), datetime(2026, 11, 27, 8, 14)
     assert [rows[k][ts] for k in (0, 2, 8)] == [local, datetime(2026, 11, 2, 0, 0, 1, 123_000), iso]
+
+
+def test_json_decoded_values_are_not_overwritten() -> None:
+    """A JSON line's escaped values are decoded into a buffer that the referer and user agent
+    columns must not share: the referer's copy overwrote an escaped user agent with its own bytes
+    (found by a longer sanitized run: "a\\"b..." stored as the referer's first bytes). Expected
+    values written by hand."""
+    t = '"time_local":"27/Nov/2026:09:14:00 +0100","status":200'
+    lines = [
+        (
+            (
+                f'{{"remote_addr":"1.2.3.4",{t},"request":"GET \\/o\\/D1\\/r1.gif HTTP/1.1",'
+                '"http_referer":"https:\\/\\/shop.example\\/a","http_user_agent":"Mozilla \\"x\\"",'
+                '"request_time":"0\\u002e005"}'
+            ),
+            ("https://shop.example/a", 'Mozilla "x"', "r1", '{"request_time":"0.005"}'),
+        ),
+        (
+            (
+                f'{{"remote_addr":"1.2.3.4",{t},"request":"GET /o/D1/r2.gif HTTP/1.1",'
+                '"http_referer":"https://a.example/a/long/referer","http_user_agent":"a\\\\b\\u00e9"}'
+            ),
+            ("https://a.example/a/long/referer", "a\\b\u00e9", "r2", None),
+        ),
+    ]
+    buf = "".join(f"{line}\n" for line, _ in lines).encode()
+    assert assert_same(buf, "json") == len(lines)
+    assert deferred_rows(buf, "json") == 0
+    types, rows = chunk_rows(buf, "json", fast=True)
+    names = [name for name, _ in types]
+    got = [tuple(r[names.index(c)] for c in ("referer", "user_agent", "recipient_id", "extra")) for r in rows]
+    assert got == [want for _, want in lines]
 
 
 def test_msec_layout_with_other_variables() -> None:
@@ -1098,8 +1132,16 @@ JSON_VALUES = (
 def json_lines(draw: st.DrawFn) -> bytes:
     """JSON lines of any keys (the canonical ones, the opt-out cookie, others), values strings,
     numbers and what is neither, spaced or not, escaped as ASCII or not, a key sometimes twice,
-    sometimes cut or followed by junk."""
+    sometimes cut or followed by junk; half of them a line nginx could write (every column's key,
+    the referer and agent any text, escaped or not), then any other pairs."""
     pairs = draw(st.lists(st.tuples(JSON_KEYS, JSON_VALUES), max_size=8))
+    if draw(st.booleans()):
+        request = draw(st.builds(lambda t: f"GET {t} HTTP/1.1", targets()))
+        base: dict[str, Any] = {
+            "remote_addr": "203.0.113.9", "time_local": "27/Nov/2026:09:14:00 +0100", "request": request,
+            "status": 200, "http_referer": draw(FIELD), "http_user_agent": draw(FIELD),
+        }  # fmt: skip
+        pairs = [*base.items(), *(p for p in pairs if p[0] not in base)]
     ascii_only = draw(st.booleans())
     sep = draw(st.sampled_from([",", ", ", " ,\t"])), draw(st.sampled_from([":", ": ", " : "]))
     items = [

@@ -699,7 +699,7 @@ def test_profile_says_which_path_parsed_the_lines(tmp_path: Path) -> None:
     if fastpath.extension_available():
         err = run(tmp_path / "a.duckdb", "ingest", "--profile", str(log)).stderr
         assert combined in err and "SQL path" not in err
-    # text around two variables after the last quote: the SQL's regular expression
+    # text around two variables after the last quote: not read by the compiled pass
     rt = resolve_format("combined", {}).spec + " rt=$request_time urt=$upstream_response_time"
     write(log, [line("/o/NL-1/r1.gif") + " rt=0.005 urt=0.004"], mode="a")
     if fastpath.extension_available():

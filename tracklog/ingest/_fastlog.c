@@ -587,6 +587,7 @@ typedef struct {
     column col[N_COLS];
     growbuf deferred; /* int64 row indices */
     growbuf scratch, scratch2;
+    growbuf arena; /* a JSON line's decoded string values (json_string), read until the line is done */
     tokens tk;
 } output;
 
@@ -1381,8 +1382,10 @@ static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, s
     json_pair pairs[JSON_MAX_PAIRS];
     const json_pair *known[J_KNOWN] = {0};
     int np = 0;
-    o->scratch.len = 0;
-    if (gb_reserve(&o->scratch, n)) return -1; /* decoded values: never longer than the line */
+    /* the decoded values have a buffer of their own: text_column and request_columns write
+     * the columns' values through scratch and scratch2 while the spans into it are read */
+    o->arena.len = 0;
+    if (gb_reserve(&o->arena, n)) return -1; /* decoded values: never longer than the line */
     const char *p = s, *end = s + n;
     while (p < end && json_ws(*p)) p++;
     if (p == end || *p != '{') return defer_row(o, i);
@@ -1404,7 +1407,7 @@ static int parse_json_line(const plan *pl, output *o, size_t i, const char *s, s
         while (p < end && json_ws(*p)) p++;
         if (p == end) return defer_row(o, i);
         if (*p == '"') {
-            if (!json_string(&p, end, &o->scratch, &pr->value)) return defer_row(o, i);
+            if (!json_string(&p, end, &o->arena, &pr->value)) return defer_row(o, i);
             pr->number = 0;
         } else {
             const char *v0 = p;
@@ -1575,6 +1578,7 @@ static void output_free(output *o) {
     gb_free(&o->deferred);
     gb_free(&o->scratch);
     gb_free(&o->scratch2);
+    gb_free(&o->arena);
     free(o->tk.t);
 }
 
