@@ -1658,6 +1658,7 @@ static int load_plan(plan *pl, PyObject *extras, PyObject *gaps) {
     pl->n_quoted = 0;
     pl->elastic = -1;
     pl->has_xff = 0;
+    int gapped = PyTuple_Size(gaps) > 0;
     for (Py_ssize_t k = 0; k < n; k++) {
         const char *key;
         Py_ssize_t key_len;
@@ -1668,7 +1669,6 @@ static int load_plan(plan *pl, PyObject *extras, PyObject *gaps) {
         /* the leading ones first (plain extras, in the common and combined layouts), then the
          * quoted ones (with gaps, the unquoted ones between them); at most one elastic among the
          * unquoted */
-        int gapped = PyTuple_Size(gaps) > 0;
         if ((lead && (k != pl->n_lead || quoted || elastic || role != ROLE_EXTRA || optout != OPTOUT_NONE ||
                       pl->msec || pl->json)) ||
             (quoted && !gapped && k != pl->n_lead + pl->n_quoted) ||
