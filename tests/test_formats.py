@@ -248,6 +248,60 @@ def test_unquoted_spaced_variables_fall_back_to_a_regexp() -> None:
     assert parse_one(spec, "192.0.2.1 no bar here")["reason"] == "does not match log format"
 
 
+INGRESS_NGINX = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+    '"$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
+    "[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length "
+    "$upstream_response_time $upstream_status $req_id"
+)
+
+
+def test_ingress_nginx_default_format() -> None:
+    """ingress-nginx's default log_format: several upstream lists after the last quote, each
+    taking its whole list (one server, several, an internal redirect's two groups), and the
+    request id at the end (the first match of an unanchored regexp left it empty)."""
+    head = '192.0.2.1 - - [27/Nov/2026:09:14:00 +0000] "GET /c/D/R/1?s=x HTTP/1.1" 302 0 "-" "Mozilla/5.0" '
+    one = parse_one(INGRESS_NGINX, head + "512 0.004 [default-tracking-80] [] 10.0.0.7:8080 0 0.002 302 5f3c9a1e")
+    assert (one["reason"], one["status"], one["user_agent"]) == (None, 302, "Mozilla/5.0")
+    assert json.loads(one["extra"]) == {
+        "request_length": "512",
+        "request_time": "0.004",
+        "proxy_upstream_name": "default-tracking-80",
+        "proxy_alternative_upstream_name": "",
+        "upstream_addr": "10.0.0.7:8080",
+        "upstream_response_length": "0",
+        "upstream_response_time": "0.002",
+        "upstream_status": "302",
+        "req_id": "5f3c9a1e",
+    }
+    lists = "10.0.0.7:8080, 10.0.0.8:8080 : 10.0.1.1:80 0, 0 : 5 0.002, 0.002 : 0.001 502, 302 : 200 ab12"
+    many = json.loads(parse_one(INGRESS_NGINX, head + "512 0.004 [t-80] [t-canary-80] " + lists)["extra"])
+    assert (many["upstream_addr"], many["upstream_response_length"]) == (
+        "10.0.0.7:8080, 10.0.0.8:8080 : 10.0.1.1:80",
+        "0, 0 : 5",
+    )
+    assert (many["upstream_response_time"], many["upstream_status"], many["req_id"]) == (
+        "0.002, 0.002 : 0.001",
+        "502, 302 : 200",
+        "ab12",
+    )
+    assert many["proxy_alternative_upstream_name"] == "t-canary-80"
+    # a list whose elements do not fit (an element with a space) does not match the format
+    bad = head + "512 0.004 [t-80] [] 10.0.0.7:8080,  10.0.0.8:8080 0 0.002 302 ab12"
+    assert parse_one(INGRESS_NGINX, bad)["reason"] == "does not match log format"
+
+
+def test_regexp_values_are_those_of_the_whole_line() -> None:
+    """Variables that may hold spaces, matched by a regular expression: each takes the shortest
+    text that lets the rest of the line match, the last one the rest."""
+    spec = '$remote_addr [$time_local] "$request" $status $http_x_a $http_x_b'
+    head = '192.0.2.1 [27/Nov/2026:09:14:00 +0000] "GET / HTTP/1.1" 200 '
+    assert json.loads(parse_one(spec, head + "a b c d")["extra"]) == {"http_x_a": "a", "http_x_b": "b c d"}
+    bracketed = '$remote_addr [$time_local] "$request" $status [$http_x_a] $http_x_b [$http_x_c]'
+    row = parse_one(bracketed, head + "[x] y] z [w] v]")
+    assert json.loads(row["extra"]) == {"http_x_a": "x", "http_x_b": "y] z", "http_x_c": "w] v"}
+
+
 def test_json_lines_by_variable_name() -> None:
     lines = [
         json.dumps(

@@ -75,8 +75,30 @@ _SPACE_FREE = frozenset(
         "gzip_ratio",
         "ssl_protocol",
         "ssl_cipher",
+        # ingress-nginx's default log format: a request id in hex and Kubernetes upstream names
+        # (namespace-service-port), which hold no space
+        "req_id",
+        "proxy_upstream_name",
+        "proxy_alternative_upstream_name",
     }
 )
+# nginx's upstream variables are lists when a request tried several servers: "a, b", and "a, b :
+# c" after an internal redirect (nginx's documentation of $upstream_addr), each element without a
+# space. Where a segment is matched by a regular expression, such a variable takes a whole list
+# (not the shortest text that lets the rest match, which would split "a, b" between two of them).
+_LISTS = frozenset(
+    {
+        "upstream_addr",
+        "upstream_status",
+        "upstream_response_time",
+        "upstream_connect_time",
+        "upstream_header_time",
+        "upstream_response_length",
+        "upstream_bytes_received",
+        "upstream_bytes_sent",
+    }
+)
+_LIST_RE2 = "([^ ]*(?:(?:, | : )[^ ]*)*)"
 _SPACES_IN = {"time_local": 1}
 # Values nginx never needs to escape (numbers, addresses, times): no decoding for them.
 _NEVER_ESCAPED = frozenset(
@@ -386,7 +408,12 @@ def _strip_affixes(ref: str, prefix: str, suffix: str) -> str:
 
 def _take_regexp(piece: str, segment: list[_Token], raw: _RawValues) -> list[str]:
     """Fallback for what splitting cannot express: several variables that may hold spaces, or
-    variables with no literal between them. RE2 capture groups are slow, but only such formats pay."""
+    variables with no literal between them. RE2 capture groups are slow, but only such formats pay.
+
+    The values are those of the match of the whole piece (anchored: regexp_extract finds the
+    first match, which ends early when the last variable may be empty): each variable that may
+    hold spaces takes the shortest text that lets the rest match, an upstream list the longest
+    list."""
     pattern = ""
     names: list[str] = []
     for token in segment:
@@ -394,9 +421,11 @@ def _take_regexp(piece: str, segment: list[_Token], raw: _RawValues) -> list[str
             pattern += _re2_escape(token)
         else:
             names.append(token.name)
-            pattern += "([^ ]*)" if token.name in _SPACE_FREE else "(.*?)"
+            pattern += (
+                "([^ ]*)" if token.name in _SPACE_FREE else _LIST_RE2 if token.name in _LISTS else "(.*?)"
+            )
     groups = ", ".join(_literal(f"g{i}") for i in range(len(names)))
-    extracted = f"regexp_extract({piece}, {_literal(pattern)}, [{groups}])"
+    extracted = f"regexp_extract({piece}, {_literal('^' + pattern + '$')}, [{groups}])"
     for i, name in enumerate(names):
         raw.add(name, f"{extracted}.g{i}")
     return [f"regexp_full_match({piece}, {_literal(pattern)})"]
