@@ -60,6 +60,12 @@ HOST_FORMAT = "$host $server_port " + UID_FORMAT + " $request_time"
 UPSTREAM_FORMAT = MAIN_FORMAT + (
     ' rt=$request_time uct="$upstream_connect_time" uht="$upstream_header_time" urt="$upstream_response_time"'
 )
+# ingress-nginx's default log format: words with text around them after the last quote, four
+# upstream lists among them (the SQL's regular expression)
+INGRESS_FORMAT = COMBINED + (
+    " $request_length $request_time [$proxy_upstream_name] [$proxy_alternative_upstream_name] $upstream_addr"
+    " $upstream_response_length $upstream_response_time $upstream_status $req_id"
+)
 
 SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif?s=abc HTTP/1.1" 200 43 "-" "Mozilla/5.0"\n',
@@ -115,11 +121,16 @@ SEEDS = [
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=0 1 uct="a" uht="b" urt="c"\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=uct="a" uht="b" urt="c"\n',
     b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" "-" rt=0.1 uct="a"  uht="b" urt="c" \n',
+    # INGRESS_FORMAT's: one upstream, several (the SQL's reading), a word short, brackets missing
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/NL/r1.gif HTTP/1.1" 200 43 "-" "-" 512 0.004 [ns-t-80] [] 10.0.0.7:80 43 0.002 200 5f3c\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" 512 0.004 [ns-t-80] [x\\x22] 10.0.0.7:80, 10.0.0.8:80 : 10.0.1.1:80 0, 0 : 5 0.1, 0.2 : 0.3 502, 502 : 200 ab\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" 512 0.004 [ns-t-80] [] 10.0.0.7:80 43 0.002 200\n',
+    b'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET / HTTP/1.1" 200 43 "-" "-" 512 0.004 ns-t-80 [] - - - - -\n',
 ]
 # the formats the fuzz target and the sanitized run take the seeds through
 SPECS = (
     "combined", "common", UID_FORMAT, MSEC_FORMAT, OPTOUT_FORMAT, MAIN_FORMAT, TIMING_FORMAT, "json", ISO_FORMAT,
-    COMMON_ISO, HOST_FORMAT, UPSTREAM_FORMAT,
+    COMMON_ISO, HOST_FORMAT, UPSTREAM_FORMAT, INGRESS_FORMAT,
 )  # fmt: skip
 
 
@@ -274,8 +285,8 @@ def assert_lookup_same(data: bytes) -> None:
 def one_input(data: bytes) -> None:
     """The fuzz target: the input as a chunk of lines, in combined, the uid format, the msec
     format, the opt-out format, nginx's `main`, it with timings, JSON lines, `main` with an ISO
-    time, the uid format after $host $server_port or the upstream timing format; and cut into the
-    keys and queries of the recipient lookup."""
+    time, the uid format after $host $server_port, the upstream timing format or ingress-nginx's;
+    and cut into the keys and queries of the recipient lookup."""
     if not data:
         return
     assert_lookup_same(data)
@@ -291,6 +302,7 @@ def one_input(data: bytes) -> None:
         ISO_FORMAT,
         HOST_FORMAT,
         UPSTREAM_FORMAT,
+        INGRESS_FORMAT,
     )
     spec = formats[data[0] % len(formats)]
     assert_same(buf, spec, verify=data[-1] % 4 != 0)

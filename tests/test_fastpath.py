@@ -22,6 +22,7 @@ from conftest import LOG_FORMAT, apache_logs, log_line, make_dataset
 from fuzz_fastlog import (
     COMMON_ISO,
     HOST_FORMAT,
+    INGRESS_FORMAT,
     ISO_FORMAT,
     MAIN_FORMAT,
     MSEC_FORMAT,
@@ -78,6 +79,11 @@ pytestmark = pytest.mark.skipif(not fastpath.extension_available(), reason="the 
         COMBINED.replace("$time_local", "$time_iso8601") + ' "$uid_got"',
         HOST_FORMAT,
         UPSTREAM_FORMAT,
+        INGRESS_FORMAT,
+        COMBINED + " $upstream_addr $upstream_response_time",  # two that may hold spaces: words
+        COMBINED + " rt=$request_time urt=$upstream_response_time",  # text around two after them
+        MAIN_FORMAT + " [$request_time] - $pipe",
+        COMBINED + ' "$host" $request_time $pipe x$request_id',
         COMBINED + " rt=$request_time",
         COMBINED + ' $request_time "$host"',
         COMBINED + 'rt=$request_time uct="$upstream_connect_time"',  # nginx's blog: no space
@@ -110,10 +116,10 @@ def test_formats_covered(spec: str) -> None:
         COMBINED + ' "$remote_addr"',  # canonical: not an extra
         COMBINED + ' "$request_uri"',
         COMBINED + ' "$host" "$host"',
-        COMBINED + " $upstream_addr $upstream_response_time",  # two that may hold spaces
         COMMON + " $request_time",
         COMBINED + ' $request_time $pipe "$host"',  # two variables between quotes
-        COMBINED + " rt=$request_time urt=$upstream_response_time",  # text around two after them
+        COMBINED + " $request_time$pipe x",  # two in one word
+        COMBINED + ' x "$host" $request_time $pipe',  # text between quotes, then words
         COMBINED + ' "rt=$request_time"',  # text around a quoted one
         COMBINED + ' "$host$request_time"',  # two in one quoted value
         COMMON + " x",
@@ -377,6 +383,74 @@ def test_text_between_quotes() -> None:
         (' "h" "p"', mismatch),
         (' "h""p"', mismatch),
         (' "h"0.1 "p"', mismatch),
+    ]
+    check_extra(spec, head, cases)
+
+
+def test_words_after_the_last_quote() -> None:
+    """Several variables after the last quote with text around them: a word each, as the SQL
+    splits them (one that may hold spaces takes the words between the others'); with several
+    that may hold spaces, as the SQL's regular expression reads them: ingress-nginx's default
+    format (its upstream lists "a, b" and "a, b : c"), where a line with more words than the
+    format is left to the SQL. Expected `extra` written by hand."""
+    head = '203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-"'
+    mismatch = "does not match log format"
+    keys = (
+        "request_length", "request_time", "proxy_upstream_name", "proxy_alternative_upstream_name",
+        "upstream_addr", "upstream_response_length", "upstream_response_time", "upstream_status", "req_id",
+    )  # fmt: skip
+
+    def extra(*values: str | None) -> str:
+        return (
+            "{" + ",".join(f'"{k}":"{v}"' for k, v in zip(keys, values, strict=True) if v is not None) + "}"
+        )
+
+    cases = [
+        (
+            " 512 0.004 [ns-t-80] [] 10.0.0.7:80 43 0.002 302 5f3c",
+            extra("512", "0.004", "ns-t-80", "", "10.0.0.7:80", "43", "0.002", "302", "5f3c"),
+        ),
+        (
+            " 512 0.004 [-] [x\\x22y] - - - - -",
+            extra("512", "0.004", None, 'x\\"y', None, None, None, None, None),
+        ),
+        (
+            " 512 0.004 [] [] 10.0.0.7:80,x 0 0 200 ",
+            extra("512", "0.004", "", "", "10.0.0.7:80,x", "0", "0", "200", ""),
+        ),
+        (" 512 0.004 [a]b] [] 1 2 3 4 5", extra("512", "0.004", "a]b", "", "1", "2", "3", "4", "5")),
+        (" 512 0.004 [ns-t-80] [] 10.0.0.7:80 43 0.002 302", mismatch),  # a word short
+        (" 512 0.004 ns-t-80 [] 1 2 3 4 5", mismatch),  # no brackets
+        (" 512 0.004 [ns-t-80 [] 1 2 3 4 5", mismatch),
+        (" 512 0.004 [] 1 2 3 4 5", mismatch),
+        ("512 0.004 [a] [] 1 2 3 4 5", mismatch),
+        ("", mismatch),
+    ]
+    check_extra(INGRESS_FORMAT, head, cases)
+    # several servers: more words than the format, the SQL's (each list whole)
+    lists = " 512 0.004 [t-80] [] 10.0.0.7:80, 10.0.0.8:80 : 10.0.1.1:80 0, 0 : 5 0.1, 0.2 : 0.3 502, 502 : 200 ab"
+    buf = f"{head}{lists}\n{head}{cases[0][0]}\n".encode()
+    assert assert_same(buf, INGRESS_FORMAT) == 2
+    assert deferred_rows(buf, INGRESS_FORMAT) == 1
+    types, rows = chunk_rows(buf, INGRESS_FORMAT, fast=True)
+    got = json.loads(rows[0][[name for name, _ in types].index("extra")])
+    assert (got["upstream_addr"], got["upstream_status"], got["req_id"]) == (
+        "10.0.0.7:80, 10.0.0.8:80 : 10.0.1.1:80",
+        "502, 502 : 200",
+        "ab",
+    )
+    # text around two, one of which may hold spaces: it takes the words between
+    spec = COMBINED + " rt=$request_time urt=$upstream_response_time x"
+    cases = [
+        (" rt=0.1 urt=0.2 x", '{"request_time":"0.1","upstream_response_time":"0.2"}'),
+        (" rt=0.1 urt=0.2, 0.3 : 0.4 x", '{"request_time":"0.1","upstream_response_time":"0.2, 0.3 : 0.4"}'),
+        (" rt=0.1 urt= x", '{"request_time":"0.1","upstream_response_time":""}'),
+        (" rt= urt=- x", '{"request_time":""}'),
+        (" rt=0.1 urt=0.2 y", mismatch),
+        (" rt=0.1 ur=0.2 x", mismatch),
+        (" rt=0.1 x", mismatch),
+        (" rt=0.1  x", mismatch),
+        (" rt=0.1 urt=0.2", mismatch),
     ]
     check_extra(spec, head, cases)
 
@@ -1081,6 +1155,41 @@ def upstream_lines(draw: st.DrawFn) -> bytes:
 @given(st.lists(upstream_lines(), min_size=1, max_size=30))
 def test_hostile_upstream_lines(lines: list[bytes]) -> None:
     assert_same(b"\n".join(lines) + b"\n", UPSTREAM_FORMAT)
+
+
+LIST_ELEMENT = st.sampled_from(["10.0.0.7:80", "0.002", "-", "", "502", "unix:/s", "a,b"])
+
+
+@st.composite
+def ingress_lines(draw: st.DrawFn) -> bytes:
+    """Lines of INGRESS_FORMAT: half with its brackets, and upstream lists of one element or
+    several (", " and " : " between them); half with any words, brackets or not, spaces doubled
+    or missing."""
+    if draw(st.booleans()):
+        words = [draw(WORDS), draw(WORDS), f"[{draw(WORDS)}]", f"[{draw(WORDS)}]"]
+        for _ in range(4):
+            elements = draw(st.lists(LIST_ELEMENT | WORDS, min_size=1, max_size=3))
+            words.append(
+                "".join(
+                    e + (draw(st.sampled_from([", ", " : "])) if k < len(elements) - 1 else "")
+                    for k, e in enumerate(elements)
+                )
+            )
+        words.append(draw(WORDS))
+        tail = " " + " ".join(words)
+    else:
+        pieces = draw(st.lists(WORDS | st.sampled_from(["[", "]", "[x]", "[]", ", ", " : "]), max_size=14))
+        tail = "".join(p + draw(st.sampled_from([" ", "", "  "])) for p in pieces)
+    line = (
+        f'203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "{draw(requests())}" 200 43 "-" "{draw(FIELD)}"{tail}'
+    )
+    return line.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ingress_lines(), min_size=1, max_size=30))
+def test_hostile_ingress_lines(lines: list[bytes]) -> None:
+    assert_same(b"\n".join(lines) + b"\n", INGRESS_FORMAT)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -261,7 +261,9 @@ def test_ingress_nginx_default_format() -> None:
     taking its whole list (one server, several, an internal redirect's two groups), and the
     request id at the end (the first match of an unanchored regexp left it empty)."""
     head = '192.0.2.1 - - [27/Nov/2026:09:14:00 +0000] "GET /c/D/R/1?s=x HTTP/1.1" 302 0 "-" "Mozilla/5.0" '
-    one = parse_one(INGRESS_NGINX, head + "512 0.004 [default-tracking-80] [] 10.0.0.7:8080 0 0.002 302 5f3c9a1e")
+    one = parse_one(
+        INGRESS_NGINX, head + "512 0.004 [default-tracking-80] [] 10.0.0.7:8080 0 0.002 302 5f3c9a1e"
+    )
     assert (one["reason"], one["status"], one["user_agent"]) == (None, 302, "Mozilla/5.0")
     assert json.loads(one["extra"]) == {
         "request_length": "512",

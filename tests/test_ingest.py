@@ -789,6 +789,58 @@ def ingest_in_chunks(db: Path, log: Path, chunk_bytes: int) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def _chunks_of(log: Path, spec: str) -> list[engine.Chunk]:
+    stream = sources.LogStream(sources.InputSpec(str(log)))
+    try:
+        return list(engine._split_chunks(stream, 0, 0, fast_parser(resolve_format(spec, {}), None)))
+    finally:
+        stream.close()
+
+
+@pytest.mark.skipif(not fastpath.extension_available(), reason="the C extension is not built")
+def test_wide_parsed_rows_make_smaller_chunks(tmp_path: Path, monkeypatch) -> None:
+    """A chunk holds at most sources.PARSED_CHUNK bytes of parsed columns: a format whose
+    variables kept in `extra` make the parsed rows wider than the lines (ingress-nginx's default
+    format: each value written with its name) gathers fewer pieces into a chunk; combined's
+    narrower rows still fill a chunk with four pieces. Every line is in one chunk, in order."""
+    spec = (
+        '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" '
+        '"$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
+        "[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length "
+        "$upstream_response_time $upstream_status $req_id"
+    )
+    texts = tracking_lines(3000, seed=5)
+    tail = " 512 0.004 [ns-t-80] [] 10.0.0.7:8080 43 0.002 302 {:016x}"
+    wide, narrow = tmp_path / "ingress.log", tmp_path / "combined.log"
+    wide.write_text("".join(t.rstrip("\n") + tail.format(i) + "\n" for i, t in enumerate(texts)))
+    narrow.write_text("".join(texts))
+    monkeypatch.setattr(sources, "CHUNK", 40_000)
+    monkeypatch.setattr(sources, "READ", 10_000)
+    monkeypatch.setattr(sources, "PARSED_CHUNK", 30_000)
+
+    def parsed(chunk: engine.Chunk) -> int:
+        assert chunk.parsed is not None
+        return int(chunk.parsed[0].nbytes)
+
+    for log, spec_of, per_chunk in ((wide, spec, 2), (narrow, "combined", 4)):
+        chunks = _chunks_of(log, spec_of)
+        at, seen = 0, 0
+        for chunk in chunks:
+            assert chunk.offset == at
+            assert chunk.lines.column("line_no").to_pylist() == list(
+                range(seen + 1, seen + 1 + chunk.lines.num_rows)
+            )
+            at, seen = at + chunk.size, seen + chunk.lines.num_rows
+        assert (at, seen) == (log.stat().st_size, len(texts))
+        # all but the last: as many pieces as fit, of about READ bytes each
+        assert all(per_chunk * 9_000 < c.size < per_chunk * 11_000 for c in chunks[:-1]), [
+            c.size for c in chunks
+        ]
+        assert all(parsed(c) <= 30_000 for c in chunks)
+    # the wide format's pieces parse into more bytes than their lines; combined's into fewer
+    assert parsed(_chunks_of(wide, spec)[0]) > 20_000 > parsed(_chunks_of(narrow, "combined")[0]) / 2
+
+
 def test_chunks_gathered_from_pieces_store_what_one_chunk_does(tmp_path: Path, monkeypatch) -> None:
     """A chunk is read, split and parsed in pieces (sources.READ bytes) gathered into chunks of
     sources.CHUNK bytes; a piece with repaired lines (raw bytes kept for the quarantine) is a

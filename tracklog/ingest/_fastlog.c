@@ -527,6 +527,7 @@ enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2, ROLE_XFF = 3 };
 /* routes.OPTED_OUT_SQL: "$cookie_tl_optout" is "1", or "$http_cookie" holds tl_optout=1 */
 enum { OPTOUT_NONE = 0, OPTOUT_COOKIE = 1, OPTOUT_HEADER = 2 };
 #define MAX_EXTRA 16
+#define MAX_WORDS 32 /* words after the last quote (formats._word_template) */
 #define MAX_KEYS 16 /* config.MAX_SECRETS */
 
 /* the layouts parse() takes (fastpath.Plan.layout) */
@@ -563,6 +564,11 @@ typedef struct {
     int n_gaps;    /* 0: single spaces between the quoted values, then the unquoted variables as
                     * words after the last quote; else n_quoted + 1 gap templates (gap_value) */
     gap gaps[MAX_EXTRA + 1]; /* gaps[g]: the text before quoted value g, or after the last quote */
+    int n_words;             /* 0, or the words after the last quote (formats._word_template), each
+                              * a text with at most one variable in it (tail_words) */
+    int word_e;              /* the word whose variable may hold spaces, -1 none, -2 several (the SQL's
+                              * regular expression: a line with another number of words is deferred) */
+    gap words[MAX_WORDS];
     int qidx[MAX_EXTRA];     /* the index in extras of quoted value k (the format's order) */
     int first_word;          /* the index in extras of the first unquoted word (n_gaps == 0) */
     int role[MAX_EXTRA];
@@ -871,11 +877,51 @@ static int unquoted_values(const plan *pl, const char *s, size_t n, span *out) {
  * formats._take_affixed checks it: starts with pre, ends with post, at least as long as both;
  * the value is what lies between. */
 static int gap_value(const gap *g, const char *s, size_t n, span *out) {
-    if (g->var < 0) return n == g->npre && memcmp(s, g->pre, n) == 0;
-    if (n < g->npre + g->npost || memcmp(s, g->pre, g->npre) != 0 ||
-        memcmp(s + n - g->npost, g->post, g->npost) != 0)
+    if (g->var < 0) return n == g->npre && (n == 0 || memcmp(s, g->pre, n) == 0);
+    if (n < g->npre + g->npost || (g->npre && memcmp(s, g->pre, g->npre) != 0) ||
+        (g->npost && memcmp(s + n - g->npost, g->post, g->npost) != 0))
         return 0;
     out[g->var] = (span){s + g->npre, n - g->npre - g->npost};
+    return 1;
+}
+
+/* The text after the last quote as the plan's words (formats._plan_segment's words): split at
+ * each space (an empty word where two spaces meet), as many words as the template, but the word
+ * whose variable may hold spaces (word_e), which takes the words between the others'; each word
+ * its text around its variable (gap_value). 1 when the text matches, 0 when it does not, -1 to
+ * defer the line. With several variables that may hold spaces (word_e -2), the SQL matches a
+ * regular expression, whose spaces are the template's: a line with as many words as the template
+ * has the words' reading (no value then holds a space, so each word is its template's), one with
+ * fewer does not match; one with more is the SQL's. */
+static int tail_words(const plan *pl, const char *s, size_t n, span *out) {
+    int k = pl->n_words, e = pl->word_e >= 0 ? pl->word_e : -1;
+    span w[MAX_WORDS];
+    const char *p = s, *end = s + n;
+    int left = e < 0 ? k : e; /* words taken from the left; the others from the right */
+    for (int j = 0; j < left; j++) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        if (j == k - 1) {
+            if (sp) return pl->word_e == -2 ? -1 : 0; /* more words than the template */
+            w[j] = (span){p, (size_t)(end - p)};
+        } else {
+            if (!sp) return 0; /* fewer */
+            w[j] = (span){p, (size_t)(sp - p)};
+            p = sp + 1;
+        }
+    }
+    if (e >= 0) {
+        const char *r = end;
+        for (int j = k - 1; j > e; j--) {
+            const char *sp = r;
+            while (sp > p && sp[-1] != ' ') sp--;
+            if (sp == p) return 0; /* no space left before it: fewer words */
+            w[j] = (span){sp, (size_t)(r - sp)};
+            r = sp - 1;
+        }
+        w[e] = (span){p, (size_t)(r - p)};
+    }
+    for (int j = 0; j < k; j++)
+        if (!gap_value(&pl->words[j], w[j].p, w[j].n, out)) return 0;
     return 1;
 }
 
@@ -1138,6 +1184,10 @@ static int parse_line(const plan *pl, output *o, size_t i, const char *s, size_t
         if (pl->n_gaps) {
             if (!gap_value(&pl->gaps[pl->n_quoted], rest, (size_t)(s + n - rest), extra))
                 return quarantine(o, i, mismatch, s, n);
+        } else if (pl->n_words) {
+            int r = tail_words(pl, rest, (size_t)(s + n - rest), extra);
+            if (r < 0) return defer_row(o, i);
+            if (r == 0) return quarantine(o, i, mismatch, s, n);
         } else if (pl->first_word == pl->n_extra) {
             if (rest != s + n) return quarantine(o, i, mismatch, s, n);
         } else if (!unquoted_values(pl, rest, (size_t)(s + n - rest), extra + pl->first_word)) {
@@ -1646,7 +1696,39 @@ static int load_gaps(plan *pl, PyObject *gaps) {
     return 0;
 }
 
-static int load_plan(plan *pl, PyObject *extras, PyObject *gaps) {
+/* words: () or the template of the text after the last quote, ((pre, var, post, elastic), ...)
+ * (see tail_words): with single spaces between the quoted values (no gaps), each unquoted
+ * variable in one word, in the format's order, none marked elastic in `extras` */
+static int load_words(plan *pl, PyObject *words) {
+    Py_ssize_t n = PyTuple_Size(words);
+    if (n < 0) return -1;
+    pl->n_words = (int)n;
+    pl->word_e = -1;
+    if (n == 0) return 0;
+    if (!pl->combined || pl->json || n > MAX_WORDS || pl->n_gaps || pl->elastic >= 0)
+        return plan_error("words need the combined layouts, no gaps, at most 32, none elastic");
+    int next = pl->first_word; /* the unquoted variables, in order */
+    for (Py_ssize_t j = 0; j < n; j++) {
+        gap *w = &pl->words[j];
+        Py_ssize_t npre, npost;
+        int elastic;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(words, j), "y#iy#p", &w->pre, &npre, &w->var, &w->post, &npost,
+                              &elastic))
+            return -1;
+        w->npre = (size_t)npre, w->npost = (size_t)npost;
+        if (w->var < 0) {
+            if (w->var != -1 || npost || elastic) return plan_error("bad word");
+            continue;
+        }
+        if (w->var != next++) return plan_error("bad word variable");
+        if (elastic) pl->word_e = pl->word_e == -1 ? (int)j : -2;
+    }
+    if (next != pl->n_extra) return plan_error("an unquoted variable outside the words");
+    pl->first_word = pl->n_extra; /* read by the words, not unquoted_values */
+    return 0;
+}
+
+static int load_plan(plan *pl, PyObject *extras, PyObject *gaps, PyObject *words) {
     Py_ssize_t n = PyTuple_Size(extras);
     if (n < 0) return -1;
     if (n > MAX_EXTRA) {
@@ -1694,11 +1776,13 @@ static int load_plan(plan *pl, PyObject *extras, PyObject *gaps) {
     }
     pl->first_word = pl->n_lead + pl->n_quoted;
     if (pl->elastic >= 0) pl->elastic -= pl->first_word; /* its index among the unquoted */
-    return load_gaps(pl, gaps);
+    if (load_gaps(pl, gaps)) return -1;
+    if (PyTuple_Size(words) && PyTuple_Size(gaps)) return plan_error("gaps or words, not both");
+    return load_words(pl, words);
 }
 
 PyDoc_STRVAR(parse_doc,
-             "parse(offsets, data, offset, length, layout, extras, ipad, opad, force_wide=False, terminated=False, gaps=())\n--\n\n"
+             "parse(offsets, data, offset, length, layout, extras, ipad, opad, force_wide=False, terminated=False, gaps=(), words=())\n--\n\n"
              "Parse `length` lines of a large_string array (its int64 offsets and data buffers,\n"
              "starting at element `offset`; `terminated`: each element ends with the line's '\\n',\n"
              "which is not part of the line, as line_starts() cuts them). layout: 0 common, 1 combined,\n"
@@ -1706,7 +1790,8 @@ PyDoc_STRVAR(parse_doc,
              "combined with [$time_iso8601] for [$time_local]. extras: ((b'\"name\":', role, decode, optout, quoted, elastic, lead), ...) for the\n"
              "variables other than the layout's: leading ones before $remote_addr first, then after combined's user agent the quoted ones. gaps: () (single\n"
              "spaces between the quoted ones, the unquoted ones as words after the last quote) or ((pre, var, post), ...), the text\n"
-             "before each quoted one and after the last quote: pre, the extra `var` (-1: none), post. ipad/opad: the HMAC pads (64 bytes\n"
+             "before each quoted one and after the last quote: pre, the extra `var` (-1: none), post. words: () or ((pre, var, post,\n"
+             "elastic), ...), the words after the last quote (several variables with text around them). ipad/opad: the HMAC pads (64 bytes\n"
              "per key, keys concatenated, the first tried first), or None for no verification. Returns (columns, deferred, wide): one tuple of\n"
              "buffers per output column (user_agent and referer dictionary-encoded), the int64\n"
              "indices of the rows to compute with the SQL,\n"
@@ -1716,11 +1801,11 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     Py_buffer offs, data;
     Py_ssize_t offset, length;
     int layout;
-    PyObject *extras, *ipad, *opad, *gaps = NULL;
+    PyObject *extras, *ipad, *opad, *gaps = NULL, *words = NULL;
     int force_wide = 0; /* tests: the int64 offsets of huge chunks, on small ones */
     int terminated = 0; /* the elements end with their line's '\n' (line_starts) */
-    if (!PyArg_ParseTuple(args, "y*y*nniO!OO|ppO!", &offs, &data, &offset, &length, &layout, &PyTuple_Type, &extras,
-                          &ipad, &opad, &force_wide, &terminated, &PyTuple_Type, &gaps))
+    if (!PyArg_ParseTuple(args, "y*y*nniO!OO|ppO!O!", &offs, &data, &offset, &length, &layout, &PyTuple_Type,
+                          &extras, &ipad, &opad, &force_wide, &terminated, &PyTuple_Type, &gaps, &PyTuple_Type, &words))
         return NULL;
     PyObject *result = NULL;
     plan pl;
@@ -1748,7 +1833,9 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     pl.json = layout == LAYOUT_JSON;
     if (!gaps) gaps = PyTuple_New(0); /* a new reference, released at the end */
     else Py_INCREF(gaps);
-    if (!gaps || load_plan(&pl, extras, gaps)) goto done;
+    if (!words) words = PyTuple_New(0);
+    else Py_INCREF(words);
+    if (!gaps || !words || load_plan(&pl, extras, gaps, words)) goto done;
     if (ipad != Py_None) {
         Py_ssize_t size = PyBytes_Check(ipad) ? PyBytes_GET_SIZE(ipad) : 0;
         if (!PyBytes_Check(ipad) || !PyBytes_Check(opad) || size == 0 || size % 64 != 0 ||
@@ -1811,6 +1898,7 @@ static PyObject *fastlog_parse(PyObject *mod, PyObject *args) {
     result = Py_BuildValue("(NNO)", cols, deferred, wide ? Py_True : Py_False);
 done:
     Py_XDECREF(gaps);
+    Py_XDECREF(words);
     output_free(&o);
     PyBuffer_Release(&offs);
     PyBuffer_Release(&data);
@@ -2152,7 +2240,7 @@ PyMODINIT_FUNC PyInit__fastlog(void) {
         goto fail;
     }
     if (PyModule_AddStringConstant(m, "JSON_OPTOUT_KEY", JSON_OPTOUT_KEY) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "ABI", 13) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
+    if (PyModule_AddIntConstant(m, "ABI", 14) < 0) goto fail; /* fastpath.py checks it: a stale build is not used */
     return m;
 fail:
     Py_DECREF(m);

@@ -623,21 +623,29 @@ def _split_chunks(stream: LogStream, offset: int, line_base: int, fast: FastPars
     is read in pieces of sources.READ bytes, each split and parsed as it comes and its bytes
     dropped, gathered into chunks of about sources.CHUNK bytes: memory holds one piece's bytes,
     not a chunk's. A piece with repaired lines (whose raw bytes the quarantine keeps) is a chunk
-    of its own, and so is one whose parsed columns are typed otherwise (a piece past 256 MiB)."""
+    of its own, and so is one whose parsed columns are typed otherwise (a piece past 256 MiB). A
+    chunk holds at most sources.PARSED_CHUNK bytes of parsed columns (or one piece's)."""
     pieces: list[Chunk] = []
+    parsed = 0  # bytes of the pieces' parsed columns
     for piece_offset, buf in stream.chunks(offset):
         piece = make_chunk(buf, piece_offset, line_base, fast)
         line_base += piece.lines.num_rows
         del buf  # held only by the piece when it keeps its raw bytes (repaired lines)
-        if pieces and (piece.original is not None or not _same_columns(pieces[0], piece)):
+        size = piece.parsed[0].nbytes if piece.parsed is not None else 0
+        if pieces and (
+            piece.original is not None
+            or not _same_columns(pieces[0], piece)
+            or parsed + size > sources.PARSED_CHUNK
+        ):
             yield _gathered(pieces)
-            pieces = []
+            pieces, parsed = [], 0
         pieces.append(piece)
+        parsed += size
         # full at CHUNK // READ pieces: about CHUNK bytes (a piece is the line carried over from
         # the one before, then READ bytes up to their last newline)
         if piece.original is not None or len(pieces) * sources.READ >= sources.CHUNK:
             yield _gathered(pieces)
-            pieces = []
+            pieces, parsed = [], 0
     if pieces:
         yield _gathered(pieces)
 

@@ -25,6 +25,7 @@ from tracklog.ingest.formats import (
     _JSON_CANONICAL_KEYS,
     _NEVER_ESCAPED,
     _SPACE_FREE,
+    _SPACES_IN,
     COMBINED,
     COMMON,
     JSON_NAME,
@@ -33,11 +34,12 @@ from tracklog.ingest.formats import (
     _strip_config_syntax,
     _tokenize,
     _Var,
+    _word_template,
     resolve_format,
 )
 from tracklog.routes import OPTOUT_COOKIE
 
-ABI = 13  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
+ABI = 14  # of _fastlog.c's parse(), line_starts() and key_index(): an extension built from older sources is not used
 _fastlog: ModuleType | None
 try:
     from tracklog.ingest import _fastlog  # type: ignore[attr-defined, no-redef]
@@ -120,6 +122,13 @@ class Plan:
     # one and after the last quote, as (literal, extras index of its variable or -1, literal):
     # `rt=$request_time uct="$upstream_connect_time"`, nginx's upstream timing format
     gaps: tuple[tuple[bytes, int, bytes], ...] = ()
+    # () or, with single spaces between the quoted values, the words after the last quote, each
+    # (literal, extras index of its variable or -1, literal, whether it may hold spaces): several
+    # variables with text around them (`rt=$request_time urt=$upstream_response_time`), or several
+    # that may hold spaces (ingress-nginx's default format; the SQL's regular expression, whose
+    # reading is the words' when a line has as many words as the template: any other line is
+    # deferred to the SQL)
+    words: tuple[tuple[bytes, int, bytes, bool], ...] = ()
 
 
 def extension_available() -> bool:
@@ -180,10 +189,12 @@ def plan_for(fmt: LogFormat) -> Plan | None:
         if resolve_format(spec, {}).select_sql("tl_lines") == want:
             break
     else:
-        return _gapped_plan(fmt, layout, head, leads, rest, want)
+        return _gapped_plan(fmt, layout, head, leads, rest, want) or _worded_plan(
+            fmt, layout, head, leads, rest, want
+        )
     elastic = [n for n in unquoted if n not in _SPACE_FREE] if len(unquoted) > 1 else []
     if len(elastic) > 1:  # the SQL matches them with a regular expression
-        return None
+        return _worded_plan(fmt, layout, head, leads, rest, want)
     return Plan(
         layout,
         tuple(
@@ -256,6 +267,54 @@ def _gapped_plan(
     )
 
 
+def _worded_plan(
+    fmt: LogFormat, layout: int, head: str, leads: list[str], rest: list[str], want: str
+) -> Plan | None:
+    """The plan of a combined-like format whose quoted variables after the user agent are
+    separated by single spaces, followed after the last quote by several variables in words with
+    text around them (formats._word_template: each word a literal with at most one variable in
+    it), or None."""
+    if layout not in (COMBINED_LAYOUT, MSEC_LAYOUT, COMBINED_ISO_LAYOUT):
+        return None
+    tail = _split_segments(_tokenize(_strip_config_syntax(fmt.spec)[0]))[head.count('"') :]
+    if len(tail) % 2 == 0:
+        return None
+    quoted: list[str] = []
+    for i, segment in enumerate(tail[:-1]):
+        if i % 2 == 0 and segment != [" "]:
+            return None
+        if i % 2 and (len(segment) != 1 or not isinstance(segment[0], _Var)):
+            return None
+        quoted += [t.name for t in segment if isinstance(t, _Var)]
+    words: list[tuple[str, str | None, str, bool]] = []
+    for word in _word_template(tail[-1]):
+        variables = [(k, part) for k, part in enumerate(word) if isinstance(part, tuple)]
+        if len(variables) > 1 or any(part[0] in _SPACES_IN for _, part in variables):
+            return None
+        if not variables:
+            words.append(("".join(str(p) for p in word), None, "", False))
+            continue
+        at, (name, index) = variables[0]
+        pre, post = ("".join(str(p) for p in part) for part in (word[:at], word[at + 1 :]))
+        words.append((pre, name, post, index is None))
+    names = [name for _, name, _, _ in words if name]
+    if len(names) < 2 or quoted + names != rest:
+        return None
+    text = " ".join(pre + (f"${{{name}}}" if name else "") + post for pre, name, post, _ in words)
+    spec = head + "".join(f' "${{{name}}}"' for name in quoted) + text
+    if resolve_format(spec, {}).select_sql("tl_lines") != want:
+        return None
+    extras = leads + rest
+    return Plan(
+        layout,
+        tuple(_extra(name, quoted=name in quoted, lead=k < len(leads)) for k, name in enumerate(extras)),
+        words=tuple(
+            (pre.encode(), extras.index(name) if name else -1, post.encode(), elastic)
+            for pre, name, post, elastic in words
+        ),
+    )
+
+
 def _plain_word(name: str) -> bool:
     """Whether `name` can be a variable before the head: a word without spaces, kept in `extra`."""
     return name in _SPACE_FREE and name not in _NOT_EXTRA and name not in _ROLES and name not in _OPTOUT
@@ -295,6 +354,7 @@ class FastParser:
                 False,
                 terminated,
                 self.plan.gaps,
+                self.plan.words,
             )
             arrays = [batch.column(0), batch.column(1)]
             arrays += [

@@ -45,6 +45,13 @@ CHUNK = int(os.environ.get("TRACKLOG_CHUNK_BYTES") or 40 << 20)
 # Bytes per read: a chunk is read, split and parsed in pieces of a quarter of it (engine.
 # _split_chunks gathers them), so the bytes held at once are a piece's, not a chunk's.
 READ = max(CHUNK // 4, 4096)
+# At most this many bytes of parsed columns per chunk (the compiled pass's Arrow table, which
+# the process holds twice: the chunk being stored and the next one, outside DuckDB's memory
+# limit): a format whose variables kept in `extra` make the parsed rows wider than the lines
+# (each value written with its variable's name as JSON) gathers fewer pieces into a chunk. The
+# benchmark's formats parse 40 MiB of lines into 26-28 MiB, below it; ingress-nginx's default
+# format into 55 MiB, which took the ingest's peak over 500 MB.
+PARSED_CHUNK = CHUNK
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
 # Not access logs: what a directory or glob stands for never includes these (nginx writes its
