@@ -13,7 +13,8 @@ GoAccess 1.7 (Debian 12: `apt-get install -y goaccess`) is not built with zlib t
 (bench/out/access-tracklog-<N>.log), which real tracking servers log; GoAccess reads it with the
 equivalent --log-format (and parses the same requests as valid). --log-format main: nginx's own
 `main` format (combined, then "$http_x_forwarded_for"); main-iso: the same with [$time_iso8601];
-upstream: `main` then nginx's upstream timings (rt=$request_time uct="..." ...). --pages SHARE: that share of
+upstream: `main` then nginx's upstream timings (rt=$request_time uct="..." ...); ingress: ingress-nginx's
+default format (combined, then $request_length $request_time [...] ... $req_id). --pages SHARE: that share of
 the lines are the site's page tags (web tracking), bench/out/access[-tracklog]-pagesNN-<N>.log.
 """
 
@@ -74,6 +75,12 @@ GOACCESS_FORMATS = {
         "--date-format=%d/%b/%Y",
         "--time-format=%T",
     ),
+    # ingress-nginx's: the request time read, the rest of the line not
+    "ingress": (
+        '--log-format=%h %^[%d:%t %^] "%r" %s %b "%R" "%u" %^ %T',
+        "--date-format=%d/%b/%Y",
+        "--time-format=%T",
+    ),
 }
 # what `tracklog ingest --log-format` is given: nginx-config's format (tracklog/nginx.py)
 TRACKLOG_FORMATS = {
@@ -84,6 +91,9 @@ TRACKLOG_FORMATS = {
     "upstream": COMBINED
     + ' "$http_x_forwarded_for" rt=$request_time uct="$upstream_connect_time" uht="$upstream_header_time"'
     + ' urt="$upstream_response_time"',
+    "ingress": COMBINED
+    + " $request_length $request_time [$proxy_upstream_name] [$proxy_alternative_upstream_name]"
+    + " $upstream_addr $upstream_response_length $upstream_response_time $upstream_status $req_id",
 }
 
 
@@ -228,7 +238,8 @@ def main() -> None:
         choices=FORMATS,
         default="combined",
         help="combined, the format `tracklog nginx-config` writes (tracklog), nginx's main, main with "
-        "[$time_iso8601] (main-iso), or main with the upstream timings (upstream) (default: %(default)s)",
+        "[$time_iso8601] (main-iso), main with the upstream timings (upstream), or ingress-nginx's default "
+        "format (ingress) (default: %(default)s)",
     )
     parser.add_argument(
         "--pages",

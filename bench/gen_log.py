@@ -9,7 +9,11 @@ own `main` format (combined, then "$http_x_forwarded_for"); main-iso, the same w
 [$time_iso8601] ("[2026-11-02T00:00:01+00:00]") in place of [$time_local]; upstream, `main` then
 nginx's upstream timings (`rt=$request_time uct="$upstream_connect_time"
 uht="$upstream_header_time" urt="$upstream_response_time"`: "-" for the tracking hits nginx
-answers itself, times for the rest, two upstreams now and then).
+answers itself, times for the rest, two upstreams now and then); ingress, ingress-nginx's default
+format (combined, then `$request_length $request_time [$proxy_upstream_name]
+[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length
+$upstream_response_time $upstream_status $req_id`: every request proxied to the tracking
+application behind it, one in 64 to two servers, "a, b").
 
 About 60% opens, 30% clicks, the rest mirror pages, unsubscribes (GET and one-click POST) and
 non-tracking noise, over 5 deliveries and 50,000 recipients, signed with --secret; a few hits
@@ -44,7 +48,7 @@ RECIPIENTS = 50_000
 START = datetime(2026, 11, 2, 0, 0, 0, tzinfo=UTC)
 SPAN_SECONDS = 21 * 86400
 CHUNK = 50_000
-FORMATS = ("combined", "tracklog", "main", "main-iso", "upstream")
+FORMATS = ("combined", "tracklog", "main", "main-iso", "upstream", "ingress")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 DELIVERIES = {
@@ -242,6 +246,14 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float 
         ip = ips[(who * 7 + jitter) % len(ips)]
         if fmt == "combined":
             head, tail = f"{ip}{prefix}{second % 60:02d} +0000]", ""
+        elif fmt == "ingress":  # ingress-nginx's default format; every request proxied
+            head = f"{ip}{prefix}{second % 60:02d} +0000]"
+            rt = ((r >> 20) & 15) / 1000
+            if (r >> 74) & 63 == 0:  # a retry: two servers
+                up = f"10.1.{jitter}.7:8080, 10.1.{jitter}.8:8080 0, 43 {rt / 2:.3f}, {rt / 2:.3f} 502, 200"
+            else:
+                up = f"10.1.{jitter}.7:8080 43 {rt:.3f} 200"
+            tail = f" {300 + (r >> 52) % 400} {rt:.3f} [default-tracking-80] [] {up} {r & 0xFFFFFFFFFFFF:012x}"
         elif fmt in ("main", "main-iso", "upstream"):
             # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
             head = f"{ip}{prefix}{second % 60:02d}{'+00:00' if fmt == 'main-iso' else ' +0000'}]"
