@@ -253,7 +253,9 @@ def lines(n: int, secret: bytes, seed: int, fmt: str = "combined", pages: float 
                 up = f"10.1.{jitter}.7:8080, 10.1.{jitter}.8:8080 0, 43 {rt / 2:.3f}, {rt / 2:.3f} 502, 200"
             else:
                 up = f"10.1.{jitter}.7:8080 43 {rt:.3f} 200"
-            tail = f" {300 + (r >> 52) % 400} {rt:.3f} [default-tracking-80] [] {up} {r & 0xFFFFFFFFFFFF:012x}"
+            tail = (
+                f" {300 + (r >> 52) % 400} {rt:.3f} [default-tracking-80] [] {up} {r & 0xFFFFFFFFFFFF:012x}"
+            )
         elif fmt in ("main", "main-iso", "upstream"):
             # nginx's `main`: combined, then "$http_x_forwarded_for" (1 in 16 a list)
             head = f"{ip}{prefix}{second % 60:02d}{'+00:00' if fmt == 'main-iso' else ' +0000'}]"
