@@ -391,8 +391,9 @@ def test_words_after_the_last_quote() -> None:
     """Several variables after the last quote with text around them: a word each, as the SQL
     splits them (one that may hold spaces takes the words between the others'); with several
     that may hold spaces, as the SQL's regular expression reads them: ingress-nginx's default
-    format (its upstream lists "a, b" and "a, b : c"), where a line with more words than the
-    format is left to the SQL. Expected `extra` written by hand."""
+    format (its upstream lists "a, b" and "a, b : c": a line with more words than the format is
+    matched as the regular expression matches it), and variables that may hold any text, where
+    such a line is left to the SQL. Expected `extra` written by hand."""
     head = '203.0.113.9 - - [27/Nov/2026:09:14:00 +0100] "GET /o/D1/r1.gif HTTP/1.1" 200 43 "-" "-"'
     mismatch = "does not match log format"
     keys = (
@@ -427,18 +428,41 @@ def test_words_after_the_last_quote() -> None:
         ("", mismatch),
     ]
     check_extra(INGRESS_FORMAT, head, cases)
-    # several servers: more words than the format, the SQL's (each list whole)
+    # several servers: more words than the format, each list whole (as the regular expression
+    # reads them: a list's element may end with a comma, so "a, b" may also be read as "a," and
+    # "b" when the rest needs it)
     lists = " 512 0.004 [t-80] [] 10.0.0.7:80, 10.0.0.8:80 : 10.0.1.1:80 0, 0 : 5 0.1, 0.2 : 0.3 502, 502 : 200 ab"
-    buf = f"{head}{lists}\n{head}{cases[0][0]}\n".encode()
-    assert assert_same(buf, INGRESS_FORMAT) == 2
-    assert deferred_rows(buf, INGRESS_FORMAT) == 1
+    odd = [
+        (" 1 2 [a] [b] x, y z w v u", ("x, y", "z", "w", "v", "u")),
+        (" 1 2 [a] [b] x, y z w v", ("x,", "y", "z", "w", "v")),
+        (" 1 2 [a] [b] x : y, z : w v u t s", ("x : y, z : w", "v", "u", "t", "s")),
+        (" 1 2 [a] [b] x,, y z w v u", ("x,, y", "z", "w", "v", "u")),
+        (" 1 2 [a] [b] x ,y z w v u", None),
+        (" 1 2 [a] [b] x, y z w v u t", None),
+    ]
+    buf = "".join(f"{head}{tail}\n" for tail in [lists, *(t for t, _ in odd)]).encode()
+    assert assert_same(buf, INGRESS_FORMAT) == len(odd) + 1
+    assert deferred_rows(buf, INGRESS_FORMAT) == 0
     types, rows = chunk_rows(buf, INGRESS_FORMAT, fast=True)
-    got = json.loads(rows[0][[name for name, _ in types].index("extra")])
+    extra, reason = (next(i for i, (name, _) in enumerate(types) if name == c) for c in ("extra", "reason"))
+    got = json.loads(rows[0][extra])
     assert (got["upstream_addr"], got["upstream_status"], got["req_id"]) == (
         "10.0.0.7:80, 10.0.0.8:80 : 10.0.1.1:80",
         "502, 502 : 200",
         "ab",
     )
+    for row, (_, want) in zip(rows[1:], odd, strict=True):
+        if want is None:
+            assert row[reason] == mismatch
+            continue
+        values = json.loads(row[extra])
+        assert tuple(values[k] for k in keys[4:]) == want
+    # variables that may hold any text ($http_x_a: the shortest text that lets the rest match):
+    # a line with more words than the format is the SQL's
+    spec = COMBINED + " $http_x_a $http_x_b [$request_time]"
+    buf = f"{head} a b [1]\n{head} a b c [1]\n".encode()
+    assert assert_same(buf, spec) == 2
+    assert deferred_rows(buf, spec) == 1
     # text around two, one of which may hold spaces: it takes the words between
     spec = COMBINED + " rt=$request_time urt=$upstream_response_time x"
     cases = [

@@ -528,6 +528,9 @@ enum { ROLE_EXTRA = 0, ROLE_UID_GOT = 1, ROLE_UID_SET = 2, ROLE_XFF = 3 };
 enum { OPTOUT_NONE = 0, OPTOUT_COOKIE = 1, OPTOUT_HEADER = 2 };
 #define MAX_EXTRA 16
 #define MAX_WORDS 32 /* words after the last quote (formats._word_template) */
+#define MATCH_MAX 256 /* bytes after the last quote that list_match reads (more: the SQL's) */
+#define MATCH_STEPS 20000 /* list_match's steps per line at most (more: the SQL's) */
+#define PROG_TEXT 2048 /* bytes of the words' literal text, all together */
 #define MAX_KEYS 16 /* config.MAX_SECRETS */
 
 /* the layouts parse() takes (fastpath.Plan.layout) */
@@ -549,6 +552,17 @@ typedef struct {
     int var;
 } gap;
 
+/* A word's variable as formats._take_regexp matches it: */
+enum { WORD_PLAIN, WORD_ANY, WORD_LIST }; /* [^ ]* (greedy), .*? (lazy), an upstream list */
+
+/* The words after the last quote as one regular expression (formats._take_regexp): literal text,
+ * then a variable (kind -1 in the last step: the end) */
+typedef struct {
+    const char *lit;
+    size_t nlit;
+    int kind, var;
+} pstep;
+
 typedef struct {
     int combined;  /* 1: combined or msec (quoted referer and agent, + extras), 0: common */
     int msec;      /* 1: "$msec $remote_addr " before the request, no $remote_user */
@@ -569,6 +583,10 @@ typedef struct {
     int word_e;              /* the word whose variable may hold spaces, -1 none, -2 several (the SQL's
                               * regular expression: a line with another number of words is deferred) */
     gap words[MAX_WORDS];
+    int word_kind[MAX_WORDS];
+    int n_prog;                  /* the words as list_match's steps, when no variable is WORD_ANY (else 0) */
+    pstep prog[MAX_WORDS + 1];
+    char prog_text[PROG_TEXT];
     int qidx[MAX_EXTRA];     /* the index in extras of quoted value k (the format's order) */
     int first_word;          /* the index in extras of the first unquoted word (n_gaps == 0) */
     int role[MAX_EXTRA];
@@ -885,6 +903,101 @@ static int gap_value(const gap *g, const char *s, size_t n, span *out) {
     return 1;
 }
 
+/* list_match: the text after the last quote against the plan's words as formats._take_regexp's
+ * regular expression, for words whose variables are plain ([^ ]*) or upstream lists ([^ ]*
+ * elements joined by ", " or " : "), none lazy: the first match RE2 finds (its leftmost-first
+ * submatches are a backtracking search's: each variable's longest text first, shorter ones after,
+ * a list's elements likewise), found by that search, each state's failure remembered so that it
+ * is tried once, and its steps counted: a line of more than MATCH_MAX bytes there or more than
+ * MATCH_STEPS steps is left to the SQL. */
+typedef struct {
+    const plan *pl;
+    const char *s;
+    size_t n;
+    int steps;
+    span cap[MAX_WORDS];
+    uint8_t failed[MAX_WORDS][MATCH_MAX + 1]; /* bit 1: the variable from there, 2: a list element, 4: after one */
+} matcher;
+
+static int m_rest(matcher *m, int g, size_t pos);
+
+static size_t m_run(const matcher *m, size_t pos) { /* [^ ]* from pos */
+    const char *sp = memchr(m->s + pos, ' ', m->n - pos);
+    return sp ? (size_t)(sp - (m->s + pos)) : m->n - pos;
+}
+
+static int m_elem(matcher *m, int g, size_t start, size_t pos);
+
+/* after a list element ending at p: another (", " or " : " then an element), else the rest */
+static int m_star(matcher *m, int g, size_t start, size_t p) {
+    if (++m->steps > MATCH_STEPS) return -1;
+    if (m->failed[g][p] & 4) return 0;
+    int r;
+    if (p + 2 <= m->n && m->s[p] == ',' && m->s[p + 1] == ' ' && (r = m_elem(m, g, start, p + 2))) return r;
+    if (p + 3 <= m->n && m->s[p] == ' ' && m->s[p + 1] == ':' && m->s[p + 2] == ' ' &&
+        (r = m_elem(m, g, start, p + 3)))
+        return r;
+    if ((r = m_rest(m, g + 1, p))) {
+        if (r > 0) m->cap[g] = (span){m->s + start, p - start};
+        return r;
+    }
+    m->failed[g][p] |= 4;
+    return 0;
+}
+
+static int m_elem(matcher *m, int g, size_t start, size_t pos) {
+    if (++m->steps > MATCH_STEPS) return -1;
+    if (m->failed[g][pos] & 2) return 0;
+    for (size_t l = m_run(m, pos) + 1; l-- > 0;) {
+        int r = m_star(m, g, start, pos + l);
+        if (r) return r;
+    }
+    m->failed[g][pos] |= 2;
+    return 0;
+}
+
+static int m_group(matcher *m, int g, size_t pos) {
+    if (++m->steps > MATCH_STEPS) return -1;
+    if (m->failed[g][pos] & 1) return 0;
+    int r = 0;
+    if (m->pl->prog[g].kind == WORD_LIST) {
+        r = m_elem(m, g, pos, pos);
+    } else {
+        for (size_t l = m_run(m, pos) + 1; l-- > 0;) {
+            if ((r = m_rest(m, g + 1, pos + l))) {
+                if (r > 0) m->cap[g] = (span){m->s + pos, l};
+                break;
+            }
+        }
+    }
+    if (r) return r;
+    m->failed[g][pos] |= 1;
+    return 0;
+}
+
+/* step g's literal at pos, then its variable (or the end) */
+static int m_rest(matcher *m, int g, size_t pos) {
+    const pstep *st = &m->pl->prog[g];
+    if (m->n - pos < st->nlit || (st->nlit && memcmp(m->s + pos, st->lit, st->nlit) != 0)) return 0;
+    pos += st->nlit;
+    if (st->kind < 0) return pos == m->n;
+    return m_group(m, g, pos);
+}
+
+/* 1: matched, the variables' values in out; 0: no match; -1: the SQL's */
+static int list_match(const plan *pl, const char *s, size_t n, span *out) {
+    if (!pl->n_prog || n > MATCH_MAX) return -1;
+    matcher *m = malloc(sizeof *m);
+    if (!m) return -1;
+    m->pl = pl, m->s = s, m->n = n, m->steps = 0;
+    memset(m->failed, 0, sizeof m->failed);
+    int r = m_rest(m, 0, 0);
+    if (r > 0)
+        for (int g = 0; g + 1 < pl->n_prog; g++) out[pl->prog[g].var] = m->cap[g];
+    free(m);
+    return r;
+}
+
 /* The text after the last quote as the plan's words (formats._plan_segment's words): split at
  * each space (an empty word where two spaces meet), as many words as the template, but the word
  * whose variable may hold spaces (word_e), which takes the words between the others'; each word
@@ -892,7 +1005,7 @@ static int gap_value(const gap *g, const char *s, size_t n, span *out) {
  * defer the line. With several variables that may hold spaces (word_e -2), the SQL matches a
  * regular expression, whose spaces are the template's: a line with as many words as the template
  * has the words' reading (no value then holds a space, so each word is its template's), one with
- * fewer does not match; one with more is the SQL's. */
+ * fewer does not match; one with more is list_match's, or the SQL's. */
 static int tail_words(const plan *pl, const char *s, size_t n, span *out) {
     int k = pl->n_words, e = pl->word_e >= 0 ? pl->word_e : -1;
     span w[MAX_WORDS];
@@ -901,7 +1014,7 @@ static int tail_words(const plan *pl, const char *s, size_t n, span *out) {
     for (int j = 0; j < left; j++) {
         const char *sp = memchr(p, ' ', (size_t)(end - p));
         if (j == k - 1) {
-            if (sp) return pl->word_e == -2 ? -1 : 0; /* more words than the template */
+            if (sp) return pl->word_e == -2 ? list_match(pl, s, n, out) : 0; /* more words than the template */
             w[j] = (span){p, (size_t)(end - p)};
         } else {
             if (!sp) return 0; /* fewer */
@@ -1711,19 +1824,40 @@ static int load_words(plan *pl, PyObject *words) {
     for (Py_ssize_t j = 0; j < n; j++) {
         gap *w = &pl->words[j];
         Py_ssize_t npre, npost;
-        int elastic;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(words, j), "y#iy#p", &w->pre, &npre, &w->var, &w->post, &npost,
-                              &elastic))
+        int kind;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(words, j), "y#iy#i", &w->pre, &npre, &w->var, &w->post, &npost,
+                              &kind))
             return -1;
         w->npre = (size_t)npre, w->npost = (size_t)npost;
+        pl->word_kind[j] = kind;
         if (w->var < 0) {
-            if (w->var != -1 || npost || elastic) return plan_error("bad word");
+            if (w->var != -1 || npost || kind != WORD_PLAIN) return plan_error("bad word");
             continue;
         }
         if (w->var != next++) return plan_error("bad word variable");
-        if (elastic) pl->word_e = pl->word_e == -1 ? (int)j : -2;
+        if (kind < WORD_PLAIN || kind > WORD_LIST) return plan_error("bad word kind");
+        if (kind != WORD_PLAIN) pl->word_e = pl->word_e == -1 ? (int)j : -2;
     }
     if (next != pl->n_extra) return plan_error("an unquoted variable outside the words");
+    /* list_match's steps: the literal text up to each variable, then the variable */
+    size_t at = 0, from = 0;
+    int lazy = 0;
+    pl->n_prog = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const gap *w = &pl->words[j];
+        size_t need = (j > 0) + w->npre + w->npost;
+        if (at + need > PROG_TEXT) return plan_error("the words' text is too long");
+        if (j > 0) pl->prog_text[at++] = ' ';
+        memcpy(pl->prog_text + at, w->pre, w->npre), at += w->npre;
+        if (w->var >= 0) {
+            pl->prog[pl->n_prog++] = (pstep){pl->prog_text + from, at - from, pl->word_kind[j], w->var};
+            lazy |= pl->word_kind[j] == WORD_ANY;
+            from = at;
+        }
+        memcpy(pl->prog_text + at, w->post, w->npost), at += w->npost;
+    }
+    pl->prog[pl->n_prog++] = (pstep){pl->prog_text + from, at - from, -1, -1};
+    if (lazy) pl->n_prog = 0; /* .*? : the SQL's */
     pl->first_word = pl->n_extra; /* read by the words, not unquoted_values */
     return 0;
 }

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from tracklog.ingest.formats import (
     _JSON_CANONICAL_KEYS,
+    _LISTS,
     _NEVER_ESCAPED,
     _SPACE_FREE,
     _SPACES_IN,
@@ -50,6 +51,10 @@ if _fastlog is not None and getattr(_fastlog, "ABI", None) != ABI:  # stale in-p
 
 PURE_ENV = "TRACKLOG_PURE"
 MAX_EXTRA = 16  # quoted variables after combined's user agent (as in _fastlog.c)
+MAX_WORDS, PROG_TEXT = 32, 2048  # words after the last quote, and their text (as in _fastlog.c)
+# how the SQL's regular expression matches a word's variable (formats._take_regexp), as _fastlog.c
+# numbers them: [^ ]*, .*?, an upstream list
+WORD_PLAIN, WORD_ANY, WORD_LIST = range(3)
 # Rows per record batch of a parsed chunk as DuckDB scans it (a thread takes a batch at a time):
 # on the benchmark 5-9% less wall time than one batch per chunk; 4k-32k measured alike
 SCAN_BATCH_ROWS = 16_384
@@ -123,12 +128,14 @@ class Plan:
     # `rt=$request_time uct="$upstream_connect_time"`, nginx's upstream timing format
     gaps: tuple[tuple[bytes, int, bytes], ...] = ()
     # () or, with single spaces between the quoted values, the words after the last quote, each
-    # (literal, extras index of its variable or -1, literal, whether it may hold spaces): several
-    # variables with text around them (`rt=$request_time urt=$upstream_response_time`), or several
-    # that may hold spaces (ingress-nginx's default format; the SQL's regular expression, whose
-    # reading is the words' when a line has as many words as the template: any other line is
-    # deferred to the SQL)
-    words: tuple[tuple[bytes, int, bytes, bool], ...] = ()
+    # (literal, extras index of its variable or -1, literal, WORD_PLAIN, WORD_ANY or WORD_LIST:
+    # how the SQL's regular expression matches it): several variables with text around them
+    # (`rt=$request_time urt=$upstream_response_time`), or several that may hold spaces
+    # (ingress-nginx's default format; the SQL's regular expression, whose reading is the words'
+    # when a line has as many words as the template; with more, the C pass finds the regular
+    # expression's match when the variables are plain words or upstream lists, and defers the
+    # line to the SQL otherwise)
+    words: tuple[tuple[bytes, int, bytes, int], ...] = ()
 
 
 def extension_available() -> bool:
@@ -286,17 +293,20 @@ def _worded_plan(
         if i % 2 and (len(segment) != 1 or not isinstance(segment[0], _Var)):
             return None
         quoted += [t.name for t in segment if isinstance(t, _Var)]
-    words: list[tuple[str, str | None, str, bool]] = []
+    words: list[tuple[str, str | None, str, int]] = []
     for word in _word_template(tail[-1]):
         variables = [(k, part) for k, part in enumerate(word) if isinstance(part, tuple)]
         if len(variables) > 1 or any(part[0] in _SPACES_IN for _, part in variables):
             return None
         if not variables:
-            words.append(("".join(str(p) for p in word), None, "", False))
+            words.append(("".join(str(p) for p in word), None, "", WORD_PLAIN))
             continue
         at, (name, index) = variables[0]
         pre, post = ("".join(str(p) for p in part) for part in (word[:at], word[at + 1 :]))
-        words.append((pre, name, post, index is None))
+        kind = WORD_PLAIN if index is not None else WORD_LIST if name in _LISTS else WORD_ANY
+        words.append((pre, name, post, kind))
+    if len(words) > MAX_WORDS or sum(len((pre + post).encode()) + 1 for pre, _, post, _ in words) > PROG_TEXT:
+        return None
     names = [name for _, name, _, _ in words if name]
     if len(names) < 2 or quoted + names != rest:
         return None
@@ -309,8 +319,8 @@ def _worded_plan(
         layout,
         tuple(_extra(name, quoted=name in quoted, lead=k < len(leads)) for k, name in enumerate(extras)),
         words=tuple(
-            (pre.encode(), extras.index(name) if name else -1, post.encode(), elastic)
-            for pre, name, post, elastic in words
+            (pre.encode(), extras.index(name) if name else -1, post.encode(), kind)
+            for pre, name, post, kind in words
         ),
     )
 
