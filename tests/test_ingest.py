@@ -797,6 +797,18 @@ def _chunks_of(log: Path, spec: str) -> list[engine.Chunk]:
         stream.close()
 
 
+def _assert_consecutive(chunks: list[engine.Chunk], log: Path, lines: int) -> None:
+    """The chunks cover the log's bytes and its `lines` lines, each once, in order."""
+    at, seen = 0, 0
+    for chunk in chunks:
+        assert chunk.offset == at
+        assert chunk.lines.column("line_no").to_pylist() == list(
+            range(seen + 1, seen + 1 + chunk.lines.num_rows)
+        )
+        at, seen = at + chunk.size, seen + chunk.lines.num_rows
+    assert (at, seen) == (log.stat().st_size, lines)
+
+
 @pytest.mark.skipif(not fastpath.extension_available(), reason="the C extension is not built")
 def test_wide_parsed_rows_make_smaller_chunks(tmp_path: Path, monkeypatch) -> None:
     """A chunk holds at most sources.PARSED_CHUNK bytes of parsed columns: a format whose
@@ -824,14 +836,7 @@ def test_wide_parsed_rows_make_smaller_chunks(tmp_path: Path, monkeypatch) -> No
 
     for log, spec_of, per_chunk in ((wide, spec, 2), (narrow, "combined", 4)):
         chunks = _chunks_of(log, spec_of)
-        at, seen = 0, 0
-        for chunk in chunks:
-            assert chunk.offset == at
-            assert chunk.lines.column("line_no").to_pylist() == list(
-                range(seen + 1, seen + 1 + chunk.lines.num_rows)
-            )
-            at, seen = at + chunk.size, seen + chunk.lines.num_rows
-        assert (at, seen) == (log.stat().st_size, len(texts))
+        _assert_consecutive(chunks, log, len(texts))
         # all but the last: as many pieces as fit, of about READ bytes each
         assert all(per_chunk * 9_000 < c.size < per_chunk * 11_000 for c in chunks[:-1]), [
             c.size for c in chunks
@@ -885,19 +890,8 @@ def test_chunks_gathered_from_pieces_store_what_one_chunk_does(tmp_path: Path, m
     # the last), every line once
     monkeypatch.setattr(sources, "CHUNK", 40_000)
     monkeypatch.setattr(sources, "READ", 10_000)
-    stream = sources.LogStream(sources.InputSpec(str(log)))
-    try:
-        chunks = list(engine._split_chunks(stream, 0, 0, fast_parser(resolve_format("combined", {}), None)))
-    finally:
-        stream.close()
-    at, lines_seen = 0, 0
-    for chunk in chunks:
-        assert chunk.offset == at
-        assert chunk.lines.column("line_no").to_pylist() == list(
-            range(lines_seen + 1, lines_seen + 1 + chunk.lines.num_rows)
-        )
-        at, lines_seen = at + chunk.size, lines_seen + chunk.lines.num_rows
-    assert (at, lines_seen) == (log.stat().st_size, len(body))
+    chunks = _chunks_of(log, "combined")
+    _assert_consecutive(chunks, log, len(body))
     repaired = [c for c in chunks if c.original is not None]
     assert 1 <= len(repaired) <= 3 and all(c.size <= 10_000 + 4096 for c in repaired)
     # a chunk is four pieces of about 10,000 bytes, or fewer before a repaired piece

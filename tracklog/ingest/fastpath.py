@@ -230,16 +230,24 @@ def _extra(
     )
 
 
+def _tail_segments(fmt: LogFormat, layout: int, head: str) -> list[list[Any]] | None:
+    """The segments of `fmt` after its combined-like `head` (formats._split_segments: the text
+    between each two quotes, the quoted values at odd indices, the last one after the last
+    quote), or None when the layout has no user agent or the quotes do not pair."""
+    if layout not in (COMBINED_LAYOUT, MSEC_LAYOUT, COMBINED_ISO_LAYOUT):
+        return None
+    tail = _split_segments(_tokenize(_strip_config_syntax(fmt.spec)[0]))[head.count('"') :]
+    return None if len(tail) % 2 == 0 else tail
+
+
 def _gapped_plan(
     fmt: LogFormat, layout: int, head: str, leads: list[str], rest: list[str], want: str
 ) -> Plan | None:
     """The plan of a combined-like format whose variables after the user agent are quoted ones
     with text around them (each piece between two quotes, and after the last, a literal with at
     most one variable: formats._plan_segment's single-variable reading), or None."""
-    if layout not in (COMBINED_LAYOUT, MSEC_LAYOUT, COMBINED_ISO_LAYOUT):
-        return None
-    tail = _split_segments(_tokenize(_strip_config_syntax(fmt.spec)[0]))[head.count('"') :]
-    if len(tail) % 2 == 0:
+    tail = _tail_segments(fmt, layout, head)
+    if tail is None:
         return None
     names: list[str] = []
     quoted: list[str] = []
@@ -281,10 +289,8 @@ def _worded_plan(
     separated by single spaces, followed after the last quote by several variables in words with
     text around them (formats._word_template: each word a literal with at most one variable in
     it), or None."""
-    if layout not in (COMBINED_LAYOUT, MSEC_LAYOUT, COMBINED_ISO_LAYOUT):
-        return None
-    tail = _split_segments(_tokenize(_strip_config_syntax(fmt.spec)[0]))[head.count('"') :]
-    if len(tail) % 2 == 0:
+    tail = _tail_segments(fmt, layout, head)
+    if tail is None:
         return None
     quoted: list[str] = []
     for i, segment in enumerate(tail[:-1]):
