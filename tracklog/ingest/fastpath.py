@@ -240,6 +240,19 @@ def _tail_segments(fmt: LogFormat, layout: int, head: str) -> list[list[Any]] | 
     return None if len(tail) % 2 == 0 else tail
 
 
+def _extras(
+    leads: list[str], extras: list[str], quoted: list[str]
+) -> tuple[tuple[bytes, int, bool, int, bool, bool, bool], ...]:
+    """Plan.extras for `extras` (`leads` first, `quoted` among them), none elastic."""
+    return tuple(_extra(name, quoted=name in quoted, lead=k < len(leads)) for k, name in enumerate(extras))
+
+
+def _plan_if_same(spec: str, want: str, plan: Plan) -> Plan | None:
+    """`plan` when `spec`, the format as the plan reads it, compiles to the SQL `want` (the
+    format's own), else None."""
+    return plan if resolve_format(spec, {}).select_sql("tl_lines") == want else None
+
+
 def _gapped_plan(
     fmt: LogFormat, layout: int, head: str, leads: list[str], rest: list[str], want: str
 ) -> Plan | None:
@@ -272,13 +285,17 @@ def _gapped_plan(
         pre + (f"${{{name}}}" if name else "") + post + (f'"${{{quoted[g]}}}"' if g < len(quoted) else "")
         for g, (pre, name, post) in enumerate(gaps)
     )
-    if resolve_format(spec, {}).select_sql("tl_lines") != want:
-        return None
     extras = leads + rest
-    return Plan(
-        layout,
-        tuple(_extra(name, quoted=name in quoted, lead=k < len(leads)) for k, name in enumerate(extras)),
-        tuple((pre.encode(), extras.index(name) if name else -1, post.encode()) for pre, name, post in gaps),
+    return _plan_if_same(
+        spec,
+        want,
+        Plan(
+            layout,
+            _extras(leads, extras, quoted),
+            tuple(
+                (pre.encode(), extras.index(name) if name else -1, post.encode()) for pre, name, post in gaps
+            ),
+        ),
     )
 
 
@@ -318,15 +335,17 @@ def _worded_plan(
         return None
     text = " ".join(pre + (f"${{{name}}}" if name else "") + post for pre, name, post, _ in words)
     spec = head + "".join(f' "${{{name}}}"' for name in quoted) + text
-    if resolve_format(spec, {}).select_sql("tl_lines") != want:
-        return None
     extras = leads + rest
-    return Plan(
-        layout,
-        tuple(_extra(name, quoted=name in quoted, lead=k < len(leads)) for k, name in enumerate(extras)),
-        words=tuple(
-            (pre.encode(), extras.index(name) if name else -1, post.encode(), kind)
-            for pre, name, post, kind in words
+    return _plan_if_same(
+        spec,
+        want,
+        Plan(
+            layout,
+            _extras(leads, extras, quoted),
+            words=tuple(
+                (pre.encode(), extras.index(name) if name else -1, post.encode(), kind)
+                for pre, name, post, kind in words
+            ),
         ),
     )
 
