@@ -2,7 +2,8 @@
 `common` formats (also with [$time_iso8601] for [$time_local]), combined followed by quoted
 variables such as "$uid_got" (nginx's `main`: "$http_x_forwarded_for"), then by space-separated
 ones such as $request_time (or with text around them: `rt=$request_time uct="$upstream_connect_time"`,
-nginx's upstream timing format), and the format `tracklog nginx-config` writes (MSEC_HEAD followed by
+nginx's upstream timing format; `[$proxy_upstream_name] $upstream_addr ...`, ingress-nginx's default
+format), and the format `tracklog nginx-config` writes (MSEC_HEAD followed by
 the same), and JSON lines, in one C pass (_fastlog.c), exactly the rows of the SQL path
 (formats.py, routes.py, signing.py), which stays the reference and the path for every other
 format, and wherever the extension is not built.
