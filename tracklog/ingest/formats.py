@@ -411,9 +411,9 @@ def _take_regexp(piece: str, segment: list[_Token], raw: _RawValues) -> list[str
     variables with no literal between them. RE2 capture groups are slow, but only such formats pay.
 
     The values are those of the match of the whole piece (anchored: regexp_extract finds the
-    first match, which ends early when the last variable may be empty): each variable that may
-    hold spaces takes the shortest text that lets the rest match, an upstream list the longest
-    list."""
+    first match, which ends early when the last variable may be empty), in RE2's leftmost-first
+    order: a variable that may hold any text takes the shortest text that lets the rest match, a
+    word or an upstream list the longest (a list's elements, each longest first)."""
     pattern = ""
     names: list[str] = []
     for token in segment:
