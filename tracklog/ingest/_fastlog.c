@@ -581,7 +581,7 @@ typedef struct {
     int n_words;             /* 0, or the words after the last quote (formats._word_template), each
                               * a text with at most one variable in it (tail_words) */
     int word_e;              /* the word whose variable may hold spaces, -1 none, -2 several (the SQL's
-                              * regular expression: a line with another number of words is deferred) */
+                              * regular expression: a line with more words is list_match's) */
     gap words[MAX_WORDS];
     int word_kind[MAX_WORDS];
     int n_prog;                  /* the words as list_match's steps, when no variable is WORD_ANY (else 0) */
